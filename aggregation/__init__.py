@@ -1,0 +1,1 @@
+"""crowdmarket aggregation package."""

@@ -1,0 +1,93 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from flask import Flask, current_app, g, render_template
+from flask_smorest import Api
+from sqlalchemy.orm import Session
+
+from market.config import check_config, load_config
+from market.db import Database, utcnow
+from market.problems import register_error_handlers
+
+REDOC_URL = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, ...)."""
+    app = Flask(__name__, instance_path=os.environ.get("CROWDMARKET_INSTANCE_PATH") or None)
+    app.config.update(load_config(app.instance_path))
+    app.config.update(overrides or {})
+    check_config(app.config)
+    logging.basicConfig(level=app.config["LOG_LEVEL"])
+    app.config.update(
+        MAX_CONTENT_LENGTH=app.config["MAX_REQUEST_BYTES"],
+        API_TITLE="crowdmarket",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_REDOC_PATH="/docs",
+        OPENAPI_REDOC_URL=REDOC_URL,
+        API_SPEC_OPTIONS={
+            "info": {"description": "Post labeling jobs, publish them as HITs, collect and export answers."},
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearerAuth": []}],
+        },
+    )
+
+    if app.config.get("DATABASE") is None:
+        url = app.config["DATABASE_URL"]
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            os.makedirs(os.path.dirname(url.removeprefix("sqlite:///")) or ".", exist_ok=True)
+        app.config["DATABASE"] = Database.from_url(url, pool_size=app.config["DB_POOL_SIZE"])
+    app.extensions["crowdmarket.db"] = app.config["DATABASE"]
+    app.extensions["crowdmarket.clock"] = app.config.get("CLOCK") or utcnow
+    app.extensions["crowdmarket.redis"] = (
+        redis.Redis.from_url(app.config["REDIS_URL"], socket_timeout=1, socket_connect_timeout=1)
+        if app.config["REDIS_URL"] else None)
+
+    api = Api(app)
+    from market import api as market_api
+    from market import health
+    from workers import api as workers_api
+
+    app.register_blueprint(health.blp)
+    for blp in (*market_api.BLUEPRINTS, workers_api.blp):
+        api.register_blueprint(blp)
+    register_error_handlers(app)
+
+    @app.get("/")
+    def index() -> str:
+        return render_template("index.html")
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    return app
+
+
+def db_session() -> Session:
+    """This request's (or CLI command's) session, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["crowdmarket.db"].session()
+    return g.db_session
+
+
+def clock() -> dt.datetime:
+    now: Callable[[], dt.datetime] = current_app.extensions["crowdmarket.clock"]
+    return now()
+
+
+def redis_client() -> redis.Redis | None:
+    return current_app.extensions["crowdmarket.redis"]

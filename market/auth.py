@@ -1,0 +1,53 @@
+"""Bearer-token authentication and role checks for the JSON API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import g, request
+
+from market.problems import Forbidden, Unauthorized
+from workers.models import Account, Role
+from workers.service import authenticate
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def current_account() -> Account:
+    """The authenticated account of this request (only inside a view guarded by `requires`)."""
+    return g.account
+
+
+def requires(*roles: Role) -> Callable[[F], F]:
+    """Guard a view: a live API token of an account with one of `roles`."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from market.app import clock, db_session
+
+            token = _bearer_token()
+            if token is None:
+                raise Unauthorized("Send an API token as 'Authorization: Bearer <token>'.")
+            account = authenticate(db_session(), token, now=clock())
+            if account is None:
+                raise Unauthorized("The API token is unknown, revoked, or its account is disabled.")
+            if account.role not in roles:
+                raise Forbidden(f"This endpoint is for {', '.join(r.value for r in roles)} accounts.")
+            g.account = account
+            return view(*args, **kwargs)
+
+        wrapper._roles = roles  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorator

@@ -1,0 +1,219 @@
+"""Atomic, streaming item import from JSONL or CSV.
+
+Lines are validated and inserted in chunks inside one transaction, so memory stays bounded whatever the file
+size; any bad line rolls the whole import back and the error lists the first 100 bad lines. Re-importing
+a file adds nothing: `external_id` is unique per project and existing ones are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from market.labels import AnswerError, parse_csv_answer, validate_answer
+from market.models import Item, Project
+from market.problems import InvalidInput
+
+FORMATS = ("jsonl", "csv")
+CHUNK = 2_000
+MAX_LISTED_ERRORS = 100
+MAX_LINE_CHARS = 1024 * 1024
+_FIELDS = {"external_id", "data", "gold", "explanation", "priority"}
+_RESERVED_CSV = {"external_id", "gold", "explanation", "priority"}
+_PRIORITY_RANGE = (-1_000_000, 1_000_000)
+
+csv.field_size_limit(MAX_LINE_CHARS)
+
+
+@dataclass
+class ImportResult:
+    lines: int = 0
+    created: int = 0
+    skipped: int = 0
+    gold: int = 0
+
+
+class LineError(ValueError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _row(schema: dict[str, Any], external_id: Any, data: Any, gold: Any, explanation: Any,
+         priority: Any) -> dict[str, Any]:
+    if isinstance(external_id, int) and not isinstance(external_id, bool):
+        external_id = str(external_id)
+    if not isinstance(external_id, str) or not external_id.strip():
+        raise LineError("external_id is required and must be a non-empty string", "external_id")
+    if len(external_id) > 255:
+        raise LineError("external_id is longer than 255 characters", "external_id")
+    if not isinstance(data, dict):
+        raise LineError("data must be a JSON object", "data")
+    if gold is not None:
+        try:
+            gold = validate_answer(schema, gold)
+        except AnswerError as exc:
+            raise LineError(f"gold {exc}", "gold") from exc
+    if explanation is not None:
+        if gold is None:
+            raise LineError("explanation is only allowed on gold items", "explanation")
+        if not isinstance(explanation, str):
+            raise LineError("explanation must be a string", "explanation")
+    if priority is None:
+        priority = 0
+    if isinstance(priority, bool) or not isinstance(priority, int) \
+            or not _PRIORITY_RANGE[0] <= priority <= _PRIORITY_RANGE[1]:
+        raise LineError(f"priority must be a whole number in {list(_PRIORITY_RANGE)}", "priority")
+    return {"external_id": external_id, "data": data, "is_gold": gold is not None, "gold_answer": gold,
+            "gold_explanation": explanation, "priority": priority}
+
+
+def _jsonl_rows(text: IO[str], schema: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
+    for line_no, line in enumerate(text, start=1):
+        if len(line) > MAX_LINE_CHARS:
+            yield line_no, LineError(f"line is longer than {MAX_LINE_CHARS} characters")
+            continue
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield line_no, LineError(f"invalid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(doc, dict):
+            yield line_no, LineError("each line must be a JSON object")
+            continue
+        unknown = sorted(set(doc) - _FIELDS)
+        if unknown:
+            yield line_no, LineError(f"unknown field(s) {unknown}; allowed: {sorted(_FIELDS)}", unknown[0])
+            continue
+        try:
+            yield line_no, _row(schema, doc.get("external_id"), doc.get("data"), doc.get("gold"),
+                                doc.get("explanation"), doc.get("priority"))
+        except LineError as exc:
+            yield line_no, exc
+
+
+def _csv_rows(text: IO[str], schema: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        yield 1, LineError(f"broken CSV: {exc}")
+        return
+    header = [h.strip() for h in header]
+    if "external_id" not in header:
+        yield 1, LineError("the header must have an external_id column", "external_id")
+        return
+    if len(set(header)) != len(header) or "" in header:
+        yield 1, LineError("header column names must be unique and non-empty")
+        return
+    data_cols = [(i, h) for i, h in enumerate(header) if h not in _RESERVED_CSV]
+    pos = {h: i for i, h in enumerate(header)}
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, LineError(f"broken CSV: {exc}")
+            return
+        line_no = reader.line_num
+        if not cells or cells == [""]:
+            continue
+        if len(cells) != len(header):
+            yield line_no, LineError(f"expected {len(header)} columns, found {len(cells)}")
+            continue
+        try:
+            gold_text = cells[pos["gold"]] if "gold" in pos else ""
+            gold = None
+            if gold_text.strip():
+                try:
+                    gold = parse_csv_answer(schema, gold_text)
+                except AnswerError as exc:
+                    raise LineError(f"gold {exc}", "gold") from exc
+            explanation = cells[pos["explanation"]] if "explanation" in pos else ""
+            priority_text = cells[pos["priority"]].strip() if "priority" in pos else ""
+            try:
+                priority = int(priority_text) if priority_text else None
+            except ValueError as exc:
+                raise LineError("priority must be a whole number", "priority") from exc
+            yield line_no, _row(schema, cells[pos["external_id"]], {h: cells[i] for i, h in data_cols}, gold,
+                                explanation or None, priority)
+        except LineError as exc:
+            yield line_no, exc
+
+
+def _insert_statement(session: Session):
+    dialect = session.get_bind().dialect.name
+    table = Item.__table__
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:  # pragma: no cover - the two supported backends
+        stmt = insert(table)
+    return stmt.on_conflict_do_nothing(index_elements=["project_id", "external_id"]).returning(
+        table.c.is_gold)
+
+
+def import_items(session: Session, *, project: Project, stream: IO[bytes], fmt: str, now: dt.datetime,
+                 on_chunk: Callable[[int], None] | None = None) -> ImportResult:
+    """Import items from a byte stream in `fmt` ("jsonl" or "csv"); all or nothing."""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"Unknown import format {fmt!r}.", errors={"format": [f"must be one of {FORMATS}"]})
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="" if fmt == "csv" else None)
+    parse = _jsonl_rows if fmt == "jsonl" else _csv_rows
+    result, errors, error_count = ImportResult(), [], 0
+    stmt = _insert_statement(session)
+    chunk: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        created = session.scalars(stmt, chunk).all()
+        result.created += len(created)
+        result.gold += sum(1 for g in created if g)
+        chunk.clear()
+        if on_chunk is not None:
+            on_chunk(result.lines)
+
+    try:
+        for line_no, row in parse(text, project.label_schema):
+            result.lines += 1
+            if isinstance(row, LineError):
+                error_count += 1
+                if len(errors) < MAX_LISTED_ERRORS:
+                    errors.append({"line": line_no, "field": row.field, "message": str(row)})
+                continue
+            if error_count:
+                continue  # keep reading only to report every bad line's count
+            row.update(project_id=project.id, created_at=now)
+            chunk.append(row)
+            if len(chunk) >= CHUNK:
+                flush()
+    except UnicodeDecodeError as exc:
+        session.rollback()
+        raise InvalidInput("The file is not valid UTF-8.",
+                           errors=[{"line": result.lines + 1, "field": None, "message": str(exc)}]) from exc
+    if error_count:
+        session.rollback()
+        raise InvalidInput(f"{error_count} line(s) are invalid; nothing was imported.",
+                           errors=errors, error_count=error_count)
+    if result.lines == 0:
+        session.rollback()
+        raise InvalidInput("The file has no items.", errors=[{"line": 1, "field": None, "message": "empty"}])
+    if chunk:
+        flush()
+    session.commit()
+    result.skipped = result.lines - result.created
+    return result

@@ -1,0 +1,77 @@
+"""Answer types of a project's label schema, and validation of one answer against it.
+
+Kept free of marshmallow so item imports (a million gold answers) and submissions validate fast.
+The schema document itself is validated at the HTTP edge (market/schemas.py, LabelSchemaSchema).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ANSWER_TYPES = ("single_choice", "multi_choice", "rating", "text")
+
+
+class AnswerError(ValueError):
+    """An answer does not fit the label schema."""
+
+
+def category_keys(schema: dict[str, Any]) -> list[str]:
+    return [c["key"] for c in schema.get("categories", [])]
+
+
+def validate_answer(schema: dict[str, Any], value: Any) -> Any:
+    """Return the normalized answer, or raise AnswerError saying why it does not fit."""
+    kind = schema["type"]
+    if kind == "single_choice":
+        if not isinstance(value, str):
+            raise AnswerError("must be one category key (a string)")
+        if value not in category_keys(schema):
+            raise AnswerError(f"unknown label key {value!r}; expected one of {category_keys(schema)}")
+        return value
+    if kind == "multi_choice":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise AnswerError("must be a list of category keys")
+        keys = category_keys(schema)
+        unknown = [v for v in value if v not in keys]
+        if unknown:
+            raise AnswerError(f"unknown label keys {unknown}; expected keys from {keys}")
+        if len(set(value)) != len(value):
+            raise AnswerError("lists a category more than once")
+        lo, hi = schema.get("min_choices", 0), schema.get("max_choices") or len(keys)
+        if not lo <= len(value) <= hi:
+            raise AnswerError(f"must choose between {lo} and {hi} categories")
+        return sorted(value, key=keys.index)
+    if kind == "rating":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AnswerError("must be a whole number")
+        if not schema["min"] <= value <= schema["max"]:
+            raise AnswerError(f"must be between {schema['min']} and {schema['max']}")
+        return value
+    if kind == "text":
+        if not isinstance(value, str) or not value.strip():
+            raise AnswerError("must be non-empty text")
+        limit = schema.get("max_length", 1000)
+        if len(value) > limit:
+            raise AnswerError(f"is longer than {limit} characters")
+        return value
+    raise AnswerError(f"unsupported answer type {kind!r}")  # pragma: no cover - schema validated on write
+
+
+def parse_csv_answer(schema: dict[str, Any], text: str) -> Any:
+    """Turn a CSV cell into an answer value: multi-choice keys are separated by '|', ratings are integers."""
+    kind = schema["type"]
+    if kind == "multi_choice":
+        return [part.strip() for part in text.split("|") if part.strip()]
+    if kind == "rating":
+        try:
+            return int(text.strip())
+        except ValueError as exc:
+            raise AnswerError("must be a whole number") from exc
+    return text
+
+
+def format_csv_answer(value: Any) -> str:
+    """The inverse of parse_csv_answer, for exports."""
+    if isinstance(value, list):
+        return "|".join(str(v) for v in value)
+    return "" if value is None else str(value)

@@ -1,0 +1,187 @@
+"""The market: projects (labeling jobs), guideline versions, items, batches of HITs, assignments, answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from market.db import Base, JSONDoc, UTCDateTime, utcnow
+from workers.models import enum_column
+
+
+class BatchStatus(enum.StrEnum):
+    OPEN = "open"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    COMPLETE = "complete"
+
+
+class AssignmentStatus(enum.StrEnum):
+    LEASED = "leased"
+    SUBMITTED = "submitted"
+    RETURNED = "returned"
+    EXPIRED = "expired"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class Project(Base):
+    __tablename__ = "project"
+    __table_args__ = (
+        CheckConstraint("reward_cents >= 0", name="reward_nonnegative"),
+        CheckConstraint("items_per_hit BETWEEN 1 AND 100", name="items_per_hit_range"),
+        CheckConstraint("assignments_per_item BETWEEN 1 AND 50", name="redundancy_range"),
+        CheckConstraint("assignment_duration_seconds > 0", name="lease_positive"),
+        CheckConstraint("lifetime_seconds > 0", name="lifetime_positive"),
+        CheckConstraint("auto_approval_delay_seconds >= 0", name="approval_delay_nonnegative"),
+        CheckConstraint("gold_rate = 0 OR (gold_rate >= 0.05 AND gold_rate <= 0.10)", name="gold_rate_range"),
+        CheckConstraint("guideline_version >= 1", name="guideline_version_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    label_schema: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    reward_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    items_per_hit: Mapped[int] = mapped_column(Integer, default=1)
+    assignments_per_item: Mapped[int] = mapped_column(Integer, default=3)
+    assignment_duration_seconds: Mapped[int] = mapped_column(Integer, default=600)
+    lifetime_seconds: Mapped[int] = mapped_column(Integer, default=7 * 86400)
+    auto_approval_delay_seconds: Mapped[int] = mapped_column(Integer, default=3 * 86400)
+    gold_rate: Mapped[Decimal] = mapped_column(Numeric(4, 3), default=Decimal("0.08"))
+    guideline_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class GuidelineVersion(Base):
+    """One immutable version of a project's instructions; answers record the version they were made under."""
+
+    __tablename__ = "guideline_version"
+    __table_args__ = (UniqueConstraint("project_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    instructions: Mapped[str] = mapped_column(Text)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Item(Base):
+    """A unit of work. Gold items carry a known answer; they are never published as HITs of their own."""
+
+    __tablename__ = "item"
+    __table_args__ = (
+        UniqueConstraint("project_id", "external_id"),
+        CheckConstraint("(is_gold AND gold_answer IS NOT NULL) OR (NOT is_gold AND gold_answer IS NULL)",
+                        name="gold_has_answer"),
+        Index("ix_item_project_unpublished", "project_id", "is_gold", "hit_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
+    gold_answer: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    gold_explanation: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"), index=True)
+    hit_id: Mapped[int | None] = mapped_column(ForeignKey("hit.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Batch(Base):
+    """A publication of items as HITs. Pay and redundancy are copied from the project when it is published."""
+
+    __tablename__ = "batch"
+    __table_args__ = (UniqueConstraint("project_id", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[BatchStatus] = mapped_column(enum_column(BatchStatus, "batch_status"))
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    reward_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    items_per_hit: Mapped[int] = mapped_column(Integer)
+    assignments_per_item: Mapped[int] = mapped_column(Integer)
+    assignment_duration_seconds: Mapped[int] = mapped_column(Integer)
+    auto_approval_delay_seconds: Mapped[int] = mapped_column(Integer)
+    item_count: Mapped[int] = mapped_column(Integer)
+    hit_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    status_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Hit(Base):
+    """A group of `items_per_hit` items, each to be answered by `max_assignments` different workers."""
+
+    __tablename__ = "hit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    max_assignments: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Assignment(Base):
+    """One worker's lease on one HIT."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (Index("ix_assignment_hit_status", "hit_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hit_id: Mapped[int] = mapped_column(ForeignKey("hit.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    status: Mapped[AssignmentStatus] = mapped_column(enum_column(AssignmentStatus, "assignment_status"))
+    guideline_version: Mapped[int] = mapped_column(Integer)
+    leased_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Answer(Base):
+    """One worker's answer to one item, with its provenance."""
+
+    __tablename__ = "answer"
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "item_id"),
+        Index("ix_answer_project_id", "project_id", "id"),
+        CheckConstraint("duration_ms >= 0", name="duration_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"), index=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    value: Mapped[Any] = mapped_column(JSONDoc)
+    guideline_version: Mapped[int] = mapped_column(Integer)
+    submitted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    client_meta: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)

@@ -1,0 +1,261 @@
+"""Marshmallow schemas at the HTTP edge: they validate requests and, through flask-smorest, make the OpenAPI.
+
+One schema per audience: the requester's item view carries gold; worker-facing schemas (later) never do.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from market.labels import ANSWER_TYPES
+
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+class CategorySchema(Schema):
+    key = fields.String(required=True, validate=validate.Regexp(KEY_PATTERN, error="must be 1-64 characters of "
+                                                                "letters, digits, _ . : - starting alphanumeric"))
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    description = fields.String(validate=validate.Length(max=2000))
+    example = fields.String(validate=validate.Length(max=2000))
+
+
+class LabelSchemaSchema(Schema):
+    """What a worker answers: single_choice, multi_choice, rating or text."""
+
+    type = fields.String(required=True, validate=validate.OneOf(ANSWER_TYPES))
+    categories = fields.List(fields.Nested(CategorySchema), validate=validate.Length(2, 500))
+    min_choices = fields.Integer(strict=True, validate=validate.Range(0, 500))
+    max_choices = fields.Integer(strict=True, validate=validate.Range(1, 500))
+    min = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
+    max = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
+    min_label = fields.String(validate=validate.Length(max=200))
+    max_label = fields.String(validate=validate.Length(max=200))
+    max_length = fields.Integer(strict=True, validate=validate.Range(1, 100_000))
+
+    _ALLOWED = {
+        "single_choice": {"type", "categories"},
+        "multi_choice": {"type", "categories", "min_choices", "max_choices"},
+        "rating": {"type", "min", "max", "min_label", "max_label"},
+        "text": {"type", "max_length"},
+    }
+
+    @validates_schema
+    def _per_type(self, data: dict[str, Any], **_: Any) -> None:
+        kind = data.get("type")
+        if kind not in self._ALLOWED:
+            return
+        extra = sorted(set(data) - self._ALLOWED[kind])
+        if extra:
+            raise ValidationError({k: [f"not allowed for type {kind}"] for k in extra})
+        if kind in ("single_choice", "multi_choice"):
+            cats = data.get("categories")
+            if not cats:
+                raise ValidationError({"categories": ["required for choice types"]})
+            keys = [c["key"] for c in cats]
+            if len(set(keys)) != len(keys):
+                raise ValidationError({"categories": ["category keys must be unique"]})
+            lo, hi = data.get("min_choices", 0), data.get("max_choices", len(keys))
+            if kind == "multi_choice" and not lo <= hi <= len(keys):
+                raise ValidationError({"max_choices": ["need min_choices <= max_choices <= number of categories"]})
+        if kind == "rating":
+            if "min" not in data or "max" not in data:
+                raise ValidationError({"max": ["rating needs min and max"]})
+            if not data["min"] < data["max"] or data["max"] - data["min"] > 100:
+                raise ValidationError({"max": ["need min < max and at most 100 steps"]})
+
+
+def _gold_rate(value: Decimal) -> None:
+    if value != 0 and not Decimal("0.05") <= value <= Decimal("0.10"):
+        raise ValidationError("must be 0 (off) or between 0.05 and 0.10")
+    if value.as_tuple().exponent < -3:  # type: ignore[operator]
+        raise ValidationError("at most three decimal places")
+
+
+class ProjectSettingsSchema(Schema):
+    reward_cents = fields.Integer(strict=True, validate=validate.Range(0, 1_000_000),
+                                  metadata={"description": "Reward per HIT in integer cents; never a float."})
+    currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="an ISO 4217 code like USD"))
+    items_per_hit = fields.Integer(strict=True, validate=validate.Range(1, 100))
+    assignments_per_item = fields.Integer(strict=True, validate=validate.Range(1, 50),
+                                          metadata={"description": "Redundancy: workers per item."})
+    assignment_duration_seconds = fields.Integer(strict=True, validate=validate.Range(30, 86_400),
+                                                 metadata={"description": "How long a worker's lease lasts."})
+    lifetime_seconds = fields.Integer(strict=True, validate=validate.Range(60, 365 * 86_400),
+                                      metadata={"description": "A batch expires this long after publishing."})
+    auto_approval_delay_seconds = fields.Integer(strict=True, validate=validate.Range(0, 30 * 86_400))
+    gold_rate = fields.Decimal(validate=_gold_rate, metadata={"description": "0 = off, else 0.05-0.10."})
+
+
+class ProjectCreateSchema(ProjectSettingsSchema):
+    title = fields.String(required=True, validate=validate.Length(1, 200))
+    description = fields.String(validate=validate.Length(max=20_000))
+    instructions = fields.String(validate=validate.Length(max=200_000),
+                                 metadata={"description": "Guidelines in Markdown; each change is a new version."})
+    label_schema = fields.Nested(LabelSchemaSchema, required=True)
+    reward_cents = fields.Integer(required=True, strict=True, validate=validate.Range(0, 1_000_000),
+                                  metadata={"description": "Reward per HIT in integer cents; never a float."})
+
+
+class ProjectUpdateSchema(ProjectSettingsSchema):
+    title = fields.String(validate=validate.Length(1, 200))
+    description = fields.String(validate=validate.Length(max=20_000))
+    instructions = fields.String(validate=validate.Length(max=200_000))
+    label_schema = fields.Nested(LabelSchemaSchema)
+
+
+class ProjectSchema(Schema):
+    id = fields.Integer()
+    owner_id = fields.Integer()
+    title = fields.String()
+    description = fields.String()
+    instructions = fields.String()
+    guideline_version = fields.Integer()
+    label_schema = fields.Dict()
+    reward_cents = fields.Integer()
+    currency = fields.String()
+    items_per_hit = fields.Integer()
+    assignments_per_item = fields.Integer()
+    assignment_duration_seconds = fields.Integer()
+    lifetime_seconds = fields.Integer()
+    auto_approval_delay_seconds = fields.Integer()
+    gold_rate = fields.Float()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class ProjectListSchema(Schema):
+    data = fields.List(fields.Nested(ProjectSchema))
+    next_after = fields.Integer(allow_none=True)
+
+
+class GuidelineVersionSchema(Schema):
+    version = fields.Integer()
+    instructions = fields.String()
+    created_by_id = fields.Integer()
+    created_at = fields.DateTime()
+
+
+class PageQuerySchema(Schema):
+    after = fields.Integer(metadata={"description": "Return rows with an id greater than this (keyset paging)."})
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+class ItemQuerySchema(PageQuerySchema):
+    gold = fields.Boolean()
+    batch_id = fields.Integer()
+
+
+class RequesterItemSchema(Schema):
+    """The requester's view of an item, gold answer included."""
+
+    id = fields.Integer()
+    external_id = fields.String()
+    data = fields.Dict()
+    is_gold = fields.Boolean()
+    gold = fields.Raw(attribute="gold_answer", allow_none=True)
+    explanation = fields.String(attribute="gold_explanation", allow_none=True)
+    priority = fields.Integer()
+    batch_id = fields.Integer(allow_none=True)
+    hit_id = fields.Integer(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class ItemListSchema(Schema):
+    data = fields.List(fields.Nested(RequesterItemSchema))
+    next_after = fields.Integer(allow_none=True)
+
+
+class ImportQuerySchema(Schema):
+    format = fields.String(validate=validate.OneOf(("jsonl", "csv")),
+                           metadata={"description": "Defaults from the Content-Type or the file name."})
+
+
+class ImportResultSchema(Schema):
+    lines = fields.Integer(metadata={"description": "Non-blank records read."})
+    created = fields.Integer()
+    skipped = fields.Integer(metadata={"description": "Records whose external_id exists already."})
+    gold = fields.Integer(metadata={"description": "Gold items among those created."})
+
+
+class BatchCreateSchema(Schema):
+    name = fields.String(load_default="", validate=validate.Length(max=200))
+    item_ids = fields.List(fields.Integer(strict=True), validate=validate.Length(1, 1_000_000))
+    external_ids = fields.List(fields.String(validate=validate.Length(1, 255)), validate=validate.Length(1, 1_000_000))
+
+    @validates_schema
+    def _one_selector(self, data: dict[str, Any], **_: Any) -> None:
+        if "item_ids" in data and "external_ids" in data:
+            raise ValidationError({"external_ids": ["give item_ids or external_ids, not both"]})
+
+
+class BatchSchema(Schema):
+    id = fields.Integer()
+    project_id = fields.Integer()
+    name = fields.String()
+    status = fields.String()
+    item_count = fields.Integer()
+    hit_count = fields.Integer()
+    reward_cents = fields.Integer()
+    currency = fields.String()
+    items_per_hit = fields.Integer()
+    assignments_per_item = fields.Integer()
+    assignment_duration_seconds = fields.Integer()
+    auto_approval_delay_seconds = fields.Integer()
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    status_changed_at = fields.DateTime()
+
+
+class BatchListSchema(Schema):
+    data = fields.List(fields.Nested(BatchSchema))
+
+
+class AnswerCountSchema(Schema):
+    answers = fields.Integer()
+    items = fields.Integer()
+
+
+class ProgressSchema(Schema):
+    batch_id = fields.Integer()
+    status = fields.String()
+    items = fields.Integer()
+    hits = fields.Integer()
+    assignments_per_item = fields.Integer()
+    answers = fields.Integer()
+    items_complete = fields.Integer()
+    fraction_complete = fields.Float()
+    items_by_answer_count = fields.List(fields.Nested(AnswerCountSchema))
+    assignments_by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class AnswerQuerySchema(PageQuerySchema):
+    batch_id = fields.Integer()
+    worker_id = fields.Integer()
+    item_id = fields.Integer()
+
+
+class ExportQuerySchema(Schema):
+    format = fields.String(load_default="csv", validate=validate.OneOf(("csv", "jsonl")))
+    batch_id = fields.Integer()
+
+
+class AnswerSchema(Schema):
+    answer_id = fields.Integer()
+    assignment_id = fields.Integer()
+    worker_id = fields.Integer()
+    item_id = fields.Integer()
+    external_id = fields.String()
+    is_gold = fields.Boolean()
+    answer = fields.Raw()
+    submitted_at = fields.DateTime()
+    duration_ms = fields.Integer()
+    guideline_version = fields.Integer()
+
+
+class AnswerListSchema(Schema):
+    data = fields.List(fields.Nested(AnswerSchema))
+    next_after = fields.Integer(allow_none=True)

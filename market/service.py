@@ -1,0 +1,339 @@
+"""Projects, guideline versions, publishing batches of HITs, and progress. No flask here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from market.models import (
+    Answer,
+    Assignment,
+    AssignmentStatus,
+    Batch,
+    BatchStatus,
+    GuidelineVersion,
+    Hit,
+    Item,
+    Project,
+)
+from market.problems import Conflict, InvalidInput, NotFound
+from workers.models import Account, Role
+
+PUBLISH_CHUNK = 10_000
+_MAX_LISTED_ERRORS = 100
+
+
+# ---- access ---------------------------------------------------------------------------------------------
+
+def get_project(session: Session, *, project_id: int, account: Account, write: bool = False,
+                lock: bool = False) -> Project:
+    """The project if the account may see it (owner, or ops for reads); others get 404, never 403."""
+    stmt = select(Project).where(Project.id == project_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    project = session.scalar(stmt)
+    if project is None or not _can_access(project, account, write):
+        raise NotFound(f"Project {project_id} not found.")
+    return project
+
+
+def _can_access(project: Project, account: Account, write: bool) -> bool:
+    if project.owner_id == account.id:
+        return True
+    return account.role == Role.OPS and not write
+
+
+def list_projects(session: Session, *, account: Account, after: int | None, limit: int) -> list[Project]:
+    """Projects the account may see, by id."""
+    stmt = select(Project).order_by(Project.id).limit(limit)
+    if account.role != Role.OPS:
+        stmt = stmt.where(Project.owner_id == account.id)
+    if after is not None:
+        stmt = stmt.where(Project.id > after)
+    return list(session.scalars(stmt))
+
+
+# ---- projects and guidelines ----------------------------------------------------------------------------
+
+_SETTINGS = ("reward_cents", "currency", "items_per_hit", "assignments_per_item", "assignment_duration_seconds",
+             "lifetime_seconds", "auto_approval_delay_seconds", "gold_rate")
+
+
+def create_project(session: Session, *, owner: Account, data: dict[str, Any], now: dt.datetime) -> Project:
+    """Create a project with its first guideline version."""
+    fields = {k: data[k] for k in _SETTINGS if k in data}
+    project = Project(owner_id=owner.id, title=data["title"], description=data.get("description", ""),
+                      label_schema=data["label_schema"], guideline_version=1, created_at=now, updated_at=now,
+                      **fields)
+    session.add(project)
+    session.flush()
+    session.add(GuidelineVersion(project_id=project.id, version=1, instructions=data.get("instructions", ""),
+                                 created_by_id=owner.id, created_at=now))
+    session.commit()
+    return project
+
+
+def current_instructions(session: Session, project: Project) -> str:
+    return session.scalar(select(GuidelineVersion.instructions).where(
+        GuidelineVersion.project_id == project.id, GuidelineVersion.version == project.guideline_version)) or ""
+
+
+def has_published(session: Session, project: Project) -> bool:
+    return session.scalar(select(Batch.id).where(Batch.project_id == project.id).limit(1)) is not None
+
+
+def update_project(session: Session, *, project: Project, account: Account, data: dict[str, Any],
+                   now: dt.datetime) -> Project:
+    """Change settings; new instructions become a new guideline version. Published batches keep their terms."""
+    if "label_schema" in data and data["label_schema"] != project.label_schema and has_published(session, project):
+        raise Conflict("The label schema cannot change once items have been published; create a new project.",
+                       errors={"label_schema": ["frozen after the first batch"]})
+    for key in ("title", "description", "label_schema", *_SETTINGS):
+        if key in data:
+            setattr(project, key, data[key])
+    if "instructions" in data and data["instructions"] != current_instructions(session, project):
+        project.guideline_version += 1
+        session.add(GuidelineVersion(project_id=project.id, version=project.guideline_version,
+                                     instructions=data["instructions"], created_by_id=account.id, created_at=now))
+    project.updated_at = now
+    session.commit()
+    return project
+
+
+def list_guidelines(session: Session, *, project: Project) -> list[GuidelineVersion]:
+    stmt = select(GuidelineVersion).where(GuidelineVersion.project_id == project.id)
+    return list(session.scalars(stmt.order_by(GuidelineVersion.version)))
+
+
+def get_guideline(session: Session, *, project: Project, version: int) -> GuidelineVersion:
+    found = session.scalar(select(GuidelineVersion).where(
+        GuidelineVersion.project_id == project.id, GuidelineVersion.version == version))
+    if found is None:
+        raise NotFound(f"Guideline version {version} not found.")
+    return found
+
+
+# ---- items ----------------------------------------------------------------------------------------------
+
+def list_items(session: Session, *, project: Project, after: int | None, limit: int,
+               gold: bool | None = None, batch_id: int | None = None) -> list[Item]:
+    stmt = select(Item).where(Item.project_id == project.id).order_by(Item.id).limit(limit)
+    if after is not None:
+        stmt = stmt.where(Item.id > after)
+    if gold is not None:
+        stmt = stmt.where(Item.is_gold.is_(gold))
+    if batch_id is not None:
+        stmt = stmt.where(Item.batch_id == batch_id)
+    return list(session.scalars(stmt))
+
+
+def get_item(session: Session, *, project: Project, item_id: int) -> Item:
+    item = session.get(Item, item_id)
+    if item is None or item.project_id != project.id:
+        raise NotFound(f"Item {item_id} not found.")
+    return item
+
+
+# ---- batches --------------------------------------------------------------------------------------------
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def publish_batch(session: Session, *, project_id: int, account: Account, now: dt.datetime, name: str = "",
+                  item_ids: Sequence[int] | None = None, external_ids: Sequence[str] | None = None,
+                  idempotency_key: str | None = None) -> tuple[Batch, bool]:
+    """Publish items as HITs; returns (batch, created). A repeated idempotency key returns the first batch."""
+    request_print = fingerprint({"name": name, "item_ids": item_ids, "external_ids": external_ids})
+    # Lock the project row: concurrent publishes of one project queue up instead of racing for items.
+    project = get_project(session, project_id=project_id, account=account, write=True, lock=True)
+    if idempotency_key is not None:
+        replay = _replay(session, project.id, idempotency_key, request_print)
+        if replay is not None:
+            return replay, False
+    batch = Batch(project_id=project.id, name=name, status=BatchStatus.OPEN, created_by_id=account.id,
+                  idempotency_key=idempotency_key, request_fingerprint=request_print,
+                  reward_cents=project.reward_cents, currency=project.currency,
+                  items_per_hit=project.items_per_hit, assignments_per_item=project.assignments_per_item,
+                  assignment_duration_seconds=project.assignment_duration_seconds,
+                  auto_approval_delay_seconds=project.auto_approval_delay_seconds, item_count=0, hit_count=0,
+                  created_at=now, status_changed_at=now,
+                  expires_at=now + dt.timedelta(seconds=project.lifetime_seconds))
+    session.add(batch)
+    try:
+        session.flush()
+    except IntegrityError:  # the same key won a race in another transaction
+        session.rollback()
+        replay = _replay(session, project_id, idempotency_key or "", request_print)
+        if replay is None:
+            raise
+        return replay, False
+    if item_ids is not None or external_ids is not None:
+        chunks = _chosen_item_chunks(session, project, item_ids, external_ids)
+    else:
+        chunks = _unpublished_item_chunks(session, project)
+    for ids in chunks:
+        _make_hits(session, batch, ids, now)
+    if batch.item_count == 0:
+        session.rollback()
+        raise InvalidInput("There are no unpublished items to publish; import items first.",
+                           errors={"item_ids": ["no unpublished, non-gold items selected"]})
+    session.commit()
+    return batch, True
+
+
+def _replay(session: Session, project_id: int, key: str, request_print: str) -> Batch | None:
+    batch = session.scalar(select(Batch).where(Batch.project_id == project_id, Batch.idempotency_key == key))
+    if batch is not None and batch.request_fingerprint != request_print:
+        raise Conflict("This Idempotency-Key was used for a different request.",
+                       errors={"Idempotency-Key": ["reused with a different body"]})
+    return batch
+
+
+def _unpublished_item_chunks(session: Session, project: Project):
+    chunk = PUBLISH_CHUNK - PUBLISH_CHUNK % project.items_per_hit
+    while True:
+        # Each pass publishes what it read, so the next pass starts from the remaining unpublished items.
+        ids = list(session.scalars(select(Item.id).where(
+            Item.project_id == project.id, Item.is_gold.is_(False), Item.hit_id.is_(None))
+            .order_by(Item.id).limit(chunk)))
+        if not ids:
+            return
+        yield ids
+
+
+def _chosen_item_chunks(session: Session, project: Project, item_ids: Sequence[int] | None,
+                        external_ids: Sequence[str] | None):
+    key_col = Item.id if item_ids is not None else Item.external_id
+    wanted = list(dict.fromkeys(item_ids if item_ids is not None else external_ids or []))
+    field_name = "item_ids" if item_ids is not None else "external_ids"
+    if not wanted:
+        raise InvalidInput("No items chosen.", errors={field_name: ["must not be empty"]})
+    found: dict[Any, tuple[int, bool, int | None]] = {}
+    for start in range(0, len(wanted), PUBLISH_CHUNK):
+        part = wanted[start:start + PUBLISH_CHUNK]
+        rows = session.execute(select(key_col, Item.id, Item.is_gold, Item.hit_id).where(
+            Item.project_id == project.id, key_col.in_(part)))
+        found.update({key: (iid, gold, hit) for key, iid, gold, hit in rows})
+    problems: dict[str, list[str]] = {}
+    for key in wanted:
+        if key not in found:
+            problems[str(key)] = ["no such item in this project"]
+        elif found[key][1]:
+            problems[str(key)] = ["is a gold item; gold is injected into workers' streams, not published"]
+        elif found[key][2] is not None:
+            problems[str(key)] = ["is published already"]
+        if len(problems) >= _MAX_LISTED_ERRORS:
+            break
+    if problems:
+        raise InvalidInput(f"{len(problems)} chosen item(s) cannot be published.", errors={field_name: problems})
+    ids = [found[key][0] for key in wanted]
+    for start in range(0, len(ids), PUBLISH_CHUNK):
+        yield ids[start:start + PUBLISH_CHUNK]
+
+
+def _make_hits(session: Session, batch: Batch, item_ids: list[int], now: dt.datetime) -> None:
+    per = batch.items_per_hit
+    groups = [item_ids[i:i + per] for i in range(0, len(item_ids), per)]
+    hit_ids = session.scalars(
+        insert(Hit).returning(Hit.id, sort_by_parameter_order=True),
+        [{"batch_id": batch.id, "project_id": batch.project_id, "max_assignments": batch.assignments_per_item,
+          "created_at": now} for _ in groups]).all()
+    session.execute(update(Item), [{"id": iid, "hit_id": hid, "batch_id": batch.id}
+                                   for hid, group in zip(hit_ids, groups, strict=True) for iid in group])
+    batch.item_count += len(item_ids)
+    batch.hit_count += len(groups)
+
+
+def get_batch(session: Session, *, project: Project, batch_id: int) -> Batch:
+    batch = session.get(Batch, batch_id)
+    if batch is None or batch.project_id != project.id:
+        raise NotFound(f"Batch {batch_id} not found.")
+    return batch
+
+
+def list_batches(session: Session, *, project: Project) -> list[Batch]:
+    return list(session.scalars(select(Batch).where(Batch.project_id == project.id).order_by(Batch.id)))
+
+
+def effective_status(batch: Batch, *, now: dt.datetime, complete: bool) -> BatchStatus:
+    """Expiry and completion follow from the clock and the answers, so no sweeper is needed to see them."""
+    if batch.status in (BatchStatus.OPEN, BatchStatus.PAUSED):
+        if complete:
+            return BatchStatus.COMPLETE
+        if now >= batch.expires_at:
+            return BatchStatus.EXPIRED
+    return batch.status
+
+
+_TRANSITIONS = {
+    "pause": ({BatchStatus.OPEN}, BatchStatus.PAUSED),
+    "resume": ({BatchStatus.PAUSED}, BatchStatus.OPEN),
+    "cancel": ({BatchStatus.OPEN, BatchStatus.PAUSED}, BatchStatus.CANCELLED),
+}
+
+
+def change_batch_status(session: Session, *, project: Project, batch_id: int, action: str,
+                        now: dt.datetime) -> Batch:
+    """Pause, resume or cancel a batch; repeating the action that got it to its state is a no-op."""
+    allowed, target = _TRANSITIONS[action]
+    batch = session.scalar(select(Batch).where(Batch.id == batch_id).with_for_update())
+    if batch is None or batch.project_id != project.id:
+        raise NotFound(f"Batch {batch_id} not found.")
+    current = effective_status(batch, now=now, complete=batch_progress(session, batch, now=now).complete)
+    if current == target:
+        return batch
+    if current not in allowed:
+        raise Conflict(f"Cannot {action} a batch that is {current.value}.",
+                       errors={"status": [f"is {current.value}"]})
+    batch.status = target
+    batch.status_changed_at = now
+    session.commit()
+    return batch
+
+
+@dataclass
+class Progress:
+    items: int
+    hits: int
+    assignments_per_item: int
+    answers: int = 0
+    items_complete: int = 0
+    items_by_answer_count: dict[int, int] = field(default_factory=dict)
+    assignments_by_status: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.items > 0 and self.items_complete == self.items
+
+
+def batch_progress(session: Session, batch: Batch, *, now: dt.datetime) -> Progress:
+    """Items by number of answers, completed items and assignments by state, from the answers themselves."""
+    per_item = (select(Item.id, func.count(Answer.id).label("n"))
+                .outerjoin(Answer, Answer.item_id == Item.id)
+                .where(Item.batch_id == batch.id).group_by(Item.id).subquery())
+    progress = Progress(items=batch.item_count, hits=batch.hit_count,
+                        assignments_per_item=batch.assignments_per_item)
+    for n, count in session.execute(select(per_item.c.n, func.count()).group_by(per_item.c.n)):
+        progress.items_by_answer_count[int(n)] = int(count)
+        progress.answers += int(n) * int(count)
+        if n >= batch.assignments_per_item:
+            progress.items_complete += int(count)
+    progress.assignments_by_status = {s.value: 0 for s in AssignmentStatus}
+    lapsed = Assignment.expires_at <= now
+    rows = session.execute(select(Assignment.status, lapsed, func.count())
+                           .join(Hit, Hit.id == Assignment.hit_id).where(Hit.batch_id == batch.id)
+                           .group_by(Assignment.status, lapsed))
+    for status, is_lapsed, count in rows:
+        # A lease past its expiry is expired whether or not anything has swept it yet.
+        key = AssignmentStatus.EXPIRED if status == AssignmentStatus.LEASED and is_lapsed else status
+        progress.assignments_by_status[key.value] += int(count)
+    return progress

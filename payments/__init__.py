@@ -1,0 +1,1 @@
+"""crowdmarket payments package."""

@@ -1,0 +1,1 @@
+"""crowdmarket qualification package."""
