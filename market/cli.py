@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -98,8 +99,8 @@ def items() -> None:
     """Items of a project."""
 
 
-class _Counting:
-    """A binary reader that advances a progress bar by the bytes it hands out."""
+class _Counting(io.RawIOBase):
+    """A binary reader that advances a progress bar by the bytes it reads."""
 
     def __init__(self, raw: IO[bytes], bar: tqdm) -> None:
         self.raw, self.bar = raw, bar
@@ -107,25 +108,10 @@ class _Counting:
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.bar.update(len(data))
-        return data
-
-    def read1(self, n: int = -1) -> bytes:
-        return self.read(n)
-
-    def readinto(self, b: Any) -> int:
-        n = self.raw.readinto(b)  # type: ignore[attr-defined]
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
         self.bar.update(n or 0)
         return n
-
-    @property
-    def closed(self) -> bool:
-        return self.raw.closed
-
-    def flush(self) -> None:
-        pass
 
 
 @items.command("import")
@@ -147,7 +133,7 @@ def items_import(project_id: int, path: Path, fmt: str | None, quiet: bool) -> N
     with path.open("rb") as raw, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=quiet,
                                        desc=f"importing {path.name}", file=sys.stderr) as bar:
         try:
-            result = imports.import_items(session, project=project, stream=_Counting(raw, bar),  # type: ignore[arg-type]
+            result = imports.import_items(session, project=project, stream=io.BufferedReader(_Counting(raw, bar)),
                                           fmt=fmt, now=clock())
         except DomainError as exc:
             _fail(exc)

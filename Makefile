@@ -1,0 +1,39 @@
+# The two commands: `make run` (install, migrate, serve) and `make test` (install, lint, test).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5000
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/crowdmarket db upgrade
+	@echo ""
+	@echo "crowdmarket is starting on http://$(HOST):$(PORT)  (API docs: http://$(HOST):$(PORT)/docs)"
+	@echo "Get a requester API token (printed once) in another terminal:"
+	@echo "    $(BIN)/crowdmarket users create --role requester --email you@example.com"
+	@echo "then call the API with: -H \"Authorization: Bearer <token>\"  (README: API walk-through)"
+	@echo ""
+	$(BIN)/crowdmarket run --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/import_items.py
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

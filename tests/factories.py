@@ -1,0 +1,94 @@
+"""Test data builders. They write real rows through the services (or the models where no service exists yet)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from market import service
+from market.models import Answer, Assignment, AssignmentStatus, Hit, Item, Project
+from workers.models import Account, Role
+from workers.service import create_account, issue_token
+
+_seq = itertools.count(1)
+
+SENTIMENT = {
+    "type": "single_choice",
+    "categories": [{"key": "pos", "name": "Positive"}, {"key": "neg", "name": "Negative"},
+                   {"key": "neu", "name": "Neutral", "description": "Neither", "example": "It is a chair."}],
+}
+
+
+def account(session: Session, role: Role = Role.REQUESTER, *, now: dt.datetime) -> tuple[Account, str]:
+    """An account and a live API token for it."""
+    n = next(_seq)
+    if role == Role.WORKER:
+        acct = create_account(session, role=role, username=f"worker{n}", now=now)
+    else:
+        acct = create_account(session, role=role, email=f"{role.value}{n}@example.com", now=now)
+    _, token = issue_token(session, account=acct, now=now)
+    session.commit()
+    return acct, token
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def project_payload(**overrides: Any) -> dict[str, Any]:
+    body = {"title": "Sentiment of reviews", "instructions": "Pick the sentiment.", "label_schema": SENTIMENT,
+            "reward_cents": 12, "assignments_per_item": 3}
+    body.update(overrides)
+    return body
+
+
+def project(session: Session, owner: Account, *, now: dt.datetime, **overrides: Any) -> Project:
+    data = project_payload(**overrides)
+    return service.create_project(session, owner=owner, data=data, now=now)
+
+
+def jsonl(records: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def items(session: Session, proj: Project, n: int, *, now: dt.datetime, gold: int = 0, prefix: str = "it") -> None:
+    """Import n plain items and `gold` gold items through the import service."""
+    import io
+
+    from market.imports import import_items
+
+    records = [{"external_id": f"{prefix}{i}", "data": {"text": f"text {i}"}} for i in range(n)]
+    records += [{"external_id": f"{prefix}-gold{i}", "data": {"text": f"gold {i}"}, "gold": "pos"}
+                for i in range(gold)]
+    import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=now)
+
+
+def answer(session: Session, item: Item, worker: Account, value: Any, *, now: dt.datetime,
+           status: AssignmentStatus = AssignmentStatus.SUBMITTED, duration_ms: int = 4000,
+           guideline_version: int = 1) -> Answer:
+    """A submitted assignment on the item's HIT with one answer (the worker API arrives in #3)."""
+    hit = session.get(Hit, item.hit_id)
+    assert hit is not None, "publish the item first"
+    asg = Assignment(hit_id=hit.id, project_id=item.project_id, worker_id=worker.id, status=status,
+                     guideline_version=guideline_version, leased_at=now - dt.timedelta(milliseconds=duration_ms),
+                     expires_at=now + dt.timedelta(minutes=10), submitted_at=now)
+    session.add(asg)
+    session.flush()
+    ans = Answer(assignment_id=asg.id, item_id=item.id, worker_id=worker.id, project_id=item.project_id,
+                 value=value, guideline_version=guideline_version, submitted_at=now, duration_ms=duration_ms)
+    session.add(ans)
+    session.commit()
+    return ans
+
+
+def lease(session: Session, hit_id: int, project_id: int, worker: Account, *, now: dt.datetime,
+          seconds: int = 600) -> Assignment:
+    asg = Assignment(hit_id=hit_id, project_id=project_id, worker_id=worker.id, status=AssignmentStatus.LEASED,
+                     guideline_version=1, leased_at=now, expires_at=now + dt.timedelta(seconds=seconds))
+    session.add(asg)
+    session.commit()
+    return asg

@@ -1,0 +1,61 @@
+"""The `crowdmarket` command: accounts, tokens, item import."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask.cli import ScriptInfo
+from sqlalchemy import func, select
+
+from market.cli import cli
+from market.models import Item
+from tests.factories import account, auth, project
+from workers.models import Role
+
+
+@pytest.fixture
+def invoke(app):
+    runner = app.test_cli_runner()
+
+    def run(*args: str):
+        return runner.invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app))
+
+    return run
+
+
+def test_users_create_prints_a_working_token_once(invoke, client):
+    result = invoke("users", "create", "--role", "requester", "--email", "Carol@Example.com")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert token.startswith("cm_") and "\n" not in token
+    me = client.get("/api/v1/me", headers=auth(token)).get_json()
+    assert (me["role"], me["email"]) == ("requester", "carol@example.com")
+    again = invoke("users", "create", "--role", "ops", "--email", "carol@example.com")
+    assert again.exit_code == 1 and "exists already" in again.output
+
+
+def test_tokens_create_and_revoke(invoke, client):
+    invoke("users", "create", "--role", "ops", "--email", "dan@example.com")
+    token = invoke("tokens", "create", "--email", "dan@example.com", "--name", "laptop").stdout.strip()
+    tokens = client.get("/api/v1/tokens", headers=auth(token)).get_json()
+    laptop = next(t for t in tokens if t["name"] == "laptop")
+    assert invoke("tokens", "revoke", "--email", "dan@example.com", str(laptop["id"])).exit_code == 0
+    assert client.get("/api/v1/me", headers=auth(token)).status_code == 401
+    assert invoke("tokens", "create", "--email", "nobody@example.com").exit_code == 1
+
+
+def test_items_import(invoke, session, clock, tmp_path):
+    owner, _ = account(session, Role.REQUESTER, now=clock())
+    proj = project(session, owner, now=clock())
+    good = tmp_path / "items.jsonl"
+    good.write_text("".join(json.dumps({"external_id": f"c{i}", "data": {"i": i}}) + "\n" for i in range(50)))
+    result = invoke("items", "import", str(proj.id), str(good), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "50 created, 0 skipped" in result.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("external_id,text\nd1,ok\nd2,ok,extra\n")
+    result = invoke("items", "import", str(proj.id), str(bad))
+    assert result.exit_code == 1 and "line': 3" in result.output
+    assert session.scalar(select(func.count()).select_from(Item).where(Item.project_id == proj.id)) == 50
+    assert invoke("items", "import", "999999", str(good)).exit_code == 1
