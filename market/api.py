@@ -7,11 +7,11 @@ from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from market import imports, results, service
 from market.app import clock, db_session
 from market.auth import current_account, requires
+from market.edge import Blueprint
 from market.models import Batch
 from market.problems import InvalidInput
 from market.schemas import (

@@ -55,6 +55,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         if app.config["REDIS_URL"] else None)
 
     api = Api(app)
+    from market import edge
+
+    edge.install(app, api)
     from market import api as market_api
     from market import health
     from workers import api as workers_api

@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import insert
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from market.labels import AnswerError, parse_csv_answer, validate_answer
 from market.models import Item, Project
 from market.problems import InvalidInput
+from market.validation import find_text_error, loads_strict
 
 FORMATS = ("jsonl", "csv")
 CHUNK = 2_000
 MAX_LISTED_ERRORS = 100
-MAX_LINE_CHARS = 1024 * 1024
+MAX_LINE_BYTES = 1024 * 1024
 _FIELDS = {"external_id", "data", "gold", "explanation", "priority"}
 _RESERVED_CSV = {"external_id", "gold", "explanation", "priority"}
 _PRIORITY_RANGE = (-1_000_000, 1_000_000)
 
-csv.field_size_limit(MAX_LINE_CHARS)
+csv.field_size_limit(MAX_LINE_BYTES)
 
 
 @dataclass
@@ -40,6 +40,39 @@ class ImportResult:
     created: int = 0
     skipped: int = 0
     gold: int = 0
+
+
+class _Lines:
+    """Decode a byte stream line by line, so a bad byte is reported on its own line and parsing goes on."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.line_no = 0
+        self.bad: list[tuple[int, str]] = []
+
+    def __iter__(self) -> Iterator[str]:
+        while raw := self.stream.readline(MAX_LINE_BYTES + 1):
+            self.line_no += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                # Bounded memory: skip the rest of an over-long line instead of reading it whole.
+                while (rest := self.stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                self.bad.append((self.line_no, f"line is longer than {MAX_LINE_BYTES} bytes"))
+                yield "\n"
+                continue
+            if self.line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.bad.append((self.line_no, f"not valid UTF-8 (byte {exc.start + 1} of the line)"))
+                yield raw.decode("utf-8", errors="replace")
+
+    def pop_bad(self, line_no: int) -> LineError | None:
+        """The decoding error of `line_no` (or of an earlier line not yet reported)."""
+        if self.bad and self.bad[0][0] <= line_no:
+            return LineError(self.bad.pop(0)[1])
+        return None
 
 
 class LineError(ValueError):
@@ -58,6 +91,10 @@ def _row(schema: dict[str, Any], external_id: Any, data: Any, gold: Any, explana
         raise LineError("external_id is longer than 255 characters", "external_id")
     if not isinstance(data, dict):
         raise LineError("data must be a JSON object", "data")
+    for name, value in (("external_id", external_id), ("data", data), ("explanation", explanation)):
+        problem = find_text_error(value)
+        if problem:
+            raise LineError(f"{name} {problem}", name)
     if gold is not None:
         try:
             gold = validate_answer(schema, gold)
@@ -77,17 +114,21 @@ def _row(schema: dict[str, Any], external_id: Any, data: Any, gold: Any, explana
             "gold_explanation": explanation, "priority": priority}
 
 
-def _jsonl_rows(text: IO[str], schema: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
-    for line_no, line in enumerate(text, start=1):
-        if len(line) > MAX_LINE_CHARS:
-            yield line_no, LineError(f"line is longer than {MAX_LINE_CHARS} characters")
+def _jsonl_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
+    for line_no, line in enumerate(lines, start=1):
+        bad = lines.pop_bad(line_no)
+        if bad is not None:
+            yield line_no, bad
             continue
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
+            doc = loads_strict(line)
         except json.JSONDecodeError as exc:
             yield line_no, LineError(f"invalid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        except ValueError as exc:
+            yield line_no, LineError(f"invalid JSON: {exc}")
             continue
         if not isinstance(doc, dict):
             yield line_no, LineError("each line must be a JSON object")
@@ -103,14 +144,18 @@ def _jsonl_rows(text: IO[str], schema: dict[str, Any]) -> Iterator[tuple[int, di
             yield line_no, exc
 
 
-def _csv_rows(text: IO[str], schema: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
-    reader = csv.reader(text)
+def _csv_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration:
         return
     except csv.Error as exc:
         yield 1, LineError(f"broken CSV: {exc}")
+        return
+    bad = lines.pop_bad(lines.line_no)
+    if bad is not None:
+        yield 1, bad
         return
     header = [h.strip() for h in header]
     if "external_id" not in header:
@@ -130,6 +175,10 @@ def _csv_rows(text: IO[str], schema: dict[str, Any]) -> Iterator[tuple[int, dict
             yield reader.line_num, LineError(f"broken CSV: {exc}")
             return
         line_no = reader.line_num
+        bad = lines.pop_bad(lines.line_no)
+        if bad is not None:
+            yield line_no, bad
+            continue
         if not cells or cells == [""]:
             continue
         if len(cells) != len(header):
@@ -155,17 +204,46 @@ def _csv_rows(text: IO[str], schema: dict[str, Any]) -> Iterator[tuple[int, dict
             yield line_no, exc
 
 
-def _insert_statement(session: Session):
-    dialect = session.get_bind().dialect.name
+# On PostgreSQL one statement per chunk with an array per column: a multi-VALUES insert would bind
+# 8 parameters a row, and psycopg's re-parsing of such long statements dominated the import.
+_PG_INSERT = text("""
+    INSERT INTO item (project_id, external_id, data, is_gold, gold_answer, gold_explanation, priority, created_at)
+    SELECT :project_id, u.external_id, CAST(u.data AS jsonb), u.is_gold, CAST(u.gold_answer AS jsonb),
+           u.gold_explanation, u.priority, :created_at
+    FROM unnest(CAST(:external_id AS text[]), CAST(:data AS text[]), CAST(:is_gold AS boolean[]),
+                CAST(:gold_answer AS text[]), CAST(:gold_explanation AS text[]), CAST(:priority AS integer[]))
+         WITH ORDINALITY AS u(external_id, data, is_gold, gold_answer, gold_explanation, priority, n)
+    ORDER BY u.n
+    ON CONFLICT (project_id, external_id) DO NOTHING
+    RETURNING is_gold
+""")
+
+
+def _inserter(session: Session, project_id: int, now: dt.datetime) -> Callable[[list[dict[str, Any]]], list[bool]]:
+    """A function inserting a chunk of rows, skipping existing external_ids; returns is_gold of each created row."""
+    if session.get_bind().dialect.name == "postgresql":
+        def insert_pg(rows: list[dict[str, Any]]) -> list[bool]:
+            params = {
+                "project_id": project_id, "created_at": now,
+                "external_id": [r["external_id"] for r in rows],
+                "data": [json.dumps(r["data"]) for r in rows],
+                "is_gold": [r["is_gold"] for r in rows],
+                "gold_answer": [None if r["gold_answer"] is None else json.dumps(r["gold_answer"]) for r in rows],
+                "gold_explanation": [r["gold_explanation"] for r in rows],
+                "priority": [r["priority"] for r in rows],
+            }
+            return list(session.scalars(_PG_INSERT, params))
+        return insert_pg
+
     table = Item.__table__
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table)
-    else:  # pragma: no cover - the two supported backends
-        stmt = insert(table)
-    return stmt.on_conflict_do_nothing(index_elements=["project_id", "external_id"]).returning(
+    stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["project_id", "external_id"]).returning(
         table.c.is_gold)
+
+    def insert_generic(rows: list[dict[str, Any]]) -> list[bool]:
+        for r in rows:
+            r.update(project_id=project_id, created_at=now)
+        return list(session.scalars(stmt, rows))
+    return insert_generic
 
 
 def import_items(session: Session, *, project: Project, stream: IO[bytes], fmt: str, now: dt.datetime,
@@ -173,38 +251,32 @@ def import_items(session: Session, *, project: Project, stream: IO[bytes], fmt: 
     """Import items from a byte stream in `fmt` ("jsonl" or "csv"); all or nothing."""
     if fmt not in FORMATS:
         raise InvalidInput(f"Unknown import format {fmt!r}.", errors={"format": [f"must be one of {FORMATS}"]})
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="" if fmt == "csv" else None)
+    lines = _Lines(stream)
     parse = _jsonl_rows if fmt == "jsonl" else _csv_rows
     result, errors, error_count = ImportResult(), [], 0
-    stmt = _insert_statement(session)
+    insert_rows = _inserter(session, project.id, now)
     chunk: list[dict[str, Any]] = []
 
     def flush() -> None:
-        created = session.scalars(stmt, chunk).all()
+        created = insert_rows(chunk)
         result.created += len(created)
         result.gold += sum(1 for g in created if g)
         chunk.clear()
         if on_chunk is not None:
             on_chunk(result.lines)
 
-    try:
-        for line_no, row in parse(text, project.label_schema):
-            result.lines += 1
-            if isinstance(row, LineError):
-                error_count += 1
-                if len(errors) < MAX_LISTED_ERRORS:
-                    errors.append({"line": line_no, "field": row.field, "message": str(row)})
-                continue
-            if error_count:
-                continue  # keep reading only to report every bad line's count
-            row.update(project_id=project.id, created_at=now)
-            chunk.append(row)
-            if len(chunk) >= CHUNK:
-                flush()
-    except UnicodeDecodeError as exc:
-        session.rollback()
-        raise InvalidInput("The file is not valid UTF-8.",
-                           errors=[{"line": result.lines + 1, "field": None, "message": str(exc)}]) from exc
+    for line_no, row in parse(lines, project.label_schema):
+        result.lines += 1
+        if isinstance(row, LineError):
+            error_count += 1
+            if len(errors) < MAX_LISTED_ERRORS:
+                errors.append({"line": line_no, "field": row.field, "message": str(row)})
+            continue
+        if error_count:
+            continue  # keep reading only to report every bad line's count
+        chunk.append(row)
+        if len(chunk) >= CHUNK:
+            flush()
     if error_count:
         session.rollback()
         raise InvalidInput(f"{error_count} line(s) are invalid; nothing was imported.",

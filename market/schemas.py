@@ -10,30 +10,31 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from market.edge import Id, Text
 from market.labels import ANSWER_TYPES
 
-KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+KEY_PATTERN = r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z"
 
 
 class CategorySchema(Schema):
-    key = fields.String(required=True, validate=validate.Regexp(KEY_PATTERN, error="must be 1-64 characters of "
+    key = Text(required=True, validate=validate.Regexp(KEY_PATTERN, error="must be 1-64 characters of "
                                                                 "letters, digits, _ . : - starting alphanumeric"))
-    name = fields.String(required=True, validate=validate.Length(1, 200))
-    description = fields.String(validate=validate.Length(max=2000))
-    example = fields.String(validate=validate.Length(max=2000))
+    name = Text(required=True, validate=validate.Length(1, 200))
+    description = Text(validate=validate.Length(max=2000))
+    example = Text(validate=validate.Length(max=2000))
 
 
 class LabelSchemaSchema(Schema):
     """What a worker answers: single_choice, multi_choice, rating or text."""
 
-    type = fields.String(required=True, validate=validate.OneOf(ANSWER_TYPES))
+    type = Text(required=True, validate=validate.OneOf(ANSWER_TYPES))
     categories = fields.List(fields.Nested(CategorySchema), validate=validate.Length(2, 500))
     min_choices = fields.Integer(strict=True, validate=validate.Range(0, 500))
     max_choices = fields.Integer(strict=True, validate=validate.Range(1, 500))
     min = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
     max = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
-    min_label = fields.String(validate=validate.Length(max=200))
-    max_label = fields.String(validate=validate.Length(max=200))
+    min_label = Text(validate=validate.Length(max=200))
+    max_label = Text(validate=validate.Length(max=200))
     max_length = fields.Integer(strict=True, validate=validate.Range(1, 100_000))
 
     _ALLOWED = {
@@ -78,7 +79,7 @@ def _gold_rate(value: Decimal) -> None:
 class ProjectSettingsSchema(Schema):
     reward_cents = fields.Integer(strict=True, validate=validate.Range(0, 1_000_000),
                                   metadata={"description": "Reward per HIT in integer cents; never a float."})
-    currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="an ISO 4217 code like USD"))
+    currency = Text(validate=validate.Regexp(r"\A[A-Z]{3}\Z", error="an ISO 4217 code like USD"))
     items_per_hit = fields.Integer(strict=True, validate=validate.Range(1, 100))
     assignments_per_item = fields.Integer(strict=True, validate=validate.Range(1, 50),
                                           metadata={"description": "Redundancy: workers per item."})
@@ -91,9 +92,9 @@ class ProjectSettingsSchema(Schema):
 
 
 class ProjectCreateSchema(ProjectSettingsSchema):
-    title = fields.String(required=True, validate=validate.Length(1, 200))
-    description = fields.String(validate=validate.Length(max=20_000))
-    instructions = fields.String(validate=validate.Length(max=200_000),
+    title = Text(required=True, validate=validate.Length(1, 200))
+    description = Text(validate=validate.Length(max=20_000))
+    instructions = Text(validate=validate.Length(max=200_000),
                                  metadata={"description": "Guidelines in Markdown; each change is a new version."})
     label_schema = fields.Nested(LabelSchemaSchema, required=True)
     reward_cents = fields.Integer(required=True, strict=True, validate=validate.Range(0, 1_000_000),
@@ -101,22 +102,22 @@ class ProjectCreateSchema(ProjectSettingsSchema):
 
 
 class ProjectUpdateSchema(ProjectSettingsSchema):
-    title = fields.String(validate=validate.Length(1, 200))
-    description = fields.String(validate=validate.Length(max=20_000))
-    instructions = fields.String(validate=validate.Length(max=200_000))
+    title = Text(validate=validate.Length(1, 200))
+    description = Text(validate=validate.Length(max=20_000))
+    instructions = Text(validate=validate.Length(max=200_000))
     label_schema = fields.Nested(LabelSchemaSchema)
 
 
 class ProjectSchema(Schema):
     id = fields.Integer()
     owner_id = fields.Integer()
-    title = fields.String()
-    description = fields.String()
-    instructions = fields.String()
+    title = Text()
+    description = Text()
+    instructions = Text()
     guideline_version = fields.Integer()
     label_schema = fields.Dict()
     reward_cents = fields.Integer()
-    currency = fields.String()
+    currency = Text()
     items_per_hit = fields.Integer()
     assignments_per_item = fields.Integer()
     assignment_duration_seconds = fields.Integer()
@@ -134,30 +135,31 @@ class ProjectListSchema(Schema):
 
 class GuidelineVersionSchema(Schema):
     version = fields.Integer()
-    instructions = fields.String()
+    instructions = Text()
     created_by_id = fields.Integer()
     created_at = fields.DateTime()
 
 
 class PageQuerySchema(Schema):
-    after = fields.Integer(metadata={"description": "Return rows with an id greater than this (keyset paging)."})
+    after = fields.Integer(validate=validate.Range(0, 2**31 - 1),
+                           metadata={"description": "Return rows with an id greater than this (keyset paging)."})
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
 
 
 class ItemQuerySchema(PageQuerySchema):
     gold = fields.Boolean()
-    batch_id = fields.Integer()
+    batch_id = Id()
 
 
 class RequesterItemSchema(Schema):
     """The requester's view of an item, gold answer included."""
 
     id = fields.Integer()
-    external_id = fields.String()
+    external_id = Text()
     data = fields.Dict()
     is_gold = fields.Boolean()
     gold = fields.Raw(attribute="gold_answer", allow_none=True)
-    explanation = fields.String(attribute="gold_explanation", allow_none=True)
+    explanation = Text(attribute="gold_explanation", allow_none=True)
     priority = fields.Integer()
     batch_id = fields.Integer(allow_none=True)
     hit_id = fields.Integer(allow_none=True)
@@ -170,7 +172,7 @@ class ItemListSchema(Schema):
 
 
 class ImportQuerySchema(Schema):
-    format = fields.String(validate=validate.OneOf(("jsonl", "csv")),
+    format = Text(validate=validate.OneOf(("jsonl", "csv")),
                            metadata={"description": "Defaults from the Content-Type or the file name."})
 
 
@@ -182,9 +184,9 @@ class ImportResultSchema(Schema):
 
 
 class BatchCreateSchema(Schema):
-    name = fields.String(load_default="", validate=validate.Length(max=200))
-    item_ids = fields.List(fields.Integer(strict=True), validate=validate.Length(1, 1_000_000))
-    external_ids = fields.List(fields.String(validate=validate.Length(1, 255)), validate=validate.Length(1, 1_000_000))
+    name = Text(load_default="", validate=validate.Length(max=200))
+    item_ids = fields.List(Id(strict=True), validate=validate.Length(1, 1_000_000))
+    external_ids = fields.List(Text(validate=validate.Length(1, 255)), validate=validate.Length(1, 1_000_000))
 
     @validates_schema
     def _one_selector(self, data: dict[str, Any], **_: Any) -> None:
@@ -195,12 +197,12 @@ class BatchCreateSchema(Schema):
 class BatchSchema(Schema):
     id = fields.Integer()
     project_id = fields.Integer()
-    name = fields.String()
-    status = fields.String()
+    name = Text()
+    status = Text()
     item_count = fields.Integer()
     hit_count = fields.Integer()
     reward_cents = fields.Integer()
-    currency = fields.String()
+    currency = Text()
     items_per_hit = fields.Integer()
     assignments_per_item = fields.Integer()
     assignment_duration_seconds = fields.Integer()
@@ -221,7 +223,7 @@ class AnswerCountSchema(Schema):
 
 class ProgressSchema(Schema):
     batch_id = fields.Integer()
-    status = fields.String()
+    status = Text()
     items = fields.Integer()
     hits = fields.Integer()
     assignments_per_item = fields.Integer()
@@ -229,18 +231,18 @@ class ProgressSchema(Schema):
     items_complete = fields.Integer()
     fraction_complete = fields.Float()
     items_by_answer_count = fields.List(fields.Nested(AnswerCountSchema))
-    assignments_by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    assignments_by_status = fields.Dict(keys=Text(), values=fields.Integer())
 
 
 class AnswerQuerySchema(PageQuerySchema):
-    batch_id = fields.Integer()
-    worker_id = fields.Integer()
-    item_id = fields.Integer()
+    batch_id = Id()
+    worker_id = Id()
+    item_id = Id()
 
 
 class ExportQuerySchema(Schema):
-    format = fields.String(load_default="csv", validate=validate.OneOf(("csv", "jsonl")))
-    batch_id = fields.Integer()
+    format = Text(load_default="csv", validate=validate.OneOf(("csv", "jsonl")))
+    batch_id = Id()
 
 
 class AnswerSchema(Schema):
@@ -248,7 +250,7 @@ class AnswerSchema(Schema):
     assignment_id = fields.Integer()
     worker_id = fields.Integer()
     item_id = fields.Integer()
-    external_id = fields.String()
+    external_id = Text()
     is_gold = fields.Boolean()
     answer = fields.Raw()
     submitted_at = fields.DateTime()

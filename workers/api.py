@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from market.app import clock, db_session
 from market.auth import current_account, requires
+from market.edge import Blueprint
 from workers import service
 from workers.models import Role
 from workers.schemas import AccountSchema, NewTokenSchema, TokenCreateSchema, TokenSchema

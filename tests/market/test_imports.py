@@ -138,8 +138,10 @@ def test_multi_choice_and_rating_gold_from_csv(session, clock, owner):
 
 
 def test_invalid_utf8_and_empty_files(session, proj, clock):
-    with pytest.raises(InvalidInput, match="UTF-8"):
-        run(session, proj, clock, b'{"external_id": "a", "data": {"t": "\xff\xfe"}}\n')
+    with pytest.raises(InvalidInput) as exc:
+        run(session, proj, clock, b'{"external_id": "a", "data": {}}\n'
+                                  b'{"external_id": "b", "data": {"t": "\xff\xfe"}}\n')
+    assert exc.value.errors[0]["line"] == 2 and "UTF-8" in exc.value.errors[0]["message"]
     with pytest.raises(InvalidInput, match="no items"):
         run(session, proj, clock, b"\n\n")
     assert count(session, proj) == 0
