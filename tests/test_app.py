@@ -43,6 +43,8 @@ def test_openapi_is_generated_from_the_schemas(client):
     schema = spec["components"]["schemas"]["ProjectCreate"]
     assert "reward_cents" in schema["required"] and "label_schema" in schema["required"]
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    (param,) = spec["paths"]["/api/v1/projects/{project_id}"]["parameters"]
+    assert param["schema"] == {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
     assert client.get("/docs").status_code == 200
 
 
