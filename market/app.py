@@ -59,11 +59,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     edge.install(app, api)
     from market import api as market_api
-    from market import health
+    from market import health, work_api
     from workers import api as workers_api
 
     app.register_blueprint(health.blp)
-    for blp in (*market_api.BLUEPRINTS, workers_api.blp):
+    for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp):
         api.register_blueprint(blp)
     register_error_handlers(app)
 

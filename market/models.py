@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -39,6 +40,12 @@ class AssignmentStatus(enum.StrEnum):
     EXPIRED = "expired"
     APPROVED = "approved"
     REJECTED = "rejected"
+
+
+class SlotState(enum.StrEnum):
+    FREE = "free"
+    LEASED = "leased"
+    DONE = "done"
 
 
 class Project(Base):
@@ -148,21 +155,58 @@ class Hit(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class HitSlot(Base):
+    """One of a HIT's `max_assignments` places. A lease past `lease_expires_at` frees its slot by itself: the
+    claim query treats it as free, so correctness never waits for a sweeper. Claiming the lowest slot number
+    first fills every HIT's first answer before any HIT's second: breadth-first without counters."""
+
+    __tablename__ = "hit_slot"
+    __table_args__ = (
+        UniqueConstraint("hit_id", "slot_no"),
+        Index("ix_hit_slot_claim", "batch_id", "neg_priority", "slot_no", "id",
+              postgresql_where=text("state <> 'done'"), sqlite_where=text("state <> 'done'")),
+        CheckConstraint("(state = 'free') = (assignment_id IS NULL)", name="lease_matches_state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hit_id: Mapped[int] = mapped_column(ForeignKey("hit.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    slot_no: Mapped[int] = mapped_column(Integer)
+    # The negated highest item priority of the HIT: the claim index ascends, so high priority comes first.
+    neg_priority: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[SlotState] = mapped_column(enum_column(SlotState, "slot_state"), default=SlotState.FREE)
+    assignment_id: Mapped[int | None] = mapped_column(ForeignKey("assignment.id"))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+# A worker holds or has done a HIT at most once (returned and expired assignments do not count).
+_ACTIVE = "status IN ('leased', 'submitted', 'approved', 'rejected')"
+
+
 class Assignment(Base):
     """One worker's lease on one HIT."""
 
     __tablename__ = "assignment"
-    __table_args__ = (Index("ix_assignment_hit_status", "hit_id", "status"),)
+    __table_args__ = (
+        Index("ix_assignment_hit_status", "hit_id", "status"),
+        Index("uq_assignment_hit_worker_active", "hit_id", "worker_id", unique=True,
+              postgresql_where=text(_ACTIVE), sqlite_where=text(_ACTIVE)),
+        Index("ix_assignment_worker_status", "worker_id", "status"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     hit_id: Mapped[int] = mapped_column(ForeignKey("hit.id", ondelete="CASCADE"))
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
-    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
     status: Mapped[AssignmentStatus] = mapped_column(enum_column(AssignmentStatus, "assignment_status"))
     guideline_version: Mapped[int] = mapped_column(Integer)
     leased_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     submitted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    returned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Server-measured: lease start to submit or return.
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    client_meta: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
 
 
 class Answer(Base):

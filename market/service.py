@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -182,6 +182,8 @@ def publish_batch(session: Session, *, project_id: int, account: Account, now: d
         chunks = _unpublished_item_chunks(session, project)
     for ids in chunks:
         _make_hits(session, batch, ids, now)
+    if batch.item_count:
+        _make_slots(session, batch)
     if batch.item_count == 0:
         session.rollback()
         raise InvalidInput("There are no unpublished items to publish; import items first.",
@@ -251,6 +253,21 @@ def _make_hits(session: Session, batch: Batch, item_ids: list[int], now: dt.date
                                    for hid, group in zip(hit_ids, groups, strict=True) for iid in group])
     batch.item_count += len(item_ids)
     batch.hit_count += len(groups)
+
+
+# Every HIT of the batch gets max_assignments slots, in one set-based statement (numbers from a recursive CTE,
+# which SQLite and PostgreSQL both have), carrying the HIT's highest item priority for the claim index.
+_MAKE_SLOTS = text("""
+    WITH RECURSIVE n(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k + 1 < :slots)
+    INSERT INTO hit_slot (hit_id, batch_id, slot_no, neg_priority, state)
+    SELECT h.id, h.batch_id, n.k, -(SELECT max(i.priority) FROM item i WHERE i.hit_id = h.id), 'free'
+    FROM hit h CROSS JOIN n
+    WHERE h.batch_id = :batch_id
+""")
+
+
+def _make_slots(session: Session, batch: Batch) -> None:
+    session.execute(_MAKE_SLOTS, {"slots": batch.assignments_per_item, "batch_id": batch.id})
 
 
 def get_batch(session: Session, *, project: Project, batch_id: int) -> Batch:

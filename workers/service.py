@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
 
-from market.problems import Conflict, InvalidInput, NotFound
-from workers.models import Account, ApiToken, Role
+from market.problems import Conflict, InvalidInput, NotFound, Unauthorized
+from workers.models import Account, ApiToken, ExternalIdentity, Role, WorkerBlock
 
 TOKEN_PREFIX = "cm_"
 # Refresh last_used_at at most this often, so authentication is not a write on every request.
@@ -83,3 +85,78 @@ def find_account(session: Session, *, email: str) -> Account:
     if account is None:
         raise NotFound(f"No account with email {email}.")
     return account
+
+
+# ---- workers ----------------------------------------------------------------------------------------------
+
+USERNAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{2,63}\Z")
+MIN_PASSWORD = 10
+
+
+def register_worker(session: Session, *, username: str, password: str, now: dt.datetime,
+                    display_name: str = "") -> Account:
+    """Create a worker account with a password (scrypt, through werkzeug)."""
+    errors: dict[str, list[str]] = {}
+    if not USERNAME_PATTERN.match(username):
+        errors["username"] = ["3-64 letters, digits, '_', '.', '-', starting with a letter or digit"]
+    if len(password) < MIN_PASSWORD:
+        errors["password"] = [f"at least {MIN_PASSWORD} characters"]
+    if errors:
+        raise InvalidInput("The account details are invalid.", errors=errors)
+    account = create_account(session, role=Role.WORKER, username=username, display_name=display_name, now=now)
+    account.password_hash = generate_password_hash(password, method="scrypt")
+    session.flush()
+    return account
+
+
+def login(session: Session, *, username: str, password: str, now: dt.datetime, name: str = "") -> tuple[
+        Account, str]:
+    """Check a worker's password and issue a token; the same answer for unknown users and wrong passwords."""
+    account = session.scalar(select(Account).where(Account.username == username))
+    # Hash even for unknown users, so response time does not reveal which usernames exist.
+    stored = account.password_hash if account and account.password_hash else _DUMMY_HASH
+    if not check_password_hash(stored, password) or account is None or not account.is_active:
+        raise Unauthorized("Unknown username or wrong password.")
+    _, token = issue_token(session, account=account, now=now, name=name or "login")
+    session.commit()
+    return account, token
+
+
+_DUMMY_HASH = generate_password_hash("not a real password", method="scrypt")
+
+
+def link_identity(session: Session, *, account_id: int, platform: str, external_id: str,
+                  now: dt.datetime) -> ExternalIdentity:
+    """Map a platform's worker id to an account; one account per external id, one id per platform."""
+    existing = session.scalar(select(ExternalIdentity).where(
+        ExternalIdentity.platform == platform, ExternalIdentity.external_id == external_id))
+    if existing is not None:
+        if existing.account_id != account_id:
+            raise Conflict(f"{platform} id {external_id} belongs to another account.")
+        return existing
+    identity = ExternalIdentity(account_id=account_id, platform=platform, external_id=external_id, created_at=now)
+    session.add(identity)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(f"The account has a {platform} id already.") from exc
+    return identity
+
+
+def worker_for_identity(session: Session, *, platform: str, external_id: str, now: dt.datetime) -> Account:
+    """The account of an external worker id, created on first sight (e.g. an MTurk worker arriving)."""
+    identity = session.scalar(select(ExternalIdentity).where(
+        ExternalIdentity.platform == platform, ExternalIdentity.external_id == external_id))
+    if identity is not None:
+        return session.get_one(Account, identity.account_id)
+    account = create_account(session, role=Role.WORKER, username=f"{platform}-{external_id}"[:64], now=now)
+    link_identity(session, account_id=account.id, platform=platform, external_id=external_id, now=now)
+    return account
+
+
+def active_blocks(session: Session, *, account_id: int, now: dt.datetime) -> list[WorkerBlock]:
+    """Blocks in force: not lifted and not past their expiry."""
+    stmt = select(WorkerBlock).where(WorkerBlock.account_id == account_id, WorkerBlock.lifted_at.is_(None),
+                                     or_(WorkerBlock.expires_at.is_(None), WorkerBlock.expires_at > now))
+    return list(session.scalars(stmt))

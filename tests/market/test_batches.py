@@ -131,9 +131,9 @@ def test_progress_counts_answers_items_and_assignments(client, session, clock, o
     assert body["fraction_complete"] == pytest.approx(1 / 3)
     assert body["assignments_by_status"]["submitted"] == 3
     assert body["assignments_by_status"]["leased"] == 1 and body["assignments_by_status"]["expired"] == 1
-    answer(session, it[1], w2, "pos", now=clock())
-    answer(session, it[2], w3, "neu", now=clock())
+    answer(session, it[1], w3, "pos", now=clock())
     answer(session, it[2], w1, "neu", now=clock())
+    answer(session, it[2], w2, "neu", now=clock())
     done = client.get(f"/api/v1/projects/{proj.id}/batches/{bid}", headers=auth(owner[1])).get_json()
     assert done["status"] == "complete"
     listed = client.get(f"/api/v1/projects/{proj.id}/batches", headers=auth(owner[1])).get_json()["data"]

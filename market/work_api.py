@@ -1,0 +1,138 @@
+"""Worker JSON API: sign up, log in, get the next task, submit, return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from market import work
+from market.app import clock, db_session
+from market.auth import current_account, requires
+from market.edge import Blueprint
+from market.problems import NotFound
+from market.work_schemas import (
+    IdentitySchema,
+    LoginSchema,
+    NewWorkerTokenSchema,
+    NextQuerySchema,
+    RegisterSchema,
+    ReturnResultSchema,
+    SubmitResultSchema,
+    SubmitSchema,
+    TaskSchema,
+)
+from workers import service as accounts
+from workers.models import Account, Role
+
+blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Crowd workers: accounts and tasks.")
+WORKER = (Role.WORKER,)
+
+
+def _task(assignment) -> dict[str, Any]:
+    view = work.task_view(db_session(), assignment)
+    return {
+        "assignment_id": assignment.id,
+        "status": assignment.status.value,
+        "project": view.project,
+        "guidelines": {"version": assignment.guideline_version, "instructions": view.instructions},
+        "label_schema": view.project.label_schema,
+        "reward": {"cents": view.batch.reward_cents, "currency": view.batch.currency},
+        "leased_at": assignment.leased_at,
+        "expires_at": assignment.expires_at,
+        "items": view.items,
+        "answers": None if view.answers is None else [{"item_id": i, "answer": a} for i, a in view.answers.items()],
+    }
+
+
+@blp.route("/workers")
+class Workers(MethodView):
+    @blp.arguments(RegisterSchema)
+    @blp.response(201, NewWorkerTokenSchema)
+    @blp.doc(security=[])
+    def post(self, data: dict[str, Any]):
+        """Sign up as a crowd worker; the response holds your first API token."""
+        session = db_session()
+        account = accounts.register_worker(session, username=data["username"], password=data["password"],
+                                           display_name=data["display_name"], now=clock())
+        _, token = accounts.issue_token(session, account=account, now=clock(), name="sign-up")
+        session.commit()
+        return {"account_id": account.id, "username": account.username, "token": token}
+
+
+@blp.route("/auth/token")
+class Login(MethodView):
+    @blp.arguments(LoginSchema)
+    @blp.response(201, NewWorkerTokenSchema)
+    @blp.doc(security=[])
+    def post(self, data: dict[str, Any]):
+        """Log in with username and password; get a new API token."""
+        account, token = accounts.login(db_session(), username=data["username"], password=data["password"],
+                                        now=clock())
+        return {"account_id": account.id, "username": account.username, "token": token}
+
+
+@blp.route("/workers/<int:worker_id>/identities")
+class Identities(MethodView):
+    @requires(Role.OPS)
+    @blp.arguments(IdentitySchema)
+    @blp.response(201, IdentitySchema)
+    def post(self, data: dict[str, Any], worker_id: int):
+        """Map a worker's id on another platform (e.g. MTurk) to their account (ops)."""
+        session = db_session()
+        target = session.get(Account, worker_id)
+        if target is None or target.role != Role.WORKER:
+            raise NotFound(f"Worker {worker_id} not found.")
+        identity = accounts.link_identity(session, account_id=worker_id, platform=data["platform"],
+                                          external_id=data["external_id"], now=clock())
+        session.commit()
+        return identity
+
+
+@blp.route("/work/next")
+class NextTask(MethodView):
+    @requires(*WORKER)
+    @blp.arguments(NextQuerySchema, location="query")
+    @blp.response(200, TaskSchema)
+    def post(self, args: dict[str, Any]):
+        """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
+        assignment = work.next_assignment(db_session(), worker=current_account(), now=clock(),
+                                          project_id=args.get("project_id"))
+        return _task(assignment)
+
+
+@blp.route("/assignments/<int:assignment_id>")
+class AssignmentDetail(MethodView):
+    @requires(*WORKER)
+    @blp.response(200, TaskSchema)
+    def get(self, assignment_id: int):
+        """One of your assignments."""
+        return _task(work.get_assignment(db_session(), worker=current_account(), assignment_id=assignment_id))
+
+
+@blp.route("/assignments/<int:assignment_id>/submit")
+class Submit(MethodView):
+    @requires(*WORKER)
+    @blp.arguments(SubmitSchema)
+    @blp.response(200, SubmitResultSchema)
+    def post(self, data: dict[str, Any], assignment_id: int):
+        """Submit one answer per item. Idempotent: the same answers again return the same result."""
+        session = db_session()
+        assignment, _ = work.submit(session, worker=current_account(), assignment_id=assignment_id,
+                                    answers=data["answers"], client_meta=data["client"], now=clock())
+        view = work.task_view(session, assignment)
+        return {"assignment_id": assignment.id, "status": assignment.status.value,
+                "submitted_at": assignment.submitted_at, "duration_ms": assignment.duration_ms,
+                "answers": [{"item_id": i, "answer": a} for i, a in (view.answers or {}).items()]}
+
+
+@blp.route("/assignments/<int:assignment_id>/return")
+class Return(MethodView):
+    @requires(*WORKER)
+    @blp.response(200, ReturnResultSchema)
+    def post(self, assignment_id: int):
+        """Give the task back without penalty; someone else can take it at once."""
+        assignment = work.return_assignment(db_session(), worker=current_account(), assignment_id=assignment_id,
+                                            now=clock())
+        return {"assignment_id": assignment.id, "status": assignment.status.value,
+                "returned_at": assignment.returned_at, "duration_ms": assignment.duration_ms}

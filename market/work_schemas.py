@@ -1,0 +1,96 @@
+"""Worker-facing schemas. Nothing here may carry gold flags, gold answers, other workers' answers or requester
+data beyond the task itself: the worker's view of an item is its id and data, as for every other item."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from market.edge import Id, Text
+
+
+class NextQuerySchema(Schema):
+    project_id = Id(metadata={"description": "Only work from this project."})
+
+
+class WorkerItemSchema(Schema):
+    id = fields.Integer()
+    data = fields.Dict()
+
+
+class TaskProjectSchema(Schema):
+    id = fields.Integer()
+    title = Text()
+    description = Text()
+
+
+class GuidelinesSchema(Schema):
+    version = fields.Integer()
+    instructions = Text()
+
+
+class RewardSchema(Schema):
+    cents = fields.Integer()
+    currency = Text()
+
+
+class TaskSchema(Schema):
+    assignment_id = fields.Integer()
+    status = Text()
+    project = fields.Nested(TaskProjectSchema)
+    guidelines = fields.Nested(GuidelinesSchema)
+    label_schema = fields.Dict()
+    reward = fields.Nested(RewardSchema)
+    leased_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    items = fields.List(fields.Nested(WorkerItemSchema))
+    answers = fields.List(fields.Dict(), allow_none=True,
+                          metadata={"description": "Your own answers, once submitted."})
+
+
+class AnswerInSchema(Schema):
+    item_id = Id(required=True, strict=True)
+    answer = fields.Raw(required=True, allow_none=False)
+
+
+class SubmitSchema(Schema):
+    answers = fields.List(fields.Nested(AnswerInSchema), required=True, validate=validate.Length(1, 100))
+    client = fields.Dict(keys=Text(validate=validate.Length(max=64)), load_default=None,
+                         metadata={"description": "Client metadata kept with the answers (user agent, ...)."})
+
+
+class SubmitResultSchema(Schema):
+    assignment_id = fields.Integer()
+    status = Text()
+    submitted_at = fields.DateTime()
+    duration_ms = fields.Integer()
+    answers = fields.List(fields.Dict())
+
+
+class ReturnResultSchema(Schema):
+    assignment_id = fields.Integer()
+    status = Text()
+    returned_at = fields.DateTime()
+    duration_ms = fields.Integer()
+
+
+class RegisterSchema(Schema):
+    username = Text(required=True, validate=validate.Length(3, 64))
+    password = Text(required=True, validate=validate.Length(1, 1024), load_only=True)
+    display_name = Text(load_default="", validate=validate.Length(max=200))
+
+
+class LoginSchema(Schema):
+    username = Text(required=True, validate=validate.Length(1, 64))
+    password = Text(required=True, validate=validate.Length(1, 1024), load_only=True)
+
+
+class NewWorkerTokenSchema(Schema):
+    account_id = fields.Integer()
+    username = Text()
+    token = Text(metadata={"description": "Shown once; only its hash is stored."})
+
+
+class IdentitySchema(Schema):
+    platform = Text(required=True, validate=validate.Regexp(r"\A[a-z][a-z0-9_-]{1,31}\Z"))
+    external_id = Text(required=True, validate=validate.Length(1, 255))
+    account_id = fields.Integer(dump_only=True)
