@@ -27,6 +27,8 @@ from market.schemas import (
     ItemListSchema,
     ItemQuerySchema,
     PageQuerySchema,
+    PriorityResultSchema,
+    PrioritySchema,
     ProgressSchema,
     ProjectCreateSchema,
     ProjectListSchema,
@@ -166,6 +168,18 @@ class Items(MethodView):
         stream, fmt = _import_source(args.get("format"))
         result = imports.import_items(db_session(), project=project, stream=stream, fmt=fmt, now=clock())
         return result, 201 if result.created else 200
+
+
+@blp.route("/<int:project_id>/items/priority")
+class ItemPriority(MethodView):
+    @requires(*WRITE)
+    @blp.arguments(PrioritySchema)
+    @blp.response(200, PriorityResultSchema)
+    def post(self, data: dict[str, Any], project_id: int):
+        """Set item priorities in bulk; work is served highest priority first (the active-learning hook)."""
+        updated = service.set_priorities(db_session(), project=_project(project_id, write=True),
+                                         entries=data["items"])
+        return {"updated": updated}
 
 
 @blp.route("/<int:project_id>/items/<int:item_id>")

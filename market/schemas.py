@@ -261,3 +261,22 @@ class AnswerSchema(Schema):
 class AnswerListSchema(Schema):
     data = fields.List(fields.Nested(AnswerSchema))
     next_after = fields.Integer(allow_none=True)
+
+
+class PriorityEntrySchema(Schema):
+    item_id = Id(strict=True)
+    external_id = Text(validate=validate.Length(1, 255))
+    priority = fields.Integer(required=True, strict=True, validate=validate.Range(-1_000_000, 1_000_000))
+
+    @validates_schema
+    def _one_key(self, data: dict[str, Any], **_: Any) -> None:
+        if ("item_id" in data) == ("external_id" in data):
+            raise ValidationError({"item_id": ["give exactly one of item_id or external_id"]})
+
+
+class PrioritySchema(Schema):
+    items = fields.List(fields.Nested(PriorityEntrySchema), required=True, validate=validate.Length(1, 100_000))
+
+
+class PriorityResultSchema(Schema):
+    updated = fields.Integer()

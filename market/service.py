@@ -21,8 +21,10 @@ from market.models import (
     BatchStatus,
     GuidelineVersion,
     Hit,
+    HitSlot,
     Item,
     Project,
+    SlotState,
 )
 from market.problems import Conflict, InvalidInput, NotFound
 from workers.models import Account, Role
@@ -354,3 +356,46 @@ def batch_progress(session: Session, batch: Batch, *, now: dt.datetime) -> Progr
         key = AssignmentStatus.EXPIRED if status == AssignmentStatus.LEASED and is_lapsed else status
         progress.assignments_by_status[key.value] += int(count)
     return progress
+
+
+def set_priorities(session: Session, *, project: Project, entries: Sequence[dict[str, Any]]) -> int:
+    """Set item priorities in bulk (by item_id or external_id); open HITs are served highest priority first."""
+    by_id = {e["item_id"]: e["priority"] for e in entries if "item_id" in e}
+    by_ext = {e["external_id"]: e["priority"] for e in entries if "external_id" in e}
+    found: dict[int, int] = {}
+    missing: dict[str, list[str]] = {}
+    for keys, column in ((by_id, Item.id), (by_ext, Item.external_id)):
+        wanted = list(keys)
+        for start in range(0, len(wanted), PUBLISH_CHUNK):
+            part = wanted[start:start + PUBLISH_CHUNK]
+            rows = session.execute(select(column, Item.id).where(Item.project_id == project.id, column.in_(part)))
+            hits = {key: iid for key, iid in rows}
+            for key in part:
+                if key in hits:
+                    found[hits[key]] = keys[key]
+                elif len(missing) < _MAX_LISTED_ERRORS:
+                    missing[str(key)] = ["no such item in this project"]
+    if missing:
+        raise InvalidInput(f"{len(missing)} item(s) not found; nothing was changed.", errors={"items": missing})
+    session.execute(update(Item), [{"id": iid, "priority": p} for iid, p in found.items()])
+    hit_ids = list(session.scalars(select(Item.hit_id).where(Item.id.in_(list(found)), Item.hit_id.is_not(None))
+                                   .distinct())) if len(found) <= PUBLISH_CHUNK else None
+    _refresh_slot_priorities(session, project, hit_ids)
+    session.commit()
+    return len(found)
+
+
+def _refresh_slot_priorities(session: Session, project: Project, hit_ids: list[int] | None) -> None:
+    # A HIT is served by its highest item priority; done slots are never served, so they are left alone.
+    stmt = text("""
+        UPDATE hit_slot SET neg_priority = -(SELECT max(i.priority) FROM item i WHERE i.hit_id = hit_slot.hit_id)
+        WHERE state <> 'done' AND hit_id IN (SELECT h.id FROM hit h WHERE h.project_id = :project_id)
+    """)
+    if hit_ids is None:
+        session.execute(stmt, {"project_id": project.id})
+        return
+    for start in range(0, len(hit_ids), 1000):
+        part = hit_ids[start:start + 1000]
+        session.execute(update(HitSlot).where(HitSlot.hit_id.in_(part), HitSlot.state != SlotState.DONE)
+                        .values(neg_priority=-select(func.max(Item.priority)).where(Item.hit_id == HitSlot.hit_id)
+                                .scalar_subquery()))

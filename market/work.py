@@ -167,10 +167,14 @@ def task_view(session: Session, assignment: Assignment) -> TaskView:
         select(Item.id, Item.data).where(Item.hit_id == assignment.hit_id).order_by(Item.id))]
     answers = None
     if assignment.status in DONE:
-        answers = dict(session.execute(select(Answer.item_id, Answer.value).where(
-            Answer.assignment_id == assignment.id)).tuples().all())
+        answers = _stored_answers(session, assignment.id)
     assert batch is not None
     return TaskView(assignment, project, batch, instructions, items, answers)
+
+
+def _stored_answers(session: Session, assignment_id: int) -> dict[int, Any]:
+    rows = session.execute(select(Answer.item_id, Answer.value).where(Answer.assignment_id == assignment_id))
+    return {item_id: value for item_id, value in rows}
 
 
 def _validated(session: Session, assignment: Assignment, answers: list[dict[str, Any]]) -> dict[int, Any]:
@@ -203,9 +207,7 @@ def submit(session: Session, *, worker: Account, assignment_id: int, answers: li
     assignment = get_assignment(session, worker=worker, assignment_id=assignment_id, lock=True)
     values = _validated(session, assignment, answers)
     if assignment.status in DONE:
-        stored = dict(session.execute(select(Answer.item_id, Answer.value).where(
-            Answer.assignment_id == assignment.id)).tuples().all())
-        if stored != values:
+        if _stored_answers(session, assignment.id) != values:
             raise Conflict("This assignment was submitted already with different answers.",
                            errors={"answers": ["differ from the submitted ones"]})
         session.commit()

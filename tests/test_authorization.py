@@ -49,6 +49,7 @@ KNOWN = {
     (f"{PREFIX}/<int:project_id>/guidelines/<int:version>", "GET"),
     (f"{PREFIX}/<int:project_id>/items", "GET"), (f"{PREFIX}/<int:project_id>/items", "POST"),
     (f"{PREFIX}/<int:project_id>/items/<int:item_id>", "GET"),
+    (f"{PREFIX}/<int:project_id>/items/priority", "POST"),
     (f"{PREFIX}/<int:project_id>/batches", "GET"), (f"{PREFIX}/<int:project_id>/batches", "POST"),
     (f"{PREFIX}/<int:project_id>/batches/<int:batch_id>", "GET"),
     (f"{PREFIX}/<int:project_id>/batches/<int:batch_id>/pause", "POST"),
@@ -134,6 +135,8 @@ def _request(rule: str, method: str) -> dict[str, Any]:
                 "content_type": "application/x-ndjson"}
     if (rule, method) == (f"{PREFIX}/<int:project_id>/batches", "POST"):
         return {"json": {}}
+    if (rule, method) == (f"{PREFIX}/<int:project_id>/items/priority", "POST"):
+        return {"json": {"items": [{"external_id": "it0", "priority": 3}]}}
     if method == "POST" and rule.endswith(("/pause", "/resume", "/cancel")):
         return {}
     return {"json": {}, "unknown": True}

@@ -1,0 +1,639 @@
+"""Benchmark the worker loop `POST /work/next` -> `POST /assignments/{id}/submit` under gunicorn on PostgreSQL.
+
+Run: .venv/bin/python benchmarks/next_submit.py [--workers 32] [--duration 20] [--sizes 10000,1000000]
+
+First a bare baseline: a minimal Flask app whose one endpoint does a single INSERT + COMMIT, served by the same
+gunicorn command and driven by the same number of clients. Then, per project size, a fresh migrated database:
+requester, project (single_choice pos/neg, 3 assignments per item, 1 item per HIT), items imported and published
+through the service layer, the app started under gunicorn, workers signed up over HTTP, and N client threads
+(one keep-alive connection each) looping next -> submit ("pos") for the duration after a warm-up. Afterwards
+SQL checks the invariants: no item over its redundancy, no worker answering an item twice, every acknowledged
+submit stored (and nothing stored that was not acknowledged). The last line is machine-readable:
+
+    next_ratio=X submit_ratio=X p95_ms=X scale_ratio=X violations=N
+
+next/submit_ratio: the endpoint's requests/s over the baseline's (worst scenario); p95_ms: the worst p95 of
+either endpoint in any scenario; scale_ratio: cycles/s at the largest size over cycles/s at the smallest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from import_items import LABEL_SCHEMA, WORDS, cli_env, label, run_cli
+from sqlalchemy import create_engine, make_url, text
+
+from market.config import normalize_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+EMAIL = "bench-next@example.com"
+PASSWORD = "benchmark-password"
+ENDPOINTS = ("next", "submit")
+TARGET_RATIO, TARGET_P95_MS, TARGET_SCALE = 0.40, 50.0, 0.80
+
+# The baseline: the least a request that writes can cost on this stack (same engine settings as the app).
+BASELINE_APP = textwrap.dedent("""
+    import os
+
+    from flask import Flask
+    from sqlalchemy import text
+
+    from market.db import make_engine
+
+    engine = make_engine(os.environ["CROWDMARKET_DATABASE_URL"], pool_size=int(os.environ["CROWDMARKET_DB_POOL_SIZE"]))
+    app = Flask(__name__)
+
+
+    @app.post("/hit")
+    def hit():
+        with engine.connect() as conn:
+            new_id = conn.execute(text("INSERT INTO bench_hit (at) VALUES (now()) RETURNING id")).scalar_one()
+            conn.commit()
+        return {"id": new_id}
+
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+""")
+
+
+# ---- measurements ---------------------------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0.0 if empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class EndpointStats:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    def rps(self, seconds: float) -> float:
+        return len(self.latencies_ms) / seconds
+
+    def pct(self, q: float) -> float:
+        return percentile(sorted(self.latencies_ms), q)
+
+    def line(self, name: str, seconds: float) -> str:
+        lat = sorted(self.latencies_ms)
+        return (f"  {name:<8}{self.rps(seconds):>9.1f} req/s   p50 {percentile(lat, 50):6.1f}  p95 "
+                f"{percentile(lat, 95):6.1f}  p99 {percentile(lat, 99):6.1f} ms   errors {self.errors}")
+
+
+@dataclass
+class ClientResult:
+    """What one simulated worker saw; merged after the run (no locks in the hot loop)."""
+
+    stats: dict[str, EndpointStats] = field(default_factory=lambda: {e: EndpointStats() for e in (*ENDPOINTS, "hit")})
+    cycles: int = 0  # submits acknowledged inside the measured window
+    acked: list[int] = field(default_factory=list)  # every acknowledged assignment id, warm-up included
+    unsure: int = 0  # submits whose outcome is unknown (connection error): may or may not be stored
+    exhausted: bool = False
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Window:
+    start: float  # measured from here (after the warm-up) ...
+    end: float  # ... to here; clients stop starting requests at `end`
+
+    def has(self, t0: float, t1: float) -> bool:
+        return t0 >= self.start and t1 <= self.end
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection; reconnects after a transport error."""
+
+    def __init__(self, port: int, token: str | None = None) -> None:
+        self.port = port
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def post(self, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        headers = dict(self.headers)
+        payload = b""
+        if body is not None:
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            self.conn.request("POST", path, body=payload, headers=headers)
+            response = self.conn.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _note(result: ClientResult, name: str, status: int) -> None:
+    key = f"{name} {status}"
+    result.statuses[key] = result.statuses.get(key, 0) + 1
+
+
+def worker_loop(client: Client, window: Window, result: ClientResult) -> None:
+    """next -> submit until the window ends; a 404 from next (no task available) ends this worker."""
+    clock = time.perf_counter
+    while clock() < window.end:
+        t0 = clock()
+        try:
+            status, body = client.post("/api/v1/work/next")
+        except (OSError, http.client.HTTPException):
+            result.stats["next"].errors += 1
+            continue
+        t1 = clock()
+        _note(result, "next", status)
+        if status == 404:
+            result.exhausted = True
+            return
+        if status != 200:
+            result.stats["next"].errors += 1
+            continue
+        if window.has(t0, t1):
+            result.stats["next"].latencies_ms.append((t1 - t0) * 1000)
+        task = json.loads(body)
+        answers = [{"item_id": item["id"], "answer": "pos"} for item in task["items"]]
+        t2 = clock()
+        try:
+            status, body = client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", {"answers": answers})
+        except (OSError, http.client.HTTPException):
+            result.stats["submit"].errors += 1
+            result.unsure += 1
+            continue
+        t3 = clock()
+        _note(result, "submit", status)
+        if status != 200:
+            result.stats["submit"].errors += 1
+            continue
+        result.acked.append(task["assignment_id"])
+        if window.has(t2, t3):
+            result.stats["submit"].latencies_ms.append((t3 - t2) * 1000)
+            result.cycles += 1
+
+
+def baseline_loop(client: Client, window: Window, result: ClientResult) -> None:
+    clock = time.perf_counter
+    while clock() < window.end:
+        t0 = clock()
+        try:
+            status, _ = client.post("/hit")
+        except (OSError, http.client.HTTPException):
+            result.stats["hit"].errors += 1
+            continue
+        t1 = clock()
+        _note(result, "hit", status)
+        if status != 200:
+            result.stats["hit"].errors += 1
+        elif window.has(t0, t1):
+            result.stats["hit"].latencies_ms.append((t1 - t0) * 1000)
+
+
+@dataclass
+class Load:
+    results: list[ClientResult]
+    seconds: float
+    cpu: dict[str, float]  # share of one core over the measured window, per process group
+
+    def merged(self, name: str) -> EndpointStats:
+        out = EndpointStats()
+        for r in self.results:
+            out.latencies_ms.extend(r.stats[name].latencies_ms)
+            out.errors += r.stats[name].errors
+        return out
+
+    @property
+    def cycles(self) -> int:
+        return sum(r.cycles for r in self.results)
+
+    def statuses(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            for k, v in r.statuses.items():
+                out[k] = out.get(k, 0) + v
+        return dict(sorted(out.items()))
+
+
+def _proc_cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields_[11]) + int(fields_[12])) / tick  # utime + stime
+    return total
+
+
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def drive(loop: Callable[[Client, Window, ClientResult], None], clients: list[Client], warmup: float,
+          duration: float, server: Gunicorn) -> Load:
+    """Run `loop` on one thread per client; measure the window after the warm-up, with CPU use per side."""
+    now = time.perf_counter()
+    window = Window(start=now + warmup, end=now + warmup + duration)
+    results = [ClientResult() for _ in clients]
+    threads = [threading.Thread(target=loop, args=(c, window, r), daemon=True) for c, r in zip(clients, results,
+                                                                                                 strict=True)]
+    for t in threads:
+        t.start()
+    time.sleep(max(0.0, window.start - time.perf_counter()))
+    groups = {"gunicorn": server.worker_pids(), "postgres": _pids_named("postgres")}
+    before = {k: _proc_cpu_seconds(v) for k, v in groups.items()}
+    before["client"] = time.process_time()
+    t_start = time.perf_counter()
+    time.sleep(max(0.0, window.end - time.perf_counter()))
+    seconds = time.perf_counter() - t_start
+    cpu = {k: (_proc_cpu_seconds(v) - before[k]) / seconds for k, v in groups.items()}
+    cpu["client"] = (time.process_time() - before["client"]) / seconds
+    for t in threads:
+        t.join()
+    return Load(results, duration, cpu)
+
+
+# ---- servers and databases ------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """A gunicorn master in its own process group; `stop` ends it and its workers."""
+
+    def __init__(self, app: str, chdir: Path, env: dict[str, str], settings: list[str], log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        command = [GUNICORN, *settings, "-b", f"127.0.0.1:{self.port}", "--chdir", str(chdir), app]
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self._wait_ready(settings)
+
+    def _wait_ready(self, settings: list[str]) -> None:
+        want = int(settings[settings.index("-w") + 1]) if "-w" in settings else 1
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/healthz")
+                ok = conn.getresponse().status == 200
+                conn.close()
+                if ok and len(self.worker_pids()) >= want:
+                    time.sleep(1.0)  # let every worker finish importing the app
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not become ready:\n{self.log.read_text()[-3000:]}")
+
+    def worker_pids(self) -> list[int]:
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            return []
+        return [int(p) for p in children]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the group we created: the master and its workers
+                self.proc.wait()
+
+
+@contextmanager
+def serving(app: str, chdir: Path, env: dict[str, str], settings: list[str], log: Path) -> Iterator[Gunicorn]:
+    server = Gunicorn(app, chdir, env, settings, log)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def scratch_database(pg_url: str, tag: str) -> Iterator[str]:
+    """Yield the URL of a new, empty PostgreSQL database; drop it afterwards."""
+    name = f"cm_bench_next_{tag}_{os.getpid()}"
+    server = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with server.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        server.dispose()
+
+
+def sql(url: str, statement: str, params: dict | None = None, *, autocommit: bool = False) -> list[tuple]:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT" if autocommit else None)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement), params or {})
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+# ---- setup ----------------------------------------------------------------------------------------------
+
+class GeneratedItems:
+    """A read-only JSONL byte stream of n items, generated line by line (nothing held in memory)."""
+
+    def __init__(self, n: int) -> None:
+        self.lines = (self._line(i).encode() for i in range(n))
+
+    @staticmethod
+    def _line(i: int) -> str:
+        words = " ".join(WORDS[(i * 7 + k * 13) % len(WORDS)] for k in range(14))
+        return json.dumps({"external_id": f"it-{i}", "data": {"text": words, "n": i}}, separators=(",", ":")) + "\n"
+
+    def readline(self, _limit: int = -1) -> bytes:
+        return next(self.lines, b"")
+
+
+def setup_project(url: str, n_items: int) -> dict[str, float]:
+    """Requester, project, n items imported and published through the service layer; returns timings."""
+    from market import service
+    from market.db import Database, utcnow
+    from market.imports import import_items
+    from workers.models import Role
+    from workers.service import create_account
+
+    timings: dict[str, float] = {}
+    database = Database.from_url(url, pool_size=1)
+    try:
+        with database.session_scope() as session:
+            owner = create_account(session, role=Role.REQUESTER, email=EMAIL, now=utcnow())
+            project = service.create_project(session, owner=owner, now=utcnow(), data={
+                "title": "next/submit benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5,
+                "assignments_per_item": 3, "items_per_hit": 1, "instructions": "Is the review positive?"})
+            start = time.perf_counter()
+            stream: IO[bytes] = GeneratedItems(n_items)  # type: ignore[assignment]
+            result = import_items(session, project=project, stream=stream, fmt="jsonl", now=utcnow())
+            timings["import"] = time.perf_counter() - start
+            if result.created != n_items:
+                raise RuntimeError(f"imported {result.created} items, expected {n_items}")
+            start = time.perf_counter()
+            batch, _ = service.publish_batch(session, project_id=project.id, account=owner, now=utcnow(),
+                                             name="bench")
+            timings["publish"] = time.perf_counter() - start
+            if batch.hit_count != n_items:
+                raise RuntimeError(f"published {batch.hit_count} HITs, expected {n_items}")
+    finally:
+        database.engine.dispose()
+    start = time.perf_counter()
+    sql(url, "ANALYZE", autocommit=True)  # what autovacuum would do soon after a bulk load
+    timings["analyze"] = time.perf_counter() - start
+    return timings
+
+
+def sign_up(port: int, count: int) -> list[str]:
+    """Register `count` workers over HTTP (a few at a time: scrypt is slow on purpose); return their tokens."""
+    tokens: list[str | None] = [None] * count
+    failures: list[str] = []
+
+    def register(indexes: range) -> None:
+        client = Client(port)
+        try:
+            for i in indexes:
+                status, body = client.post("/api/v1/workers", {"username": f"bench-worker-{i}",
+                                                               "password": PASSWORD, "display_name": f"W{i}"})
+                if status != 201:
+                    failures.append(f"sign-up {i}: {status} {body[:200]!r}")
+                    continue
+                tokens[i] = json.loads(body)["token"]
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=register, args=(range(k, count, 4),)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise RuntimeError("; ".join(failures[:5]))
+    return [t for t in tokens if t is not None]
+
+
+# ---- invariants -----------------------------------------------------------------------------------------
+
+def check_invariants(url: str, acked: list[int], unsure: int) -> tuple[int, list[str]]:
+    """(violations, report lines) from the database after a scenario."""
+    over = sql(url, """
+        SELECT count(*) FROM (
+            SELECT an.item_id FROM answer an JOIN item i ON i.id = an.item_id JOIN batch b ON b.id = i.batch_id
+            GROUP BY an.item_id, b.assignments_per_item HAVING count(*) > b.assignments_per_item) x""")[0][0]
+    twice = sql(url, """
+        SELECT count(*) FROM (SELECT worker_id, item_id FROM answer GROUP BY worker_id, item_id
+                              HAVING count(*) > 1) x""")[0][0]
+    missing = sql(url, """
+        SELECT count(*) FROM unnest(CAST(:ids AS integer[])) AS k(id)
+        WHERE NOT EXISTS (SELECT 1 FROM assignment a WHERE a.id = k.id AND a.status = 'submitted'
+                          AND EXISTS (SELECT 1 FROM answer an WHERE an.assignment_id = a.id))""",
+                  {"ids": acked})[0][0]
+    submitted, answers, live = sql(url, """
+        SELECT (SELECT count(*) FROM assignment WHERE status = 'submitted'), (SELECT count(*) FROM answer),
+               (SELECT count(*) FROM assignment WHERE status = 'leased')""")[0]
+    # Stored but never acknowledged: allowed only for submits whose response was lost.
+    unacked = max(0, submitted - len(set(acked)) - unsure)
+    # One item per HIT: one answer per submitted assignment.
+    mismatch = abs(answers - submitted)
+    violations = over + twice + missing + unacked + mismatch
+    lines = [f"  invariants: {over} items over redundancy, {twice} (worker, item) pairs answered twice, "
+             f"{missing} acknowledged submits not stored, {unacked} stored submits never acknowledged, "
+             f"answers {answers} vs submitted assignments {submitted} (acknowledged {len(set(acked))}, "
+             f"unsure {unsure}, leases left {live})"]
+    return violations, lines
+
+
+# ---- scenarios ------------------------------------------------------------------------------------------
+
+def server_env(url: str, tmp: Path, pool_size: int) -> dict[str, str]:
+    env = cli_env(url, tmp)
+    env.update(CROWDMARKET_LOG_LEVEL="WARNING", CROWDMARKET_DB_POOL_SIZE=str(pool_size),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    return env
+
+
+def cpu_line(load: Load) -> str:
+    parts = ", ".join(f"{k} {v * 100:.0f}%" for k, v in load.cpu.items())
+    return f"  cpu (100% = one core of {os.cpu_count()}): {parts}"
+
+
+def run_baseline(args: argparse.Namespace, settings: list[str], tmp: Path) -> EndpointStats:
+    app_dir = tmp / "baseline"
+    app_dir.mkdir()
+    (app_dir / "baseline_app.py").write_text(BASELINE_APP)
+    with scratch_database(args.pg_url, "baseline") as url:
+        sql(url, "CREATE TABLE bench_hit (id serial PRIMARY KEY, at timestamptz NOT NULL)")
+        env = server_env(url, tmp, args.pool_size)
+        with serving("baseline_app:app", app_dir, env, settings, tmp / "gunicorn_baseline.log") as server:
+            clients = [Client(server.port) for _ in range(args.workers)]
+            try:
+                load = drive(baseline_loop, clients, args.warmup, args.duration, server)
+            finally:
+                for c in clients:
+                    c.close()
+        stats = load.merged("hit")
+        print(f"baseline (INSERT + COMMIT), {args.workers} clients, {args.duration:g}s:", flush=True)
+        print(stats.line("hit", load.seconds))
+        print(cpu_line(load), flush=True)
+        return stats
+
+
+@dataclass
+class Scenario:
+    items: int
+    cycles_per_s: float
+    stats: dict[str, EndpointStats]
+    seconds: float
+    violations: int
+
+
+def run_scenario(args: argparse.Namespace, settings: list[str], tmp: Path, n_items: int) -> Scenario:
+    with scratch_database(args.pg_url, label(n_items)) as url:
+        env = server_env(url, tmp, args.pool_size)
+        start = time.perf_counter()
+        run_cli(["db", "upgrade"], env, tmp)
+        migrate = time.perf_counter() - start
+        timings = setup_project(url, n_items)
+        print(f"{label(n_items)} items: setup migrate {migrate:.1f}s, import {timings['import']:.1f}s "
+              f"({n_items / timings['import']:,.0f} items/s), publish {timings['publish']:.1f}s "
+              f"({n_items / timings['publish']:,.0f} items/s), analyze {timings['analyze']:.1f}s", flush=True)
+        with serving("wsgi:app", ROOT, env, settings, tmp / f"gunicorn_{label(n_items)}.log") as server:
+            start = time.perf_counter()
+            tokens = sign_up(server.port, args.workers)
+            print(f"  {len(tokens)} workers signed up over HTTP in {time.perf_counter() - start:.1f}s", flush=True)
+            clients = [Client(server.port, token) for token in tokens]
+            try:
+                load = drive(worker_loop, clients, args.warmup, args.duration, server)
+            finally:
+                for c in clients:
+                    c.close()
+        stats = {e: load.merged(e) for e in ENDPOINTS}
+        cycles = load.cycles / load.seconds
+        print(f"  {args.workers} workers, {args.duration:g}s: {cycles:.1f} cycles/s")
+        for e in ENDPOINTS:
+            print(stats[e].line(e, load.seconds))
+        print(cpu_line(load))
+        print(f"  responses: {load.statuses()}")
+        exhausted = sum(r.exhausted for r in load.results)
+        if exhausted:
+            print(f"  WARNING: {exhausted} workers ran out of work (404); lower --duration or raise --sizes")
+        acked = [a for r in load.results for a in r.acked]
+        violations, lines = check_invariants(url, acked, sum(r.unsure for r in load.results))
+        for line in lines:
+            print(line, flush=True)
+        return Scenario(n_items, cycles, stats, load.seconds, violations)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=32, help="concurrent simulated workers (and baseline clients)")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each run")
+    parser.add_argument("--sizes", default="10000,1000000", help="comma-separated project sizes (items)")
+    parser.add_argument("--procs", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn gthread threads per process")
+    parser.add_argument("--pool-size", type=int, default=10, help="SQLAlchemy pool size per process (both apps)")
+    env_url = os.environ.get("CROWDMARKET_DATABASE_URL", "")
+    parser.add_argument("--pg-url", default=env_url if env_url.startswith("postgres") else DEFAULT_PG_URL,
+                        help="PostgreSQL server to create the scratch databases on")
+    args = parser.parse_args()
+    sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()})
+    if not sizes or min(sizes) <= 0 or args.workers <= 0 or args.duration <= 0:
+        parser.error("sizes, workers and duration must be positive")
+    args.pg_url = normalize_database_url(args.pg_url)
+    # The same gunicorn settings for the baseline and the app.
+    settings = ["-w", str(args.procs), "-k", "gthread", "--threads", str(args.threads), "--keep-alive", "30",
+                "--log-level", "warning"]
+
+    t0 = time.perf_counter()
+    print(f"gunicorn {' '.join(settings)}; {args.workers} clients; {args.warmup:g}s warm-up, "
+          f"{args.duration:g}s measured; started {dt.datetime.now().isoformat(timespec='seconds')}", flush=True)
+    scenarios: list[Scenario] = []
+    with tempfile.TemporaryDirectory(prefix="cm_bench_next_") as tmp_name:
+        tmp = Path(tmp_name)
+        baseline = run_baseline(args, settings, tmp)
+        base_rps = baseline.rps(args.duration)
+        for n in sizes:
+            scenarios.append(run_scenario(args, settings, tmp, n))
+
+    print()
+    print(f"{'items':>9}{'cycles/s':>10}{'next/s':>9}{'p50':>7}{'p95':>7}{'p99':>7}{'submit/s':>10}{'p50':>7}"
+          f"{'p95':>7}{'p99':>7}{'next%':>7}{'submit%':>9}")
+    for s in scenarios:
+        nx, sb = s.stats["next"], s.stats["submit"]
+        print(f"{label(s.items):>9}{s.cycles_per_s:>10.1f}{nx.rps(s.seconds):>9.1f}{nx.pct(50):>7.1f}"
+              f"{nx.pct(95):>7.1f}{nx.pct(99):>7.1f}{sb.rps(s.seconds):>10.1f}{sb.pct(50):>7.1f}{sb.pct(95):>7.1f}"
+              f"{sb.pct(99):>7.1f}{nx.rps(s.seconds) / base_rps:>7.0%}{sb.rps(s.seconds) / base_rps:>9.0%}")
+    print(f"baseline {base_rps:.1f} req/s, p50 {baseline.pct(50):.1f} p95 {baseline.pct(95):.1f} "
+          f"p99 {baseline.pct(99):.1f} ms")
+    next_ratio = min(s.stats["next"].rps(s.seconds) / base_rps for s in scenarios)
+    submit_ratio = min(s.stats["submit"].rps(s.seconds) / base_rps for s in scenarios)
+    p95 = max(s.stats[e].pct(95) for s in scenarios for e in ENDPOINTS)
+    scale = scenarios[-1].cycles_per_s / scenarios[0].cycles_per_s if len(scenarios) > 1 else float("nan")
+    violations = sum(s.violations for s in scenarios)
+    checks = [(f"next >= {TARGET_RATIO:.0%} of baseline", next_ratio >= TARGET_RATIO),
+              (f"submit >= {TARGET_RATIO:.0%} of baseline", submit_ratio >= TARGET_RATIO),
+              (f"p95 < {TARGET_P95_MS:g} ms", p95 < TARGET_P95_MS)]
+    if len(scenarios) > 1:
+        checks.append((f"cycles/s at {label(sizes[-1])} >= {TARGET_SCALE:.0%} of {label(sizes[0])}",
+                       scale >= TARGET_SCALE))
+    checks.append(("no invariant violations", violations == 0))
+    for name, ok in checks:
+        print(f"target {'met' if ok else 'MISSED'}: {name}")
+    print(f"total {time.perf_counter() - t0:.0f}s")
+    print(f"next_ratio={next_ratio:.2f} submit_ratio={submit_ratio:.2f} p95_ms={p95:.1f} scale_ratio={scale:.2f} "
+          f"violations={violations}")
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from market.app import create_app
+
+app = create_app()
