@@ -141,6 +141,20 @@ def items_import(project_id: int, path: Path, fmt: str | None, quiet: bool) -> N
                f"{result.lines} records read.")
 
 
+@cli.group()
+def work() -> None:
+    """The assignment engine."""
+
+
+@work.command("sweep")
+@with_appcontext
+def work_sweep() -> None:
+    """Mark lapsed leases expired and free their slots (optional: claims never wait for it)."""
+    from market.work import sweep_expired
+
+    click.echo(f"{sweep_expired(db_session(), now=clock())} lapsed lease(s) tidied.", err=True)
+
+
 @cli.group("db")
 def db_group() -> None:
     """Database schema."""

@@ -59,3 +59,8 @@ def test_items_import(invoke, session, clock, tmp_path):
     assert result.exit_code == 1 and "line': 3" in result.output
     assert session.scalar(select(func.count()).select_from(Item).where(Item.project_id == proj.id)) == 50
     assert invoke("items", "import", "999999", str(good)).exit_code == 1
+
+
+def test_work_sweep(invoke):
+    result = invoke("work", "sweep")
+    assert result.exit_code == 0 and "0 lapsed lease(s) tidied." in result.output

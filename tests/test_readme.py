@@ -56,4 +56,5 @@ def test_readme_walkthrough(tmp_path):
     assert '"created":5' in out and '"gold":1' in out and '"skipped":5' in out
     assert "unknownlabelkey'maybe'" in out
     assert '"status":"paused"' in out and '"guideline_version":2' in out
-    assert "answer_id,assignment_id,worker_id" in out
+    export = done.stdout.split("answer_id,assignment_id,worker_id", 1)[1].strip().splitlines()[1:]
+    assert len(export) == 2 and all(",pos," in row and row.endswith(",2") for row in export)

@@ -276,3 +276,14 @@ def test_external_identities(client, session, clock, setup):
         link_identity(session, account_id=other.id, platform="mturk", external_id="A1B2C3", now=clock())
     assert client.post(f"/api/v1/workers/{worker.id}/identities", json={"platform": "mturk", "external_id": "x"},
                        headers=auth(setup["owner_token"])).status_code == 403
+
+
+def test_work_is_served_with_redis_down(database, clock, setup):
+    from market.app import create_app
+
+    app = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    http = app.test_client()
+    assert http.get("/healthz").get_json()["status"] == "degraded"
+    _, token = setup["workers"][0]
+    task = next_task(http, token).get_json()
+    assert submit(http, token, task).status_code == 200

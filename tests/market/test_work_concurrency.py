@@ -1,0 +1,358 @@
+"""The assignment engine under real concurrency: separate connections and committed transactions, not the rollback
+wrapper. On PostgreSQL claims race through FOR UPDATE SKIP LOCKED; on SQLite writers are serialized by BEGIN
+IMMEDIATE. Either way: no item over its redundancy, no worker answering an item twice, every acknowledged submit
+stored, and no deadlock or serialization error surfaced to a caller."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from market import service, work
+from market.db import Database, make_engine, utcnow
+from market.models import (
+    Answer,
+    Assignment,
+    AssignmentStatus,
+    Batch,
+    GuidelineVersion,
+    Hit,
+    HitSlot,
+    Item,
+    Project,
+    SlotState,
+)
+from market.problems import Conflict, Gone
+from tests.factories import SENTIMENT, items, project
+from workers.models import Account, ApiToken, Role
+from workers.service import create_account, issue_token
+
+WORKERS = 40
+ITEMS = 60
+ITEMS_PER_HIT = 2
+REDUNDANCY = 3
+RETURN_RATE = 0.10
+RESUBMIT_RATE = 0.15
+LABEL = SENTIMENT["categories"][0]["key"]
+JOIN_TIMEOUT = 60
+
+
+@dataclass
+class Market:
+    """A committed project with one published batch and its worker accounts."""
+
+    project_id: int
+    batch_id: int
+    owner_id: int
+    worker_ids: list[int]
+    lease: dt.timedelta
+
+
+@dataclass
+class Made:
+    project_ids: list[int] = field(default_factory=list)
+    account_ids: list[int] = field(default_factory=list)
+
+
+@pytest.fixture
+def db(engine, database_url: str) -> Iterator[Database]:
+    """A pool wide enough that every worker thread holds its own connection (PostgreSQL); `engine` migrates."""
+    wide = make_engine(database_url, pool_size=WORKERS + 2)
+    yield Database(wide)
+    wide.dispose()
+
+
+@pytest.fixture
+def market(db: Database) -> Iterator[Callable[..., Market]]:
+    """Build committed markets; every row they (and the test) made is deleted afterwards, children first."""
+    made = Made()
+
+    def build(*, n_items: int, per_hit: int, redundancy: int, n_workers: int, now: dt.datetime) -> Market:
+        tag = uuid.uuid4().hex[:10]
+        with db.session_scope() as s:
+            owner = create_account(s, role=Role.REQUESTER, email=f"req-{tag}@example.com", now=now)
+            issue_token(s, account=owner, now=now)
+            s.commit()
+            made.account_ids.append(owner.id)
+            proj = project(s, owner, now=now, items_per_hit=per_hit, assignments_per_item=redundancy)
+            made.project_ids.append(proj.id)
+            workers = []
+            for i in range(n_workers):
+                workers.append(create_account(s, role=Role.WORKER, username=f"w-{tag}-{i}", now=now))
+            s.commit()
+            made.account_ids.extend(w.id for w in workers)
+            items(s, proj, n_items, now=now, prefix=f"{tag}-")
+            batch, created = service.publish_batch(s, project_id=proj.id, account=owner, now=now)
+            assert created
+            return Market(proj.id, batch.id, owner.id, [w.id for w in workers],
+                          dt.timedelta(seconds=batch.assignment_duration_seconds))
+
+    yield build
+
+    with db.session_scope() as s:
+        pids, aids = made.project_ids, made.account_ids
+        batch_ids = select(Batch.id).where(Batch.project_id.in_(pids))
+        s.execute(delete(Answer).where(Answer.project_id.in_(pids)))
+        s.execute(delete(HitSlot).where(HitSlot.batch_id.in_(batch_ids)))
+        s.execute(delete(Assignment).where(Assignment.project_id.in_(pids)))
+        s.execute(delete(Item).where(Item.project_id.in_(pids)))
+        s.execute(delete(Hit).where(Hit.project_id.in_(pids)))
+        s.execute(delete(Batch).where(Batch.project_id.in_(pids)))
+        s.execute(delete(GuidelineVersion).where(GuidelineVersion.project_id.in_(pids)))
+        s.execute(delete(Project).where(Project.id.in_(pids)))
+        s.execute(delete(ApiToken).where(ApiToken.account_id.in_(aids)))
+        s.execute(delete(Account).where(Account.id.in_(aids)))
+        s.commit()
+
+
+def _run(n: int, target: Callable[[int], None]) -> None:
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=JOIN_TIMEOUT)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung (deadlock or lock wait)"
+
+
+def _answers(view: work.TaskView) -> list[dict[str, Any]]:
+    return [{"item_id": it["id"], "answer": LABEL} for it in view.items]
+
+
+# ---- many workers, one batch with tight redundancy ------------------------------------------------------
+
+def test_many_workers_claim_and_submit_without_overfilling_or_losing_answers(db, market):
+    started = time.monotonic()
+    m = market(n_items=ITEMS, per_hit=ITEMS_PER_HIT, redundancy=REDUNDANCY, n_workers=WORKERS, now=utcnow())
+    barrier = threading.Barrier(WORKERS)
+    acked: list[tuple[int, int, dict[int, Any]]] = []  # (assignment id, worker id, {item id: answer})
+    returned: list[int] = []
+    replays: list[int] = []
+    errors: list[str] = []
+    deadline = time.monotonic() + 45
+
+    def worker(i: int) -> None:
+        rng = random.Random(7919 + i)
+        barrier.wait()  # before any query: on SQLite the first statement takes the write lock
+        try:
+            with db.session_scope() as s:
+                me = s.get_one(Account, m.worker_ids[i])
+                while True:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("worker still finding work at the deadline")
+                    try:
+                        asg = work.next_assignment(s, worker=me, now=utcnow(), project_id=m.project_id)
+                    except work.NoWork:
+                        return
+                    assert asg.worker_id == me.id and asg.status == AssignmentStatus.LEASED
+                    answers = _answers(work.task_view(s, asg))
+                    roll = rng.random()
+                    if roll < RETURN_RATE:
+                        work.return_assignment(s, worker=me, assignment_id=asg.id, now=utcnow())
+                        returned.append(asg.id)
+                        continue
+                    _, replayed = work.submit(s, worker=me, assignment_id=asg.id, answers=answers, now=utcnow())
+                    assert not replayed, f"first submit of {asg.id} was taken for a replay"
+                    acked.append((asg.id, me.id, {a["item_id"]: a["answer"] for a in answers}))
+                    if roll > 1 - RESUBMIT_RATE:  # a retried request: must be a harmless replay
+                        _, replayed = work.submit(s, worker=me, assignment_id=asg.id, answers=answers,
+                                                  now=utcnow())
+                        assert replayed, f"second submit of {asg.id} was not a replay"
+                        replays.append(asg.id)
+        except Exception as exc:  # noqa: BLE001 - any surfaced error (deadlock, serialization, ...) fails the test
+            errors.append(f"worker {i}: {exc!r}\n{traceback.format_exc()}")
+
+    _run(WORKERS, worker)
+    elapsed = time.monotonic() - started
+    assert not errors, "\n".join(errors)
+
+    hits = ITEMS // ITEMS_PER_HIT
+    with db.session_scope() as s:
+        per_item = dict(s.execute(
+            select(Item.id, func.count(Answer.id)).outerjoin(Answer, Answer.item_id == Item.id)
+            .where(Item.project_id == m.project_id).group_by(Item.id)).all())
+        assert len(per_item) == ITEMS
+        assert sorted(set(per_item.values())) == [REDUNDANCY], per_item  # all done, none over
+        twice = s.execute(select(Answer.worker_id, Answer.item_id).where(Answer.project_id == m.project_id)
+                          .group_by(Answer.worker_id, Answer.item_id).having(func.count() > 1)).all()
+        assert twice == []
+        stored = {tuple(row) for row in s.execute(
+            select(Answer.assignment_id, Answer.worker_id, Answer.item_id, Answer.value)
+            .where(Answer.project_id == m.project_id))}
+        expected = {(aid, wid, item_id, value) for aid, wid, vals in acked for item_id, value in vals.items()}
+        assert expected <= stored, f"acknowledged but not stored: {sorted(expected - stored)[:5]}"
+        assert len(stored) == sum(len(vals) for _, _, vals in acked) == ITEMS * REDUNDANCY
+        assert stored == expected  # nothing stored that was not acknowledged
+        states = dict(s.execute(select(HitSlot.state, func.count()).where(HitSlot.batch_id == m.batch_id)
+                                .group_by(HitSlot.state)).all())
+        assert states == {SlotState.DONE: hits * REDUNDANCY}
+        statuses = dict(s.execute(select(Assignment.status, func.count()).where(
+            Assignment.project_id == m.project_id).group_by(Assignment.status)).all())
+        assert statuses.get(AssignmentStatus.LEASED, 0) == 0
+        assert statuses.get(AssignmentStatus.SUBMITTED, 0) == len(acked) == hits * REDUNDANCY
+        assert statuses.get(AssignmentStatus.RETURNED, 0) == len(returned)
+        same_hit = s.execute(select(Assignment.hit_id, Assignment.worker_id).where(
+            Assignment.project_id == m.project_id, Assignment.status == AssignmentStatus.SUBMITTED)
+            .group_by(Assignment.hit_id, Assignment.worker_id).having(func.count() > 1)).all()
+        assert same_hit == []
+    assert returned and replays, "the run should exercise returns and replayed submits"
+    assert elapsed < 30, f"took {elapsed:.1f}s"
+
+
+# ---- a lapsed lease: its slot goes to exactly one new worker, its late submit is refused --------------
+
+def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
+    t0 = utcnow()
+    m = market(n_items=1, per_hit=1, redundancy=2, n_workers=10, now=t0)
+    first_id, late_id, racer_ids = m.worker_ids[0], m.worker_ids[1], m.worker_ids[2:]
+    with db.session_scope() as s:
+        first = s.get_one(Account, first_id)
+        done = work.next_assignment(s, worker=first, now=t0, project_id=m.project_id)
+        work.submit(s, worker=first, assignment_id=done.id, answers=_answers(work.task_view(s, done)),
+                    now=t0 + dt.timedelta(seconds=1))
+        late = s.get_one(Account, late_id)
+        leased = work.next_assignment(s, worker=late, now=t0 + dt.timedelta(seconds=2), project_id=m.project_id)
+        late_answers = _answers(work.task_view(s, leased))
+        s.commit()
+    t1 = leased.expires_at + dt.timedelta(seconds=1)  # the single remaining slot's lease ran out
+
+    barrier = threading.Barrier(len(racer_ids) + 1)
+    outcomes: dict[int, object] = {}
+
+    def racer(i: int) -> None:
+        barrier.wait()
+        with db.session_scope() as s:
+            try:
+                if i == len(racer_ids):  # the worker whose lease lapsed submits late, during the race
+                    me = s.get_one(Account, late_id)
+                    outcomes[i] = work.submit(s, worker=me, assignment_id=leased.id, answers=late_answers, now=t1)
+                else:
+                    me = s.get_one(Account, racer_ids[i])
+                    outcomes[i] = work.next_assignment(s, worker=me, now=t1, project_id=m.project_id)
+            except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
+                outcomes[i] = exc
+
+    _run(len(racer_ids) + 1, racer)
+    late_outcome = outcomes.pop(len(racer_ids))
+    assert isinstance(late_outcome, Gone), late_outcome
+    wins = [o for o in outcomes.values() if isinstance(o, Assignment)]
+    assert len(wins) == 1, outcomes
+    assert all(isinstance(o, work.NoWork) for o in outcomes.values() if not isinstance(o, Assignment)), outcomes
+    winner = wins[0]
+    assert winner.hit_id == leased.hit_id and winner.expires_at > t1
+
+    with db.session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Answer).where(Answer.assignment_id == leased.id)) == 0
+        assert s.get_one(Assignment, leased.id).status == AssignmentStatus.EXPIRED
+        slots = [tuple(row) for row in s.execute(select(HitSlot.state, HitSlot.assignment_id)
+                                                 .where(HitSlot.hit_id == leased.hit_id).order_by(HitSlot.slot_no))]
+        assert slots == [(SlotState.DONE, done.id), (SlotState.LEASED, winner.id)]
+        me = s.get_one(Account, winner.worker_id)
+        work.submit(s, worker=me, assignment_id=winner.id, answers=late_answers, now=t1 + dt.timedelta(seconds=1))
+        # A retry of the late submit after the slot was refilled is still refused and still stores nothing.
+        with pytest.raises(Gone):
+            work.submit(s, worker=s.get_one(Account, late_id), assignment_id=leased.id, answers=late_answers,
+                        now=t1 + dt.timedelta(seconds=2))
+        per_worker = s.execute(select(Answer.worker_id).where(Answer.project_id == m.project_id)
+                               .order_by(Answer.id)).scalars().all()
+        assert per_worker == [first_id, winner.worker_id]
+        assert s.scalar(select(func.count()).select_from(HitSlot).where(
+            HitSlot.batch_id == m.batch_id, HitSlot.state != SlotState.DONE)) == 0
+
+
+# ---- a submit at the very edge of its lease racing claims made just after it ---------------------------
+
+def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
+    rounds, racers = 6, 6
+    t0 = utcnow()
+    m = market(n_items=rounds, per_hit=1, redundancy=1, n_workers=rounds + racers, now=t0)
+    holder_ids, racer_ids = m.worker_ids[:rounds], m.worker_ids[rounds:]
+    leases: list[tuple[Assignment, list[dict[str, Any]]]] = []
+    with db.session_scope() as s:
+        for k, wid in enumerate(holder_ids):  # lease k lapses k seconds after lease k-1: one lapsed slot a round
+            asg = work.next_assignment(s, worker=s.get_one(Account, wid), now=t0 + dt.timedelta(seconds=k),
+                                       project_id=m.project_id)
+            leases.append((asg, _answers(work.task_view(s, asg))))
+            s.commit()
+    problems: list[str] = []
+    for k, (asg, answers) in enumerate(leases):
+        edge = asg.expires_at
+        barrier = threading.Barrier(racers + 1)
+        outcomes: dict[int, object] = {}
+
+        def racer(i: int, asg=asg, answers=answers, edge=edge, outcomes=outcomes, barrier=barrier) -> None:
+            barrier.wait()
+            with db.session_scope() as s:
+                try:
+                    if i == racers:  # on time by its own clock, a millisecond before the lease ends
+                        me = s.get_one(Account, asg.worker_id)
+                        outcomes[i] = work.submit(s, worker=me, assignment_id=asg.id, answers=answers,
+                                                  now=edge - dt.timedelta(milliseconds=1))
+                    else:  # a millisecond after: the slot looks free to them
+                        me = s.get_one(Account, racer_ids[i])
+                        outcomes[i] = work.next_assignment(s, worker=me, now=edge + dt.timedelta(milliseconds=1),
+                                                           project_id=m.project_id)
+                except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
+                    outcomes[i] = exc
+
+        _run(racers + 1, racer)
+        submitted = outcomes.pop(racers)
+        wins = [o for o in outcomes.values() if isinstance(o, Assignment)]
+        odd = [o for o in [submitted, *outcomes.values()]
+               if not isinstance(o, tuple | Assignment | work.NoWork | Gone)]
+        if odd:
+            problems.append(f"round {k}: surfaced {odd!r}")
+            continue
+        with db.session_scope() as s:
+            stored = s.scalar(select(func.count()).select_from(Answer).where(Answer.assignment_id == asg.id))
+            if isinstance(submitted, tuple):  # the submit won: stored, and nobody got the slot
+                assert stored == len(answers) and wins == [], (k, outcomes)
+            else:  # the reclaim won: exactly one racer holds the slot, the submit stored nothing
+                assert isinstance(submitted, Gone) and stored == 0 and len(wins) == 1, (k, submitted, outcomes)
+            for w in wins:  # the winner finishes, so it has no live lease in the next round
+                work.submit(s, worker=s.get_one(Account, w.worker_id), assignment_id=w.id, answers=answers,
+                            now=edge + dt.timedelta(seconds=1))
+    assert not problems, "\n".join(problems)
+
+
+# ---- one worker, many simultaneous requests for work ---------------------------------------------------
+
+def test_one_worker_racing_itself_gets_one_lease(db, market):
+    threads = 8
+    now = utcnow()
+    m = market(n_items=10, per_hit=1, redundancy=2, n_workers=1, now=now)
+    barrier = threading.Barrier(threads)
+    outcomes: dict[int, object] = {}
+
+    def request(i: int) -> None:
+        barrier.wait()
+        with db.session_scope() as s:
+            try:
+                me = s.get_one(Account, m.worker_ids[0])
+                asg = work.next_assignment(s, worker=me, now=now, project_id=m.project_id)
+                outcomes[i] = (asg.id, asg.hit_id)
+            except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
+                outcomes[i] = exc
+
+    _run(threads, request)
+    got = [o for o in outcomes.values() if isinstance(o, tuple)]
+    assert all(isinstance(o, Conflict) for o in outcomes.values() if not isinstance(o, tuple)), outcomes
+    assert got, outcomes
+    with db.session_scope() as s:
+        live = s.execute(select(Assignment.id, Assignment.hit_id).where(
+            Assignment.worker_id == m.worker_ids[0], Assignment.status == AssignmentStatus.LEASED)).all()
+        leased_slots = s.scalar(select(func.count()).select_from(HitSlot).where(
+            HitSlot.batch_id == m.batch_id, HitSlot.state == SlotState.LEASED))
+    assert len({hit for _, hit in live}) == len(live)  # never two live leases on one HIT
+    assert len(live) <= 1, f"one worker holds {len(live)} live leases at once: {live}"
+    assert len(set(got)) == 1, f"simultaneous requests were handed different HITs: {sorted(set(got))}"
+    assert leased_slots == len(live)
