@@ -80,10 +80,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def db_session() -> Session:
-    """This request's (or CLI command's) session, opened on first use and closed at teardown."""
+def db_session(*, autocommit: bool = False) -> Session:
+    """This request's (or CLI command's) session, opened on first use and closed at teardown. `autocommit` (on
+    first use only): see `Database.autocommit_session`."""
     if "db_session" not in g:
-        g.db_session = current_app.extensions["crowdmarket.db"].session()
+        database = current_app.extensions["crowdmarket.db"]
+        g.db_session = database.autocommit_session() if autocommit else database.session()
     return g.db_session
 
 

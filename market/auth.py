@@ -28,8 +28,9 @@ def current_account() -> Account:
     return g.account
 
 
-def requires(*roles: Role) -> Callable[[F], F]:
-    """Guard a view: a live API token of an account with one of `roles`."""
+def requires(*roles: Role, autocommit: bool = False) -> Callable[[F], F]:
+    """Guard a view: a live API token of an account with one of `roles`. `autocommit`: the view's writes are
+    single atomic statements, so its session may run without BEGIN/COMMIT (`Database.autocommit_session`)."""
 
     def decorator(view: F) -> F:
         @wraps(view)
@@ -39,7 +40,7 @@ def requires(*roles: Role) -> Callable[[F], F]:
             token = _bearer_token()
             if token is None:
                 raise Unauthorized("Send an API token as 'Authorization: Bearer <token>'.")
-            account = authenticate(db_session(), token, now=clock())
+            account = authenticate(db_session(autocommit=autocommit), token, now=clock())
             if account is None:
                 raise Unauthorized("The API token is unknown, revoked, or its account is disabled.")
             if account.role not in roles:

@@ -72,13 +72,15 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """Create an engine with the project's per-backend settings."""
+def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, autocommit: bool = False) -> Engine:
+    """Create an engine with the project's per-backend settings. `autocommit` (PostgreSQL): its connections run
+    every statement in a transaction of its own, set once per connection rather than at every checkout."""
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **options)
 
 
 class Database:
@@ -91,6 +93,12 @@ class Database:
             # Tests: every session joins the test's outer transaction; commits become savepoints.
             kwargs["join_transaction_mode"] = "create_savepoint"
         self.sessionmaker = sessionmaker(bind=bind or engine, **kwargs)
+        self._autocommit: sessionmaker[Session] | None = None
+        if bind is None and engine.dialect.name == "postgresql":
+            self._autocommit_engine = lambda: make_engine(engine.url.render_as_string(hide_password=False),
+                                                          pool_size=engine.pool.size(), autocommit=True)
+        else:
+            self._autocommit_engine = None
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -98,6 +106,21 @@ class Database:
 
     def session(self) -> Session:
         return self.sessionmaker()
+
+    def autocommit_session(self) -> Session:
+        """A session whose statements each run in a transaction of their own, without BEGIN and COMMIT round
+        trips: for request handlers whose every write is one atomic statement. PostgreSQL only (its own pool);
+        elsewhere, and for a database bound to a test's outer transaction, an ordinary session."""
+        if self._autocommit_engine is None:
+            return self.session()
+        if self._autocommit is None:
+            self._autocommit = sessionmaker(bind=self._autocommit_engine(), expire_on_commit=False)
+        return self._autocommit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.kw["bind"].dispose()
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -107,3 +130,4 @@ class Database:
             yield session
         finally:
             session.close()
+

@@ -156,15 +156,24 @@ class Hit(Base):
 
 
 class HitSlot(Base):
-    """One of a HIT's `max_assignments` places. A lease past `lease_expires_at` frees its slot by itself: the
-    claim query treats it as free, so correctness never waits for a sweeper. Claiming the lowest slot number
-    first fills every HIT's first answer before any HIT's second: breadth-first without counters."""
+    """One of a HIT's `max_assignments` places. A lease past `lease_expires_at` frees its slot by itself: a
+    claim takes lapsed slots first, so correctness never waits for a sweeper. Among free slots, the lowest slot
+    number goes first, which fills every HIT's first answer before any HIT's second: breadth-first without
+    counters."""
 
     __tablename__ = "hit_slot"
     __table_args__ = (
         UniqueConstraint("hit_id", "slot_no"),
-        Index("ix_hit_slot_claim", "batch_id", "neg_priority", "slot_no", "id",
-              postgresql_where=text("state <> 'done'"), sqlite_where=text("state <> 'done'")),
+        # Free slots in serving order. Leased slots are not in it: a claim never walks past live leases, however
+        # many workers hold one.
+        Index("ix_hit_slot_free", "batch_id", "neg_priority", "slot_no", "id",
+              postgresql_where=text("state = 'free'"), sqlite_where=text("state = 'free'")),
+        # Leased slots by lease end: the lapsed ones are found without a scan.
+        Index("ix_hit_slot_lease_end", "batch_id", "lease_expires_at",
+              postgresql_where=text("state = 'leased'"), sqlite_where=text("state = 'leased'")),
+        # Submit and return find (and lock) the slot of an assignment; without it each would scan every slot.
+        Index("ix_hit_slot_assignment_id", "assignment_id", postgresql_where=text("assignment_id IS NOT NULL"),
+              sqlite_where=text("assignment_id IS NOT NULL")),
         CheckConstraint("(state = 'free') = (assignment_id IS NULL)", name="lease_matches_state"),
     )
 
@@ -181,6 +190,7 @@ class HitSlot(Base):
 
 # A worker holds or has done a HIT at most once (returned and expired assignments do not count).
 _ACTIVE = "status IN ('leased', 'submitted', 'approved', 'rejected')"
+_LEASED = "status = 'leased'"
 
 
 class Assignment(Base):
@@ -192,6 +202,9 @@ class Assignment(Base):
         Index("uq_assignment_hit_worker_active", "hit_id", "worker_id", unique=True,
               postgresql_where=text(_ACTIVE), sqlite_where=text(_ACTIVE)),
         Index("ix_assignment_worker_status", "worker_id", "status"),
+        # One live task per worker: the database, not a lock, settles a worker's racing requests for work.
+        Index("uq_assignment_worker_leased", "worker_id", unique=True, postgresql_where=text(_LEASED),
+              sqlite_where=text(_LEASED)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

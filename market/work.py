@@ -1,22 +1,37 @@
 """The assignment engine: hand a worker the next HIT, take their answers, take a HIT back. No flask here.
 
 Invariants, each defended by the database as well as by this code:
-- an item never has more answers plus live leases than its HIT's slots (one slot row per place, claimed with a
-  conditional row lock: FOR UPDATE SKIP LOCKED on PostgreSQL, BEGIN IMMEDIATE on SQLite);
-- a worker never holds or answers a HIT twice (partial unique index on assignment(hit_id, worker_id));
+- an item never has more answers plus live leases than its HIT's slots: one slot row per place, claimed with
+  FOR UPDATE SKIP LOCKED on PostgreSQL (BEGIN IMMEDIATE serializes writers on SQLite), and a submit stores
+  answers only if its lease still owns the slot (a conditional update of the slot row);
+- a worker never holds or answers a HIT twice (partial unique index on assignment(hit_id, worker_id)), and
+  holds one live task at a time (partial unique index on assignment(worker_id) where leased: a worker's racing
+  requests for work end with one lease, the others get that same one);
 - a lapsed lease frees its slot by itself (the claim query treats it as free; the optional sweeper only tidies).
+
+Lock order: assignment, then slot. A claim takes its slot with SKIP LOCKED, so it never waits on a slot, and
+never touches another worker's assignment (a lapsed lease it takes over stays 'leased' in the past until its
+owner's next claim, its late submit, or the sweeper marks it expired).
+
+On PostgreSQL a claim and a submit are each one statement (data-modifying CTEs), atomic on their own, so the
+hot endpoints run them in autocommit mode: no BEGIN/COMMIT round trips. SQLite runs the same steps as several
+statements in one BEGIN IMMEDIATE transaction. benchmarks/next_submit.py measures both endpoints against a bare
+INSERT + COMMIT.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import exists, literal_column, or_, select, update
+from sqlalchemy import Select, bindparam, exists, func, literal_column, or_, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from market.db import UTCDateTime
 from market.labels import AnswerError, validate_answer
 from market.models import (
     Answer,
@@ -32,8 +47,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Conflict, DomainError, Forbidden, Gone, InvalidInput, NotFound
-from workers.models import Account
-from workers.service import active_blocks
+from workers.models import Account, WorkerBlock
 
 ACTIVE = (AssignmentStatus.LEASED, AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED,
           AssignmentStatus.REJECTED)
@@ -50,141 +64,326 @@ def _ms(delta: dt.timedelta) -> int:
     return max(0, int(delta.total_seconds() * 1000))
 
 
-def _open_batch_ids(session: Session, *, now: dt.datetime, project_id: int | None,
-                    blocked_projects: set[int]) -> list[int]:
-    stmt = select(Batch.id).where(Batch.status == BatchStatus.OPEN, Batch.expires_at > now)
-    if project_id is not None:
-        stmt = stmt.where(Batch.project_id == project_id)
-    if blocked_projects:
-        stmt = stmt.where(Batch.project_id.not_in(blocked_projects))
-    return list(session.scalars(stmt))
+@dataclass(frozen=True)
+class Task:
+    """An assignment as its worker sees it: never gold flags, answers, or anyone else's work."""
 
-
-def _live_lease(session: Session, worker_id: int, now: dt.datetime, project_id: int | None) -> Assignment | None:
-    stmt = select(Assignment).where(Assignment.worker_id == worker_id, Assignment.status == AssignmentStatus.LEASED,
-                                    Assignment.expires_at > now).order_by(Assignment.id).limit(1)
-    if project_id is not None:
-        stmt = stmt.where(Assignment.project_id == project_id)
-    return session.scalar(stmt)
-
-
-def next_assignment(session: Session, *, worker: Account, now: dt.datetime,
-                    project_id: int | None = None) -> Assignment:
-    """Lease the next HIT to the worker; a worker with a live lease gets that one again (no hoarding)."""
-    blocks = active_blocks(session, account_id=worker.id, now=now)
-    if any(b.project_id is None for b in blocks):
-        raise Forbidden("You are blocked from all work.", reason="blocked")
-    blocked_projects = {b.project_id for b in blocks if b.project_id is not None}
-    if project_id is not None:
-        if session.get(Project, project_id) is None:
-            raise NotFound(f"Project {project_id} not found.")
-        if project_id in blocked_projects:
-            raise Forbidden("You are blocked from this project.", reason="blocked")
-    held = _live_lease(session, worker.id, now, project_id)
-    if held is not None:
-        return held
-    for attempt in range(_CLAIM_TRIES):
-        try:
-            return _claim(session, worker, now, project_id, blocked_projects)
-        except IntegrityError:
-            # Two claims by one worker raced for slots of the same HIT; the unique index stopped the second.
-            session.rollback()
-            if attempt == _CLAIM_TRIES - 1:
-                raise Conflict("Too many simultaneous requests for work; try again.") from None
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _claim(session: Session, worker: Account, now: dt.datetime, project_id: int | None,
-           blocked_projects: set[int]) -> Assignment:
-    # The worker's own lapsed leases end now, so the HITs they held can be offered to them again.
-    session.execute(update(Assignment).where(
-        Assignment.worker_id == worker.id, Assignment.status == AssignmentStatus.LEASED,
-        Assignment.expires_at <= now).values(status=AssignmentStatus.EXPIRED))
-    batch_ids = _open_batch_ids(session, now=now, project_id=project_id, blocked_projects=blocked_projects)
-    if not batch_ids:
-        session.commit()
-        raise NoWork("No batch is open for work right now (none published, or all paused, cancelled or expired).",
-                     reason="no_open_batches")
-    mine = exists().where(Assignment.hit_id == HitSlot.hit_id, Assignment.worker_id == worker.id,
-                          Assignment.status.in_(ACTIVE))
-    stmt = (select(HitSlot.id, HitSlot.hit_id, HitSlot.batch_id, HitSlot.assignment_id)
-            .where(HitSlot.batch_id.in_(batch_ids), literal_column("hit_slot.state <> 'done'"),
-                   or_(HitSlot.state == SlotState.FREE, HitSlot.lease_expires_at <= now), ~mine)
-            .order_by(HitSlot.neg_priority, HitSlot.slot_no, HitSlot.id)
-            .limit(1).with_for_update(skip_locked=True))
-    row = session.execute(stmt).first()
-    if row is None:
-        session.commit()
-        raise NoWork("Every open HIT is fully assigned or already done by you; try again later.",
-                     reason="all_assigned")
-    slot_id, hit_id, batch_id, lapsed_id = row
-    if lapsed_id is not None:  # a lease that ran out: its late submit will get 410
-        session.execute(update(Assignment).where(Assignment.id == lapsed_id,
-                                                 Assignment.status == AssignmentStatus.LEASED)
-                        .values(status=AssignmentStatus.EXPIRED))
-    batch = session.get_one(Batch, batch_id)
-    version = session.scalar(select(Project.guideline_version).where(Project.id == batch.project_id))
-    assignment = Assignment(hit_id=hit_id, project_id=batch.project_id, worker_id=worker.id,
-                            status=AssignmentStatus.LEASED, guideline_version=version, leased_at=now,
-                            expires_at=now + dt.timedelta(seconds=batch.assignment_duration_seconds))
-    session.add(assignment)
-    session.flush()
-    session.execute(update(HitSlot).where(HitSlot.id == slot_id).values(
-        state=SlotState.LEASED, assignment_id=assignment.id, lease_expires_at=assignment.expires_at))
-    session.commit()
-    return assignment
-
-
-def get_assignment(session: Session, *, worker: Account, assignment_id: int, lock: bool = False) -> Assignment:
-    stmt = select(Assignment).where(Assignment.id == assignment_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    assignment = session.scalar(stmt)
-    if assignment is None or assignment.worker_id != worker.id:
-        raise NotFound(f"Assignment {assignment_id} not found.")
-    return assignment
-
-
-@dataclass
-class TaskView:
-    """What the worker sees of an assignment: never gold flags, answers, or anyone else's work."""
-
-    assignment: Assignment
-    project: Project
-    batch: Batch
+    id: int
+    worker_id: int
+    hit_id: int
+    project_id: int
+    status: AssignmentStatus
+    leased_at: dt.datetime
+    expires_at: dt.datetime
+    guideline_version: int
     instructions: str
+    project_title: str
+    project_description: str
+    label_schema: dict[str, Any]
+    reward_cents: int
+    currency: str
     items: list[dict[str, Any]]
-    answers: dict[int, Any] | None
+    answers: dict[int, Any] | None = None
 
 
-def task_view(session: Session, assignment: Assignment) -> TaskView:
-    """The worker-facing view of an assignment, with the worker's own answers once submitted."""
-    project = session.get_one(Project, assignment.project_id)
-    batch = session.scalar(select(Batch).join(Hit, Hit.batch_id == Batch.id).where(Hit.id == assignment.hit_id))
-    instructions = session.scalar(select(GuidelineVersion.instructions).where(
-        GuidelineVersion.project_id == project.id, GuidelineVersion.version == assignment.guideline_version)) or ""
-    items = [{"id": i, "data": d} for i, d in session.execute(
-        select(Item.id, Item.data).where(Item.hit_id == assignment.hit_id).order_by(Item.id))]
-    answers = None
-    if assignment.status in DONE:
-        answers = _stored_answers(session, assignment.id)
-    assert batch is not None
-    return TaskView(assignment, project, batch, instructions, items, answers)
+# What a task shows besides the assignment itself; read in the claim query and in `load_task`.
+_SHOWN = (Project.title, Project.description, Project.label_schema, GuidelineVersion.instructions,
+          Batch.reward_cents, Batch.currency)
+
+
+def _shown_joins(stmt: Select, version: Any) -> Select:
+    shown = (GuidelineVersion.project_id == Project.id) & (GuidelineVersion.version == version)
+    return stmt.join(Project, Project.id == Batch.project_id).join(GuidelineVersion, shown)
+
+
+_ITEMS = select(Item.id, Item.data).where(Item.hit_id == bindparam("hit_id")).order_by(Item.id)
+
+
+def _items(session: Session, hit_id: int) -> list[dict[str, Any]]:
+    return [{"id": i, "data": d} for i, d in session.execute(_ITEMS, {"hit_id": hit_id})]
+
+
+# The hot statements are built once, with bound parameters: building SQLAlchemy expressions per request costs
+# more than running them. Parameters: worker_id, now, project_id, batch_id.
+_W, _NOW = bindparam("worker_id"), bindparam("now")
+_ASSIGNMENT, _SLOT = Assignment.__table__, HitSlot.__table__  # Core tables: no ORM bookkeeping on hot writes
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _block_filter(project: Any) -> Any:
+    return exists().where(WorkerBlock.account_id == _W, WorkerBlock.lifted_at.is_(None),
+                          or_(WorkerBlock.expires_at.is_(None), WorkerBlock.expires_at > _NOW),
+                          or_(WorkerBlock.project_id.is_(None), WorkerBlock.project_id == project))
+
+
+@cache
+def _checks(postgres: bool, one_project: bool) -> Select:
+    """In one read: the worker's live lease (and its project), whether they hold lapsed ones, whether they are
+    blocked (from all work, or from the one project asked for), the open batches they may work on, and whether
+    that project exists."""
+    project = bindparam("project_id") if one_project else None
+    live = (_ASSIGNMENT.c.worker_id == _W) & (_ASSIGNMENT.c.status == AssignmentStatus.LEASED)
+    held = select(_ASSIGNMENT.c.id, _ASSIGNMENT.c.project_id).where(live, _ASSIGNMENT.c.expires_at > _NOW).limit(1)
+    batches = select(Batch.id).where(Batch.status == BatchStatus.OPEN, Batch.expires_at > _NOW,
+                                     ~_block_filter(Batch.project_id))
+    if one_project:
+        batches = batches.where(Batch.project_id == project)
+    sub = batches.subquery()
+    # The ids as one value: an array on PostgreSQL, a comma-separated string on SQLite.
+    ids = func.array_agg(sub.c.id) if postgres else func.group_concat(sub.c.id)
+    return select(held.with_only_columns(_ASSIGNMENT.c.id).scalar_subquery(),
+                  held.with_only_columns(_ASSIGNMENT.c.project_id).scalar_subquery(),
+                  exists().where(live, _ASSIGNMENT.c.expires_at <= _NOW), _block_filter(project),
+                  select(ids).scalar_subquery(), exists().where(Project.id == project) if one_project else true())
+
+
+def _parse_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [int(v) for v in value.split(",")]
+    return sorted(value)
+
+
+_EXPIRE_OWN_LAPSED = _ASSIGNMENT.update().where(
+    _ASSIGNMENT.c.worker_id == _W, _ASSIGNMENT.c.status == AssignmentStatus.LEASED,
+    _ASSIGNMENT.c.expires_at <= _NOW).values(status=AssignmentStatus.EXPIRED)
+
+
+def next_assignment(session: Session, *, worker: Account, now: dt.datetime, project_id: int | None = None) -> Task:
+    """Lease the next HIT to the worker. One task at a time: a worker with a live lease gets that one again."""
+    params = {"worker_id": worker.id, "now": now, "project_id": project_id}
+    for _ in range(_CLAIM_TRIES):
+        held_id, held_project, has_lapsed, blocked, batch_ids, project_found = session.execute(
+            _checks(_postgres(session), project_id is not None), params).one()
+        if not project_found:
+            session.rollback()
+            raise NotFound(f"Project {project_id} not found.")
+        if blocked:
+            session.rollback()
+            scope = "all work" if project_id is None else "this project"
+            raise Forbidden(f"You are blocked from {scope}.", reason="blocked")
+        if held_id is not None:
+            session.commit()
+            if project_id is not None and held_project != project_id:
+                raise Conflict("You hold a task of another project; submit or return it first.",
+                               reason="task_held", assignment_id=held_id)
+            return load_task(session, worker_id=worker.id, assignment_id=held_id)
+        if has_lapsed:  # the worker's own lapsed leases end now, so the HITs they held can be offered again
+            session.execute(_EXPIRE_OWN_LAPSED, params)
+        batch_ids = _parse_ids(batch_ids)
+        if not batch_ids:
+            session.commit()
+            raise NoWork("No batch is open for work right now (none published, or all paused, cancelled or "
+                         "expired).", reason="no_open_batches")
+        try:
+            return _claim(session, params, batch_ids)
+        except IntegrityError:
+            # The same worker's other request took a lease first (one live task per worker): go round again,
+            # and hand out that lease.
+            session.rollback()
+    raise Conflict("Too many simultaneous requests for work; try again.")
+
+
+def _pick(lapsed: bool) -> Select:
+    """A batch's best claimable slot straight off an index, whatever the batch size or the number of live leases:
+    a lapsed one (oldest first) or a free one (priority, then fewest answers, then age). The state tests are SQL
+    literals so that the planner can match them to the partial indexes."""
+    mine = exists().where(Assignment.hit_id == HitSlot.hit_id, Assignment.worker_id == _W,
+                          Assignment.status.in_(ACTIVE))
+    stmt = select(HitSlot.id, HitSlot.hit_id, HitSlot.neg_priority, HitSlot.slot_no).where(
+        HitSlot.batch_id == bindparam("batch_id"), ~mine)
+    if lapsed:
+        return (stmt.where(literal_column("hit_slot.state = 'leased'"), HitSlot.lease_expires_at <= _NOW)
+                .order_by(HitSlot.lease_expires_at).limit(1))
+    return (stmt.where(literal_column("hit_slot.state = 'free'"))
+            .order_by(HitSlot.neg_priority, HitSlot.slot_no, HitSlot.id).limit(1))
+
+
+_PEEK_LAPSED, _PEEK_FREE = _pick(lapsed=True), _pick(lapsed=False)
+# FOR UPDATE SKIP LOCKED: concurrent claims pass over each other's slots instead of waiting.
+_LOCK_LAPSED = _PEEK_LAPSED.with_for_update(of=HitSlot, skip_locked=True)
+_LOCK_FREE = _PEEK_FREE.with_for_update(of=HitSlot, skip_locked=True)
+_OPEN_BATCH = (Batch.id == bindparam("batch_id")) & (Batch.status == BatchStatus.OPEN) & (Batch.expires_at > _NOW)
+_BATCH_INFO = _shown_joins(select(Batch.project_id, Batch.assignment_duration_seconds, Project.guideline_version,
+                                  *_SHOWN).where(_OPEN_BATCH), Project.guideline_version)
+_NEW_LEASE = _ASSIGNMENT.insert().returning(_ASSIGNMENT.c.id)
+_TAKE_SLOT = _SLOT.update().where(_SLOT.c.id == bindparam("slot_id")).values(
+    state=SlotState.LEASED, assignment_id=bindparam("b_assignment_id"), lease_expires_at=bindparam("b_expires_at"))
+
+_MINE_SQL = f"""NOT EXISTS (SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.worker_id = :worker_id
+                             AND a.status IN ({", ".join(f"'{st.value}'" for st in ACTIVE)}))"""
+# PostgreSQL: the claim in one statement. Pick and lock a slot (a lapsed one first; the free pick is not even
+# run when there is one), insert the lease, point the slot at it, and return what the worker sees, items
+# included. The batch is checked again here: it may have been paused since the worker's checks were read.
+_CLAIM_PG = text(f"""
+WITH lapsed AS (
+    SELECT s.id, s.hit_id FROM hit_slot AS s
+    WHERE s.batch_id = :batch_id AND s.state = 'leased' AND s.lease_expires_at <= :now AND {_MINE_SQL}
+    ORDER BY s.lease_expires_at LIMIT 1 FOR UPDATE OF s SKIP LOCKED
+), free AS (
+    SELECT s.id, s.hit_id FROM hit_slot AS s
+    WHERE s.batch_id = :batch_id AND s.state = 'free' AND {_MINE_SQL} AND NOT EXISTS (SELECT 1 FROM lapsed)
+    ORDER BY s.neg_priority, s.slot_no, s.id LIMIT 1 FOR UPDATE OF s SKIP LOCKED
+), cand AS (
+    SELECT id, hit_id FROM lapsed UNION ALL SELECT id, hit_id FROM free
+), info AS (
+    SELECT cand.id AS slot_id, cand.hit_id, b.project_id, p.guideline_version, p.title, p.description,
+           p.label_schema, g.instructions, b.reward_cents, b.currency,
+           CAST(:now AS timestamptz) + b.assignment_duration_seconds * interval '1 second' AS expires_at
+    FROM cand JOIN batch AS b ON b.id = :batch_id AND b.status = 'open' AND b.expires_at > :now
+    JOIN project AS p ON p.id = b.project_id
+    JOIN guideline_version AS g ON g.project_id = p.id AND g.version = p.guideline_version
+), lease AS (
+    INSERT INTO assignment (hit_id, project_id, worker_id, status, guideline_version, leased_at, expires_at)
+    SELECT hit_id, project_id, :worker_id, 'leased', guideline_version, :now, expires_at FROM info
+    RETURNING id
+), taken AS (
+    UPDATE hit_slot SET state = 'leased', assignment_id = lease.id, lease_expires_at = info.expires_at
+    FROM lease, info WHERE hit_slot.id = info.slot_id
+)
+SELECT lease.id, info.hit_id, info.project_id, info.guideline_version, info.title, info.description,
+       info.label_schema, info.instructions, info.reward_cents, info.currency, info.expires_at,
+       (SELECT json_agg(json_build_object('id', i.id, 'data', i.data) ORDER BY i.id)
+        FROM item AS i WHERE i.hit_id = info.hit_id) AS items
+FROM lease, info
+""").columns(expires_at=UTCDateTime())
+
+
+def _batch_order(session: Session, params: dict[str, Any], batch_ids: list[int]) -> list[int]:
+    """Open batches in serving order: those with a lapsed slot first, then by their best free slot. Each batch is
+    looked up on its own index range: ordering the slots of several batches in one query would sort them all."""
+    keys = []
+    for batch_id in batch_ids:
+        p = {**params, "batch_id": batch_id}
+        if session.execute(_PEEK_LAPSED, p).first() is not None:
+            keys.append(((0, 0, 0, 0), batch_id))
+        elif (best := session.execute(_PEEK_FREE, p).first()) is not None:
+            keys.append(((1, best.neg_priority, best.slot_no, best.id), batch_id))
+    return [batch_id for _, batch_id in sorted(keys)]
+
+
+def _claim(session: Session, params: dict[str, Any], batch_ids: list[int]) -> Task:
+    order = batch_ids if len(batch_ids) == 1 else _batch_order(session, params, batch_ids)
+    now, worker_id = params["now"], params["worker_id"]
+    for batch_id in order:
+        p = {**params, "batch_id": batch_id}
+        if _postgres(session):
+            row = session.execute(_CLAIM_PG, p).first()
+            if row is not None:
+                session.commit()
+                return Task(row.id, worker_id, row.hit_id, row.project_id, AssignmentStatus.LEASED, now,
+                            row.expires_at, row.guideline_version, row.instructions, row.title, row.description,
+                            row.label_schema, row.reward_cents, row.currency, row.items)
+            continue
+        slot = session.execute(_LOCK_LAPSED, p).first() or session.execute(_LOCK_FREE, p).first()
+        info = session.execute(_BATCH_INFO, p).first() if slot is not None else None
+        if info is None:
+            continue
+        expires_at = now + dt.timedelta(seconds=info.assignment_duration_seconds)
+        assignment_id = session.execute(_NEW_LEASE, {
+            "hit_id": slot.hit_id, "project_id": info.project_id, "worker_id": worker_id,
+            "status": AssignmentStatus.LEASED, "guideline_version": info.guideline_version, "leased_at": now,
+            "expires_at": expires_at}).scalar_one()
+        session.execute(_TAKE_SLOT, {"slot_id": slot.id, "b_assignment_id": assignment_id, "b_expires_at": expires_at})
+        items = _items(session, slot.hit_id)
+        session.commit()
+        return Task(assignment_id, worker_id, slot.hit_id, info.project_id, AssignmentStatus.LEASED, now, expires_at,
+                    info.guideline_version, info.instructions, info.title, info.description, info.label_schema,
+                    info.reward_cents, info.currency, items)
+    session.commit()
+    raise NoWork("Every open HIT is fully assigned or already done by you; try again later.", reason="all_assigned")
+
+
+def load_task(session: Session, *, worker_id: int, assignment_id: int) -> Task:
+    """One of the worker's assignments as they see it, with their own answers once submitted."""
+    stmt = _shown_joins(
+        select(Assignment.id, Assignment.worker_id, Assignment.hit_id, Assignment.project_id, Assignment.status,
+               Assignment.leased_at, Assignment.expires_at, Assignment.guideline_version, *_SHOWN)
+        .join(Hit, Hit.id == Assignment.hit_id).join(Batch, Batch.id == Hit.batch_id),
+        Assignment.guideline_version).where(Assignment.id == assignment_id)
+    row = session.execute(stmt).first()
+    if row is None or row.worker_id != worker_id:
+        raise NotFound(f"Assignment {assignment_id} not found.")
+    answers = _stored_answers(session, assignment_id) if row.status in DONE else None
+    return Task(row.id, row.worker_id, row.hit_id, row.project_id, row.status, row.leased_at, row.expires_at,
+                row.guideline_version, row.instructions, row.title, row.description, row.label_schema,
+                row.reward_cents, row.currency, _items(session, row.hit_id), answers)
 
 
 def _stored_answers(session: Session, assignment_id: int) -> dict[int, Any]:
-    rows = session.execute(select(Answer.item_id, Answer.value).where(Answer.assignment_id == assignment_id))
+    rows = session.execute(select(Answer.item_id, Answer.value).where(Answer.assignment_id == assignment_id)
+                           .order_by(Answer.item_id))
     return {item_id: value for item_id, value in rows}
 
 
-def _validated(session: Session, assignment: Assignment, answers: list[dict[str, Any]]) -> dict[int, Any]:
-    schema = session.scalar(select(Project.label_schema).where(Project.id == assignment.project_id))
-    expected = list(session.scalars(select(Item.id).where(Item.hit_id == assignment.hit_id).order_by(Item.id)))
+@dataclass(frozen=True)
+class Submitted:
+    assignment_id: int
+    status: AssignmentStatus
+    submitted_at: dt.datetime
+    duration_ms: int
+    answers: dict[int, Any]
+
+
+_A = bindparam("b_assignment_id")
+_READ = (select(Assignment.id, Assignment.worker_id, Assignment.status, Assignment.leased_at,
+                Assignment.expires_at, Assignment.project_id, Assignment.guideline_version, Assignment.submitted_at,
+                Assignment.duration_ms, Project.label_schema, Item.id.label("item_id"))
+         .join(Project, Project.id == Assignment.project_id).join(Item, Item.hit_id == Assignment.hit_id)
+         .where(Assignment.id == _A).order_by(Item.id))
+_LOCKED = _READ.with_for_update(of=Assignment)
+# The lease must still own its slot: a claim made after the lease ran out (by its clock) may have taken it.
+_FINISH_SLOT = _SLOT.update().where(_SLOT.c.assignment_id == _A, _SLOT.c.state == SlotState.LEASED).values(
+    state=SlotState.DONE, lease_expires_at=None)
+_STORE_ANSWER = Answer.__table__.insert()
+_MARK_SUBMITTED = _ASSIGNMENT.update().where(_ASSIGNMENT.c.id == _A).values(
+    status=AssignmentStatus.SUBMITTED, submitted_at=bindparam("now"), duration_ms=bindparam("b_duration_ms"),
+    client_meta=bindparam("b_client_meta"))
+
+# PostgreSQL: the submit in one statement. The assignment is locked first (the lock order), then its slot is
+# finished only if the lease still owns it, and only then are the assignment and its answers written: all of it,
+# or (lease lapsed and its slot taken, or submitted meanwhile) none of it.
+_SUBMIT_PG = text("""
+WITH mine AS (
+    SELECT id FROM assignment WHERE id = :assignment_id AND status = 'leased' FOR UPDATE
+), slot AS (
+    UPDATE hit_slot SET state = 'done', lease_expires_at = NULL
+    WHERE assignment_id = (SELECT id FROM mine) AND state = 'leased' RETURNING assignment_id
+), done AS (
+    UPDATE assignment SET status = 'submitted', submitted_at = :now, duration_ms = :duration_ms,
+                          client_meta = CAST(:client_meta AS jsonb)
+    FROM slot WHERE assignment.id = slot.assignment_id RETURNING assignment.id
+), stored AS (
+    INSERT INTO answer (assignment_id, item_id, worker_id, project_id, value, guideline_version, submitted_at,
+                        duration_ms, client_meta)
+    SELECT done.id, v.item_id, :worker_id, :project_id, v.value, :guideline_version, :now, :duration_ms,
+           CAST(:client_meta AS jsonb)
+    FROM done, jsonb_to_recordset(CAST(:answers AS jsonb)) AS v(item_id integer, value jsonb)
+)
+SELECT count(*) FROM done
+""")
+
+
+def _read(session: Session, worker_id: int, assignment_id: int, *, lock: bool) -> tuple[Any, list[int]]:
+    """The assignment row (locked on request) with its project's label schema and its HIT's item ids."""
+    rows = session.execute(_LOCKED if lock else _READ, {"b_assignment_id": assignment_id}).all()
+    if not rows or rows[0].worker_id != worker_id:
+        session.rollback()
+        raise NotFound(f"Assignment {assignment_id} not found.")
+    return rows[0], [r.item_id for r in rows]
+
+
+def _validated(schema: dict[str, Any], expected: list[int], answers: list[dict[str, Any]]) -> dict[int, Any]:
     errors: dict[str, list[str]] = {}
     values: dict[int, Any] = {}
+    wanted = set(expected)
     for entry in answers:
         item_id = entry["item_id"]
-        if item_id not in expected:
+        if item_id not in wanted:
             errors[str(item_id)] = ["is not an item of this assignment"]
         elif item_id in values:
             errors[str(item_id)] = ["answered more than once"]
@@ -198,46 +397,76 @@ def _validated(session: Session, assignment: Assignment, answers: list[dict[str,
             errors[str(item_id)] = ["missing an answer"]
     if errors:
         raise InvalidInput("Some answers are invalid; nothing was saved.", errors={"answers": errors})
-    return values
+    return {item_id: values[item_id] for item_id in expected}
+
+
+def _gone(session: Session, assignment_id: int, expires_at: dt.datetime, detail: str) -> Gone:
+    session.execute(update(Assignment).where(Assignment.id == assignment_id,
+                                             Assignment.status == AssignmentStatus.LEASED)
+                    .values(status=AssignmentStatus.EXPIRED))
+    session.commit()
+    return Gone(detail, reason="expired", expired_at=expires_at.isoformat())
 
 
 def submit(session: Session, *, worker: Account, assignment_id: int, answers: list[dict[str, Any]],
-           now: dt.datetime, client_meta: dict[str, Any] | None = None) -> tuple[Assignment, bool]:
-    """Store one answer per item; returns (assignment, replayed). Repeating a submit is harmless."""
-    assignment = get_assignment(session, worker=worker, assignment_id=assignment_id, lock=True)
-    values = _validated(session, assignment, answers)
-    if assignment.status in DONE:
-        if _stored_answers(session, assignment.id) != values:
-            raise Conflict("This assignment was submitted already with different answers.",
-                           errors={"answers": ["differ from the submitted ones"]})
+           now: dt.datetime, client_meta: dict[str, Any] | None = None) -> tuple[Submitted, bool]:
+    """Store one answer per item; returns (result, replayed). Repeating a submit is harmless."""
+    postgres = _postgres(session)
+    for attempt in range(2):
+        # PostgreSQL reads without a lock: the one-statement write below re-checks everything it relies on.
+        row, expected = _read(session, worker.id, assignment_id, lock=not postgres)
+        try:
+            values = _validated(row.label_schema, expected, answers)
+        except InvalidInput:
+            session.rollback()
+            raise
+        if row.status in DONE:
+            stored = _stored_answers(session, assignment_id)
+            session.commit()
+            if stored != values:
+                raise Conflict("This assignment was submitted already with different answers.",
+                               errors={"answers": ["differ from the submitted ones"]})
+            return Submitted(assignment_id, row.status, row.submitted_at, row.duration_ms, stored), True
+        if row.status == AssignmentStatus.RETURNED:
+            session.rollback()
+            raise Conflict("This assignment was returned; ask for new work.", reason="returned")
+        gone = "The lease on this assignment ran out; its answers were not saved."
+        if row.status == AssignmentStatus.EXPIRED or now >= row.expires_at or attempt == 1:
+            # On a second round the lease is still 'leased' but its slot was taken: it lapsed and was reclaimed.
+            raise _gone(session, assignment_id, row.expires_at, gone)
+        duration = _ms(now - row.leased_at)
+        if postgres:
+            written = session.execute(_SUBMIT_PG, {
+                "assignment_id": assignment_id, "now": now, "duration_ms": duration, "worker_id": worker.id,
+                "project_id": row.project_id, "guideline_version": row.guideline_version,
+                "client_meta": None if client_meta is None else json.dumps(client_meta),
+                "answers": json.dumps([{"item_id": k, "value": v} for k, v in values.items()])}).scalar_one()
+            session.commit()
+            if written == 1:
+                return Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values), False
+            continue  # something changed since the read: read again and answer from what is there now
+        if session.execute(_FINISH_SLOT, {"b_assignment_id": assignment_id}).rowcount != 1:
+            raise _gone(session, assignment_id, row.expires_at, gone)
+        session.execute(_STORE_ANSWER, [
+            {"assignment_id": assignment_id, "item_id": item_id, "worker_id": worker.id,
+             "project_id": row.project_id, "value": value, "guideline_version": row.guideline_version,
+             "submitted_at": now, "duration_ms": duration, "client_meta": client_meta}
+            for item_id, value in values.items()])
+        session.execute(_MARK_SUBMITTED, {"b_assignment_id": assignment_id, "now": now, "b_duration_ms": duration,
+                                          "b_client_meta": client_meta})
         session.commit()
-        return assignment, True
-    if assignment.status == AssignmentStatus.RETURNED:
-        raise Conflict("This assignment was returned; ask for new work.", reason="returned")
-    if assignment.status == AssignmentStatus.EXPIRED or now >= assignment.expires_at:
-        _expire(session, assignment)
-        raise Gone("The lease on this assignment ran out; its answers were not saved.", reason="expired",
-                   expired_at=assignment.expires_at.isoformat())
-    duration = _ms(now - assignment.leased_at)
-    session.execute(Answer.__table__.insert(), [
-        {"assignment_id": assignment.id, "item_id": item_id, "worker_id": worker.id,
-         "project_id": assignment.project_id, "value": value, "guideline_version": assignment.guideline_version,
-         "submitted_at": now, "duration_ms": duration, "client_meta": client_meta}
-        for item_id, value in values.items()])
-    assignment.status = AssignmentStatus.SUBMITTED
-    assignment.submitted_at = now
-    assignment.duration_ms = duration
-    assignment.client_meta = client_meta
-    session.execute(update(HitSlot).where(HitSlot.assignment_id == assignment.id)
-                    .values(state=SlotState.DONE, lease_expires_at=None))
-    session.commit()
-    return assignment, False
+        return Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values), False
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _expire(session: Session, assignment: Assignment) -> None:
-    if assignment.status == AssignmentStatus.LEASED:
-        assignment.status = AssignmentStatus.EXPIRED
-    session.commit()
+def get_assignment(session: Session, *, worker: Account, assignment_id: int, lock: bool = False) -> Assignment:
+    stmt = select(Assignment).where(Assignment.id == assignment_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    assignment = session.scalar(stmt)
+    if assignment is None or assignment.worker_id != worker.id:
+        raise NotFound(f"Assignment {assignment_id} not found.")
+    return assignment
 
 
 def return_assignment(session: Session, *, worker: Account, assignment_id: int, now: dt.datetime) -> Assignment:
@@ -247,13 +476,14 @@ def return_assignment(session: Session, *, worker: Account, assignment_id: int, 
         session.commit()
         return assignment
     if assignment.status in DONE:
+        session.rollback()
         raise Conflict("This assignment was submitted; it cannot be returned.", reason="submitted")
     if assignment.status == AssignmentStatus.EXPIRED or now >= assignment.expires_at:
-        _expire(session, assignment)
-        raise Gone("The lease on this assignment ran out already.", reason="expired")
+        raise _gone(session, assignment.id, assignment.expires_at, "The lease on this assignment ran out already.")
     assignment.status = AssignmentStatus.RETURNED
     assignment.returned_at = now
     assignment.duration_ms = _ms(now - assignment.leased_at)
+    # Frees the slot only if this lease still owns it (after a lapse, a claim may have taken it over).
     session.execute(update(HitSlot).where(HitSlot.assignment_id == assignment.id, HitSlot.state == SlotState.LEASED)
                     .values(state=SlotState.FREE, assignment_id=None, lease_expires_at=None))
     session.commit()
@@ -262,13 +492,12 @@ def return_assignment(session: Session, *, worker: Account, assignment_id: int, 
 
 def sweep_expired(session: Session, *, now: dt.datetime) -> int:
     """Tidy lapsed leases (mark them expired, free their slots). Optional: claims never wait for it."""
-    lapsed = list(session.scalars(select(Assignment.id).where(
-        Assignment.status == AssignmentStatus.LEASED, Assignment.expires_at <= now)))
-    if lapsed:
-        session.execute(update(HitSlot).where(HitSlot.assignment_id.in_(lapsed), HitSlot.state == SlotState.LEASED)
+    lapsed = list(session.scalars(update(Assignment).where(
+        Assignment.status == AssignmentStatus.LEASED, Assignment.expires_at <= now)
+        .values(status=AssignmentStatus.EXPIRED).returning(Assignment.id)))
+    for start in range(0, len(lapsed), 1000):
+        chunk = lapsed[start:start + 1000]
+        session.execute(update(HitSlot).where(HitSlot.assignment_id.in_(chunk), HitSlot.state == SlotState.LEASED)
                         .values(state=SlotState.FREE, assignment_id=None, lease_expires_at=None))
-        session.execute(update(Assignment).where(Assignment.id.in_(lapsed),
-                                                 Assignment.status == AssignmentStatus.LEASED)
-                        .values(status=AssignmentStatus.EXPIRED))
     session.commit()
     return len(lapsed)

@@ -29,19 +29,18 @@ blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Crowd worke
 WORKER = (Role.WORKER,)
 
 
-def _task(assignment) -> dict[str, Any]:
-    view = work.task_view(db_session(), assignment)
+def _task(task: work.Task) -> dict[str, Any]:
     return {
-        "assignment_id": assignment.id,
-        "status": assignment.status.value,
-        "project": view.project,
-        "guidelines": {"version": assignment.guideline_version, "instructions": view.instructions},
-        "label_schema": view.project.label_schema,
-        "reward": {"cents": view.batch.reward_cents, "currency": view.batch.currency},
-        "leased_at": assignment.leased_at,
-        "expires_at": assignment.expires_at,
-        "items": view.items,
-        "answers": None if view.answers is None else [{"item_id": i, "answer": a} for i, a in view.answers.items()],
+        "assignment_id": task.id,
+        "status": task.status.value,
+        "project": {"id": task.project_id, "title": task.project_title, "description": task.project_description},
+        "guidelines": {"version": task.guideline_version, "instructions": task.instructions},
+        "label_schema": task.label_schema,
+        "reward": {"cents": task.reward_cents, "currency": task.currency},
+        "leased_at": task.leased_at,
+        "expires_at": task.expires_at,
+        "items": task.items,
+        "answers": None if task.answers is None else [{"item_id": i, "answer": a} for i, a in task.answers.items()],
     }
 
 
@@ -91,14 +90,13 @@ class Identities(MethodView):
 
 @blp.route("/work/next")
 class NextTask(MethodView):
-    @requires(*WORKER)
+    @requires(*WORKER, autocommit=True)
     @blp.arguments(NextQuerySchema, location="query")
     @blp.response(200, TaskSchema)
     def post(self, args: dict[str, Any]):
         """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
-        assignment = work.next_assignment(db_session(), worker=current_account(), now=clock(),
-                                          project_id=args.get("project_id"))
-        return _task(assignment)
+        return _task(work.next_assignment(db_session(), worker=current_account(), now=clock(),
+                                          project_id=args.get("project_id")))
 
 
 @blp.route("/assignments/<int:assignment_id>")
@@ -107,23 +105,21 @@ class AssignmentDetail(MethodView):
     @blp.response(200, TaskSchema)
     def get(self, assignment_id: int):
         """One of your assignments."""
-        return _task(work.get_assignment(db_session(), worker=current_account(), assignment_id=assignment_id))
+        return _task(work.load_task(db_session(), worker_id=current_account().id, assignment_id=assignment_id))
 
 
 @blp.route("/assignments/<int:assignment_id>/submit")
 class Submit(MethodView):
-    @requires(*WORKER)
+    @requires(*WORKER, autocommit=True)
     @blp.arguments(SubmitSchema)
     @blp.response(200, SubmitResultSchema)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Submit one answer per item. Idempotent: the same answers again return the same result."""
-        session = db_session()
-        assignment, _ = work.submit(session, worker=current_account(), assignment_id=assignment_id,
-                                    answers=data["answers"], client_meta=data["client"], now=clock())
-        view = work.task_view(session, assignment)
-        return {"assignment_id": assignment.id, "status": assignment.status.value,
-                "submitted_at": assignment.submitted_at, "duration_ms": assignment.duration_ms,
-                "answers": [{"item_id": i, "answer": a} for i, a in (view.answers or {}).items()]}
+        result, _ = work.submit(db_session(), worker=current_account(), assignment_id=assignment_id,
+                                answers=data["answers"], client_meta=data["client"], now=clock())
+        return {"assignment_id": result.assignment_id, "status": result.status.value,
+                "submitted_at": result.submitted_at, "duration_ms": result.duration_ms,
+                "answers": [{"item_id": i, "answer": a} for i, a in result.answers.items()]}
 
 
 @blp.route("/assignments/<int:assignment_id>/return")

@@ -7,7 +7,7 @@ import hashlib
 import re
 import secrets
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -54,13 +54,18 @@ def authenticate(session: Session, plaintext: str, *, now: dt.datetime) -> Accou
     """The active account a live token belongs to, or None."""
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plaintext)))
-    if token is None or token.revoked_at is not None or not token.account.is_active:
+    row = session.execute(select(Account, ApiToken.id, ApiToken.revoked_at, ApiToken.last_used_at)
+                          .join(ApiToken, ApiToken.account_id == Account.id)
+                          .where(ApiToken.token_hash == hash_token(plaintext))).first()
+    if row is None:
         return None
-    if token.last_used_at is None or now - token.last_used_at > _LAST_USED_GRANULARITY:
-        token.last_used_at = now
+    account, token_id, revoked_at, last_used_at = row
+    if revoked_at is not None or not account.is_active:
+        return None
+    if last_used_at is None or now - last_used_at > _LAST_USED_GRANULARITY:
+        session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
         session.commit()
-    return token.account
+    return account
 
 
 def list_tokens(session: Session, *, account_id: int) -> list[ApiToken]:

@@ -124,7 +124,7 @@ def _run(n: int, target: Callable[[int], None]) -> None:
     assert not any(t.is_alive() for t in threads), "a worker thread hung (deadlock or lock wait)"
 
 
-def _answers(view: work.TaskView) -> list[dict[str, Any]]:
+def _answers(view: work.Task) -> list[dict[str, Any]]:
     return [{"item_id": it["id"], "answer": LABEL} for it in view.items]
 
 
@@ -154,7 +154,7 @@ def test_many_workers_claim_and_submit_without_overfilling_or_losing_answers(db,
                     except work.NoWork:
                         return
                     assert asg.worker_id == me.id and asg.status == AssignmentStatus.LEASED
-                    answers = _answers(work.task_view(s, asg))
+                    answers = _answers(asg)
                     roll = rng.random()
                     if roll < RETURN_RATE:
                         work.return_assignment(s, worker=me, assignment_id=asg.id, now=utcnow())
@@ -217,11 +217,11 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
     with db.session_scope() as s:
         first = s.get_one(Account, first_id)
         done = work.next_assignment(s, worker=first, now=t0, project_id=m.project_id)
-        work.submit(s, worker=first, assignment_id=done.id, answers=_answers(work.task_view(s, done)),
+        work.submit(s, worker=first, assignment_id=done.id, answers=_answers(done),
                     now=t0 + dt.timedelta(seconds=1))
         late = s.get_one(Account, late_id)
         leased = work.next_assignment(s, worker=late, now=t0 + dt.timedelta(seconds=2), project_id=m.project_id)
-        late_answers = _answers(work.task_view(s, leased))
+        late_answers = _answers(leased)
         s.commit()
     t1 = leased.expires_at + dt.timedelta(seconds=1)  # the single remaining slot's lease ran out
 
@@ -244,9 +244,9 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
     _run(len(racer_ids) + 1, racer)
     late_outcome = outcomes.pop(len(racer_ids))
     assert isinstance(late_outcome, Gone), late_outcome
-    wins = [o for o in outcomes.values() if isinstance(o, Assignment)]
+    wins = [o for o in outcomes.values() if isinstance(o, work.Task)]
     assert len(wins) == 1, outcomes
-    assert all(isinstance(o, work.NoWork) for o in outcomes.values() if not isinstance(o, Assignment)), outcomes
+    assert all(isinstance(o, work.NoWork) for o in outcomes.values() if not isinstance(o, work.Task)), outcomes
     winner = wins[0]
     assert winner.hit_id == leased.hit_id and winner.expires_at > t1
 
@@ -272,32 +272,32 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
 # ---- a submit at the very edge of its lease racing claims made just after it ---------------------------
 
 def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
-    rounds, racers = 6, 6
-    t0 = utcnow()
-    m = market(n_items=rounds, per_hit=1, redundancy=1, n_workers=rounds + racers, now=t0)
-    holder_ids, racer_ids = m.worker_ids[:rounds], m.worker_ids[rounds:]
-    leases: list[tuple[Assignment, list[dict[str, Any]]]] = []
-    with db.session_scope() as s:
-        for k, wid in enumerate(holder_ids):  # lease k lapses k seconds after lease k-1: one lapsed slot a round
-            asg = work.next_assignment(s, worker=s.get_one(Account, wid), now=t0 + dt.timedelta(seconds=k),
-                                       project_id=m.project_id)
-            leases.append((asg, _answers(work.task_view(s, asg))))
-            s.commit()
+    """The holder submits a millisecond before its lease ends (on time by its clock) while others ask for work a
+    millisecond after (the slot looks free to them). Either side may win, but nobody may see a deadlock."""
+    rounds, racers = 8, 6
     problems: list[str] = []
-    for k, (asg, answers) in enumerate(leases):
+    for k in range(rounds):
+        t0 = utcnow()
+        m = market(n_items=1, per_hit=1, redundancy=1, n_workers=racers + 1, now=t0)
+        holder_id, racer_ids = m.worker_ids[0], m.worker_ids[1:]
+        with db.session_scope() as s:
+            asg = work.next_assignment(s, worker=s.get_one(Account, holder_id), now=t0, project_id=m.project_id)
+            answers = _answers(asg)
+            s.commit()
         edge = asg.expires_at
         barrier = threading.Barrier(racers + 1)
         outcomes: dict[int, object] = {}
 
-        def racer(i: int, asg=asg, answers=answers, edge=edge, outcomes=outcomes, barrier=barrier) -> None:
+        def racer(i: int, asg=asg, answers=answers, edge=edge, outcomes=outcomes, barrier=barrier, m=m,
+                  racer_ids=racer_ids) -> None:
             barrier.wait()
             with db.session_scope() as s:
                 try:
-                    if i == racers:  # on time by its own clock, a millisecond before the lease ends
+                    if i == racers:
                         me = s.get_one(Account, asg.worker_id)
                         outcomes[i] = work.submit(s, worker=me, assignment_id=asg.id, answers=answers,
                                                   now=edge - dt.timedelta(milliseconds=1))
-                    else:  # a millisecond after: the slot looks free to them
+                    else:
                         me = s.get_one(Account, racer_ids[i])
                         outcomes[i] = work.next_assignment(s, worker=me, now=edge + dt.timedelta(milliseconds=1),
                                                            project_id=m.project_id)
@@ -306,21 +306,20 @@ def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
 
         _run(racers + 1, racer)
         submitted = outcomes.pop(racers)
-        wins = [o for o in outcomes.values() if isinstance(o, Assignment)]
-        odd = [o for o in [submitted, *outcomes.values()]
-               if not isinstance(o, tuple | Assignment | work.NoWork | Gone)]
-        if odd:
-            problems.append(f"round {k}: surfaced {odd!r}")
-            continue
+        wins = [o for o in outcomes.values() if isinstance(o, work.Task)]
+        odd = [f"{who}: {o!r}"[:200] for who, o in [("submit", submitted), *(("claim", o) for o in outcomes.values())]
+               if not isinstance(o, tuple | work.Task | work.NoWork | Gone)]
         with db.session_scope() as s:
-            stored = s.scalar(select(func.count()).select_from(Answer).where(Answer.assignment_id == asg.id))
-            if isinstance(submitted, tuple):  # the submit won: stored, and nobody got the slot
-                assert stored == len(answers) and wins == [], (k, outcomes)
-            else:  # the reclaim won: exactly one racer holds the slot, the submit stored nothing
-                assert isinstance(submitted, Gone) and stored == 0 and len(wins) == 1, (k, submitted, outcomes)
-            for w in wins:  # the winner finishes, so it has no live lease in the next round
-                work.submit(s, worker=s.get_one(Account, w.worker_id), assignment_id=w.id, answers=answers,
-                            now=edge + dt.timedelta(seconds=1))
+            stored = s.scalar(select(func.count()).select_from(Answer).where(Answer.project_id == m.project_id))
+            live = s.scalar(select(func.count()).select_from(Assignment).where(
+                Assignment.project_id == m.project_id, Assignment.status == AssignmentStatus.LEASED,
+                Assignment.expires_at > edge))
+        if odd:
+            problems.append(f"round {k}: surfaced {odd}")
+        elif isinstance(submitted, tuple):  # the submit won: stored, and nobody got the slot
+            assert (stored, wins, live) == (1, [], 0), (k, outcomes)
+        else:  # a reclaim won: exactly one racer holds the slot, the late-by-a-hair submit stored nothing
+            assert isinstance(submitted, Gone) and (stored, len(wins), live) == (0, 1, 1), (k, submitted, outcomes)
     assert not problems, "\n".join(problems)
 
 
