@@ -287,3 +287,48 @@ def test_work_is_served_with_redis_down(database, clock, setup):
     _, token = setup["workers"][0]
     task = next_task(http, token).get_json()
     assert submit(http, token, task).status_code == 200
+
+
+def _second_project(session, clock, setup, **overrides):
+    """Another project of the same requester with one published batch of two plain items."""
+    proj = project(session, setup["owner"], now=clock(), assignments_per_item=1, **overrides)
+    items(session, proj, 2, now=clock(), prefix="p2-")
+    batch, _ = service.publish_batch(session, project_id=proj.id, account=setup["owner"], now=clock())
+    return proj, batch
+
+
+def test_one_task_at_a_time_across_projects(client, session, clock, setup):
+    _, token = setup["workers"][0]
+    held = next_task(client, token, project_id=setup["project"].id).get_json()
+    other, _ = _second_project(session, clock, setup)
+    resp = next_task(client, token, project_id=other.id)
+    assert resp.status_code == 409 and resp.mimetype == PROBLEM
+    assert resp.get_json()["reason"] == "task_held" and resp.get_json()["assignment_id"] == held["assignment_id"]
+    assert next_task(client, token).get_json()["assignment_id"] == held["assignment_id"]  # any project: that one
+    submit(client, token, held)
+    assert next_task(client, token, project_id=other.id).get_json()["project"]["id"] == other.id
+
+
+def test_lapsed_slots_are_served_before_free_ones(client, session, clock, setup):
+    (_, t0), (_, t1), (_, t2), _ = setup["workers"]
+    first = next_task(client, t0).get_json()
+    clock.advance(seconds=601)  # past the 600 s lease: the slot is free again, though nobody swept it
+    again = next_task(client, t1).get_json()
+    assert again["items"][0]["id"] == first["items"][0]["id"]
+    assert submit(client, t0, first).status_code == 410
+    assert next_task(client, t2).get_json()["items"][0]["id"] != first["items"][0]["id"]
+
+
+def test_several_open_batches_are_served_by_priority_then_breadth(client, session, clock, setup):
+    other, _ = _second_project(session, clock, setup)
+    (_, t0), (_, t1), (_, t2), (_, t3) = setup["workers"]
+    assert next_task(client, t0).get_json()["project"]["id"] == setup["project"].id  # older batch, same key
+    resp = client.post(f"/api/v1/projects/{other.id}/items/priority", json={"items": [
+        {"external_id": "p2-1", "priority": 5}]}, headers=auth(setup["owner_token"]))
+    assert resp.status_code == 200
+    top = next_task(client, t1).get_json()
+    assert top["project"]["id"] == other.id
+    assert session.get(Item, top["items"][0]["id"]).external_id == "p2-1"
+    # Then breadth first over both batches: the first project's unanswered items before anyone's second answer.
+    rest = [next_task(client, t).get_json() for t in (t2, t3)]
+    assert {r["project"]["id"] for r in rest} == {setup["project"].id}
