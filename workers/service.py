@@ -7,7 +7,7 @@ import hashlib
 import re
 import secrets
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -50,13 +50,16 @@ def issue_token(session: Session, *, account: Account, now: dt.datetime, name: s
     return token, plaintext
 
 
+# Built once: authentication runs on every API request.
+_BY_TOKEN = (select(Account, ApiToken.id, ApiToken.revoked_at, ApiToken.last_used_at)
+             .join(ApiToken, ApiToken.account_id == Account.id).where(ApiToken.token_hash == bindparam("token_hash")))
+
+
 def authenticate(session: Session, plaintext: str, *, now: dt.datetime) -> Account | None:
     """The active account a live token belongs to, or None."""
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
-    row = session.execute(select(Account, ApiToken.id, ApiToken.revoked_at, ApiToken.last_used_at)
-                          .join(ApiToken, ApiToken.account_id == Account.id)
-                          .where(ApiToken.token_hash == hash_token(plaintext))).first()
+    row = session.execute(_BY_TOKEN, {"token_hash": hash_token(plaintext)}).first()
     if row is None:
         return None
     account, token_id, revoked_at, last_used_at = row
