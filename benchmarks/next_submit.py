@@ -1,27 +1,31 @@
 """Benchmark the worker endpoints `POST /work/next` and `POST /assignments/{id}/submit` under gunicorn on
 PostgreSQL.
 
-Run: .venv/bin/python benchmarks/next_submit.py [--workers 32] [--duration 20] [--sizes 10000,1000000]
+Run: .venv/bin/python benchmarks/next_submit.py [--workers 32] [--rounds 3] [--sizes 10000,1000000]
 
-First a bare baseline: a minimal Flask app whose one endpoint does a single INSERT + COMMIT, served by the same
-gunicorn command and driven by the same number of clients. Then, per project size, a fresh migrated database:
-requester, project (single_choice pos/neg, 3 assignments per item, 1 item per HIT), items imported and published
-through the service layer, and the app started under gunicorn. Three runs, each after a warm-up:
+A bare baseline, a minimal Flask app whose one endpoint does a single INSERT + COMMIT, is served by the same
+gunicorn command for the whole run. Per project size: a fresh migrated database with a requester, a project
+(single_choice pos/neg, 5 assignments per item, 1 item per HIT), the items imported and published through the
+service layer, and the app under gunicorn. Then rounds of four runs back to back, each a warm-up and a measured
+window with N client threads (one keep-alive connection each):
 
-1. the loop: N workers signed up over HTTP, one client thread each (one keep-alive connection), looping
-   next -> submit ("pos"), no think time: cycles/s and each endpoint's latencies;
-2. `next` alone: N clients asking for work on behalf of fresh workers (accounts made in the database), so
-   every request is a claim;
-3. `submit` alone: N clients submitting the leases run 2 handed out.
+1. the baseline;
+2. the loop: N workers (signed up over HTTP) doing next -> submit ("pos") with no think time: cycles/s and each
+   endpoint's latencies;
+3. `next` alone, on behalf of fresh workers (accounts made in the database), so every request is a claim;
+4. `submit` alone: the leases run 3 handed out.
 
-Afterwards SQL checks the invariants: no item over its redundancy, no worker answering an item twice, every
-acknowledged submit stored (and nothing stored that was not acknowledged). The last line is machine-readable:
+This machine's speed drifts by a third over minutes, so every ratio compares figures of the same round, and the
+figures are medians over the rounds. Afterwards SQL checks the invariants: no item over its redundancy, no worker
+answering an item twice, every acknowledged submit stored (and nothing stored that was not acknowledged). The last
+line is machine-readable:
 
     next_ratio=X submit_ratio=X p95_ms=X scale_ratio=X violations=N
 
-next/submit_ratio: the endpoint's requests/s alone over the baseline's (worst size; the loop's per-endpoint
-ratios are printed in the table too); p95_ms: the worst p95 of either endpoint in any run at any size;
-scale_ratio: loop cycles/s at the largest size over cycles/s at the smallest.
+next/submit_ratio: the endpoint's requests/s alone over the baseline's (median over rounds, worst size; the
+loop's cycles over the baseline are printed too); p95_ms: the worst p95 of either endpoint, in the loop or alone
+(median over rounds, worst size); scale_ratio: loop cycles/s at the largest size over the smallest, each taken
+over its round's baseline.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import os
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,7 +118,7 @@ class EndpointStats:
 
     def line(self, name: str, seconds: float) -> str:
         lat = sorted(self.latencies_ms)
-        return (f"  {name:<8}{self.rps(seconds):>9.1f} req/s   p50 {percentile(lat, 50):6.1f}  p95 "
+        return (f"    {name:<13}{self.rps(seconds):>8.1f} req/s   p50 {percentile(lat, 50):6.1f}  p95 "
                 f"{percentile(lat, 95):6.1f}  p99 {percentile(lat, 99):6.1f} ms   errors {self.errors}")
 
 
@@ -510,7 +515,7 @@ def setup_project(url: str, n_items: int) -> dict[str, float]:
             owner = create_account(session, role=Role.REQUESTER, email=EMAIL, now=utcnow())
             project = service.create_project(session, owner=owner, now=utcnow(), data={
                 "title": "next/submit benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5,
-                "assignments_per_item": 3, "items_per_hit": 1, "instructions": "Is the review positive?"})
+                "assignments_per_item": 5, "items_per_hit": 1, "instructions": "Is the review positive?"})
             start = time.perf_counter()
             stream: IO[bytes] = GeneratedItems(n_items)  # type: ignore[assignment]
             result = import_items(session, project=project, stream=stream, fmt="jsonl", now=utcnow())
@@ -621,12 +626,14 @@ def server_env(url: str, tmp: Path, pool_size: int) -> dict[str, str]:
     return env
 
 
-def cpu_line(load: Load) -> str:
+def cpu_line(load: Load, what: str) -> str:
     parts = ", ".join(f"{k} {v * 100:.0f}%" for k, v in load.cpu.items())
-    return f"  cpu (100% = one core; {os.cpu_count()} cores): {parts}"
+    return f"    cpu, {what} (100% = one core; {os.cpu_count()} cores): {parts}"
 
 
-def run_baseline(args: argparse.Namespace, settings: list[str], tmp: Path) -> EndpointStats:
+@contextmanager
+def baseline_server(args: argparse.Namespace, settings: list[str], tmp: Path) -> Iterator[tuple[Gunicorn, str]]:
+    """The bare baseline app on its own scratch database, up for the whole run (idle between its rounds)."""
     app_dir = tmp / "baseline"
     app_dir.mkdir()
     (app_dir / "baseline_app.py").write_text(BASELINE_APP)
@@ -634,37 +641,61 @@ def run_baseline(args: argparse.Namespace, settings: list[str], tmp: Path) -> En
         sql(url, "CREATE TABLE bench_hit (id serial PRIMARY KEY, at timestamptz NOT NULL)")
         env = server_env(url, tmp, args.pool_size)
         with serving("baseline_app:app", app_dir, env, settings, tmp / "gunicorn_baseline.log") as server:
-            clients = [Client(server.port) for _ in range(args.workers)]
-            try:
-                load = drive(baseline_loop, clients, args.warmup, args.duration, server, make_url(url).database or "")
-            finally:
-                for c in clients:
-                    c.close()
-        stats = load.merged("hit")
-        print(f"baseline (INSERT + COMMIT), {args.workers} clients, {args.duration:g}s:", flush=True)
-        print(stats.line("hit", load.seconds))
-        print(cpu_line(load), flush=True)
-        return stats
+            yield server, make_url(url).database or ""
+
+
+def run_clients(loop: Callable[[Client, Window, ClientResult], None], port: int, tokens: list[str | None],
+                args: argparse.Namespace, server: Gunicorn, db_name: str) -> Load:
+    clients = [Client(port, token) for token in tokens]
+    try:
+        return drive(loop, clients, args.warmup, args.duration, server, db_name)
+    finally:
+        for c in clients:
+            c.close()
+
+
+@dataclass
+class Round:
+    """One round at one project size: the baseline, then our three runs, back to back, so that the ratios
+    compare figures taken within a minute of each other (this machine's speed drifts by a third over minutes)."""
+
+    baseline: float  # requests/s
+    cycles: float  # loop cycles/s
+    loop: dict[str, EndpointStats]
+    solo: dict[str, tuple[EndpointStats, float]]  # each endpoint alone: stats, measured seconds
+
+    def rps(self, name: str) -> float:
+        stats, seconds = self.solo[name]
+        return stats.rps(seconds)
+
+    def ratio(self, name: str) -> float:
+        return self.rps(name) / self.baseline
+
+    def p95(self) -> float:
+        """The worst p95 of either endpoint, in the loop or alone."""
+        return max([self.loop[e].pct(95) for e in ENDPOINTS] + [self.solo[e][0].pct(95) for e in ENDPOINTS])
 
 
 @dataclass
 class Scenario:
     items: int
-    cycles_per_s: float
-    stats: dict[str, EndpointStats]  # the next -> submit loop
-    seconds: float
-    solo: dict[str, tuple[EndpointStats, float]]  # each endpoint alone: stats, measured seconds
+    rounds: list[Round]
     violations: int
+
+    def median(self, value: Callable[[Round], float]) -> float:
+        return statistics.median(value(r) for r in self.rounds)
 
 
 def _solo(name: str, load: Load, pool: Pool) -> tuple[EndpointStats, float]:
     stats, seconds = load.merged(name), load.until(pool.dry_at)
-    print(stats.line(name, seconds) + ("" if pool.dry_at is None or pool.dry_at >= load.window.end
-                                       else f"   (work ran out after {seconds:.1f}s)"), flush=True)
+    ran_out = pool.dry_at is not None and load.window is not None and pool.dry_at < load.window.end
+    print(stats.line(name + " alone", seconds) + (f"   (work ran out after {seconds:.1f}s)" if ran_out else ""))
     return stats, seconds
 
 
-def run_scenario(args: argparse.Namespace, settings: list[str], tmp: Path, n_items: int) -> Scenario:
+def run_scenario(args: argparse.Namespace, settings: list[str], tmp: Path, n_items: int,
+                 baseline: tuple[Gunicorn, str]) -> Scenario:
+    base_server, base_db = baseline
     with scratch_database(args.pg_url, label(n_items)) as url:
         env = server_env(url, tmp, args.pool_size)
         start = time.perf_counter()
@@ -674,65 +705,58 @@ def run_scenario(args: argparse.Namespace, settings: list[str], tmp: Path, n_ite
         print(f"{label(n_items)} items: setup migrate {migrate:.1f}s, import {timings['import']:.1f}s "
               f"({n_items / timings['import']:,.0f} items/s), publish {timings['publish']:.1f}s "
               f"({n_items / timings['publish']:,.0f} items/s), analyze {timings['analyze']:.1f}s", flush=True)
-        solo_tokens = make_worker_pool(url, args.solo_workers)
+        solo_tokens = make_worker_pool(url, args.solo_workers * args.rounds)
         db_name = make_url(url).database or ""
+        rounds: list[Round] = []
+        results: list[ClientResult] = []
         with serving("wsgi:app", ROOT, env, settings, tmp / f"gunicorn_{label(n_items)}.log") as server:
             start = time.perf_counter()
-            tokens = sign_up(server.port, args.workers)
+            tokens: list[str | None] = list(sign_up(server.port, args.workers))
             print(f"  {len(tokens)} workers signed up over HTTP in {time.perf_counter() - start:.1f}s", flush=True)
-            clients = [Client(server.port, token) for token in tokens]
-            try:
-                load = drive(worker_loop, clients, args.warmup, args.duration, server, db_name)
-            finally:
-                for c in clients:
-                    c.close()
-            # Each endpoint alone, as many clients: `next` for workers who hold nothing (every request is a
-            # claim), then `submit` of the leases it handed out.
-            token_pool, leases = Pool(solo_tokens), []
-            solo_loads = {}
-            clients = [Client(server.port) for _ in range(args.workers)]
-            try:
-                solo_loads["next"] = drive(functools.partial(solo_next_loop, token_pool, leases), clients,
-                                           args.warmup, args.solo_duration, server, db_name)
+            anonymous: list[str | None] = [None] * args.workers
+            for k in range(args.rounds):
+                print(f"  round {k + 1}:")
+                base = run_clients(baseline_loop, base_server.port, anonymous, args, base_server, base_db)
+                base_rps = base.merged("hit").rps(base.seconds)
+                print(base.merged("hit").line("baseline", base.seconds))
+                loop = run_clients(worker_loop, server.port, tokens, args, server, db_name)
+                print(f"    next -> submit loop: {loop.cycles / loop.seconds:.1f} cycles/s")
+                for e in ENDPOINTS:
+                    print(loop.merged(e).line(e, loop.seconds))
+                if any(r.exhausted for r in loop.results):
+                    print("    WARNING: workers ran out of work (404); lower --duration or --rounds")
+                # Each endpoint alone, as many clients: `next` for workers who hold nothing (every request is a
+                # claim), then `submit` of the leases it handed out.
+                token_pool = Pool(solo_tokens[k * args.solo_workers:(k + 1) * args.solo_workers])
+                leases: list = []
+                nxt = run_clients(functools.partial(solo_next_loop, token_pool, leases), server.port, anonymous,
+                                  args, server, db_name)
                 lease_pool = Pool(leases)
-                solo_loads["submit"] = drive(functools.partial(solo_submit_loop, lease_pool), clients,
-                                             args.warmup, args.solo_duration, server, db_name)
-            finally:
-                for c in clients:
-                    c.close()
-        stats = {e: load.merged(e) for e in ENDPOINTS}
-        cycles = load.cycles / load.seconds
-        print(f"  next -> submit loop, {args.workers} workers, {args.duration:g}s: {cycles:.1f} cycles/s")
-        for e in ENDPOINTS:
-            print(stats[e].line(e, load.seconds))
-        print(cpu_line(load))
-        print(f"  responses: {load.statuses()}")
-        exhausted = sum(r.exhausted for r in load.results)
-        if exhausted:
-            print(f"  WARNING: {exhausted} workers ran out of work (404); lower --duration or raise --sizes")
-        print(f"  each endpoint alone, {args.workers} clients, up to {args.solo_duration:g}s:")
-        solo = {"next": _solo("next", solo_loads["next"], token_pool),
-                "submit": _solo("submit", solo_loads["submit"], lease_pool)}
-        for name, solo_load in solo_loads.items():
-            print(cpu_line(solo_load).replace("  cpu", f"  cpu, {name} alone"))
-        results = load.results + solo_loads["submit"].results
+                sub = run_clients(functools.partial(solo_submit_loop, lease_pool), server.port, anonymous,
+                                  args, server, db_name)
+                solo = {"next": _solo("next", nxt, token_pool), "submit": _solo("submit", sub, lease_pool)}
+                for what, load in (("baseline", base), ("loop", loop), ("next alone", nxt), ("submit alone", sub)):
+                    print(cpu_line(load, what))
+                rounds.append(Round(base_rps, loop.cycles / loop.seconds, {e: loop.merged(e) for e in ENDPOINTS},
+                                    solo))
+                results += loop.results + sub.results
+                sys.stdout.flush()
         acked = [a for r in results for a in r.acked]
         violations, lines = check_invariants(url, acked, sum(r.unsure for r in results))
         for line in lines:
             print(line, flush=True)
-        return Scenario(n_items, cycles, stats, load.seconds, solo, violations)
+        return Scenario(n_items, rounds, violations)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=32, help="concurrent simulated workers (and baseline clients)")
-    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each run")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per size; the figures are their medians")
     parser.add_argument("--sizes", default="10000,1000000", help="comma-separated project sizes (items)")
-    parser.add_argument("--solo-duration", type=float, default=10.0,
-                        help="measured seconds of each endpoint alone (ends early if its work runs out)")
-    parser.add_argument("--solo-workers", type=int, default=15000,
-                        help="fresh workers for the `next`-alone run (one claim each)")
+    parser.add_argument("--solo-workers", type=int, default=12000,
+                        help="fresh workers per round for the `next`-alone run (one claim each)")
     parser.add_argument("--procs", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn gthread threads per process")
     parser.add_argument("--gunicorn", default="", help="replace the gunicorn settings (e.g. '-w 5 -k sync')")
@@ -742,8 +766,8 @@ def main() -> int:
                         help="PostgreSQL server to create the scratch databases on")
     args = parser.parse_args()
     sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()})
-    if not sizes or min(sizes) <= 0 or args.workers <= 0 or args.duration <= 0:
-        parser.error("sizes, workers and duration must be positive")
+    if not sizes or min(sizes) <= 0 or args.workers <= 0 or args.duration <= 0 or args.rounds <= 0:
+        parser.error("sizes, workers, duration and rounds must be positive")
     args.pg_url = normalize_database_url(args.pg_url)
     # The same gunicorn settings for the baseline and the app.
     settings = ["-w", str(args.procs), "-k", "gthread", "--threads", str(args.threads), "--keep-alive", "30",
@@ -752,42 +776,39 @@ def main() -> int:
         settings = [*args.gunicorn.split(), "--log-level", "warning"]
 
     t0 = time.perf_counter()
-    print(f"gunicorn {' '.join(settings)}; {args.workers} clients; {args.warmup:g}s warm-up, "
-          f"{args.duration:g}s measured; started {dt.datetime.now().isoformat(timespec='seconds')}", flush=True)
+    print(f"gunicorn {' '.join(settings)}; {args.workers} clients; {args.rounds} rounds of {args.warmup:g}s warm-up "
+          f"+ {args.duration:g}s per run; started {dt.datetime.now().isoformat(timespec='seconds')}", flush=True)
     scenarios: list[Scenario] = []
     with tempfile.TemporaryDirectory(prefix="cm_bench_next_") as tmp_name:
         tmp = Path(tmp_name)
-        baseline = run_baseline(args, settings, tmp)
-        base_rps = baseline.rps(args.duration)
-        for n in sizes:
-            scenarios.append(run_scenario(args, settings, tmp, n))
+        with baseline_server(args, settings, tmp) as baseline:
+            for n in sizes:
+                scenarios.append(run_scenario(args, settings, tmp, n, baseline))
 
     print()
-    print("next -> submit loop (requests/s of each endpoint; latencies in ms):")
-    print(f"{'items':>9}{'cycles/s':>10}{'next/s':>9}{'p50':>7}{'p95':>7}{'p99':>7}{'submit/s':>10}{'p50':>7}"
-          f"{'p95':>7}{'p99':>7}{'next%':>7}{'submit%':>9}")
+    print("medians over rounds; requests/s, latencies in ms; % = requests/s over the baseline's in the same round")
+    print(f"{'items':>9}{'baseline':>10}{'cycles/s':>10}{'loop p95':>10}{'next/s':>9}{'p95':>7}{'next%':>7}"
+          f"{'submit/s':>10}{'p95':>7}{'submit%':>9}{'loop%':>7}")
     for s in scenarios:
-        nx, sb = s.stats["next"], s.stats["submit"]
-        print(f"{label(s.items):>9}{s.cycles_per_s:>10.1f}{nx.rps(s.seconds):>9.1f}{nx.pct(50):>7.1f}"
-              f"{nx.pct(95):>7.1f}{nx.pct(99):>7.1f}{sb.rps(s.seconds):>10.1f}{sb.pct(50):>7.1f}{sb.pct(95):>7.1f}"
-              f"{sb.pct(99):>7.1f}{nx.rps(s.seconds) / base_rps:>7.0%}{sb.rps(s.seconds) / base_rps:>9.0%}")
-    print("each endpoint alone (requests/s; latencies in ms):")
-    print(f"{'items':>9}{'next/s':>9}{'p50':>7}{'p95':>7}{'p99':>7}{'submit/s':>10}{'p50':>7}{'p95':>7}{'p99':>7}"
-          f"{'next%':>7}{'submit%':>9}")
-    for s in scenarios:
-        (nx, nx_s), (sb, sb_s) = s.solo["next"], s.solo["submit"]
-        print(f"{label(s.items):>9}{nx.rps(nx_s):>9.1f}{nx.pct(50):>7.1f}{nx.pct(95):>7.1f}{nx.pct(99):>7.1f}"
-              f"{sb.rps(sb_s):>10.1f}{sb.pct(50):>7.1f}{sb.pct(95):>7.1f}{sb.pct(99):>7.1f}"
-              f"{nx.rps(nx_s) / base_rps:>7.0%}{sb.rps(sb_s) / base_rps:>9.0%}")
-    print(f"baseline {base_rps:.1f} req/s, p50 {baseline.pct(50):.1f} p95 {baseline.pct(95):.1f} "
-          f"p99 {baseline.pct(99):.1f} ms")
+        m = s.median
+        print(f"{label(s.items):>9}{m(lambda r: r.baseline):>10.0f}{m(lambda r: r.cycles):>10.1f}"
+              f"{m(lambda r: max(r.loop[e].pct(95) for e in ENDPOINTS)):>10.1f}"
+              f"{m(lambda r: r.rps('next')):>9.1f}{m(lambda r: r.solo['next'][0].pct(95)):>7.1f}"
+              f"{m(lambda r: r.ratio('next')):>7.0%}{m(lambda r: r.rps('submit')):>10.1f}"
+              f"{m(lambda r: r.solo['submit'][0].pct(95)):>7.1f}{m(lambda r: r.ratio('submit')):>9.0%}"
+              f"{m(lambda r: r.cycles / r.baseline):>7.0%}")
     # The ratios: each endpoint's requests/s when it is all the server does, over the baseline's (worst size).
-    next_ratio = min(s.solo["next"][0].rps(s.solo["next"][1]) / base_rps for s in scenarios)
-    submit_ratio = min(s.solo["submit"][0].rps(s.solo["submit"][1]) / base_rps for s in scenarios)
-    # p95: the worst of either endpoint, 32 workers in the loop or alone, at any size.
-    p95 = max([s.stats[e].pct(95) for s in scenarios for e in ENDPOINTS]
-              + [s.solo[e][0].pct(95) for s in scenarios for e in ENDPOINTS])
-    scale = scenarios[-1].cycles_per_s / scenarios[0].cycles_per_s if len(scenarios) > 1 else float("nan")
+    next_ratio = min(s.median(lambda r: r.ratio("next")) for s in scenarios)
+    submit_ratio = min(s.median(lambda r: r.ratio("submit")) for s in scenarios)
+    p95 = max(s.median(Round.p95) for s in scenarios)
+    # Scale: loop cycles/s at the largest size over the smallest, each over its rounds' baselines (the machine's
+    # drift between the two sizes' runs would otherwise count as growth or shrinkage).
+    scale = float("nan")
+    if len(scenarios) > 1:
+        first, last = scenarios[0], scenarios[-1]
+        scale = last.median(lambda r: r.cycles / r.baseline) / first.median(lambda r: r.cycles / r.baseline)
+        raw = last.median(lambda r: r.cycles) / first.median(lambda r: r.cycles)
+        print(f"scale: {scale:.2f} against each round's baseline, {raw:.2f} in raw cycles/s")
     violations = sum(s.violations for s in scenarios)
     checks = [(f"next >= {TARGET_RATIO:.0%} of baseline", next_ratio >= TARGET_RATIO),
               (f"submit >= {TARGET_RATIO:.0%} of baseline", submit_ratio >= TARGET_RATIO),

@@ -100,11 +100,12 @@ _ITEMS = select(Item.id, Item.data).where(Item.hit_id == bindparam("hit_id")).or
 
 
 def _items(session: Session, hit_id: int) -> list[dict[str, Any]]:
-    return [{"id": i, "data": d} for i, d in session.execute(_ITEMS, {"hit_id": hit_id})]
+    return [{"id": i, "data": d} for i, d in session.connection().execute(_ITEMS, {"hit_id": hit_id})]
 
 
 # The hot statements are built once, with bound parameters: building SQLAlchemy expressions per request costs
-# more than running them. Parameters: worker_id, now, project_id, batch_id.
+# more than running them. They are Core statements, run on the session's connection (the ORM layer of
+# Session.execute would add a third to each). Parameters: worker_id, now, project_id, batch_id.
 _W, _NOW = bindparam("worker_id"), bindparam("now")
 _ASSIGNMENT, _SLOT = Assignment.__table__, HitSlot.__table__  # Core tables: no ORM bookkeeping on hot writes
 
@@ -157,7 +158,7 @@ def next_assignment(session: Session, *, worker: Account, now: dt.datetime, proj
     """Lease the next HIT to the worker. One task at a time: a worker with a live lease gets that one again."""
     params = {"worker_id": worker.id, "now": now, "project_id": project_id}
     for _ in range(_CLAIM_TRIES):
-        held_id, held_project, has_lapsed, blocked, batch_ids, project_found = session.execute(
+        held_id, held_project, has_lapsed, blocked, batch_ids, project_found = session.connection().execute(
             _checks(_postgres(session), project_id is not None), params).one()
         if not project_found:
             session.rollback()
@@ -272,7 +273,7 @@ def _claim(session: Session, params: dict[str, Any], batch_ids: list[int]) -> Ta
     for batch_id in order:
         p = {**params, "batch_id": batch_id}
         if _postgres(session):
-            row = session.execute(_CLAIM_PG, p).first()
+            row = session.connection().execute(_CLAIM_PG, p).first()
             if row is not None:
                 session.commit()
                 return Task(row.id, worker_id, row.hit_id, row.project_id, AssignmentStatus.LEASED, now,
@@ -370,7 +371,7 @@ SELECT count(*) FROM done
 
 def _read(session: Session, worker_id: int, assignment_id: int, *, lock: bool) -> tuple[Any, list[int]]:
     """The assignment row (locked on request) with its project's label schema and its HIT's item ids."""
-    rows = session.execute(_LOCKED if lock else _READ, {"b_assignment_id": assignment_id}).all()
+    rows = session.connection().execute(_LOCKED if lock else _READ, {"b_assignment_id": assignment_id}).all()
     if not rows or rows[0].worker_id != worker_id:
         session.rollback()
         raise NotFound(f"Assignment {assignment_id} not found.")
@@ -436,7 +437,7 @@ def submit(session: Session, *, worker: Account, assignment_id: int, answers: li
             raise _gone(session, assignment_id, row.expires_at, gone)
         duration = _ms(now - row.leased_at)
         if postgres:
-            written = session.execute(_SUBMIT_PG, {
+            written = session.connection().execute(_SUBMIT_PG, {
                 "assignment_id": assignment_id, "now": now, "duration_ms": duration, "worker_id": worker.id,
                 "project_id": row.project_id, "guideline_version": row.guideline_version,
                 "client_meta": None if client_meta is None else json.dumps(client_meta),
