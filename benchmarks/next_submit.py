@@ -6,7 +6,9 @@ Run: .venv/bin/python benchmarks/next_submit.py [--workers 32] [--rounds 3] [--s
 A bare baseline, a minimal Flask app whose one endpoint does a single INSERT + COMMIT, is served by the same
 gunicorn command for the whole run. Per project size: a fresh migrated database with a requester, a project
 (single_choice pos/neg, 5 assignments per item, 1 item per HIT), the items imported and published through the
-service layer, and the app under gunicorn. Then rounds of four runs back to back, each a warm-up and a measured
+service layer, the app under gunicorn, and one unmeasured loop run followed by VACUUM ANALYZE (the state of a
+live database: planned against a fresh setup's empty tables, the cached plans would scan them, and the bulk
+load's vacuum would run during the measurements). Then rounds of four runs back to back, each a warm-up and a measured
 window with N client threads (one keep-alive connection each):
 
 1. the baseline;
@@ -344,8 +346,9 @@ def _proc_cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def _postgres_backends(database: str) -> list[int]:
-    """Server processes of one database (their title names it), so other databases' load is not counted."""
+def _postgres_backends(database: str, *, autovacuum: bool = False) -> list[int]:
+    """Server processes of one database (their title names it), so other databases' load is not counted: its
+    connections, or its autovacuum workers."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -353,7 +356,8 @@ def _postgres_backends(database: str) -> list[int]:
                 title = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if title.startswith("postgres: ") and f" {database} " in title:
+            if (title.startswith("postgres: ") and f" {database}" in title
+                    and title.startswith("postgres: autovacuum") == autovacuum):
                 pids.append(int(entry.name))
     return pids
 
@@ -375,7 +379,8 @@ def drive(loop: Callable[[Client, Window, ClientResult], None], clients: list[Cl
     for t in threads:
         t.start()
     time.sleep(max(0.0, window.start - time.perf_counter()))
-    groups = {"gunicorn": server.worker_pids(), "postgres": _postgres_backends(database)}
+    groups = {"gunicorn": server.worker_pids(), "postgres": _postgres_backends(database),
+              "autovacuum": _postgres_backends(database, autovacuum=True)}
     before = {k: _proc_cpu_seconds(v) for k, v in groups.items()}
     before["client"], before["machine"] = time.process_time(), _machine_busy_seconds()
     t_start = time.perf_counter()
@@ -714,6 +719,13 @@ def run_scenario(args: argparse.Namespace, settings: list[str], tmp: Path, n_ite
             tokens: list[str | None] = list(sign_up(server.port, args.workers))
             print(f"  {len(tokens)} workers signed up over HTTP in {time.perf_counter() - start:.1f}s", flush=True)
             anonymous: list[str | None] = [None] * args.workers
+            # Prime, then VACUUM ANALYZE, as autovacuum soon would on a live database: planned against the empty
+            # tables of a fresh setup, the cached plans scan them, and every statement slows as the tables fill;
+            # and the bulk load's vacuum would otherwise run during the measurements.
+            results += run_clients(worker_loop, server.port, tokens, args, server, db_name).results
+            start = time.perf_counter()
+            sql(url, "VACUUM ANALYZE", autocommit=True)
+            print(f"  primed, then VACUUM ANALYZE in {time.perf_counter() - start:.1f}s", flush=True)
             for k in range(args.rounds):
                 print(f"  round {k + 1}:")
                 base = run_clients(baseline_loop, base_server.port, anonymous, args, base_server, base_db)

@@ -121,7 +121,12 @@ class Batch(Base):
     """A publication of items as HITs. Pay and redundancy are copied from the project when it is published."""
 
     __tablename__ = "batch"
-    __table_args__ = (UniqueConstraint("project_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "idempotency_key"),
+        # Every request for work lists the open batches; closed ones pile up and are never read by it.
+        Index("ix_batch_open", "expires_at", postgresql_where=text("status = 'open'"),
+              sqlite_where=text("status = 'open'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)

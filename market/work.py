@@ -107,6 +107,10 @@ def _items(session: Session, hit_id: int) -> list[dict[str, Any]]:
 # more than running them. They are Core statements, run on the session's connection (the ORM layer of
 # Session.execute would add a third to each). Parameters: worker_id, now, project_id, batch_id.
 _W, _NOW = bindparam("worker_id"), bindparam("now")
+# States as SQL literals, never parameters: the planner can then match them to the partial indexes (a worker's
+# one leased assignment, open batches, free slots) whatever the table statistics say; with parameters, a plan
+# cached while the tables were small goes on scanning them as they grow.
+_LEASED = literal_column(f"assignment.status = '{AssignmentStatus.LEASED.value}'")
 _ASSIGNMENT, _SLOT = Assignment.__table__, HitSlot.__table__  # Core tables: no ORM bookkeeping on hot writes
 
 
@@ -126,10 +130,10 @@ def _checks(postgres: bool, one_project: bool) -> Select:
     blocked (from all work, or from the one project asked for), the open batches they may work on, and whether
     that project exists."""
     project = bindparam("project_id") if one_project else None
-    live = (_ASSIGNMENT.c.worker_id == _W) & (_ASSIGNMENT.c.status == AssignmentStatus.LEASED)
+    live = (_ASSIGNMENT.c.worker_id == _W) & _LEASED
     held = select(_ASSIGNMENT.c.id, _ASSIGNMENT.c.project_id).where(live, _ASSIGNMENT.c.expires_at > _NOW).limit(1)
-    batches = select(Batch.id).where(Batch.status == BatchStatus.OPEN, Batch.expires_at > _NOW,
-                                     ~_block_filter(Batch.project_id))
+    batches = select(Batch.id).where(literal_column(f"batch.status = '{BatchStatus.OPEN.value}'"),
+                                     Batch.expires_at > _NOW, ~_block_filter(Batch.project_id))
     if one_project:
         batches = batches.where(Batch.project_id == project)
     sub = batches.subquery()
@@ -150,8 +154,7 @@ def _parse_ids(value: Any) -> list[int]:
 
 
 _EXPIRE_OWN_LAPSED = _ASSIGNMENT.update().where(
-    _ASSIGNMENT.c.worker_id == _W, _ASSIGNMENT.c.status == AssignmentStatus.LEASED,
-    _ASSIGNMENT.c.expires_at <= _NOW).values(status=AssignmentStatus.EXPIRED)
+    _ASSIGNMENT.c.worker_id == _W, _LEASED, _ASSIGNMENT.c.expires_at <= _NOW).values(status=AssignmentStatus.EXPIRED)
 
 
 def next_assignment(session: Session, *, worker: Account, now: dt.datetime, project_id: int | None = None) -> Task:
@@ -193,10 +196,10 @@ def _pick(lapsed: bool) -> Select:
     """A batch's best claimable slot straight off an index, whatever the batch size or the number of live leases:
     a lapsed one (oldest first) or a free one (priority, then fewest answers, then age). The state tests are SQL
     literals so that the planner can match them to the partial indexes."""
-    mine = exists().where(Assignment.hit_id == HitSlot.hit_id, Assignment.worker_id == _W,
-                          Assignment.status.in_(ACTIVE))
+    mine = (select(literal_column("1")).where(Assignment.hit_id == HitSlot.hit_id, Assignment.worker_id == _W,
+                                              Assignment.status.in_(ACTIVE)).limit(1).scalar_subquery())
     stmt = select(HitSlot.id, HitSlot.hit_id, HitSlot.neg_priority, HitSlot.slot_no).where(
-        HitSlot.batch_id == bindparam("batch_id"), ~mine)
+        HitSlot.batch_id == bindparam("batch_id"), mine.is_(None))  # a probe per slot, as in _MINE_SQL
     if lapsed:
         return (stmt.where(literal_column("hit_slot.state = 'leased'"), HitSlot.lease_expires_at <= _NOW)
                 .order_by(HitSlot.lease_expires_at).limit(1))
@@ -215,8 +218,11 @@ _NEW_LEASE = _ASSIGNMENT.insert().returning(_ASSIGNMENT.c.id)
 _TAKE_SLOT = _SLOT.update().where(_SLOT.c.id == bindparam("slot_id")).values(
     state=SlotState.LEASED, assignment_id=bindparam("b_assignment_id"), lease_expires_at=bindparam("b_expires_at"))
 
-_MINE_SQL = f"""NOT EXISTS (SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.worker_id = :worker_id
-                             AND a.status IN ({", ".join(f"'{st.value}'" for st in ACTIVE)}))"""
+# "Not a HIT the worker holds or did", as a scalar subquery with LIMIT: the planner runs it as a probe of
+# (hit_id, worker_id) per candidate slot. Written as NOT EXISTS it becomes an anti-join that reads all of the
+# worker's assignments first, a cost that grows with every task they do.
+_MINE_SQL = f"""(SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.worker_id = :worker_id
+                  AND a.status IN ({", ".join(f"'{st.value}'" for st in ACTIVE)}) LIMIT 1) IS NULL"""
 # PostgreSQL: the claim in one statement. Pick and lock a slot (a lapsed one first; the free pick is not even
 # run when there is one), insert the lease, point the slot at it, and return what the worker sees, items
 # included. The batch is checked again here: it may have been paused since the worker's checks were read.
@@ -331,7 +337,7 @@ class Submitted:
 
 
 _A = bindparam("b_assignment_id")
-_READ = (select(Assignment.id, Assignment.worker_id, Assignment.status, Assignment.leased_at,
+_READ = (select(Assignment.id, Assignment.worker_id, Assignment.hit_id, Assignment.status, Assignment.leased_at,
                 Assignment.expires_at, Assignment.project_id, Assignment.guideline_version, Assignment.submitted_at,
                 Assignment.duration_ms, Project.label_schema, Item.id.label("item_id"))
          .join(Project, Project.id == Assignment.project_id).join(Item, Item.hit_id == Assignment.hit_id)
@@ -353,7 +359,7 @@ WITH mine AS (
     SELECT id FROM assignment WHERE id = :assignment_id AND status = 'leased' FOR UPDATE
 ), slot AS (
     UPDATE hit_slot SET state = 'done', lease_expires_at = NULL
-    WHERE assignment_id = (SELECT id FROM mine) AND state = 'leased' RETURNING assignment_id
+    WHERE hit_id = :hit_id AND assignment_id = (SELECT id FROM mine) AND state = 'leased' RETURNING assignment_id
 ), done AS (
     UPDATE assignment SET status = 'submitted', submitted_at = :now, duration_ms = :duration_ms,
                           client_meta = CAST(:client_meta AS jsonb)
@@ -438,7 +444,8 @@ def submit(session: Session, *, worker: Account, assignment_id: int, answers: li
         duration = _ms(now - row.leased_at)
         if postgres:
             written = session.connection().execute(_SUBMIT_PG, {
-                "assignment_id": assignment_id, "now": now, "duration_ms": duration, "worker_id": worker.id,
+                "assignment_id": assignment_id, "hit_id": row.hit_id, "now": now, "duration_ms": duration,
+                "worker_id": worker.id,
                 "project_id": row.project_id, "guideline_version": row.guideline_version,
                 "client_meta": None if client_meta is None else json.dumps(client_meta),
                 "answers": json.dumps([{"item_id": k, "value": v} for k, v in values.items()])}).scalar_one()

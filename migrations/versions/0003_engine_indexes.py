@@ -1,4 +1,4 @@
-"""engine indexes: free and leased slots apart, slot by assignment, one leased assignment per worker
+"""engine indexes: free and leased slots apart, slot by assignment, one leased assignment per worker, open batches
 
 Revision ID: 0003
 Revises: 0002
@@ -20,6 +20,7 @@ _LEASED = sa.text("status = 'leased'")
 _FREE_SLOT = sa.text("state = 'free'")
 _LEASED_SLOT = sa.text("state = 'leased'")
 _NOT_DONE = sa.text("state <> 'done'")
+_OPEN = sa.text("status = 'open'")
 
 
 def upgrade() -> None:
@@ -42,9 +43,14 @@ def upgrade() -> None:
     with op.batch_alter_table("assignment", schema=None) as batch_op:
         batch_op.create_index("uq_assignment_worker_leased", ["worker_id"], unique=True,
                               postgresql_where=_LEASED, sqlite_where=_LEASED)
+    with op.batch_alter_table("batch", schema=None) as batch_op:
+        batch_op.create_index("ix_batch_open", ["expires_at"], unique=False, postgresql_where=_OPEN,
+                              sqlite_where=_OPEN)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("batch", schema=None) as batch_op:
+        batch_op.drop_index("ix_batch_open", postgresql_where=_OPEN, sqlite_where=_OPEN)
     with op.batch_alter_table("assignment", schema=None) as batch_op:
         batch_op.drop_index("uq_assignment_worker_leased", postgresql_where=_LEASED, sqlite_where=_LEASED)
     with op.batch_alter_table("hit_slot", schema=None) as batch_op:
