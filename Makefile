@@ -34,6 +34,7 @@ test: install lint
 
 bench: install
 	$(BIN)/python benchmarks/import_items.py
+	$(BIN)/python benchmarks/next_submit.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

@@ -173,9 +173,11 @@ class HitSlot(Base):
         # many workers hold one.
         Index("ix_hit_slot_free", "batch_id", "neg_priority", "slot_no", "id",
               postgresql_where=text("state = 'free'"), sqlite_where=text("state = 'free'")),
-        # Leased slots by lease end: the lapsed ones are found without a scan.
+        # Leased slots by lease end: the lapsed ones are found without a scan. (The predicate is not the state, so
+        # that no lookup of one slot by its state is ever planned as a walk through every live lease.)
         Index("ix_hit_slot_lease_end", "batch_id", "lease_expires_at",
-              postgresql_where=text("state = 'leased'"), sqlite_where=text("state = 'leased'")),
+              postgresql_where=text("lease_expires_at IS NOT NULL"),
+              sqlite_where=text("lease_expires_at IS NOT NULL")),
         # Submit and return find (and lock) the slot of an assignment; without it each would scan every slot.
         Index("ix_hit_slot_assignment_id", "assignment_id", postgresql_where=text("assignment_id IS NOT NULL"),
               sqlite_where=text("assignment_id IS NOT NULL")),

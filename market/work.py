@@ -353,13 +353,16 @@ _MARK_SUBMITTED = _ASSIGNMENT.update().where(_ASSIGNMENT.c.id == _A).values(
 
 # PostgreSQL: the submit in one statement. The assignment is locked first (the lock order), then its slot is
 # finished only if the lease still owns it, and only then are the assignment and its answers written: all of it,
-# or (lease lapsed and its slot taken, or submitted meanwhile) none of it.
+# or (lease lapsed and its slot taken, or submitted meanwhile) none of it. The assignment is read by its key
+# alone (its status is tested after the lock): with the status in the lookup, the planner may walk the partial
+# index of every live lease instead.
 _SUBMIT_PG = text("""
-WITH mine AS (
-    SELECT id FROM assignment WHERE id = :assignment_id AND status = 'leased' FOR UPDATE
+WITH mine AS MATERIALIZED (
+    SELECT id, status FROM assignment WHERE id = :assignment_id FOR UPDATE
 ), slot AS (
     UPDATE hit_slot SET state = 'done', lease_expires_at = NULL
-    WHERE hit_id = :hit_id AND assignment_id = (SELECT id FROM mine) AND state = 'leased' RETURNING assignment_id
+    WHERE hit_id = :hit_id AND assignment_id = (SELECT id FROM mine WHERE status = 'leased') AND state = 'leased'
+    RETURNING assignment_id
 ), done AS (
     UPDATE assignment SET status = 'submitted', submitted_at = :now, duration_ms = :duration_ms,
                           client_meta = CAST(:client_meta AS jsonb)

@@ -18,7 +18,7 @@ depends_on: str | Sequence[str] | None = None
 _HAS_LEASE = sa.text("assignment_id IS NOT NULL")
 _LEASED = sa.text("status = 'leased'")
 _FREE_SLOT = sa.text("state = 'free'")
-_LEASED_SLOT = sa.text("state = 'leased'")
+_LEASED_SLOT = sa.text("lease_expires_at IS NOT NULL")
 _NOT_DONE = sa.text("state <> 'done'")
 _OPEN = sa.text("status = 'open'")
 
