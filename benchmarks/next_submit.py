@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from import_items import LABEL_SCHEMA, WORDS, cli_env, label, run_cli
+from import_items import DEFAULT_PG_URL, LABEL_SCHEMA, WORDS, cli_env, label, run_cli
 from sqlalchemy import create_engine, make_url, text
 
 from market.config import normalize_database_url
@@ -64,7 +64,7 @@ from workers.service import TOKEN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
 EMAIL = "bench-next@example.com"
 PASSWORD = "benchmark-password"
 ENDPOINTS = ("next", "submit")
