@@ -24,14 +24,6 @@ _OPEN = sa.text("status = 'open'")
 
 
 def upgrade() -> None:
-    # Before the one-lease-per-worker index: a worker's older leases end, and free their slots.
-    op.execute("""
-        UPDATE assignment SET status = 'expired'
-        WHERE status = 'leased' AND id NOT IN (SELECT max(id) FROM assignment WHERE status = 'leased'
-                                                GROUP BY worker_id)""")
-    op.execute("""
-        UPDATE hit_slot SET state = 'free', assignment_id = NULL, lease_expires_at = NULL
-        WHERE state = 'leased' AND assignment_id IN (SELECT id FROM assignment WHERE status = 'expired')""")
     with op.batch_alter_table("hit_slot", schema=None) as batch_op:
         batch_op.drop_index("ix_hit_slot_claim", postgresql_where=_NOT_DONE, sqlite_where=_NOT_DONE)
         batch_op.create_index("ix_hit_slot_free", ["batch_id", "neg_priority", "slot_no", "id"], unique=False,
