@@ -177,61 +177,50 @@ def _note(result: ClientResult, name: str, status: int) -> None:
     result.statuses[key] = result.statuses.get(key, 0) + 1
 
 
+def timed_post(client: Client, window: Window, result: ClientResult, name: str, path: str,
+               body: dict | None = None, token: str | None = None,
+               fine: tuple[int, ...] = (200,)) -> tuple[int, bytes, bool] | None:
+    """One request counted under `name`: its status, an error unless the status is `fine` (None on a transport
+    error), and its latency if it succeeded inside the window. Returns (status, body, measured)."""
+    t0 = time.perf_counter()
+    try:
+        status, response = client.post(path, body, token=token)
+    except (OSError, http.client.HTTPException):
+        result.stats[name].errors += 1
+        return None
+    t1 = time.perf_counter()
+    _note(result, name, status)
+    if status not in fine:
+        result.stats[name].errors += 1
+    measured = status == 200 and window.has(t0, t1)
+    if measured:
+        result.stats[name].latencies_ms.append((t1 - t0) * 1000)
+    return status, response, measured
+
+
 def worker_loop(client: Client, window: Window, result: ClientResult) -> None:
     """next -> submit until the window ends; a 404 from next (no task available) ends this worker."""
-    clock = time.perf_counter
-    while clock() < window.end:
-        t0 = clock()
-        try:
-            status, body = client.post("/api/v1/work/next")
-        except (OSError, http.client.HTTPException):
-            result.stats["next"].errors += 1
+    while time.perf_counter() < window.end:
+        got = timed_post(client, window, result, "next", "/api/v1/work/next", fine=(200, 404))
+        if got is None or got[0] not in (200, 404):
             continue
-        t1 = clock()
-        _note(result, "next", status)
-        if status == 404:
+        if got[0] == 404:
             result.exhausted = True
             return
-        if status != 200:
-            result.stats["next"].errors += 1
-            continue
-        if window.has(t0, t1):
-            result.stats["next"].latencies_ms.append((t1 - t0) * 1000)
-        task = json.loads(body)
+        task = json.loads(got[1])
         answers = [{"item_id": item["id"], "answer": "pos"} for item in task["items"]]
-        t2 = clock()
-        try:
-            status, body = client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", {"answers": answers})
-        except (OSError, http.client.HTTPException):
-            result.stats["submit"].errors += 1
+        done = timed_post(client, window, result, "submit", f"/api/v1/assignments/{task['assignment_id']}/submit",
+                          {"answers": answers})
+        if done is None:
             result.unsure += 1
-            continue
-        t3 = clock()
-        _note(result, "submit", status)
-        if status != 200:
-            result.stats["submit"].errors += 1
-            continue
-        result.acked.append(task["assignment_id"])
-        if window.has(t2, t3):
-            result.stats["submit"].latencies_ms.append((t3 - t2) * 1000)
-            result.cycles += 1
+        elif done[0] == 200:
+            result.acked.append(task["assignment_id"])
+            result.cycles += 1 if done[2] else 0
 
 
 def baseline_loop(client: Client, window: Window, result: ClientResult) -> None:
-    clock = time.perf_counter
-    while clock() < window.end:
-        t0 = clock()
-        try:
-            status, _ = client.post("/hit")
-        except (OSError, http.client.HTTPException):
-            result.stats["hit"].errors += 1
-            continue
-        t1 = clock()
-        _note(result, "hit", status)
-        if status != 200:
-            result.stats["hit"].errors += 1
-        elif window.has(t0, t1):
-            result.stats["hit"].latencies_ms.append((t1 - t0) * 1000)
+    while time.perf_counter() < window.end:
+        timed_post(client, window, result, "hit", "/hit")
 
 
 class Pool:
@@ -253,53 +242,33 @@ class Pool:
 
 def solo_next_loop(tokens: Pool, leases: list, client: Client, window: Window, result: ClientResult) -> None:
     """Only `next`: every request comes from a worker who holds nothing yet, so each one claims a slot."""
-    clock = time.perf_counter
-    while clock() < window.end:
+    while time.perf_counter() < window.end:
         token = tokens.take()
         if token is None:
             return
-        t0 = clock()
-        try:
-            status, body = client.post("/api/v1/work/next", token=token)
-        except (OSError, http.client.HTTPException):
-            result.stats["next"].errors += 1
+        got = timed_post(client, window, result, "next", "/api/v1/work/next", token=token)
+        if got is None:
             continue
-        t1 = clock()
-        _note(result, "next", status)
-        if status != 200:
-            result.stats["next"].errors += 1
-            result.exhausted |= status == 404
+        if got[0] != 200:
+            result.exhausted |= got[0] == 404
             continue
-        task = json.loads(body)
+        task = json.loads(got[1])
         leases.append((token, task["assignment_id"], [item["id"] for item in task["items"]]))
-        if window.has(t0, t1):
-            result.stats["next"].latencies_ms.append((t1 - t0) * 1000)
 
 
 def solo_submit_loop(leases: Pool, client: Client, window: Window, result: ClientResult) -> None:
     """Only `submit`: the leases the solo `next` run handed out, each submitted once."""
-    clock = time.perf_counter
-    while clock() < window.end:
+    while time.perf_counter() < window.end:
         lease = leases.take()
         if lease is None:
             return
         token, assignment_id, item_ids = lease
-        t0 = clock()
-        try:
-            status, _ = client.post(f"/api/v1/assignments/{assignment_id}/submit",
-                                    {"answers": [{"item_id": i, "answer": "pos"} for i in item_ids]}, token=token)
-        except (OSError, http.client.HTTPException):
-            result.stats["submit"].errors += 1
+        done = timed_post(client, window, result, "submit", f"/api/v1/assignments/{assignment_id}/submit",
+                          {"answers": [{"item_id": i, "answer": "pos"} for i in item_ids]}, token=token)
+        if done is None:
             result.unsure += 1
-            continue
-        t1 = clock()
-        _note(result, "submit", status)
-        if status != 200:
-            result.stats["submit"].errors += 1
-            continue
-        result.acked.append(assignment_id)
-        if window.has(t0, t1):
-            result.stats["submit"].latencies_ms.append((t1 - t0) * 1000)
+        elif done[0] == 200:
+            result.acked.append(assignment_id)
 
 
 @dataclass
