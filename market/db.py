@@ -93,12 +93,9 @@ class Database:
             # Tests: every session joins the test's outer transaction; commits become savepoints.
             kwargs["join_transaction_mode"] = "create_savepoint"
         self.sessionmaker = sessionmaker(bind=bind or engine, **kwargs)
+        # The autocommit pool: PostgreSQL only, and never for a database bound to a test's outer transaction.
+        self._autocommit_wanted = bind is None and engine.dialect.name == "postgresql"
         self._autocommit: sessionmaker[Session] | None = None
-        if bind is None and engine.dialect.name == "postgresql":
-            self._autocommit_engine = lambda: make_engine(engine.url.render_as_string(hide_password=False),
-                                                          pool_size=engine.pool.size(), autocommit=True)
-        else:
-            self._autocommit_engine = None
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -111,10 +108,12 @@ class Database:
         """A session whose statements each run in a transaction of their own, without BEGIN and COMMIT round
         trips: for request handlers whose every write is one atomic statement. PostgreSQL only (its own pool);
         elsewhere, and for a database bound to a test's outer transaction, an ordinary session."""
-        if self._autocommit_engine is None:
+        if not self._autocommit_wanted:
             return self.session()
         if self._autocommit is None:
-            self._autocommit = sessionmaker(bind=self._autocommit_engine(), expire_on_commit=False)
+            engine = make_engine(self.engine.url.render_as_string(hide_password=False),
+                                 pool_size=self.engine.pool.size(), autocommit=True)
+            self._autocommit = sessionmaker(bind=engine, expire_on_commit=False)
         return self._autocommit()
 
     def dispose(self) -> None:
@@ -130,4 +129,3 @@ class Database:
             yield session
         finally:
             session.close()
-

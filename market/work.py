@@ -119,8 +119,7 @@ def _postgres(session: Session) -> bool:
 
 
 def _block_filter(project: Any) -> Any:
-    return exists().where(WorkerBlock.account_id == _W, WorkerBlock.lifted_at.is_(None),
-                          or_(WorkerBlock.expires_at.is_(None), WorkerBlock.expires_at > _NOW),
+    return exists().where(WorkerBlock.account_id == _W, WorkerBlock.in_force(_NOW),
                           or_(WorkerBlock.project_id.is_(None), WorkerBlock.project_id == project))
 
 

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ColumnElement,
+    Enum,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    or_,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from market.db import Base, UTCDateTime, utcnow
@@ -82,3 +95,8 @@ class WorkerBlock(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     lifted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    @classmethod
+    def in_force(cls, now: Any) -> ColumnElement[bool]:
+        """SQL: the block is in force at `now` (a value or a bound parameter): not lifted, not past its expiry."""
+        return and_(cls.lifted_at.is_(None), or_(cls.expires_at.is_(None), cls.expires_at > now))

@@ -7,13 +7,13 @@ import hashlib
 import re
 import secrets
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from market.problems import Conflict, InvalidInput, NotFound, Unauthorized
-from workers.models import Account, ApiToken, ExternalIdentity, Role, WorkerBlock
+from workers.models import Account, ApiToken, ExternalIdentity, Role
 
 TOKEN_PREFIX = "cm_"
 # Refresh last_used_at at most this often, so authentication is not a write on every request.
@@ -161,10 +161,3 @@ def worker_for_identity(session: Session, *, platform: str, external_id: str, no
     account = create_account(session, role=Role.WORKER, username=f"{platform}-{external_id}"[:64], now=now)
     link_identity(session, account_id=account.id, platform=platform, external_id=external_id, now=now)
     return account
-
-
-def active_blocks(session: Session, *, account_id: int, now: dt.datetime) -> list[WorkerBlock]:
-    """Blocks in force: not lifted and not past their expiry."""
-    stmt = select(WorkerBlock).where(WorkerBlock.account_id == account_id, WorkerBlock.lifted_at.is_(None),
-                                     or_(WorkerBlock.expires_at.is_(None), WorkerBlock.expires_at > now))
-    return list(session.scalars(stmt))
