@@ -7,6 +7,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import g, request
+from sqlalchemy.exc import DBAPIError
 
 from market.problems import Forbidden, Unauthorized
 from workers.models import Account, Role
@@ -35,6 +36,21 @@ def requires(*roles: Role, autocommit: bool = False) -> Callable[[F], F]:
     def decorator(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not autocommit:
+                return guarded(*args, **kwargs)
+            try:
+                return guarded(*args, **kwargs)
+            except DBAPIError as exc:
+                # The autocommit pool does not ping at checkout: a connection that died idle (a database
+                # restart) shows here, and the pool has dropped every connection as old as it. Once more on a
+                # fresh one; safe because these views are idempotent (a claim hands back the live lease, a
+                # submit replays).
+                if not exc.connection_invalidated:
+                    raise
+                g.pop("db_session").close()
+                return guarded(*args, **kwargs)
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
             from market.app import clock, db_session
 
             token = _bearer_token()

@@ -79,8 +79,19 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, autocommit
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **options)
+    options: dict[str, Any] = {}
+    if autocommit:
+        # The hot paths' few statements, each planned once per connection: prepared at first use, and always
+        # run on their generic plan. PostgreSQL would otherwise replan them at every execution (a claim spends
+        # as long in the planner as in the executor): their generic plans look costlier to it than they are,
+        # because a limit-one scan of an index range bounded by an unknown timestamp is costed as a long walk.
+        # For the same reason JIT is off: those estimates would cross its threshold and compile every plan.
+        # No ping at checkout either (a round trip per request): the views on this pool run again once on a
+        # fresh connection when theirs turns out dead (`market.auth.requires`), which their idempotence allows.
+        options = {"isolation_level": "AUTOCOMMIT", "connect_args": {
+            "prepare_threshold": 0, "options": "-c plan_cache_mode=force_generic_plan -c jit=off"}}
+    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=not autocommit,
+                         **options)
 
 
 class Database:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
 from market import service, work
 from market.app import create_app
@@ -34,7 +34,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Gone
-from tests.conftest import REDIS_URL
+from tests.conftest import DATABASE_URL, REDIS_URL
 from tests.factories import SENTIMENT, items, project
 from workers.models import Account, ApiToken, Role
 from workers.service import create_account, issue_token
@@ -414,3 +414,36 @@ def test_one_worker_racing_itself_gets_one_lease(db, market):
     assert len(live) <= 1, f"one worker holds {len(live)} live leases at once: {live}"
     assert len(set(got)) == 1, f"simultaneous requests were handed different HITs: {sorted(set(got))}"
     assert leased_slots == len(live)
+
+
+# ---- a dead connection in the autocommit pool -------------------------------------------------------------
+
+@pytest.mark.skipif(not (DATABASE_URL or "").startswith("postgres"),
+                    reason="PostgreSQL only: the autocommit pool (which does not ping) exists only there")
+def test_hot_endpoints_run_again_on_a_fresh_connection_when_theirs_died(db, market):
+    """The autocommit pool skips the ping at checkout; when the database has dropped its connections (a restart),
+    `next` and `submit` run once more on a fresh one instead of failing."""
+    m = market(n_items=4, per_hit=1, redundancy=1, n_workers=1, now=utcnow())
+    with db.session_scope() as s:
+        token = issue_token(s, account=s.get_one(Account, m.worker_ids[0]), now=utcnow())[1]
+        s.commit()
+    http = create_app({"DATABASE": db, "TESTING": True, "REDIS_URL": REDIS_URL}).test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def drop_connections() -> None:
+        with db.engine.connect() as conn:
+            killed = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                                       "AND backend_type = 'client backend'")).scalar_one()
+        assert killed >= 1
+
+    first = http.post("/api/v1/work/next", headers=headers)
+    assert first.status_code == 200
+    drop_connections()
+    again = http.post("/api/v1/work/next", headers=headers)
+    assert again.status_code == 200 and again.get_json()["assignment_id"] == first.get_json()["assignment_id"]
+    drop_connections()
+    task = again.get_json()
+    done = http.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=headers,
+                     json={"answers": [{"item_id": it["id"], "answer": LABEL} for it in task["items"]]})
+    assert done.status_code == 200 and done.get_json()["status"] == "submitted"
