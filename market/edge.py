@@ -8,7 +8,7 @@ from typing import Any
 import flask_smorest
 from flask import Flask, Request
 from flask.json.provider import DefaultJSONProvider
-from marshmallow import fields, validate
+from marshmallow import Schema, fields, validate
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import UnsupportedMediaType
@@ -42,6 +42,11 @@ class StrictParser(FlaskParser):
 
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictParser()
+
+    def arguments(self, schema: type[Schema] | Schema, *args: Any, **kwargs: Any) -> Any:
+        """As flask-smorest's, but a schema class is instantiated once, here: webargs would build an instance
+        (deep-copying every field) on each request. Loading is thread-safe on a shared instance."""
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
 
 
 class BoundedInt(IntegerConverter):
