@@ -10,7 +10,7 @@ from flask import g, request
 from sqlalchemy.exc import DBAPIError
 
 from market.problems import Forbidden, Unauthorized
-from workers.models import Account, Role
+from workers.models import Caller, Role
 from workers.service import authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,7 +24,7 @@ def _bearer_token() -> str | None:
     return token.strip()
 
 
-def current_account() -> Account:
+def current_account() -> Caller:
     """The authenticated account of this request (only inside a view guarded by `requires`)."""
     return g.account
 

@@ -27,7 +27,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Conflict, InvalidInput, NotFound
-from workers.models import Account, Role
+from workers.models import Actor, Role
 
 PUBLISH_CHUNK = 10_000
 _MAX_LISTED_ERRORS = 100
@@ -35,7 +35,7 @@ _MAX_LISTED_ERRORS = 100
 
 # ---- access ---------------------------------------------------------------------------------------------
 
-def get_project(session: Session, *, project_id: int, account: Account, write: bool = False,
+def get_project(session: Session, *, project_id: int, account: Actor, write: bool = False,
                 lock: bool = False) -> Project:
     """The project if the account may see it (owner, or ops for reads); others get 404, never 403."""
     stmt = select(Project).where(Project.id == project_id)
@@ -47,13 +47,13 @@ def get_project(session: Session, *, project_id: int, account: Account, write: b
     return project
 
 
-def _can_access(project: Project, account: Account, write: bool) -> bool:
+def _can_access(project: Project, account: Actor, write: bool) -> bool:
     if project.owner_id == account.id:
         return True
     return account.role == Role.OPS and not write
 
 
-def list_projects(session: Session, *, account: Account, after: int | None, limit: int) -> list[Project]:
+def list_projects(session: Session, *, account: Actor, after: int | None, limit: int) -> list[Project]:
     """Projects the account may see, by id."""
     stmt = select(Project).order_by(Project.id).limit(limit)
     if account.role != Role.OPS:
@@ -69,7 +69,7 @@ _SETTINGS = ("reward_cents", "currency", "items_per_hit", "assignments_per_item"
              "lifetime_seconds", "auto_approval_delay_seconds", "gold_rate")
 
 
-def create_project(session: Session, *, owner: Account, data: dict[str, Any], now: dt.datetime) -> Project:
+def create_project(session: Session, *, owner: Actor, data: dict[str, Any], now: dt.datetime) -> Project:
     """Create a project with its first guideline version."""
     fields = {k: data[k] for k in _SETTINGS if k in data}
     project = Project(owner_id=owner.id, title=data["title"], description=data.get("description", ""),
@@ -92,7 +92,7 @@ def has_published(session: Session, project: Project) -> bool:
     return session.scalar(select(Batch.id).where(Batch.project_id == project.id).limit(1)) is not None
 
 
-def update_project(session: Session, *, project: Project, account: Account, data: dict[str, Any],
+def update_project(session: Session, *, project: Project, account: Actor, data: dict[str, Any],
                    now: dt.datetime) -> Project:
     """Change settings; new instructions become a new guideline version. Published batches keep their terms."""
     if "label_schema" in data and data["label_schema"] != project.label_schema and has_published(session, project):
@@ -150,7 +150,7 @@ def fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def publish_batch(session: Session, *, project_id: int, account: Account, now: dt.datetime, name: str = "",
+def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.datetime, name: str = "",
                   item_ids: Sequence[int] | None = None, external_ids: Sequence[str] | None = None,
                   idempotency_key: str | None = None) -> tuple[Batch, bool]:
     """Publish items as HITs; returns (batch, created). A repeated idempotency key returns the first batch."""

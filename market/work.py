@@ -47,7 +47,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Conflict, DomainError, Forbidden, Gone, InvalidInput, NotFound
-from workers.models import Account, WorkerBlock
+from workers.models import Actor, WorkerBlock
 
 ACTIVE = (AssignmentStatus.LEASED, AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED,
           AssignmentStatus.REJECTED)
@@ -156,7 +156,7 @@ _EXPIRE_OWN_LAPSED = _ASSIGNMENT.update().where(
     _ASSIGNMENT.c.worker_id == _W, _LEASED, _ASSIGNMENT.c.expires_at <= _NOW).values(status=AssignmentStatus.EXPIRED)
 
 
-def next_assignment(session: Session, *, worker: Account, now: dt.datetime, project_id: int | None = None) -> Task:
+def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, project_id: int | None = None) -> Task:
     """Lease the next HIT to the worker. One task at a time: a worker with a live lease gets that one again."""
     params = {"worker_id": worker.id, "now": now, "project_id": project_id}
     for _ in range(_CLAIM_TRIES):
@@ -417,7 +417,7 @@ def _gone(session: Session, assignment_id: int, expires_at: dt.datetime, detail:
     return Gone(detail, reason="expired", expired_at=expires_at.isoformat())
 
 
-def submit(session: Session, *, worker: Account, assignment_id: int, answers: list[dict[str, Any]],
+def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list[dict[str, Any]],
            now: dt.datetime, client_meta: dict[str, Any] | None = None) -> tuple[Submitted, bool]:
     """Store one answer per item; returns (result, replayed). Repeating a submit is harmless."""
     postgres = _postgres(session)
@@ -469,7 +469,7 @@ def submit(session: Session, *, worker: Account, assignment_id: int, answers: li
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def get_assignment(session: Session, *, worker: Account, assignment_id: int, lock: bool = False) -> Assignment:
+def get_assignment(session: Session, *, worker: Actor, assignment_id: int, lock: bool = False) -> Assignment:
     stmt = select(Assignment).where(Assignment.id == assignment_id)
     if lock:
         stmt = stmt.with_for_update()
@@ -479,7 +479,7 @@ def get_assignment(session: Session, *, worker: Account, assignment_id: int, loc
     return assignment
 
 
-def return_assignment(session: Session, *, worker: Account, assignment_id: int, now: dt.datetime) -> Assignment:
+def return_assignment(session: Session, *, worker: Actor, assignment_id: int, now: dt.datetime) -> Assignment:
     """Give a HIT back: its slot is free at once, no penalty; the time spent is recorded."""
     assignment = get_assignment(session, worker=worker, assignment_id=assignment_id, lock=True)
     if assignment.status == AssignmentStatus.RETURNED:

@@ -10,7 +10,7 @@ from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint
 from workers import service
-from workers.models import Role
+from workers.models import Account, Role
 from workers.schemas import AccountSchema, NewTokenSchema, TokenCreateSchema, TokenSchema
 
 blp = Blueprint("accounts", __name__, url_prefix="/api/v1", description="Your account and API tokens.")
@@ -23,7 +23,7 @@ class Me(MethodView):
     @blp.response(200, AccountSchema)
     def get(self):
         """The account the token belongs to."""
-        return current_account()
+        return db_session().get_one(Account, current_account().id)
 
 
 @blp.route("/tokens")

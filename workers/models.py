@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Boolean,
@@ -34,6 +35,25 @@ def enum_column(enum_cls: type[enum.Enum], name: str) -> Enum:
     """A portable enum column: VARCHAR + CHECK holding the members' values."""
     return Enum(enum_cls, name=name, native_enum=False, create_constraint=True, length=20,
                 values_callable=lambda members: [m.value for m in members], validate_strings=True)
+
+
+class Actor(Protocol):
+    """What services need of whoever acts: an `Account`, or the `Caller` that authentication yields."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def role(self) -> Role: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The account behind a request's token, as authentication reads it: its id and role, without loading the
+    ORM entity (that load was a fifth of a worker request's CPU)."""
+
+    id: int
+    role: Role
 
 
 class Account(Base):

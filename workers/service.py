@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from market.problems import Conflict, InvalidInput, NotFound, Unauthorized
-from workers.models import Account, ApiToken, ExternalIdentity, Role
+from workers.models import Account, Actor, ApiToken, Caller, ExternalIdentity, Role
 
 TOKEN_PREFIX = "cm_"
 # Refresh last_used_at at most this often, so authentication is not a write on every request.
@@ -40,7 +40,7 @@ def create_account(session: Session, *, role: Role, now: dt.datetime, email: str
     return account
 
 
-def issue_token(session: Session, *, account: Account, now: dt.datetime, name: str = "") -> tuple[ApiToken, str]:
+def issue_token(session: Session, *, account: Actor, now: dt.datetime, name: str = "") -> tuple[ApiToken, str]:
     """Create an API token; the plaintext is returned once and only its hash is stored."""
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(account_id=account.id, token_hash=hash_token(plaintext), prefix=plaintext[:10],
@@ -50,25 +50,25 @@ def issue_token(session: Session, *, account: Account, now: dt.datetime, name: s
     return token, plaintext
 
 
-# Built once: authentication runs on every API request.
-_BY_TOKEN = (select(Account, ApiToken.id, ApiToken.revoked_at, ApiToken.last_used_at)
-             .join(ApiToken, ApiToken.account_id == Account.id).where(ApiToken.token_hash == bindparam("token_hash")))
+# Built once, Core rather than ORM: authentication runs on every API request.
+_BY_TOKEN = (select(Account.id, Account.role, ApiToken.id.label("token_id"), ApiToken.last_used_at)
+             .join(ApiToken, ApiToken.account_id == Account.id)
+             .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None),
+                    Account.is_active.is_(True)))
+_TOUCH = update(ApiToken).where(ApiToken.id == bindparam("token_id")).values(last_used_at=bindparam("now"))
 
 
-def authenticate(session: Session, plaintext: str, *, now: dt.datetime) -> Account | None:
+def authenticate(session: Session, plaintext: str, *, now: dt.datetime) -> Caller | None:
     """The active account a live token belongs to, or None."""
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
-    row = session.execute(_BY_TOKEN, {"token_hash": hash_token(plaintext)}).first()
+    row = session.connection().execute(_BY_TOKEN, {"token_hash": hash_token(plaintext)}).first()
     if row is None:
         return None
-    account, token_id, revoked_at, last_used_at = row
-    if revoked_at is not None or not account.is_active:
-        return None
-    if last_used_at is None or now - last_used_at > _LAST_USED_GRANULARITY:
-        session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
+    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
+        session.execute(_TOUCH, {"token_id": row.token_id, "now": now})
         session.commit()
-    return account
+    return Caller(row.id, row.role)
 
 
 def list_tokens(session: Session, *, account_id: int) -> list[ApiToken]:
