@@ -31,7 +31,7 @@ from sqlalchemy import Select, bindparam, exists, func, literal_column, or_, sel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from market.db import UTCDateTime
+from market.db import HotStatement
 from market.labels import AnswerError, validate_answer
 from market.models import (
     Answer,
@@ -124,7 +124,7 @@ def _block_filter(project: Any) -> Any:
 
 
 @cache
-def _checks(postgres: bool, one_project: bool) -> Select:
+def _checks(postgres: bool, one_project: bool) -> HotStatement:
     """In one read: the worker's live lease (and its project), whether they hold lapsed ones, whether they are
     blocked (from all work, or from the one project asked for), the open batches they may work on, and whether
     that project exists."""
@@ -138,10 +138,11 @@ def _checks(postgres: bool, one_project: bool) -> Select:
     sub = batches.subquery()
     # The ids as one value: an array on PostgreSQL, a comma-separated string on SQLite.
     ids = func.array_agg(sub.c.id) if postgres else func.group_concat(sub.c.id)
-    return select(held.with_only_columns(_ASSIGNMENT.c.id).scalar_subquery(),
-                  held.with_only_columns(_ASSIGNMENT.c.project_id).scalar_subquery(),
-                  exists().where(live, _ASSIGNMENT.c.expires_at <= _NOW), _block_filter(project),
-                  select(ids).scalar_subquery(), exists().where(Project.id == project) if one_project else true())
+    return HotStatement(select(
+        held.with_only_columns(_ASSIGNMENT.c.id).scalar_subquery(),
+        held.with_only_columns(_ASSIGNMENT.c.project_id).scalar_subquery(),
+        exists().where(live, _ASSIGNMENT.c.expires_at <= _NOW), _block_filter(project),
+        select(ids).scalar_subquery(), exists().where(Project.id == project) if one_project else true()))
 
 
 def _parse_ids(value: Any) -> list[int]:
@@ -160,8 +161,8 @@ def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, projec
     """Lease the next HIT to the worker. One task at a time: a worker with a live lease gets that one again."""
     params = {"worker_id": worker.id, "now": now, "project_id": project_id}
     for _ in range(_CLAIM_TRIES):
-        held_id, held_project, has_lapsed, blocked, batch_ids, project_found = session.connection().execute(
-            _checks(_postgres(session), project_id is not None), params).one()
+        held_id, held_project, has_lapsed, blocked, batch_ids, project_found = _checks(
+            _postgres(session), project_id is not None).first(session, params)
         if not project_found:
             session.rollback()
             raise NotFound(f"Project {project_id} not found.")
@@ -225,7 +226,7 @@ _MINE_SQL = f"""(SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.w
 # PostgreSQL: the claim in one statement. Pick and lock a slot (a lapsed one first; the free pick is not even
 # run when there is one), insert the lease, point the slot at it, and return what the worker sees, items
 # included. The batch is checked again here: it may have been paused since the worker's checks were read.
-_CLAIM_PG = text(f"""
+_CLAIM_PG = HotStatement(text(f"""
 WITH lapsed AS (
     SELECT s.id, s.hit_id FROM hit_slot AS s
     WHERE s.batch_id = :batch_id AND s.state = 'leased' AND s.lease_expires_at <= :now AND {_MINE_SQL}
@@ -256,7 +257,7 @@ SELECT lease.id, info.hit_id, info.project_id, info.guideline_version, info.titl
        (SELECT json_agg(json_build_object('id', i.id, 'data', i.data) ORDER BY i.id)
         FROM item AS i WHERE i.hit_id = info.hit_id) AS items
 FROM lease, info
-""").columns(expires_at=UTCDateTime())
+"""))
 
 
 def _batch_order(session: Session, params: dict[str, Any], batch_ids: list[int]) -> list[int]:
@@ -278,7 +279,7 @@ def _claim(session: Session, params: dict[str, Any], batch_ids: list[int]) -> Ta
     for batch_id in order:
         p = {**params, "batch_id": batch_id}
         if _postgres(session):
-            row = session.connection().execute(_CLAIM_PG, p).first()
+            row = _CLAIM_PG.first(session, p)
             if row is not None:
                 session.commit()
                 return Task(row.id, worker_id, row.hit_id, row.project_id, AssignmentStatus.LEASED, now,
@@ -341,7 +342,8 @@ _READ = (select(Assignment.id, Assignment.worker_id, Assignment.hit_id, Assignme
                 Assignment.duration_ms, Project.label_schema, Item.id.label("item_id"))
          .join(Project, Project.id == Assignment.project_id).join(Item, Item.hit_id == Assignment.hit_id)
          .where(Assignment.id == _A).order_by(Item.id))
-_LOCKED = _READ.with_for_update(of=Assignment)
+_LOCKED = HotStatement(_READ.with_for_update(of=Assignment))
+_READ = HotStatement(_READ)
 # The lease must still own its slot: a claim made after the lease ran out (by its clock) may have taken it.
 _FINISH_SLOT = _SLOT.update().where(_SLOT.c.assignment_id == _A, _SLOT.c.state == SlotState.LEASED).values(
     state=SlotState.DONE, lease_expires_at=None)
@@ -355,7 +357,7 @@ _MARK_SUBMITTED = _ASSIGNMENT.update().where(_ASSIGNMENT.c.id == _A).values(
 # or (lease lapsed and its slot taken, or submitted meanwhile) none of it. The assignment is read by its key
 # alone (its status is tested after the lock): with the status in the lookup, the planner may walk the partial
 # index of every live lease instead.
-_SUBMIT_PG = text("""
+_SUBMIT_PG = HotStatement(text("""
 WITH mine AS MATERIALIZED (
     SELECT id, status FROM assignment WHERE id = :assignment_id FOR UPDATE
 ), slot AS (
@@ -373,13 +375,13 @@ WITH mine AS MATERIALIZED (
            CAST(:client_meta AS jsonb)
     FROM done, jsonb_to_recordset(CAST(:answers AS jsonb)) AS v(item_id integer, value jsonb)
 )
-SELECT count(*) FROM done
-""")
+SELECT count(*) AS written FROM done
+"""))
 
 
 def _read(session: Session, worker_id: int, assignment_id: int, *, lock: bool) -> tuple[Any, list[int]]:
     """The assignment row (locked on request) with its project's label schema and its HIT's item ids."""
-    rows = session.connection().execute(_LOCKED if lock else _READ, {"b_assignment_id": assignment_id}).all()
+    rows = (_LOCKED if lock else _READ).rows(session, {"b_assignment_id": assignment_id})
     if not rows or rows[0].worker_id != worker_id:
         session.rollback()
         raise NotFound(f"Assignment {assignment_id} not found.")
@@ -435,7 +437,8 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
             if stored != values:
                 raise Conflict("This assignment was submitted already with different answers.",
                                errors={"answers": ["differ from the submitted ones"]})
-            return Submitted(assignment_id, row.status, row.submitted_at, row.duration_ms, stored), True
+            status = AssignmentStatus(row.status)
+            return Submitted(assignment_id, status, row.submitted_at, row.duration_ms, stored), True
         if row.status == AssignmentStatus.RETURNED:
             session.rollback()
             raise Conflict("This assignment was returned; ask for new work.", reason="returned")
@@ -445,12 +448,12 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
             raise _gone(session, assignment_id, row.expires_at, gone)
         duration = _ms(now - row.leased_at)
         if postgres:
-            written = session.connection().execute(_SUBMIT_PG, {
+            written = _SUBMIT_PG.first(session, {
                 "assignment_id": assignment_id, "hit_id": row.hit_id, "now": now, "duration_ms": duration,
                 "worker_id": worker.id,
                 "project_id": row.project_id, "guideline_version": row.guideline_version,
                 "client_meta": None if client_meta is None else json.dumps(client_meta),
-                "answers": json.dumps([{"item_id": k, "value": v} for k, v in values.items()])}).scalar_one()
+                "answers": json.dumps([{"item_id": k, "value": v} for k, v in values.items()])}).written
             session.commit()
             if written == 1:
                 return Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values), False

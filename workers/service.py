@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from market.db import HotStatement
 from market.problems import Conflict, InvalidInput, NotFound, Unauthorized
 from workers.models import Account, Actor, ApiToken, Caller, ExternalIdentity, Role
 
@@ -51,10 +52,10 @@ def issue_token(session: Session, *, account: Actor, now: dt.datetime, name: str
 
 
 # Built once, Core rather than ORM: authentication runs on every API request.
-_BY_TOKEN = (select(Account.id, Account.role, ApiToken.id.label("token_id"), ApiToken.last_used_at)
-             .join(ApiToken, ApiToken.account_id == Account.id)
-             .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None),
-                    Account.is_active.is_(True)))
+_BY_TOKEN = HotStatement(
+    select(Account.id, Account.role, ApiToken.id.label("token_id"), ApiToken.last_used_at)
+    .join(ApiToken, ApiToken.account_id == Account.id)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None), Account.is_active.is_(True)))
 _TOUCH = update(ApiToken).where(ApiToken.id == bindparam("token_id")).values(last_used_at=bindparam("now"))
 
 
@@ -62,13 +63,13 @@ def authenticate(session: Session, plaintext: str, *, now: dt.datetime) -> Calle
     """The active account a live token belongs to, or None."""
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
-    row = session.connection().execute(_BY_TOKEN, {"token_hash": hash_token(plaintext)}).first()
+    row = _BY_TOKEN.first(session, {"token_hash": hash_token(plaintext)})
     if row is None:
         return None
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
         session.execute(_TOUCH, {"token_id": row.token_id, "now": now})
         session.commit()
-    return Caller(row.id, row.role)
+    return Caller(row.id, Role(row.role))
 
 
 def list_tokens(session: Session, *, account_id: int) -> list[ApiToken]:
