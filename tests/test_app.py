@@ -92,3 +92,26 @@ def test_index_page_links_the_docs(client):
     resp = client.get("/")
     assert resp.status_code == 200
     assert b"/docs" in resp.data
+
+
+def test_session_cookies_are_signed_and_read_back(app):
+    """The cookie session (for the coming UIs' CSRF tokens) with its serializer built once: what one response
+    sets, the next request reads; a tampered cookie reads as an empty session."""
+    from flask import session
+
+    @app.post("/ui/remember")
+    def remember():
+        session["who"] = "worker-7"
+        return {}
+
+    @app.get("/ui/recall")
+    def recall():
+        return {"who": session.get("who")}
+
+    http = app.test_client()
+    http.post("/ui/remember")
+    assert http.get("/ui/recall").get_json() == {"who": "worker-7"}
+    assert http.get("/ui/recall").get_json() == {"who": "worker-7"}  # the cached serializer verifies it again
+    cookie = http.get_cookie("session")
+    http.set_cookie("session", cookie.value[:-2] + ("AA" if not cookie.value.endswith("AA") else "BB"))
+    assert http.get("/ui/recall").get_json() == {"who": None}
