@@ -14,7 +14,8 @@ never touches another worker's assignment (a lapsed lease it takes over stays 'l
 owner's next claim, its late submit, or the sweeper marks it expired).
 
 On PostgreSQL a claim and a submit are each one statement (data-modifying CTEs), atomic on their own, so the
-hot endpoints run them in autocommit mode: no BEGIN/COMMIT round trips. SQLite runs the same steps as several
+hot endpoints run them in autocommit mode: no BEGIN/COMMIT round trips. The statements on these paths are
+`HotStatement`s: compiled once, run straight on the psycopg connection. SQLite runs the same steps as several
 statements in one BEGIN IMMEDIATE transaction. benchmarks/next_submit.py measures both endpoints against a bare
 INSERT + COMMIT.
 """
