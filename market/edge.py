@@ -8,12 +8,13 @@ from typing import Any
 import flask_smorest
 from flask import Flask, Request
 from flask.json.provider import DefaultJSONProvider
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.routing import IntegerConverter
 
+from market.labels import ANSWER_TYPES
 from market.validation import MAX_ID, loads_strict, text_error
 
 
@@ -85,3 +86,67 @@ class Text(fields.String):
 def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field class
     """An id field: a positive 32-bit integer."""
     return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
+
+
+class PageQuerySchema(Schema):
+    after = fields.Integer(validate=validate.Range(0, 2**31 - 1),
+                           metadata={"description": "Return rows with an id greater than this (keyset paging)."})
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+# ---- label schemas: a project's, and a qualification test's -------------------------------------------------
+
+KEY_PATTERN = r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z"
+
+
+class CategorySchema(Schema):
+    key = Text(required=True, validate=validate.Regexp(KEY_PATTERN, error="must be 1-64 characters of "
+                                                                "letters, digits, _ . : - starting alphanumeric"))
+    name = Text(required=True, validate=validate.Length(1, 200))
+    description = Text(validate=validate.Length(max=2000))
+    example = Text(validate=validate.Length(max=2000))
+
+
+class LabelSchemaSchema(Schema):
+    """What a worker answers: single_choice, multi_choice, rating or text."""
+
+    type = Text(required=True, validate=validate.OneOf(ANSWER_TYPES))
+    categories = fields.List(fields.Nested(CategorySchema), validate=validate.Length(2, 500))
+    min_choices = fields.Integer(strict=True, validate=validate.Range(0, 500))
+    max_choices = fields.Integer(strict=True, validate=validate.Range(1, 500))
+    min = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
+    max = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
+    min_label = Text(validate=validate.Length(max=200))
+    max_label = Text(validate=validate.Length(max=200))
+    max_length = fields.Integer(strict=True, validate=validate.Range(1, 100_000))
+
+    _ALLOWED = {
+        "single_choice": {"type", "categories"},
+        "multi_choice": {"type", "categories", "min_choices", "max_choices"},
+        "rating": {"type", "min", "max", "min_label", "max_label"},
+        "text": {"type", "max_length"},
+    }
+
+    @validates_schema
+    def _per_type(self, data: dict[str, Any], **_: Any) -> None:
+        kind = data.get("type")
+        if kind not in self._ALLOWED:
+            return
+        extra = sorted(set(data) - self._ALLOWED[kind])
+        if extra:
+            raise ValidationError({k: [f"not allowed for type {kind}"] for k in extra})
+        if kind in ("single_choice", "multi_choice"):
+            cats = data.get("categories")
+            if not cats:
+                raise ValidationError({"categories": ["required for choice types"]})
+            keys = [c["key"] for c in cats]
+            if len(set(keys)) != len(keys):
+                raise ValidationError({"categories": ["category keys must be unique"]})
+            lo, hi = data.get("min_choices", 0), data.get("max_choices", len(keys))
+            if kind == "multi_choice" and not lo <= hi <= len(keys):
+                raise ValidationError({"max_choices": ["need min_choices <= max_choices <= number of categories"]})
+        if kind == "rating":
+            if "min" not in data or "max" not in data:
+                raise ValidationError({"max": ["rating needs min and max"]})
+            if not data["min"] < data["max"] or data["max"] - data["min"] > 100:
+                raise ValidationError({"max": ["need min < max and at most 100 steps"]})

@@ -1,7 +1,7 @@
 """Answer types of a project's label schema, and validation of one answer against it.
 
 Kept free of marshmallow so item imports (a million gold answers) and submissions validate fast.
-The schema document itself is validated at the HTTP edge (market/schemas.py, LabelSchemaSchema).
+The schema document itself is validated at the HTTP edge (market/edge.py, LabelSchemaSchema).
 """
 
 from __future__ import annotations

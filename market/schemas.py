@@ -10,63 +10,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from market.edge import Id, Text
-from market.labels import ANSWER_TYPES
-
-KEY_PATTERN = r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z"
-
-
-class CategorySchema(Schema):
-    key = Text(required=True, validate=validate.Regexp(KEY_PATTERN, error="must be 1-64 characters of "
-                                                                "letters, digits, _ . : - starting alphanumeric"))
-    name = Text(required=True, validate=validate.Length(1, 200))
-    description = Text(validate=validate.Length(max=2000))
-    example = Text(validate=validate.Length(max=2000))
-
-
-class LabelSchemaSchema(Schema):
-    """What a worker answers: single_choice, multi_choice, rating or text."""
-
-    type = Text(required=True, validate=validate.OneOf(ANSWER_TYPES))
-    categories = fields.List(fields.Nested(CategorySchema), validate=validate.Length(2, 500))
-    min_choices = fields.Integer(strict=True, validate=validate.Range(0, 500))
-    max_choices = fields.Integer(strict=True, validate=validate.Range(1, 500))
-    min = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
-    max = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
-    min_label = Text(validate=validate.Length(max=200))
-    max_label = Text(validate=validate.Length(max=200))
-    max_length = fields.Integer(strict=True, validate=validate.Range(1, 100_000))
-
-    _ALLOWED = {
-        "single_choice": {"type", "categories"},
-        "multi_choice": {"type", "categories", "min_choices", "max_choices"},
-        "rating": {"type", "min", "max", "min_label", "max_label"},
-        "text": {"type", "max_length"},
-    }
-
-    @validates_schema
-    def _per_type(self, data: dict[str, Any], **_: Any) -> None:
-        kind = data.get("type")
-        if kind not in self._ALLOWED:
-            return
-        extra = sorted(set(data) - self._ALLOWED[kind])
-        if extra:
-            raise ValidationError({k: [f"not allowed for type {kind}"] for k in extra})
-        if kind in ("single_choice", "multi_choice"):
-            cats = data.get("categories")
-            if not cats:
-                raise ValidationError({"categories": ["required for choice types"]})
-            keys = [c["key"] for c in cats]
-            if len(set(keys)) != len(keys):
-                raise ValidationError({"categories": ["category keys must be unique"]})
-            lo, hi = data.get("min_choices", 0), data.get("max_choices", len(keys))
-            if kind == "multi_choice" and not lo <= hi <= len(keys):
-                raise ValidationError({"max_choices": ["need min_choices <= max_choices <= number of categories"]})
-        if kind == "rating":
-            if "min" not in data or "max" not in data:
-                raise ValidationError({"max": ["rating needs min and max"]})
-            if not data["min"] < data["max"] or data["max"] - data["min"] > 100:
-                raise ValidationError({"max": ["need min < max and at most 100 steps"]})
+from market.edge import Id, LabelSchemaSchema, PageQuerySchema, Text
 
 
 def _gold_rate(value: Decimal) -> None:
@@ -138,12 +82,6 @@ class GuidelineVersionSchema(Schema):
     instructions = Text()
     created_by_id = fields.Integer()
     created_at = fields.DateTime()
-
-
-class PageQuerySchema(Schema):
-    after = fields.Integer(validate=validate.Range(0, 2**31 - 1),
-                           metadata={"description": "Return rows with an id greater than this (keyset paging)."})
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
 
 
 class ItemQuerySchema(PageQuerySchema):
