@@ -1,0 +1,327 @@
+"""Qualification types and their tests: create, take (start, submit, score), grant and revoke. No flask here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from market.labels import AnswerError, validate_answer
+from market.problems import Conflict, DomainError, Gone, InvalidInput, NotFound
+from qualification.models import (
+    AttemptStatus,
+    GrantSource,
+    QualificationAttempt,
+    QualificationGrant,
+    QualificationQuestion,
+    QualificationType,
+)
+from workers.models import Account, Actor, Role
+
+
+class AttemptRefused(DomainError):
+    """A test the worker may not start now: out of attempts, or inside the retry delay."""
+
+    status = 409
+    title = "Test not available"
+
+
+# ---- types (requesters; ops read) ---------------------------------------------------------------------------
+
+def create_type(session: Session, *, owner: Actor, data: dict[str, Any], now: dt.datetime) -> QualificationType:
+    """Create a qualification type with its test; every known answer must fit the label schema."""
+    schema = data["label_schema"]
+    errors: dict[str, list[str]] = {}
+    answers = []
+    for n, question in enumerate(data["questions"]):
+        try:
+            answers.append(validate_answer(schema, question["answer"]))
+        except AnswerError as exc:
+            errors[str(n)] = [f"answer {exc}"]
+    if errors:
+        raise InvalidInput("Some known answers do not fit the label schema.", errors={"questions": errors})
+    qtype = QualificationType(
+        owner_id=owner.id, name=data["name"], description=data["description"], label_schema=schema,
+        passing_score=data["passing_score"], test_duration_seconds=data["test_duration_seconds"],
+        retry_delay_seconds=data["retry_delay_seconds"], max_attempts=data["max_attempts"],
+        auto_grant=data["auto_grant"], created_at=now)
+    session.add(qtype)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(f"You have a qualification type named {data['name']!r} already.") from exc
+    session.add_all(QualificationQuestion(type_id=qtype.id, position=n, data=q["data"], answer=answer)
+                    for n, (q, answer) in enumerate(zip(data["questions"], answers, strict=True)))
+    session.commit()
+    return qtype
+
+
+def get_type(session: Session, *, type_id: int, account: Actor) -> QualificationType:
+    """The type if the account may manage it: its owner, or ops (who read every type and grant or revoke any);
+    others get 404, never 403."""
+    qtype = session.get(QualificationType, type_id)
+    if qtype is None or not (qtype.owner_id == account.id or account.role == Role.OPS):
+        raise NotFound(f"Qualification type {type_id} not found.")
+    return qtype
+
+
+def list_types(session: Session, *, account: Actor, after: int | None, limit: int) -> list[QualificationType]:
+    """The account's qualification types (ops: all), by id."""
+    stmt = select(QualificationType).order_by(QualificationType.id).limit(limit)
+    if account.role != Role.OPS:
+        stmt = stmt.where(QualificationType.owner_id == account.id)
+    if after is not None:
+        stmt = stmt.where(QualificationType.id > after)
+    return list(session.scalars(stmt))
+
+
+def questions(session: Session, type_id: int) -> list[QualificationQuestion]:
+    return list(session.scalars(select(QualificationQuestion).where(QualificationQuestion.type_id == type_id)
+                                .order_by(QualificationQuestion.position)))
+
+
+# ---- tests (workers) ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Standing:
+    """One test as a worker sees it: whether they may start it now, and what they hold."""
+
+    qtype: QualificationType
+    question_count: int
+    attempts_used: int
+    attempts_left: int | None
+    available_at: dt.datetime | None  # None: never again (out of attempts)
+    open_attempt_id: int | None
+    held_value: int | None
+
+
+def _attempts(session: Session, type_id: int, worker_id: int) -> list[QualificationAttempt]:
+    return list(session.scalars(select(QualificationAttempt).where(
+        QualificationAttempt.type_id == type_id, QualificationAttempt.worker_id == worker_id)
+        .order_by(QualificationAttempt.id)))
+
+
+def _live_grant(session: Session, type_id: int, worker_id: int, *, lock: bool = False) -> QualificationGrant | None:
+    stmt = select(QualificationGrant).where(QualificationGrant.type_id == type_id,
+                                            QualificationGrant.worker_id == worker_id,
+                                            QualificationGrant.revoked_at.is_(None))
+    return session.scalar(stmt.with_for_update() if lock else stmt)
+
+
+def _status(qtype: QualificationType, attempts: list[QualificationAttempt], count: int, held: int | None,
+            now: dt.datetime) -> Standing:
+    open_attempt = next((a for a in attempts if a.status == AttemptStatus.STARTED and a.expires_at > now), None)
+    used = len(attempts)
+    left = None if qtype.max_attempts is None else max(0, qtype.max_attempts - used)
+    if open_attempt is not None:
+        available: dt.datetime | None = now
+    elif left == 0:
+        available = None
+    elif attempts:
+        available = max(now, attempts[-1].finished_at() + dt.timedelta(seconds=qtype.retry_delay_seconds))
+    else:
+        available = now
+    return Standing(qtype, count, used, left, available, open_attempt.id if open_attempt else None, held)
+
+
+def list_tests(session: Session, *, worker: Actor, now: dt.datetime) -> list[Standing]:
+    """Every test (a type with questions), with the worker's standing on each."""
+    counts = dict(session.execute(select(QualificationQuestion.type_id, func.count())
+                                  .group_by(QualificationQuestion.type_id)).all())
+    types = list(session.scalars(select(QualificationType).where(QualificationType.id.in_(list(counts)))
+                                 .order_by(QualificationType.id)))
+    mine: dict[int, list[QualificationAttempt]] = {}
+    for attempt in session.scalars(select(QualificationAttempt).where(QualificationAttempt.worker_id == worker.id)
+                                   .order_by(QualificationAttempt.id)):
+        mine.setdefault(attempt.type_id, []).append(attempt)
+    held = dict(session.execute(select(QualificationGrant.type_id, QualificationGrant.value).where(
+        QualificationGrant.worker_id == worker.id, QualificationGrant.revoked_at.is_(None))).all())
+    return [_status(t, mine.get(t.id, []), counts[t.id], held.get(t.id), now) for t in types]
+
+
+def start_attempt(session: Session, *, worker: Actor, type_id: int,
+                  now: dt.datetime) -> tuple[QualificationAttempt, list[QualificationQuestion], bool]:
+    """Start (or resume) an attempt at a test: (attempt, questions, created). Refused when out of attempts or
+    inside the retry delay after the last one."""
+    qtype = session.get(QualificationType, type_id)
+    items = questions(session, type_id) if qtype is not None else []
+    if qtype is None or not items:
+        raise NotFound(f"Qualification test {type_id} not found.")
+    attempts = _attempts(session, type_id, worker.id)
+    for attempt in attempts:
+        if attempt.status == AttemptStatus.STARTED:
+            if attempt.expires_at > now:
+                session.commit()
+                return attempt, items, False  # resume: the clock keeps running from the first start
+            attempt.status = AttemptStatus.EXPIRED
+    status = _status(qtype, attempts, len(items), None, now)
+    if status.available_at is None:
+        session.commit()
+        raise AttemptRefused(f"You have used all {qtype.max_attempts} attempts at this test.",
+                              reason="no_attempts_left")
+    if status.available_at > now:
+        session.commit()
+        raise AttemptRefused("You can retake this test after its retry delay.", reason="retry_delay",
+                              available_at=status.available_at.isoformat())
+    attempt = QualificationAttempt(type_id=type_id, worker_id=worker.id, status=AttemptStatus.STARTED,
+                                   started_at=now, expires_at=now + dt.timedelta(seconds=qtype.test_duration_seconds))
+    session.add(attempt)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # the worker's simultaneous request started one first: hand out that one
+        return start_attempt(session, worker=worker, type_id=type_id, now=now)
+    return attempt, items, True
+
+
+def get_attempt(session: Session, *, worker: Actor, attempt_id: int) -> QualificationAttempt:
+    attempt = session.get(QualificationAttempt, attempt_id)
+    if attempt is None or attempt.worker_id != worker.id:
+        raise NotFound(f"Attempt {attempt_id} not found.")
+    return attempt
+
+
+def _same(schema: dict[str, Any], given: Any, known: Any) -> bool:
+    if schema["type"] == "text":
+        return " ".join(given.split()).casefold() == " ".join(known.split()).casefold()
+    return given == known
+
+
+def score(correct: int, total: int) -> int:
+    """Percent correct, rounded half up, as an integer 0-100."""
+    return (200 * correct + total) // (2 * total)
+
+
+def submit_attempt(session: Session, *, worker: Actor, attempt_id: int, answers: list[dict[str, Any]],
+                   now: dt.datetime) -> tuple[QualificationAttempt, bool]:
+    """Score an attempt (one answer per question) and, on a pass with auto-grant, grant the qualification with
+    the score as its value. Returns (attempt, replayed): the same answers again return the same result."""
+    attempt = session.scalar(select(QualificationAttempt).where(QualificationAttempt.id == attempt_id)
+                             .with_for_update())
+    if attempt is None or attempt.worker_id != worker.id:
+        session.rollback()
+        raise NotFound(f"Attempt {attempt_id} not found.")
+    qtype = session.get_one(QualificationType, attempt.type_id)
+    items = questions(session, attempt.type_id)
+    values = _validated(qtype.label_schema, items, answers)
+    if attempt.status == AttemptStatus.SUBMITTED:
+        session.commit()
+        if attempt.answers != {str(k): v for k, v in values.items()}:
+            raise Conflict("This attempt was submitted already with different answers.",
+                           errors={"answers": ["differ from the submitted ones"]})
+        return attempt, True
+    if attempt.status == AttemptStatus.EXPIRED or now >= attempt.expires_at:
+        attempt.status = AttemptStatus.EXPIRED
+        session.commit()
+        raise Gone("The time for this attempt ran out; its answers were not scored.", reason="expired",
+                   expired_at=attempt.expires_at.isoformat())
+    correct = sum(_same(qtype.label_schema, values[q.id], q.answer) for q in items)
+    attempt.status, attempt.submitted_at = AttemptStatus.SUBMITTED, now
+    attempt.answers = {str(k): v for k, v in values.items()}
+    attempt.score = score(correct, len(items))
+    attempt.passed = attempt.score >= qtype.passing_score
+    if attempt.passed and qtype.auto_grant:
+        _set_grant(session, qtype.id, worker.id, value=attempt.score, source=GrantSource.TEST, by=None,
+                   reason=f"passed the test with {attempt.score}", attempt_id=attempt.id, now=now)
+    session.commit()
+    return attempt, False
+
+
+def _validated(schema: dict[str, Any], items: list[QualificationQuestion],
+               answers: list[dict[str, Any]]) -> dict[int, Any]:
+    wanted = {q.id for q in items}
+    errors: dict[str, list[str]] = {}
+    values: dict[int, Any] = {}
+    for entry in answers:
+        qid = entry["question_id"]
+        if qid not in wanted:
+            errors[str(qid)] = ["is not a question of this test"]
+        elif qid in values:
+            errors[str(qid)] = ["answered more than once"]
+        else:
+            try:
+                values[qid] = validate_answer(schema, entry["answer"])
+            except AnswerError as exc:
+                errors[str(qid)] = [f"answer {exc}"]
+    for q in items:
+        if q.id not in values and str(q.id) not in errors:
+            errors[str(q.id)] = ["missing an answer"]
+    if errors:
+        raise InvalidInput("Some answers are invalid; nothing was scored.", errors={"answers": errors})
+    return values
+
+
+# ---- grants (the type's requester, or ops) -----------------------------------------------------------------
+
+def _set_grant(session: Session, type_id: int, worker_id: int, *, value: int, source: GrantSource, by: int | None,
+               reason: str, now: dt.datetime, attempt_id: int | None = None) -> QualificationGrant:
+    """Grant, or give a live grant a new value (MTurk's semantics: one value per worker and type, the latest)."""
+    grant = _live_grant(session, type_id, worker_id, lock=True)
+    if grant is None:
+        grant = QualificationGrant(type_id=type_id, worker_id=worker_id, granted_at=now)
+        session.add(grant)
+    grant.value, grant.source, grant.granted_by_id, grant.reason, grant.attempt_id = (
+        value, source, by, reason, attempt_id)
+    grant.granted_at = now
+    session.flush()
+    return grant
+
+
+def _worker(session: Session, worker_id: int) -> Account:
+    target = session.get(Account, worker_id)
+    if target is None or target.role != Role.WORKER:
+        raise NotFound(f"Worker {worker_id} not found.")
+    return target
+
+
+def grant(session: Session, *, type_id: int, account: Actor, worker_id: int, value: int, reason: str,
+          now: dt.datetime) -> QualificationGrant:
+    """Grant a qualification by hand (or set a holder's value), with a reason."""
+    get_type(session, type_id=type_id, account=account)
+    _worker(session, worker_id)
+    try:
+        result = _set_grant(session, type_id, worker_id, value=value, source=GrantSource.MANUAL, by=account.id,
+                            reason=reason, now=now)
+        session.commit()
+    except IntegrityError as exc:  # a simultaneous grant to the same worker won
+        session.rollback()
+        raise Conflict("The worker was granted this qualification just now; try again.") from exc
+    return result
+
+
+def revoke(session: Session, *, type_id: int, account: Actor, worker_id: int, reason: str,
+           now: dt.datetime) -> QualificationGrant:
+    """Take a qualification away, with a reason; the grant stays on record as revoked."""
+    get_type(session, type_id=type_id, account=account)
+    held = _live_grant(session, type_id, worker_id, lock=True)
+    if held is None:
+        raise NotFound(f"Worker {worker_id} does not hold qualification {type_id}.")
+    held.revoked_at, held.revoked_by_id, held.revoke_reason = now, account.id, reason
+    session.commit()
+    return held
+
+
+@dataclass(frozen=True)
+class Holder:
+    grant: QualificationGrant
+    username: str | None
+    best_score: int | None
+    attempts: int
+
+
+def list_holders(session: Session, *, type_id: int, account: Actor, revoked: bool = False) -> list[Holder]:
+    """The type's holders (or, with `revoked`, every grant ever made), with each worker's best test score."""
+    get_type(session, type_id=type_id, account=account)
+    stmt = (select(QualificationGrant, Account.username).join(Account, Account.id == QualificationGrant.worker_id)
+            .where(QualificationGrant.type_id == type_id).order_by(QualificationGrant.id))
+    if not revoked:
+        stmt = stmt.where(QualificationGrant.revoked_at.is_(None))
+    scores = {w: (best, n) for w, best, n in session.execute(
+        select(QualificationAttempt.worker_id, func.max(QualificationAttempt.score), func.count())
+        .where(QualificationAttempt.type_id == type_id).group_by(QualificationAttempt.worker_id))}
+    return [Holder(g, username, *scores.get(g.worker_id, (None, 0))) for g, username in session.execute(stmt)]
