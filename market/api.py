@@ -221,7 +221,8 @@ class Batches(MethodView):
                                errors={"Idempotency-Key": ["1-255 characters"]})
         batch, created = service.publish_batch(
             db_session(), project_id=project_id, account=current_account(), now=clock(), name=data["name"],
-            item_ids=data.get("item_ids"), external_ids=data.get("external_ids"), idempotency_key=key)
+            item_ids=data.get("item_ids"), external_ids=data.get("external_ids"), idempotency_key=key,
+            qualification_requirements=data.get("qualification_requirements"))
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return _batch_body(batch), 201 if created else 200, headers
 

@@ -74,6 +74,8 @@ class Project(Base):
     lifetime_seconds: Mapped[int] = mapped_column(Integer, default=7 * 86400)
     auto_approval_delay_seconds: Mapped[int] = mapped_column(Integer, default=3 * 86400)
     gold_rate: Mapped[Decimal] = mapped_column(Numeric(4, 3), default=Decimal("0.08"))
+    # Copied onto each batch at publish; NULL: anyone may work.
+    qualification_requirements: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
     guideline_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -141,6 +143,8 @@ class Batch(Base):
     assignments_per_item: Mapped[int] = mapped_column(Integer)
     assignment_duration_seconds: Mapped[int] = mapped_column(Integer)
     auto_approval_delay_seconds: Mapped[int] = mapped_column(Integer)
+    # Snapshot of the project's (or the publisher's own); NULL: anyone may work on it.
+    qualification_requirements: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
     item_count: Mapped[int] = mapped_column(Integer)
     hit_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

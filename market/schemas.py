@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from market.edge import Id, LabelSchemaSchema, PageQuerySchema, Text
+from qualification.schemas import requirements_field
 
 
 def _gold_rate(value: Decimal) -> None:
@@ -33,6 +34,8 @@ class ProjectSettingsSchema(Schema):
                                       metadata={"description": "A batch expires this long after publishing."})
     auto_approval_delay_seconds = fields.Integer(strict=True, validate=validate.Range(0, 30 * 86_400))
     gold_rate = fields.Decimal(validate=_gold_rate, metadata={"description": "0 = off, else 0.05-0.10."})
+    qualification_requirements = requirements_field(metadata={
+        "description": "Who may work on batches published from now on: all must be met."})
 
 
 class ProjectCreateSchema(ProjectSettingsSchema):
@@ -68,6 +71,7 @@ class ProjectSchema(Schema):
     lifetime_seconds = fields.Integer()
     auto_approval_delay_seconds = fields.Integer()
     gold_rate = fields.Float()
+    qualification_requirements = fields.List(fields.Dict())
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -125,6 +129,8 @@ class BatchCreateSchema(Schema):
     name = Text(load_default="", validate=validate.Length(max=200))
     item_ids = fields.List(Id(strict=True), validate=validate.Length(1, 1_000_000))
     external_ids = fields.List(Text(validate=validate.Length(1, 255)), validate=validate.Length(1, 1_000_000))
+    qualification_requirements = requirements_field(metadata={
+        "description": "This batch's requirements instead of the project's."})
 
     @validates_schema
     def _one_selector(self, data: dict[str, Any], **_: Any) -> None:
@@ -145,6 +151,7 @@ class BatchSchema(Schema):
     assignments_per_item = fields.Integer()
     assignment_duration_seconds = fields.Integer()
     auto_approval_delay_seconds = fields.Integer()
+    qualification_requirements = fields.List(fields.Dict())
     created_at = fields.DateTime()
     expires_at = fields.DateTime()
     status_changed_at = fields.DateTime()

@@ -27,6 +27,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Conflict, InvalidInput, NotFound
+from qualification.service import check_requirements
 from workers.models import Actor, Role
 
 PUBLISH_CHUNK = 10_000
@@ -72,9 +73,11 @@ _SETTINGS = ("reward_cents", "currency", "items_per_hit", "assignments_per_item"
 def create_project(session: Session, *, owner: Actor, data: dict[str, Any], now: dt.datetime) -> Project:
     """Create a project with its first guideline version."""
     fields = {k: data[k] for k in _SETTINGS if k in data}
+    requirements = check_requirements(session, owner_id=owner.id,
+                                      requirements=data.get("qualification_requirements"))
     project = Project(owner_id=owner.id, title=data["title"], description=data.get("description", ""),
                       label_schema=data["label_schema"], guideline_version=1, created_at=now, updated_at=now,
-                      **fields)
+                      qualification_requirements=requirements, **fields)
     session.add(project)
     session.flush()
     session.add(GuidelineVersion(project_id=project.id, version=1, instructions=data.get("instructions", ""),
@@ -101,6 +104,9 @@ def update_project(session: Session, *, project: Project, account: Actor, data: 
     for key in ("title", "description", "label_schema", *_SETTINGS):
         if key in data:
             setattr(project, key, data[key])
+    if "qualification_requirements" in data:
+        project.qualification_requirements = check_requirements(
+            session, owner_id=project.owner_id, requirements=data["qualification_requirements"])
     if "instructions" in data and data["instructions"] != current_instructions(session, project):
         project.guideline_version += 1
         session.add(GuidelineVersion(project_id=project.id, version=project.guideline_version,
@@ -152,21 +158,27 @@ def fingerprint(payload: dict[str, Any]) -> str:
 
 def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.datetime, name: str = "",
                   item_ids: Sequence[int] | None = None, external_ids: Sequence[str] | None = None,
-                  idempotency_key: str | None = None) -> tuple[Batch, bool]:
-    """Publish items as HITs; returns (batch, created). A repeated idempotency key returns the first batch."""
-    request_print = fingerprint({"name": name, "item_ids": item_ids, "external_ids": external_ids})
+                  idempotency_key: str | None = None,
+                  qualification_requirements: list[dict[str, Any]] | None = None) -> tuple[Batch, bool]:
+    """Publish items as HITs; returns (batch, created). A repeated idempotency key returns the first batch.
+    The batch takes the project's qualification requirements unless given its own ([]: none)."""
+    request_print = fingerprint({"name": name, "item_ids": item_ids, "external_ids": external_ids,
+                                 "qualification_requirements": qualification_requirements})
     # Lock the project row: concurrent publishes of one project queue up instead of racing for items.
     project = get_project(session, project_id=project_id, account=account, write=True, lock=True)
     if idempotency_key is not None:
         replay = _replay(session, project.id, idempotency_key, request_print)
         if replay is not None:
             return replay, False
+    requirements = (project.qualification_requirements if qualification_requirements is None else
+                    check_requirements(session, owner_id=project.owner_id, requirements=qualification_requirements))
     batch = Batch(project_id=project.id, name=name, status=BatchStatus.OPEN, created_by_id=account.id,
                   idempotency_key=idempotency_key, request_fingerprint=request_print,
                   reward_cents=project.reward_cents, currency=project.currency,
                   items_per_hit=project.items_per_hit, assignments_per_item=project.assignments_per_item,
                   assignment_duration_seconds=project.assignment_duration_seconds,
                   auto_approval_delay_seconds=project.auto_approval_delay_seconds, item_count=0, hit_count=0,
+                  qualification_requirements=requirements,
                   created_at=now, status_changed_at=now,
                   expires_at=now + dt.timedelta(seconds=project.lifetime_seconds))
     session.add(batch)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, func, literal_column, or_, select, text, true, update
+from sqlalchemy import Select, bindparam, case, exists, func, literal_column, or_, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,6 +48,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Conflict, DomainError, Forbidden, Gone, InvalidInput, NotFound
+from qualification.service import unmet_requirements
 from workers.models import Actor, WorkerBlock
 
 ACTIVE = (AssignmentStatus.LEASED, AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED,
@@ -132,18 +133,21 @@ def _checks(postgres: bool, one_project: bool) -> HotStatement:
     project = bindparam("project_id") if one_project else None
     live = (_ASSIGNMENT.c.worker_id == _W) & _LEASED
     held = select(_ASSIGNMENT.c.id, _ASSIGNMENT.c.project_id).where(live, _ASSIGNMENT.c.expires_at > _NOW).limit(1)
-    batches = select(Batch.id).where(literal_column(f"batch.status = '{BatchStatus.OPEN.value}'"),
-                                     Batch.expires_at > _NOW, ~_block_filter(Batch.project_id))
+    gated = Batch.qualification_requirements.is_not(None).label("gated")
+    batches = select(Batch.id, gated).where(literal_column(f"batch.status = '{BatchStatus.OPEN.value}'"),
+                                            Batch.expires_at > _NOW, ~_block_filter(Batch.project_id))
     if one_project:
         batches = batches.where(Batch.project_id == project)
     sub = batches.subquery()
-    # The ids as one value: an array on PostgreSQL, a comma-separated string on SQLite.
-    ids = func.array_agg(sub.c.id) if postgres else func.group_concat(sub.c.id)
+    # The ids as one value: an array on PostgreSQL, a comma-separated string on SQLite; the gated ones (with
+    # qualification requirements) again, apart.
+    agg = func.array_agg if postgres else func.group_concat
     return HotStatement(select(
         held.with_only_columns(_ASSIGNMENT.c.id).scalar_subquery(),
         held.with_only_columns(_ASSIGNMENT.c.project_id).scalar_subquery(),
         exists().where(live, _ASSIGNMENT.c.expires_at <= _NOW), _block_filter(project),
-        select(ids).scalar_subquery(), exists().where(Project.id == project) if one_project else true()))
+        select(agg(sub.c.id)).scalar_subquery(), select(agg(case((sub.c.gated, sub.c.id)))).scalar_subquery(),
+        exists().where(Project.id == project) if one_project else true()))
 
 
 def _parse_ids(value: Any) -> list[int]:
@@ -151,7 +155,18 @@ def _parse_ids(value: Any) -> list[int]:
         return []
     if isinstance(value, str):
         return [int(v) for v in value.split(",")]
-    return sorted(value)
+    return sorted(v for v in value if v is not None)
+
+
+_GATES = select(Batch.id, Batch.qualification_requirements).where(Batch.id.in_(bindparam("ids", expanding=True)))
+
+
+def _admitted(session: Session, worker_id: int, batch_ids: list[int],
+              gated: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
+    """The open batches whose qualification requirements the worker meets, and what they miss for the rest."""
+    gates = {batch_id: reqs for batch_id, reqs in session.execute(_GATES, {"ids": gated})}
+    shut, missing = unmet_requirements(session, worker_id=worker_id, gates=gates)
+    return [b for b in batch_ids if b not in shut], missing
 
 
 _EXPIRE_OWN_LAPSED = _ASSIGNMENT.update().where(
@@ -162,7 +177,7 @@ def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, projec
     """Lease the next HIT to the worker. One task at a time: a worker with a live lease gets that one again."""
     params = {"worker_id": worker.id, "now": now, "project_id": project_id}
     for _ in range(_CLAIM_TRIES):
-        held_id, held_project, has_lapsed, blocked, batch_ids, project_found = _checks(
+        held_id, held_project, has_lapsed, blocked, batch_ids, gated, project_found = _checks(
             _postgres(session), project_id is not None).first(session, params)
         if not project_found:
             session.rollback()
@@ -179,7 +194,13 @@ def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, projec
             return load_task(session, worker_id=worker.id, assignment_id=held_id)
         if has_lapsed:  # the worker's own lapsed leases end now, so the HITs they held can be offered again
             session.execute(_EXPIRE_OWN_LAPSED, params)
-        batch_ids = _parse_ids(batch_ids)
+        batch_ids, missing = _parse_ids(batch_ids), []
+        if gated is not None and (gated := _parse_ids(gated)):
+            batch_ids, missing = _admitted(session, worker.id, batch_ids, gated)
+        if not batch_ids and missing:
+            session.commit()
+            raise Forbidden("This work needs qualifications you do not have; the tests listed can grant them.",
+                            reason="qualification_required", missing=missing)
         if not batch_ids:
             session.commit()
             raise NoWork("No batch is open for work right now (none published, or all paused, cancelled or "

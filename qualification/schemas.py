@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from market.edge import Id, LabelSchemaSchema, Text
+from qualification.requirements import COMPARATORS, values_error
 
 DAY = 86_400
+
+
+class RequirementSchema(Schema):
+    """MTurk's QualificationRequirement: the worker's value of a qualification compared with integer values."""
+
+    qualification_id = Id(required=True, strict=True)
+    comparator = Text(required=True, validate=validate.OneOf(COMPARATORS))
+    values = fields.List(fields.Integer(strict=True, validate=validate.Range(-1_000_000_000, 1_000_000_000)),
+                         load_default=list, metadata={"description": "None for Exists/DoesNotExist, one for the "
+                                                      "order comparators, 1-15 for In/NotIn."})
+
+    @validates_schema
+    def _values_fit(self, data: dict[str, Any], **_: Any) -> None:
+        problem = values_error(data.get("comparator", ""), data.get("values", []))
+        if problem and data.get("comparator") in COMPARATORS:
+            raise ValidationError({"values": [problem]})
+
+
+def requirements_field(**kwargs: Any) -> fields.List:
+    return fields.List(fields.Nested(RequirementSchema), validate=validate.Length(max=20), **kwargs)
 
 
 class QuestionInSchema(Schema):

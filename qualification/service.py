@@ -20,6 +20,7 @@ from qualification.models import (
     QualificationQuestion,
     QualificationType,
 )
+from qualification.requirements import unmet
 from workers.models import Account, Actor, Role
 
 
@@ -83,6 +84,50 @@ def list_types(session: Session, *, account: Actor, after: int | None, limit: in
 def questions(session: Session, type_id: int) -> list[QualificationQuestion]:
     return list(session.scalars(select(QualificationQuestion).where(QualificationQuestion.type_id == type_id)
                                 .order_by(QualificationQuestion.position)))
+
+
+def check_requirements(session: Session, *, owner_id: int,
+                       requirements: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Requirements as a project or batch stores them (None when there are none); each must name one of the
+    owner's qualification types."""
+    if not requirements:
+        return None
+    ids = {r["qualification_id"] for r in requirements}
+    owned = set(session.scalars(select(QualificationType.id).where(QualificationType.id.in_(ids),
+                                                                   QualificationType.owner_id == owner_id)))
+    errors = {str(n): [f"unknown qualification type {r['qualification_id']}"]
+              for n, r in enumerate(requirements) if r["qualification_id"] not in owned}
+    if errors:
+        raise InvalidInput("Requirements must name your own qualification types.",
+                           errors={"qualification_requirements": errors})
+    return [{"qualification_id": r["qualification_id"], "comparator": r["comparator"], "values": r["values"]}
+            for r in requirements]
+
+
+def unmet_requirements(session: Session, *, worker_id: int,
+                       gates: dict[int, list[dict[str, Any]]]) -> tuple[set[int], list[dict[str, Any]]]:
+    """Of the gated batches (batch id -> requirements), those the worker may not work on, and what they miss:
+    each unmet requirement once, with the qualification's name, the worker's value and where its test is."""
+    wanted = {r["qualification_id"] for reqs in gates.values() for r in reqs}
+    held = dict(session.execute(select(QualificationGrant.type_id, QualificationGrant.value).where(
+        QualificationGrant.worker_id == worker_id, QualificationGrant.revoked_at.is_(None),
+        QualificationGrant.type_id.in_(wanted))).all())
+    shut: set[int] = set()
+    missing: dict[tuple[int, str, tuple[int, ...]], dict[str, Any]] = {}
+    for batch_id, reqs in gates.items():
+        for r in unmet(reqs, held):
+            shut.add(batch_id)
+            missing.setdefault((r["qualification_id"], r["comparator"], tuple(r["values"])), r)
+    if not missing:
+        return shut, []
+    types = {t.id: t for t in session.scalars(select(QualificationType).where(
+        QualificationType.id.in_({k[0] for k in missing})))}
+    with_test = set(session.scalars(select(QualificationQuestion.type_id).where(
+        QualificationQuestion.type_id.in_(list(types))).distinct()))
+    return shut, [{"qualification_id": q, "name": types[q].name if q in types else None, "comparator": c,
+                   "values": list(v), "your_value": held.get(q),
+                   "test": f"/api/v1/qualification-tests/{q}/attempts" if q in with_test else None}
+                  for (q, c, v) in sorted(missing)]
 
 
 # ---- tests (workers) ----------------------------------------------------------------------------------------
