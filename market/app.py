@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from market.config import check_config, load_config
 from market.db import Database, utcnow
 from market.problems import register_error_handlers
+from market.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_USER, Limiter
 
 REDOC_URL = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
 
@@ -67,6 +68,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["crowdmarket.redis"] = (
         redis.Redis.from_url(app.config["REDIS_URL"], socket_timeout=1, socket_connect_timeout=1)
         if app.config["REDIS_URL"] else None)
+
+    client = app.extensions["crowdmarket.redis"]
+    app.extensions["crowdmarket.login_limits"] = (
+        Limiter("login-user", limit=LOGIN_PER_USER[0], window=LOGIN_PER_USER[1], client=client),
+        Limiter("login-address", limit=LOGIN_PER_ADDRESS[0], window=LOGIN_PER_ADDRESS[1], client=client))
 
     api = Api(app)
     from market import edge

@@ -57,6 +57,14 @@ class Gone(DomainError):
     title = "Gone"
 
 
+class TooManyRequests(DomainError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: object) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra)
+
+
 class Unauthorized(DomainError):
     status = 401
     title = "Unauthorized"

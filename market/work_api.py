@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app, request
 from flask.views import MethodView
 
 from market import work
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint
-from market.problems import NotFound
+from market.problems import NotFound, TooManyRequests, Unauthorized
 from market.work_schemas import (
     IdentitySchema,
     LoginSchema,
@@ -65,9 +66,22 @@ class Login(MethodView):
     @blp.response(201, NewWorkerTokenSchema)
     @blp.doc(security=[])
     def post(self, data: dict[str, Any]):
-        """Log in with username and password; get a new API token."""
-        account, token = accounts.login(db_session(), username=data["username"], password=data["password"],
-                                        now=clock())
+        """Log in with username and password; get a new API token. Failed logins are limited per username and
+        per client address (429 with Retry-After)."""
+        by_user, by_address = current_app.extensions["crowdmarket.login_limits"]
+        keys = ((by_user, data["username"].casefold()), (by_address, request.remote_addr or "unknown"))
+        now = clock()
+        waits = [w for limiter, key in keys if (w := limiter.retry_after(key, now)) is not None]
+        if waits:
+            raise TooManyRequests("Too many failed logins; try again later.", retry_after=max(waits))
+        try:
+            account, token = accounts.login(db_session(), username=data["username"], password=data["password"],
+                                            now=now)
+        except Unauthorized:
+            for limiter, key in keys:
+                limiter.hit(key, now)
+            raise
+        by_user.reset(keys[0][1])
         return {"account_id": account.id, "username": account.username, "token": token}
 
 

@@ -14,6 +14,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
+import market.models  # noqa: F401 - every table on the metadata, whichever test file runs alone
+import qualification.models  # noqa: F401
+import workers.models  # noqa: F401
 from market.app import create_app
 from market.cli import alembic_config
 from market.db import Base, Database, make_engine
