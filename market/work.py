@@ -128,8 +128,9 @@ def _block_filter(project: Any) -> Any:
 @cache
 def _checks(postgres: bool, one_project: bool) -> HotStatement:
     """In one read: the worker's live lease (and its project), whether they hold lapsed ones, whether they are
-    blocked (from all work, or from the one project asked for), the open batches they may work on, and whether
-    that project exists."""
+    blocked (from all work, or from the one project asked for), the open batches they may work on and which of
+    those have qualification requirements (checked apart, only when there are any), and whether that project
+    exists."""
     project = bindparam("project_id") if one_project else None
     live = (_ASSIGNMENT.c.worker_id == _W) & _LEASED
     held = select(_ASSIGNMENT.c.id, _ASSIGNMENT.c.project_id).where(live, _ASSIGNMENT.c.expires_at > _NOW).limit(1)
