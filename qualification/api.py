@@ -100,9 +100,9 @@ class Grants(MethodView):
     def post(self, data: dict[str, Any], type_id: int):
         """Grant it to a worker by hand, or set a holder's value; a reason is required."""
         session = db_session()
-        service.grant(session, type_id=type_id, account=current_account(), worker_id=data["worker_id"],
-                      value=data["value"], reason=data["reason"], now=clock())
-        return _holder_body(_holder(session, type_id, data["worker_id"]))
+        granted = service.grant(session, type_id=type_id, account=current_account(), worker_id=data["worker_id"],
+                                value=data["value"], reason=data["reason"], now=clock())
+        return _holder_body(service.holder(session, granted))
 
 
 @blp.route("/<int:type_id>/grants/<int:worker_id>/revoke")
@@ -115,13 +115,7 @@ class Revoke(MethodView):
         session = db_session()
         revoked = service.revoke(session, type_id=type_id, account=current_account(), worker_id=worker_id,
                                  reason=data["reason"], now=clock())
-        holders = service.list_holders(session, type_id=type_id, account=current_account(), revoked=True)
-        return _holder_body(next(h for h in holders if h.grant.id == revoked.id))
-
-
-def _holder(session: Any, type_id: int, worker_id: int) -> service.Holder:
-    holders = service.list_holders(session, type_id=type_id, account=current_account())
-    return next(h for h in holders if h.grant.worker_id == worker_id)
+        return _holder_body(service.holder(session, revoked))
 
 
 # ---- workers -------------------------------------------------------------------------------------------------

@@ -359,6 +359,13 @@ class Holder:
     attempts: int
 
 
+def holder(session: Session, grant: QualificationGrant) -> Holder:
+    """One grant as `list_holders` shows it."""
+    best, attempts = session.execute(select(func.max(QualificationAttempt.score), func.count()).where(
+        QualificationAttempt.type_id == grant.type_id, QualificationAttempt.worker_id == grant.worker_id)).one()
+    return Holder(grant, session.get_one(Account, grant.worker_id).username, best, attempts)
+
+
 def list_holders(session: Session, *, type_id: int, account: Actor, revoked: bool = False) -> list[Holder]:
     """The type's holders (or, with `revoked`, every grant ever made), with each worker's best test score."""
     get_type(session, type_id=type_id, account=account)
