@@ -82,10 +82,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from market import health, work_api
     from qualification import api as qualification_api
     from workers import api as workers_api
+    from workers import flags_api
 
     app.register_blueprint(health.blp)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
-                qualification_api.tests_blp):
+                qualification_api.tests_blp, flags_api.blp):
         api.register_blueprint(blp)
     register_error_handlers(app)
 

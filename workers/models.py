@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.db import Base, UTCDateTime, utcnow
+from market.db import Base, JSONDoc, UTCDateTime, utcnow
 
 
 class Role(enum.StrEnum):
@@ -120,3 +120,49 @@ class WorkerBlock(Base):
     def in_force(cls, now: Any) -> ColumnElement[bool]:
         """SQL: the block is in force at `now` (a value or a bound parameter): not lifted, not past its expiry."""
         return and_(cls.lifted_at.is_(None), or_(cls.expires_at.is_(None), cls.expires_at > now))
+
+
+class FlagReason(enum.StrEnum):
+    GOLD_BELOW_THRESHOLD = "GOLD_BELOW_THRESHOLD"
+    FAST_ANSWERS = "FAST_ANSWERS"
+    LOW_AGREEMENT = "LOW_AGREEMENT"
+    GOLD_CONTESTED = "GOLD_CONTESTED"
+    MANUAL = "MANUAL"
+
+
+class FlagState(enum.StrEnum):
+    OPEN = "open"
+    BLOCKED = "blocked"
+    DISMISSED = "dismissed"
+
+
+class WorkerFlag(Base):
+    """A worker put up for ops review, with the evidence; ops block (through a WorkerBlock), unblock or dismiss."""
+
+    __tablename__ = "worker_flag"
+    __table_args__ = (Index("ix_worker_flag_state", "state", "id"), Index("ix_worker_flag_worker", "account_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    reason: Mapped[FlagReason] = mapped_column(enum_column(FlagReason, "flag_reason"))
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)  # metric, threshold, n, window
+    state: Mapped[FlagState] = mapped_column(enum_column(FlagState, "flag_state"))
+    block_id: Mapped[int | None] = mapped_column(ForeignKey("worker_block.id"))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))  # None: raised by the system
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerFlagEvent(Base):
+    """The audit trail of a flag: who did what to it, when, and why."""
+
+    __tablename__ = "worker_flag_event"
+    __table_args__ = (Index("ix_worker_flag_event_flag", "flag_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flag_id: Mapped[int] = mapped_column(ForeignKey("worker_flag.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(20))  # opened, blocked, unblocked, dismissed
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -1,10 +1,13 @@
-"""Schemas for accounts and tokens at the HTTP edge."""
+"""Schemas for accounts, tokens, and ops' flags and blocks at the HTTP edge."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from marshmallow import Schema, fields, validate
 
-from market.edge import Text
+from market.edge import Id, PageQuerySchema, Text
+from workers.models import FlagReason, FlagState
 
 
 class AccountSchema(Schema):
@@ -31,3 +34,66 @@ class NewTokenSchema(TokenSchema):
 
 class TokenCreateSchema(Schema):
     name = Text(load_default="", validate=validate.Length(max=100))
+
+
+# ---- ops: flags and blocks ---------------------------------------------------------------------------------
+
+class FlagCreateSchema(Schema):
+    worker_id = Id(required=True, strict=True)
+    project_id = Id(load_default=None, allow_none=True, strict=True)
+    note = Text(required=True, validate=validate.Length(1, 5000), metadata={"description": "Why, for the record."})
+    evidence = fields.Dict(load_default=None, allow_none=True,
+                           metadata={"description": "What was seen: metric, threshold, n, window."})
+
+
+class FlagQuerySchema(PageQuerySchema):
+    state = Text(validate=validate.OneOf([s.value for s in FlagState]))
+    reason = Text(validate=validate.OneOf([r.value for r in FlagReason]))
+    worker_id = Id(strict=False)
+    project_id = Id(strict=False)
+
+
+class BlockSchema(Schema):
+    scope = Text(required=True, validate=validate.OneOf(["project", "all"]))
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=dt.UTC,
+                                      metadata={"description": "When the block ends by itself; null: never."})
+    reason = Text(required=True, validate=validate.Length(1, 5000))
+
+
+class FlagNoteSchema(Schema):
+    reason = Text(required=True, validate=validate.Length(1, 5000))
+
+
+class FlagEventSchema(Schema):
+    action = Text()
+    actor_id = fields.Integer(allow_none=True)
+    note = Text()
+    at = fields.DateTime()
+
+
+class FlagBlockSchema(Schema):
+    scope = Text()
+    project_id = fields.Integer(allow_none=True)
+    reason = Text()
+    expires_at = fields.DateTime(allow_none=True)
+    lifted_at = fields.DateTime(allow_none=True)
+    in_force = fields.Boolean()
+
+
+class FlagSchema(Schema):
+    id = fields.Integer()
+    worker_id = fields.Integer()
+    project_id = fields.Integer(allow_none=True)
+    reason = Text()
+    evidence = fields.Dict(allow_none=True)
+    state = Text()
+    created_by_id = fields.Integer(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    block = fields.Nested(FlagBlockSchema, allow_none=True)
+    events = fields.List(fields.Nested(FlagEventSchema))
+
+
+class FlagListSchema(Schema):
+    data = fields.List(fields.Nested(FlagSchema))
+    next_after = fields.Integer(allow_none=True)

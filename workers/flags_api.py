@@ -1,0 +1,102 @@
+"""Ops JSON API: review flagged workers; block, unblock, dismiss, each with a reason kept in the audit trail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from market.app import clock, db_session
+from market.auth import current_account, requires
+from market.edge import Blueprint
+from workers import flags
+from workers.models import FlagReason, FlagState, Role, WorkerFlag
+from workers.schemas import BlockSchema, FlagCreateSchema, FlagListSchema, FlagNoteSchema, FlagQuerySchema, FlagSchema
+
+blp = Blueprint("ops", __name__, url_prefix="/api/v1/ops", description="Ops review: flagged workers and blocks.")
+OPS = (Role.OPS,)
+
+
+def _flag_body(flag: WorkerFlag, *, with_events: bool = True) -> dict[str, Any]:
+    session = db_session()
+    held = flags.block_of(session, flag)
+    block = None if held is None else {
+        "scope": "all" if held.project_id is None else "project", "project_id": held.project_id,
+        "reason": held.reason, "expires_at": held.expires_at, "lifted_at": held.lifted_at,
+        "in_force": held.lifted_at is None and (held.expires_at is None or held.expires_at > clock())}
+    body = {"id": flag.id, "worker_id": flag.account_id, "project_id": flag.project_id, "reason": flag.reason.value,
+            "evidence": flag.evidence, "state": flag.state.value, "created_by_id": flag.created_by_id,
+            "created_at": flag.created_at, "updated_at": flag.updated_at, "block": block}
+    if with_events:
+        body["events"] = [{"action": e.action, "actor_id": e.actor_id, "note": e.note, "at": e.at}
+                          for e in flags.events(session, flag.id)]
+    return body
+
+
+@blp.route("/flags")
+class Flags(MethodView):
+    @requires(*OPS)
+    @blp.arguments(FlagQuerySchema, location="query")
+    @blp.response(200, FlagListSchema)
+    def get(self, args: dict[str, Any]):
+        """Flags, oldest first, filtered by state, reason, worker or project."""
+        rows = flags.list_flags(
+            db_session(), after=args.get("after"), limit=args["limit"],
+            state=FlagState(args["state"]) if "state" in args else None,
+            reason=FlagReason(args["reason"]) if "reason" in args else None,
+            worker_id=args.get("worker_id"), project_id=args.get("project_id"))
+        return {"data": [_flag_body(f, with_events=False) for f in rows],
+                "next_after": rows[-1].id if len(rows) == args["limit"] else None}
+
+    @requires(*OPS)
+    @blp.arguments(FlagCreateSchema)
+    @blp.response(201, FlagSchema)
+    def post(self, data: dict[str, Any]):
+        """Flag a worker by hand (reason MANUAL), with a note and any evidence."""
+        flag = flags.raise_flag(db_session(), worker_id=data["worker_id"], project_id=data["project_id"],
+                                reason=FlagReason.MANUAL, note=data["note"], evidence=data["evidence"],
+                                actor=current_account(), now=clock())
+        return _flag_body(flag)
+
+
+@blp.route("/flags/<int:flag_id>")
+class FlagDetail(MethodView):
+    @requires(*OPS)
+    @blp.response(200, FlagSchema)
+    def get(self, flag_id: int):
+        """One flag with its block and audit trail."""
+        return _flag_body(flags.get_flag(db_session(), flag_id=flag_id))
+
+
+@blp.route("/flags/<int:flag_id>/block")
+class Block(MethodView):
+    @requires(*OPS)
+    @blp.arguments(BlockSchema)
+    @blp.response(200, FlagSchema)
+    def post(self, data: dict[str, Any], flag_id: int):
+        """Block the worker at once, from the flag's project or from all work, optionally until a time."""
+        flag = flags.block(db_session(), flag_id=flag_id, actor=current_account(), scope=data["scope"],
+                           reason=data["reason"], expires_at=data["expires_at"], now=clock())
+        return _flag_body(flag)
+
+
+@blp.route("/flags/<int:flag_id>/unblock")
+class Unblock(MethodView):
+    @requires(*OPS)
+    @blp.arguments(FlagNoteSchema)
+    @blp.response(200, FlagSchema)
+    def post(self, data: dict[str, Any], flag_id: int):
+        """Lift the block; the flag returns to open."""
+        return _flag_body(flags.unblock(db_session(), flag_id=flag_id, actor=current_account(),
+                                        reason=data["reason"], now=clock()))
+
+
+@blp.route("/flags/<int:flag_id>/dismiss")
+class Dismiss(MethodView):
+    @requires(*OPS)
+    @blp.arguments(FlagNoteSchema)
+    @blp.response(200, FlagSchema)
+    def post(self, data: dict[str, Any], flag_id: int):
+        """Close an open flag without action."""
+        return _flag_body(flags.dismiss(db_session(), flag_id=flag_id, actor=current_account(),
+                                        reason=data["reason"], now=clock()))
