@@ -208,11 +208,11 @@ def start_attempt(session: Session, *, worker: Actor, type_id: int,
     if status.available_at is None:
         session.commit()
         raise AttemptRefused(f"You have used all {qtype.max_attempts} attempts at this test.",
-                              reason="no_attempts_left")
+                             reason="no_attempts_left")
     if status.available_at > now:
         session.commit()
         raise AttemptRefused("You can retake this test after its retry delay.", reason="retry_delay",
-                              available_at=status.available_at.isoformat())
+                             available_at=status.available_at.isoformat())
     attempt = QualificationAttempt(type_id=type_id, worker_id=worker.id, status=AttemptStatus.STARTED,
                                    started_at=now, expires_at=now + dt.timedelta(seconds=qtype.test_duration_seconds))
     session.add(attempt)
