@@ -79,14 +79,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     edge.install(app, api)
     from market import api as market_api
-    from market import health, work_api
+    from market import health, ops_api, work_api
     from qualification import api as qualification_api
     from workers import api as workers_api
-    from workers import flags_api
 
     app.register_blueprint(health.blp)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
-                qualification_api.tests_blp, flags_api.blp):
+                qualification_api.tests_blp, ops_api.blp):
         api.register_blueprint(blp)
     register_error_handlers(app)
 

@@ -186,6 +186,9 @@ class HitSlot(Base):
         Index("ix_hit_slot_assignment_id", "assignment_id", postgresql_where=text("assignment_id IS NOT NULL"),
               sqlite_where=text("assignment_id IS NOT NULL")),
         CheckConstraint("(state = 'free') = (assignment_id IS NULL)", name="lease_matches_state"),
+        Index("ix_hit_slot_reopened_by", "reopened_by_block_id",
+              postgresql_where=text("reopened_by_block_id IS NOT NULL"),
+              sqlite_where=text("reopened_by_block_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -197,6 +200,9 @@ class HitSlot(Base):
     state: Mapped[SlotState] = mapped_column(enum_column(SlotState, "slot_state"), default=SlotState.FREE)
     assignment_id: Mapped[int | None] = mapped_column(ForeignKey("assignment.id"))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A slot added when a block excluded an answer to this HIT (restoring its redundancy); a lifted block takes
+    # back those still free.
+    reopened_by_block_id: Mapped[int | None] = mapped_column(ForeignKey("worker_block.id"))
 
 
 # A worker holds or has done a HIT at most once (returned and expired assignments do not count).
@@ -240,6 +246,9 @@ class Answer(Base):
     __table_args__ = (
         UniqueConstraint("assignment_id", "item_id"),
         Index("ix_answer_project_id", "project_id", "id"),
+        Index("ix_answer_excluded_by", "excluded_by_block_id",
+              postgresql_where=text("excluded_by_block_id IS NOT NULL"),
+              sqlite_where=text("excluded_by_block_id IS NOT NULL")),
         CheckConstraint("duration_ms >= 0", name="duration_nonnegative"),
     )
 
@@ -253,3 +262,6 @@ class Answer(Base):
     submitted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     duration_ms: Mapped[int] = mapped_column(Integer)
     client_meta: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    # Set while a block on the worker excludes this answer (kept, never deleted; lifting the block restores it).
+    excluded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    excluded_by_block_id: Mapped[int | None] = mapped_column(ForeignKey("worker_block.id"))

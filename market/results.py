@@ -24,7 +24,8 @@ def _answers_query(project: Project, *, batch_id: int | None = None, worker_id: 
     stmt = (select(Answer.id, Answer.assignment_id, Answer.worker_id, Answer.item_id, Item.external_id,
                    Item.is_gold, Answer.value, Answer.submitted_at, Answer.duration_ms, Answer.guideline_version)
             .join(Item, Item.id == Answer.item_id)
-            .where(Answer.project_id == project.id).order_by(Answer.id))
+            # Answers a block excludes are kept but not shown: they must not reach anyone's labels.
+            .where(Answer.project_id == project.id, Answer.excluded_at.is_(None)).order_by(Answer.id))
     if batch_id is not None:
         stmt = stmt.where(Item.batch_id == batch_id)
     if worker_id is not None:

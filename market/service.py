@@ -349,7 +349,7 @@ class Progress:
 def batch_progress(session: Session, batch: Batch, *, now: dt.datetime) -> Progress:
     """Items by number of answers, completed items and assignments by state, from the answers themselves."""
     per_item = (select(Item.id, func.count(Answer.id).label("n"))
-                .outerjoin(Answer, Answer.item_id == Item.id)
+                .outerjoin(Answer, (Answer.item_id == Item.id) & Answer.excluded_at.is_(None))
                 .where(Item.batch_id == batch.id).group_by(Item.id).subquery())
     progress = Progress(items=batch.item_count, hits=batch.hit_count,
                         assignments_per_item=batch.assignments_per_item)

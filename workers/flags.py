@@ -87,7 +87,8 @@ def _expect(session: Session, flag: WorkerFlag, state: FlagState, action: str) -
 
 def block(session: Session, *, flag_id: int, actor: Actor, scope: str, reason: str, now: dt.datetime,
           expires_at: dt.datetime | None = None) -> WorkerFlag:
-    """Block the flagged worker at once: from the flag's project, or from all work; until `expires_at` if given."""
+    """Block the flagged worker at once: from the flag's project, or from all work; until `expires_at` if given.
+    The caller commits (the market applies the block to the worker's answers in the same transaction)."""
     flag = get_flag(session, flag_id=flag_id, lock=True)
     _expect(session, flag, FlagState.OPEN, "block")
     if scope == "project" and flag.project_id is None:
@@ -104,12 +105,13 @@ def block(session: Session, *, flag_id: int, actor: Actor, scope: str, reason: s
     flag.block_id, flag.state, flag.updated_at = blocked.id, FlagState.BLOCKED, now
     until = f" until {expires_at.isoformat()}" if expires_at else ""
     _event(session, flag, "blocked", actor, f"{scope}{until}: {reason}", now)
-    session.commit()
+    session.flush()
     return flag
 
 
 def unblock(session: Session, *, flag_id: int, actor: Actor, reason: str, now: dt.datetime) -> WorkerFlag:
-    """Lift the flag's block; the flag goes back to open for review (dismiss it to close it)."""
+    """Lift the flag's block; the flag goes back to open for review (dismiss it to close it). The caller
+    commits."""
     flag = get_flag(session, flag_id=flag_id, lock=True)
     _expect(session, flag, FlagState.BLOCKED, "unblock")
     held = block_of(session, flag)
@@ -117,7 +119,7 @@ def unblock(session: Session, *, flag_id: int, actor: Actor, reason: str, now: d
         held.lifted_at = now
     flag.state, flag.updated_at = FlagState.OPEN, now
     _event(session, flag, "unblocked", actor, reason, now)
-    session.commit()
+    session.flush()
     return flag
 
 

@@ -9,6 +9,7 @@ from flask.views import MethodView
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint
+from market.quality import block_flagged, unblock_flagged
 from workers import flags
 from workers.models import FlagReason, FlagState, Role, WorkerFlag
 from workers.schemas import BlockSchema, FlagCreateSchema, FlagListSchema, FlagNoteSchema, FlagQuerySchema, FlagSchema
@@ -74,9 +75,10 @@ class Block(MethodView):
     @blp.arguments(BlockSchema)
     @blp.response(200, FlagSchema)
     def post(self, data: dict[str, Any], flag_id: int):
-        """Block the worker at once, from the flag's project or from all work, optionally until a time."""
-        flag = flags.block(db_session(), flag_id=flag_id, actor=current_account(), scope=data["scope"],
-                           reason=data["reason"], expires_at=data["expires_at"], now=clock())
+        """Block the worker at once, from the flag's project or from all work, optionally until a time: their
+        live leases there end, their answers there are excluded and their items reopened for other workers."""
+        flag = block_flagged(db_session(), flag_id=flag_id, actor=current_account(), scope=data["scope"],
+                             reason=data["reason"], expires_at=data["expires_at"], now=clock())
         return _flag_body(flag)
 
 
@@ -86,9 +88,9 @@ class Unblock(MethodView):
     @blp.arguments(FlagNoteSchema)
     @blp.response(200, FlagSchema)
     def post(self, data: dict[str, Any], flag_id: int):
-        """Lift the block; the flag returns to open."""
-        return _flag_body(flags.unblock(db_session(), flag_id=flag_id, actor=current_account(),
-                                        reason=data["reason"], now=clock()))
+        """Lift the block: the worker's excluded answers count again; the flag returns to open."""
+        return _flag_body(unblock_flagged(db_session(), flag_id=flag_id, actor=current_account(),
+                                          reason=data["reason"], now=clock()))
 
 
 @blp.route("/flags/<int:flag_id>/dismiss")
