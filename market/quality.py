@@ -74,7 +74,9 @@ def block_flagged(session: Session, *, flag_id: int, actor: Actor, scope: str, r
                        expires_at=expires_at)
     held = flags.block_of(session, flag)
     assert held is not None
-    apply_block(session, block=held, now=now)
+    done = apply_block(session, block=held, now=now)
+    flags.record(session, flag, "applied", actor, f"ended {done.leases_ended} lease(s), excluded "
+                 f"{done.answers_excluded} answer(s), reopened {done.slots_reopened} item slot(s)", now)
     session.commit()
     return flag
 
@@ -84,6 +86,8 @@ def unblock_flagged(session: Session, *, flag_id: int, actor: Actor, reason: str
     flag = flags.unblock(session, flag_id=flag_id, actor=actor, reason=reason, now=now)
     held = flags.block_of(session, flag)
     if held is not None:
-        lift_block(session, block=held)
+        restored, removed = lift_block(session, block=held)
+        flags.record(session, flag, "restored", actor, f"restored {restored} answer(s), took back {removed} "
+                     "unused item slot(s)", now)
     session.commit()
     return flag

@@ -24,8 +24,9 @@ from workers.models import (
 _PROJECT = table("project", column("id"))  # the market's table, named without importing the market
 
 
-def _event(session: Session, flag: WorkerFlag, action: str, actor: Actor | None, note: str,
+def record(session: Session, flag: WorkerFlag, action: str, actor: Actor | None, note: str,
            now: dt.datetime) -> None:
+    """Add a step to the flag's audit trail."""
     session.add(WorkerFlagEvent(flag_id=flag.id, action=action, actor_id=actor.id if actor else None, note=note,
                                 at=now))
 
@@ -42,7 +43,7 @@ def raise_flag(session: Session, *, worker_id: int, project_id: int | None, reas
                       state=FlagState.OPEN, created_by_id=actor.id if actor else None, created_at=now, updated_at=now)
     session.add(flag)
     session.flush()
-    _event(session, flag, "opened", actor, note, now)
+    record(session, flag, "opened", actor, note, now)
     session.commit()
     return flag
 
@@ -104,7 +105,7 @@ def block(session: Session, *, flag_id: int, actor: Actor, scope: str, reason: s
     session.flush()
     flag.block_id, flag.state, flag.updated_at = blocked.id, FlagState.BLOCKED, now
     until = f" until {expires_at.isoformat()}" if expires_at else ""
-    _event(session, flag, "blocked", actor, f"{scope}{until}: {reason}", now)
+    record(session, flag, "blocked", actor, f"{scope}{until}: {reason}", now)
     session.flush()
     return flag
 
@@ -118,7 +119,7 @@ def unblock(session: Session, *, flag_id: int, actor: Actor, reason: str, now: d
     if held is not None and held.lifted_at is None:
         held.lifted_at = now
     flag.state, flag.updated_at = FlagState.OPEN, now
-    _event(session, flag, "unblocked", actor, reason, now)
+    record(session, flag, "unblocked", actor, reason, now)
     session.flush()
     return flag
 
@@ -128,6 +129,6 @@ def dismiss(session: Session, *, flag_id: int, actor: Actor, reason: str, now: d
     flag = get_flag(session, flag_id=flag_id, lock=True)
     _expect(session, flag, FlagState.OPEN, "dismiss")
     flag.state, flag.updated_at = FlagState.DISMISSED, now
-    _event(session, flag, "dismissed", actor, reason, now)
+    record(session, flag, "dismissed", actor, reason, now)
     session.commit()
     return flag

@@ -162,7 +162,7 @@ class WorkerFlagEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     flag_id: Mapped[int] = mapped_column(ForeignKey("worker_flag.id", ondelete="CASCADE"))
-    action: Mapped[str] = mapped_column(String(20))  # opened, blocked, unblocked, dismissed
+    action: Mapped[str] = mapped_column(String(20))  # opened, blocked, applied, unblocked, restored, dismissed
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
     note: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

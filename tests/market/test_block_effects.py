@@ -69,6 +69,7 @@ def test_a_block_excludes_answers_reopens_items_and_ends_leases_and_an_unblock_r
     blocked = client.post(f"{OPS}/{fid}/block", json={"scope": "project", "reason": "gold 30%"},
                           headers=auth(market["ops_token"]))
     assert blocked.status_code == 200
+    assert blocked.get_json()["events"][-1]["note"] == "ended 1 lease(s), excluded 2 answer(s), reopened 2 item slot(s)"
 
     # Answers kept but excluded from what the requester sees and from progress; items reopened; the lease ended.
     assert session.scalar(select(func.count()).select_from(Answer).where(Answer.worker_id == bad.id)) == 2

@@ -119,7 +119,9 @@ def test_unblock_lifts_the_block_and_the_trail_keeps_every_step(client, crowd):
     dismissed = client.post(f"{OPS}/{fid}/dismiss", json={"reason": "resolved"}, headers=headers).get_json()
     assert [(e["action"], e["note"]) for e in dismissed["events"]] == [
         ("opened", "answers in under a second"), ("blocked", "project: gold 40%"),
-        ("unblocked", "gold item was wrong"), ("dismissed", "resolved")]
+        ("applied", "ended 0 lease(s), excluded 0 answer(s), reopened 0 item slot(s)"),
+        ("unblocked", "gold item was wrong"), ("restored", "restored 0 answer(s), took back 0 unused item slot(s)"),
+        ("dismissed", "resolved")]
     assert all(e["actor_id"] == crowd["ops"].id for e in dismissed["events"])
 
 
