@@ -11,7 +11,7 @@ from flask.views import MethodView
 from market import imports, results, service
 from market.app import clock, db_session
 from market.auth import current_account, requires
-from market.edge import Blueprint
+from market.edge import Blueprint, page
 from market.models import Batch
 from market.problems import InvalidInput
 from market.schemas import (
@@ -53,12 +53,6 @@ def _project_body(project) -> dict[str, Any]:
     return body
 
 
-def _page(rows: list[Any], limit: int, key: str = "id") -> dict[str, Any]:
-    last = rows[-1] if rows else None
-    next_after = (last[key] if isinstance(last, dict) else getattr(last, key)) if len(rows) == limit else None
-    return {"data": rows, "next_after": next_after}
-
-
 @blp.route("")
 class Projects(MethodView):
     @requires(*READ)
@@ -68,7 +62,7 @@ class Projects(MethodView):
         """List your projects (ops: all projects)."""
         rows = service.list_projects(db_session(), account=current_account(), after=args.get("after"),
                                      limit=args["limit"])
-        return _page([_project_body(p) for p in rows], args["limit"])
+        return page([_project_body(p) for p in rows], args["limit"])
 
     @requires(*WRITE)
     @blp.arguments(ProjectCreateSchema)
@@ -151,7 +145,7 @@ class Items(MethodView):
         """List items (with gold answers: this is the requester's view)."""
         rows = service.list_items(db_session(), project=_project(project_id), after=args.get("after"),
                                   limit=args["limit"], gold=args.get("gold"), batch_id=args.get("batch_id"))
-        return _page(rows, args["limit"])
+        return page(rows, args["limit"])
 
     @requires(*WRITE)
     @blp.arguments(ImportQuerySchema, location="query")
@@ -284,7 +278,7 @@ class Answers(MethodView):
         filters = {k: args.get(k) for k in ("batch_id", "worker_id", "item_id")}
         rows = results.list_answers(db_session(), project=_project(project_id), after=args.get("after"),
                                     limit=args["limit"], **filters)
-        return _page(rows, args["limit"], key="answer_id")
+        return page(rows, args["limit"], key="answer_id")
 
 
 @blp.route("/<int:project_id>/answers/export")

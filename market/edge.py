@@ -88,6 +88,13 @@ def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field clas
     return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
 
 
+def page(rows: list[Any], limit: int, key: str = "id") -> dict[str, Any]:
+    """A keyset page: the rows, and the `after` that fetches the next page (None when this one is the last)."""
+    last = rows[-1] if rows else None
+    next_after = (last[key] if isinstance(last, dict) else getattr(last, key)) if len(rows) == limit else None
+    return {"data": rows, "next_after": next_after}
+
+
 class PageQuerySchema(Schema):
     after = fields.Integer(validate=validate.Range(0, 2**31 - 1),
                            metadata={"description": "Return rows with an id greater than this (keyset paging)."})

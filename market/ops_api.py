@@ -8,7 +8,7 @@ from flask.views import MethodView
 
 from market.app import clock, db_session
 from market.auth import current_account, requires
-from market.edge import Blueprint
+from market.edge import Blueprint, page
 from market.quality import block_flagged, unblock_flagged
 from workers import flags
 from workers.models import FlagReason, FlagState, Role, WorkerFlag
@@ -46,8 +46,7 @@ class Flags(MethodView):
             state=FlagState(args["state"]) if "state" in args else None,
             reason=FlagReason(args["reason"]) if "reason" in args else None,
             worker_id=args.get("worker_id"), project_id=args.get("project_id"))
-        return {"data": [_flag_body(f, with_events=False) for f in rows],
-                "next_after": rows[-1].id if len(rows) == args["limit"] else None}
+        return page([_flag_body(f, with_events=False) for f in rows], args["limit"])
 
     @requires(*OPS)
     @blp.arguments(FlagCreateSchema)

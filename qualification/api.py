@@ -8,7 +8,7 @@ from flask.views import MethodView
 
 from market.app import clock, db_session
 from market.auth import current_account, requires
-from market.edge import Blueprint, PageQuerySchema
+from market.edge import Blueprint, PageQuerySchema, page
 from qualification import service
 from qualification.models import QualificationAttempt, QualificationQuestion, QualificationType
 from qualification.schemas import (
@@ -59,8 +59,7 @@ class QualificationTypes(MethodView):
         """List your qualification types (ops: all)."""
         rows = service.list_types(db_session(), account=current_account(), after=args.get("after"),
                                   limit=args["limit"])
-        return {"data": [_type_body(t) for t in rows],
-                "next_after": rows[-1].id if len(rows) == args["limit"] else None}
+        return page([_type_body(t) for t in rows], args["limit"])
 
     @requires(Role.REQUESTER)
     @blp.arguments(QualificationTypeCreateSchema)
