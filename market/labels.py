@@ -57,6 +57,31 @@ def validate_answer(schema: dict[str, Any], value: Any) -> Any:
     raise AnswerError(f"unsupported answer type {kind!r}")  # pragma: no cover - schema validated on write
 
 
+def validate_answer_set(schema: dict[str, Any], expected: list[int], answers: list[dict[str, Any]], *,
+                        key: str, stranger: str) -> tuple[dict[int, Any], dict[str, list[str]]]:
+    """One answer per expected id (an assignment's items, a test's questions): (normalized answers in the order
+    of `expected`, errors by id). `key` names the id field of each answer; `stranger` is the error for an id
+    that is not expected."""
+    errors: dict[str, list[str]] = {}
+    values: dict[int, Any] = {}
+    wanted = set(expected)
+    for entry in answers:
+        ident = entry[key]
+        if ident not in wanted:
+            errors[str(ident)] = [stranger]
+        elif ident in values:
+            errors[str(ident)] = ["answered more than once"]
+        else:
+            try:
+                values[ident] = validate_answer(schema, entry["answer"])
+            except AnswerError as exc:
+                errors[str(ident)] = [f"answer {exc}"]
+    for ident in expected:
+        if ident not in values and str(ident) not in errors:
+            errors[str(ident)] = ["missing an answer"]
+    return ({ident: values[ident] for ident in expected} if not errors else {}), errors
+
+
 def parse_csv_answer(schema: dict[str, Any], text: str) -> Any:
     """Turn a CSV cell into an answer value: multi-choice keys are separated by '|', ratings are integers."""
     kind = schema["type"]

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from market.db import HotStatement
-from market.labels import AnswerError, validate_answer
+from market.labels import validate_answer_set
 from market.models import (
     Answer,
     Assignment,
@@ -412,26 +412,11 @@ def _read(session: Session, worker_id: int, assignment_id: int, *, lock: bool) -
 
 
 def _validated(schema: dict[str, Any], expected: list[int], answers: list[dict[str, Any]]) -> dict[int, Any]:
-    errors: dict[str, list[str]] = {}
-    values: dict[int, Any] = {}
-    wanted = set(expected)
-    for entry in answers:
-        item_id = entry["item_id"]
-        if item_id not in wanted:
-            errors[str(item_id)] = ["is not an item of this assignment"]
-        elif item_id in values:
-            errors[str(item_id)] = ["answered more than once"]
-        else:
-            try:
-                values[item_id] = validate_answer(schema, entry["answer"])
-            except AnswerError as exc:
-                errors[str(item_id)] = [f"answer {exc}"]
-    for item_id in expected:
-        if item_id not in values and str(item_id) not in errors:
-            errors[str(item_id)] = ["missing an answer"]
+    values, errors = validate_answer_set(schema, expected, answers, key="item_id",
+                                         stranger="is not an item of this assignment")
     if errors:
         raise InvalidInput("Some answers are invalid; nothing was saved.", errors={"answers": errors})
-    return {item_id: values[item_id] for item_id in expected}
+    return values
 
 
 def _gone(session: Session, assignment_id: int, expires_at: dt.datetime, detail: str) -> Gone:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from market.labels import AnswerError, validate_answer
+from market.labels import AnswerError, validate_answer, validate_answer_set
 from market.problems import Conflict, DomainError, Gone, InvalidInput, NotFound
 from qualification.models import (
     AttemptStatus,
@@ -253,7 +253,10 @@ def submit_attempt(session: Session, *, worker: Actor, attempt_id: int, answers:
         raise NotFound(f"Attempt {attempt_id} not found.")
     qtype = session.get_one(QualificationType, attempt.type_id)
     items = questions(session, attempt.type_id)
-    values = _validated(qtype.label_schema, items, answers)
+    values, errors = validate_answer_set(qtype.label_schema, [q.id for q in items], answers, key="question_id",
+                                         stranger="is not a question of this test")
+    if errors:
+        raise InvalidInput("Some answers are invalid; nothing was scored.", errors={"answers": errors})
     if attempt.status == AttemptStatus.SUBMITTED:
         session.commit()
         if attempt.answers != {str(k): v for k, v in values.items()}:
@@ -275,30 +278,6 @@ def submit_attempt(session: Session, *, worker: Actor, attempt_id: int, answers:
                    reason=f"passed the test with {attempt.score}", attempt_id=attempt.id, now=now)
     session.commit()
     return attempt, False
-
-
-def _validated(schema: dict[str, Any], items: list[QualificationQuestion],
-               answers: list[dict[str, Any]]) -> dict[int, Any]:
-    wanted = {q.id for q in items}
-    errors: dict[str, list[str]] = {}
-    values: dict[int, Any] = {}
-    for entry in answers:
-        qid = entry["question_id"]
-        if qid not in wanted:
-            errors[str(qid)] = ["is not a question of this test"]
-        elif qid in values:
-            errors[str(qid)] = ["answered more than once"]
-        else:
-            try:
-                values[qid] = validate_answer(schema, entry["answer"])
-            except AnswerError as exc:
-                errors[str(qid)] = [f"answer {exc}"]
-    for q in items:
-        if q.id not in values and str(q.id) not in errors:
-            errors[str(q.id)] = ["missing an answer"]
-    if errors:
-        raise InvalidInput("Some answers are invalid; nothing was scored.", errors={"answers": errors})
-    return values
 
 
 # ---- grants (the type's requester, or ops) -----------------------------------------------------------------
