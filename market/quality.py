@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, literal, select, tru
 from sqlalchemy.orm import Session
 
 from market.models import Answer, Assignment, AssignmentStatus, Hit, HitSlot, SlotState
+from market.work import release_slots
 from workers import flags
 from workers.models import Actor, WorkerBlock, WorkerFlag
 
@@ -39,9 +40,7 @@ def apply_block(session: Session, *, block: WorkerBlock, now: dt.datetime) -> Bl
         Assignment.worker_id == worker, Assignment.status == AssignmentStatus.LEASED,
         _in_scope(Assignment.project_id, block)).values(status=AssignmentStatus.EXPIRED)
         .returning(Assignment.id)).all()
-    if live:
-        session.execute(update(HitSlot).where(HitSlot.assignment_id.in_(live), HitSlot.state == SlotState.LEASED)
-                        .values(state=SlotState.FREE, assignment_id=None, lease_expires_at=None))
+    release_slots(session, list(live))
     excluded = session.scalars(update(Answer).where(
         Answer.worker_id == worker, Answer.excluded_at.is_(None), _in_scope(Answer.project_id, block))
         .values(excluded_at=now, excluded_by_block_id=block.id).returning(Answer.assignment_id)).all()

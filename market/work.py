@@ -511,14 +511,19 @@ def return_assignment(session: Session, *, worker: Actor, assignment_id: int, no
     return assignment
 
 
+def release_slots(session: Session, assignment_ids: list[int]) -> None:
+    """Free the slots these ended leases still own (a lapsed one's slot may have been taken over already)."""
+    for start in range(0, len(assignment_ids), 1000):
+        chunk = assignment_ids[start:start + 1000]
+        session.execute(update(HitSlot).where(HitSlot.assignment_id.in_(chunk), HitSlot.state == SlotState.LEASED)
+                        .values(state=SlotState.FREE, assignment_id=None, lease_expires_at=None))
+
+
 def sweep_expired(session: Session, *, now: dt.datetime) -> int:
     """Tidy lapsed leases (mark them expired, free their slots). Optional: claims never wait for it."""
     lapsed = list(session.scalars(update(Assignment).where(
         Assignment.status == AssignmentStatus.LEASED, Assignment.expires_at <= now)
         .values(status=AssignmentStatus.EXPIRED).returning(Assignment.id)))
-    for start in range(0, len(lapsed), 1000):
-        chunk = lapsed[start:start + 1000]
-        session.execute(update(HitSlot).where(HitSlot.assignment_id.in_(chunk), HitSlot.state == SlotState.LEASED)
-                        .values(state=SlotState.FREE, assignment_id=None, lease_expires_at=None))
+    release_slots(session, lapsed)
     session.commit()
     return len(lapsed)
