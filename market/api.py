@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
 
-from market import imports, results, service
+from market import imports, results, scoring, service
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, page
@@ -35,6 +35,7 @@ from market.schemas import (
     ProjectSchema,
     ProjectUpdateSchema,
     RequesterItemSchema,
+    WorkerQualityListSchema,
 )
 from workers.models import Role
 
@@ -187,8 +188,16 @@ class ItemDetail(MethodView):
 
 def _batch_body(batch: Batch) -> dict[str, Any]:
     progress = service.batch_progress(db_session(), batch, now=clock())
-    body = {c: getattr(batch, c) for c in BatchSchema().fields}
+    body = {c: getattr(batch, c) for c in BatchSchema().fields if c != "gold"}
     body["status"] = service.effective_status(batch, now=clock(), complete=progress.complete).value
+    gold = service.gold_supply(db_session(), batch, _project(batch.project_id))
+    body["gold"] = {**vars(gold), "warning": None}
+    if gold.hits_available < gold.hits_needed:
+        body["gold"]["warning"] = (
+            f"At a gold rate of {gold.rate}, a worker doing every HIT meets {gold.hits_needed} gold task(s) of "
+            f"{batch.items_per_hit} item(s): {gold.items_needed} gold items; the project has {gold.items_available}. "
+            "Workers who run out get no more gold (their accuracy stops being checked); gold items imported now "
+            "join the pool at once.")
     return body
 
 
@@ -295,6 +304,19 @@ class AnswersExport(MethodView):
         filename = f"project-{project.id}-answers.{fmt}"
         return Response(stream_with_context(lines), mimetype=mimetype,
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@blp.route("/<int:project_id>/workers")
+class ProjectWorkers(MethodView):
+    @requires(*READ)
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, WorkerQualityListSchema)
+    def get(self, args: dict[str, Any], project_id: int):
+        """Each worker's quality in this project: gold accuracy with its 95% interval, rolling accuracy, time
+        per task, too-fast answers, agreement with the other workers. Paged by worker id."""
+        project = _project(project_id)
+        rows = scoring.project_records(db_session(), project.id, after=args.get("after"), limit=args["limit"])
+        return page([vars(r) for r in rows], args["limit"], key="worker_id")
 
 
 BLUEPRINTS = (blp,)

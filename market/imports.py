@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from market.labels import AnswerError, parse_csv_answer, validate_answer
 from market.models import Item, Project
 from market.problems import InvalidInput
+from market.service import pool_new_gold
 from market.validation import find_text_error, loads_strict
 
 FORMATS = ("jsonl", "csv")
@@ -286,6 +287,8 @@ def import_items(session: Session, *, project: Project, stream: IO[bytes], fmt: 
         raise InvalidInput("The file has no items.", errors=[{"line": 1, "field": None, "message": "empty"}])
     if chunk:
         flush()
+    if result.gold:
+        pool_new_gold(session, project, now)
     session.commit()
     result.skipped = result.lines - result.created
     return result

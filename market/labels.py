@@ -57,6 +57,13 @@ def validate_answer(schema: dict[str, Any], value: Any) -> Any:
     raise AnswerError(f"unsupported answer type {kind!r}")  # pragma: no cover - schema validated on write
 
 
+def same_answer(schema: dict[str, Any], given: Any, known: Any) -> bool:
+    """Whether a (normalized) answer matches a known one: text ignoring case and runs of whitespace."""
+    if schema["type"] == "text":
+        return " ".join(given.split()).casefold() == " ".join(known.split()).casefold()
+    return bool(given == known)
+
+
 def validate_answer_set(schema: dict[str, Any], expected: list[int], answers: list[dict[str, Any]], *,
                         key: str, stranger: str) -> tuple[dict[int, Any], dict[str, list[str]]]:
     """One answer per expected id (an assignment's items, a test's questions): (normalized answers in the order

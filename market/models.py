@@ -42,6 +42,11 @@ class AssignmentStatus(enum.StrEnum):
     REJECTED = "rejected"
 
 
+class QualityAction(enum.StrEnum):
+    FLAG = "flag"  # put the worker up for ops review
+    BLOCK = "block"  # block them from the project at once (and flag, so ops see it)
+
+
 class SlotState(enum.StrEnum):
     FREE = "free"
     LEASED = "leased"
@@ -59,6 +64,11 @@ class Project(Base):
         CheckConstraint("auto_approval_delay_seconds >= 0", name="approval_delay_nonnegative"),
         CheckConstraint("gold_rate = 0 OR (gold_rate >= 0.05 AND gold_rate <= 0.10)", name="gold_rate_range"),
         CheckConstraint("guideline_version >= 1", name="guideline_version_positive"),
+        CheckConstraint("min_gold_accuracy BETWEEN 0 AND 1", name="min_gold_accuracy_range"),
+        CheckConstraint("min_gold_answers >= 1", name="min_gold_answers_positive"),
+        CheckConstraint("accuracy_window >= 1", name="accuracy_window_positive"),
+        CheckConstraint("action_confidence >= 0.5 AND action_confidence < 1", name="action_confidence_range"),
+        CheckConstraint("fast_answer_fraction BETWEEN 0 AND 1", name="fast_answer_fraction_range"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -74,6 +84,18 @@ class Project(Base):
     lifetime_seconds: Mapped[int] = mapped_column(Integer, default=7 * 86400)
     auto_approval_delay_seconds: Mapped[int] = mapped_column(Integer, default=3 * 86400)
     gold_rate: Mapped[Decimal] = mapped_column(Numeric(4, 3), default=Decimal("0.08"))
+    # Quality rules (see qualification/accuracy.py): a worker whose gold accuracy falls below min_gold_accuracy
+    # after min_gold_answers golds is flagged; once its Wilson upper bound is below, quality_action is taken.
+    min_gold_accuracy: Mapped[Decimal] = mapped_column(Numeric(3, 2), default=Decimal("0.90"))
+    min_gold_answers: Mapped[int] = mapped_column(Integer, default=10)
+    quality_action: Mapped[QualityAction] = mapped_column(enum_column(QualityAction, "quality_action"),
+                                                          default=QualityAction.FLAG)
+    # The action's evidence: the upper bound of the Wilson interval at this confidence (the 95% one is shown).
+    action_confidence: Mapped[Decimal] = mapped_column(Numeric(4, 3), default=Decimal("0.99"))
+    accuracy_window: Mapped[int] = mapped_column(Integer, default=20)
+    fast_answer_fraction: Mapped[Decimal] = mapped_column(Numeric(3, 2), default=Decimal("0.25"))
+    # Show a worker the correct answer and its explanation right after they miss a gold item.
+    gold_feedback: Mapped[bool] = mapped_column(Boolean, default=False)
     # Copied onto each batch at publish; NULL: anyone may work.
     qualification_requirements: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
     guideline_version: Mapped[int] = mapped_column(Integer, default=1)
@@ -96,7 +118,8 @@ class GuidelineVersion(Base):
 
 
 class Item(Base):
-    """A unit of work. Gold items carry a known answer; they are never published as HITs of their own."""
+    """A unit of work. Gold items carry a known answer; they are grouped into gold HITs of their own, which have
+    no slots and no batch: they are served into workers' streams, never published."""
 
     __tablename__ = "item"
     __table_args__ = (
@@ -113,6 +136,8 @@ class Item(Base):
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
     gold_answer: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
     gold_explanation: Mapped[str | None] = mapped_column(Text)
+    # A retired gold item is never served again and no answer to it counts toward anyone's accuracy.
+    gold_retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"), index=True)
     hit_id: Mapped[int | None] = mapped_column(ForeignKey("hit.id"), index=True)
@@ -153,14 +178,20 @@ class Batch(Base):
 
 
 class Hit(Base):
-    """A group of `items_per_hit` items, each to be answered by `max_assignments` different workers."""
+    """A group of `items_per_hit` items, each to be answered by `max_assignments` different workers. A gold HIT
+    (all of its items gold) has no slots: any worker may get it once, as an injected task of any batch of its
+    project whose HITs have its size."""
 
     __tablename__ = "hit"
+    __table_args__ = (Index("ix_hit_gold", "project_id", "item_count", postgresql_where=text("is_gold"),
+                            sqlite_where=text("is_gold")),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     max_assignments: Mapped[int] = mapped_column(Integer)
+    item_count: Mapped[int] = mapped_column(Integer)
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -222,12 +253,19 @@ class Assignment(Base):
         # One live task per worker: the database, not a lock, settles a worker's racing requests for work.
         Index("uq_assignment_worker_leased", "worker_id", unique=True, postgresql_where=text(_LEASED),
               sqlite_where=text(_LEASED)),
+        # A worker never gets the same gold HIT twice, not even after returning it or letting it lapse.
+        Index("uq_assignment_gold_worker", "hit_id", "worker_id", unique=True, postgresql_where=text("is_gold"),
+              sqlite_where=text("is_gold")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     hit_id: Mapped[int] = mapped_column(ForeignKey("hit.id", ondelete="CASCADE"))
+    # The batch it was served from, whose terms (reward, lease) it carries; for a gold task, not its HIT's.
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     worker_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    # Never shown to the worker (see market/work_schemas.py).
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[AssignmentStatus] = mapped_column(enum_column(AssignmentStatus, "assignment_status"))
     guideline_version: Mapped[int] = mapped_column(Integer)
     leased_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -250,6 +288,9 @@ class Answer(Base):
               postgresql_where=text("excluded_by_block_id IS NOT NULL"),
               sqlite_where=text("excluded_by_block_id IS NOT NULL")),
         CheckConstraint("duration_ms >= 0", name="duration_nonnegative"),
+        # A worker's scored gold answers, newest last: their accuracy is recomputed from these.
+        Index("ix_answer_gold_worker", "worker_id", "project_id", "id",
+              postgresql_where=text("gold_correct IS NOT NULL"), sqlite_where=text("gold_correct IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -265,3 +306,69 @@ class Answer(Base):
     # Set while a block on the worker excludes this answer (kept, never deleted; lifting the block restores it).
     excluded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     excluded_by_block_id: Mapped[int | None] = mapped_column(ForeignKey("worker_block.id"))
+    # For an answer to a gold item: whether it matched the known answer (re-scored when ops correct the item).
+    gold_correct: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class GoldStream(Base):
+    """A worker's injection stream in one project: tasks served and gold among them while the project had gold
+    for them (qualification/gold.py turns these into the next task's odds), and when its gold ran out."""
+
+    __tablename__ = "gold_stream"
+    __table_args__ = (Index("ix_gold_stream_exhausted", "project_id", postgresql_where=text("exhausted_at IS NOT NULL"),
+                            sqlite_where=text("exhausted_at IS NOT NULL")),)
+
+    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), primary_key=True)
+    tasks: Mapped[int] = mapped_column(Integer, default=0)
+    golds: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when a gold turn found no gold HIT the worker has not had; cleared when new gold is published.
+    exhausted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkerStats(Base):
+    """A worker's quality in one project, recomputed from their answers after each gold answer (so a lost update
+    is mended by the next one); overall figures are sums over projects."""
+
+    __tablename__ = "worker_stats"
+    __table_args__ = (Index("ix_worker_stats_project", "project_id", "worker_id"),)
+
+    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), primary_key=True)
+    gold_seen: Mapped[int] = mapped_column(Integer, default=0)
+    gold_correct: Mapped[int] = mapped_column(Integer, default=0)
+    rolling_seen: Mapped[int] = mapped_column(Integer, default=0)
+    rolling_correct: Mapped[int] = mapped_column(Integer, default=0)
+    tasks: Mapped[int] = mapped_column(Integer, default=0)
+    median_ms: Mapped[int | None] = mapped_column(Integer)
+    fast_answers: Mapped[int] = mapped_column(Integer, default=0)
+    # Answers compared with the other workers' majority on items with enough answers, and how many agreed.
+    agreement_counted: Mapped[int] = mapped_column(Integer, default=0)
+    agreement_agreed: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class DisputeState(enum.StrEnum):
+    OPEN = "open"
+    CORRECTED = "corrected"  # ops fixed the gold answer; past answers were re-scored
+    RETIRED = "retired"  # ops took the item out of gold; it counts toward nobody's accuracy
+    REJECTED = "rejected"  # the gold answer stands
+
+
+class GoldDispute(Base):
+    """A worker contesting a gold item they were scored on."""
+
+    __tablename__ = "gold_dispute"
+    __table_args__ = (UniqueConstraint("assignment_id", "item_id"), Index("ix_gold_dispute_state", "state", "id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id", ondelete="CASCADE"))
+    note: Mapped[str] = mapped_column(Text)
+    state: Mapped[DisputeState] = mapped_column(enum_column(DisputeState, "dispute_state"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    resolution: Mapped[str | None] = mapped_column(Text)

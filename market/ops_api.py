@@ -6,12 +6,15 @@ from typing import Any
 
 from flask.views import MethodView
 
+from market import scoring, service
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, page
+from market.problems import NotFound
 from market.quality import block_flagged, unblock_flagged
+from market.schemas import GoldPoolListSchema, WorkerQualityListSchema
 from workers import flags
-from workers.models import FlagReason, FlagState, Role, WorkerFlag
+from workers.models import Account, FlagReason, FlagState, Role, WorkerFlag
 from workers.schemas import BlockSchema, FlagCreateSchema, FlagListSchema, FlagNoteSchema, FlagQuerySchema, FlagSchema
 
 blp = Blueprint("ops", __name__, url_prefix="/api/v1/ops", description="Ops review: flagged workers and blocks.")
@@ -56,6 +59,7 @@ class Flags(MethodView):
         flag = flags.raise_flag(db_session(), worker_id=data["worker_id"], project_id=data["project_id"],
                                 reason=FlagReason.MANUAL, note=data["note"], evidence=data["evidence"],
                                 actor=current_account(), now=clock())
+        db_session().commit()
         return _flag_body(flag)
 
 
@@ -101,3 +105,26 @@ class Dismiss(MethodView):
         """Close an open flag without action."""
         return _flag_body(flags.dismiss(db_session(), flag_id=flag_id, actor=current_account(),
                                         reason=data["reason"], now=clock()))
+
+
+@blp.route("/gold-pools")
+class GoldPools(MethodView):
+    @requires(*OPS)
+    @blp.response(200, GoldPoolListSchema)
+    def get(self):
+        """Warnings: projects where workers have had every gold HIT, so gold no longer checks them; with the
+        number of workers affected. Importing more gold items into the project clears them."""
+        return {"data": [vars(p) for p in service.exhausted_gold_pools(db_session())]}
+
+
+@blp.route("/workers/<int:worker_id>/quality")
+class WorkerQuality(MethodView):
+    @requires(*OPS)
+    @blp.response(200, WorkerQualityListSchema)
+    def get(self, worker_id: int):
+        """A worker's quality in every project they worked in, then overall (project_id null)."""
+        session = db_session()
+        worker = session.get(Account, worker_id)
+        if worker is None or worker.role != Role.WORKER:
+            raise NotFound(f"Worker {worker_id} not found.")
+        return {"data": [vars(r) for r in scoring.worker_records(session, worker_id)], "next_after": None}

@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from market.edge import Id, LabelSchemaSchema, PageQuerySchema, Text
+from market.models import QualityAction
 from qualification.schemas import requirements_field
 
 
@@ -36,6 +37,23 @@ class ProjectSettingsSchema(Schema):
     gold_rate = fields.Decimal(validate=_gold_rate, metadata={"description": "0 = off, else 0.05-0.10."})
     qualification_requirements = requirements_field(metadata={
         "description": "Who may work on batches published from now on: all must be met."})
+    min_gold_accuracy = fields.Decimal(places=2, validate=validate.Range(0, 1), metadata={
+        "description": "Gold accuracy a worker must keep (default 0.90): below it they are flagged for review."})
+    min_gold_answers = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
+        "description": "Gold answers before the accuracy rule applies (default 10)."})
+    quality_action = Text(validate=validate.OneOf([a.value for a in QualityAction]), metadata={
+        "description": "When the 95% upper bound of a worker's gold accuracy is below the minimum: flag them "
+                       "for ops review (default) or block them from the project at once."})
+    action_confidence = fields.Decimal(places=3, validate=validate.Range(0.5, 0.999), metadata={
+        "description": "How sure the action must be: it is taken when the upper bound of the Wilson interval at "
+                       "this confidence is below the minimum (default 0.99; the 95% interval is what is shown)."})
+    accuracy_window = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
+        "description": "Golds in the rolling accuracy (default 20)."})
+    fast_answer_fraction = fields.Decimal(places=2, validate=validate.Range(0, 1), metadata={
+        "description": "A task done in less than this fraction of the project's median time is too fast "
+                       "(default 0.25)."})
+    gold_feedback = fields.Boolean(metadata={
+        "description": "Show workers the correct answer and explanation right after they miss a gold item."})
 
 
 class ProjectCreateSchema(ProjectSettingsSchema):
@@ -72,6 +90,13 @@ class ProjectSchema(Schema):
     auto_approval_delay_seconds = fields.Integer()
     gold_rate = fields.Float()
     qualification_requirements = fields.List(fields.Dict())
+    min_gold_accuracy = fields.Float()
+    min_gold_answers = fields.Integer()
+    quality_action = Text()
+    action_confidence = fields.Float()
+    accuracy_window = fields.Integer()
+    fast_answer_fraction = fields.Float()
+    gold_feedback = fields.Boolean()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -138,6 +163,30 @@ class BatchCreateSchema(Schema):
             raise ValidationError({"external_ids": ["give item_ids or external_ids, not both"]})
 
 
+class GoldSupplySchema(Schema):
+    rate = fields.Float()
+    items_needed = fields.Integer()
+    items_available = fields.Integer()
+    hits_needed = fields.Integer()
+    hits_available = fields.Integer()
+    items_waiting = fields.Integer(metadata={"description": "Gold items too few to fill a HIT yet."})
+    workers_exhausted = fields.Integer(metadata={"description": "Workers who have had all of the gold."})
+    warning = Text(allow_none=True)
+
+
+class GoldPoolSchema(Schema):
+    project_id = fields.Integer()
+    title = Text()
+    owner_id = fields.Integer()
+    workers_exhausted = fields.Integer()
+    gold_hits = fields.Integer()
+    warning = Text()
+
+
+class GoldPoolListSchema(Schema):
+    data = fields.List(fields.Nested(GoldPoolSchema))
+
+
 class BatchSchema(Schema):
     id = fields.Integer()
     project_id = fields.Integer()
@@ -152,6 +201,9 @@ class BatchSchema(Schema):
     assignment_duration_seconds = fields.Integer()
     auto_approval_delay_seconds = fields.Integer()
     qualification_requirements = fields.List(fields.Dict())
+    gold = fields.Nested(GoldSupplySchema, metadata={
+        "description": "The gold this batch needs (one worker doing every HIT at the project's gold rate) and "
+                       "what the project's pool holds for it."})
     created_at = fields.DateTime()
     expires_at = fields.DateTime()
     status_changed_at = fields.DateTime()
@@ -225,3 +277,30 @@ class PrioritySchema(Schema):
 
 class PriorityResultSchema(Schema):
     updated = fields.Integer()
+
+
+class WorkerQualitySchema(Schema):
+    """A worker's quality record: in one project, or overall (project_id null)."""
+
+    worker_id = fields.Integer()
+    project_id = fields.Integer(allow_none=True)
+    gold_seen = fields.Integer(metadata={"description": "Gold items answered (retired ones not counted)."})
+    gold_correct = fields.Integer()
+    accuracy = fields.Float(allow_none=True)
+    wilson_low = fields.Float(metadata={"description": "95% Wilson interval of the gold accuracy."})
+    wilson_high = fields.Float()
+    rolling_seen = fields.Integer()
+    rolling_accuracy = fields.Float(allow_none=True, metadata={
+        "description": "Over the project's last accuracy_window gold answers."})
+    tasks = fields.Integer(metadata={"description": "Tasks behind the time figures (the last 1,000)."})
+    median_ms = fields.Integer(allow_none=True)
+    fast_answers = fields.Integer(metadata={
+        "description": "Tasks done in under fast_answer_fraction of the project's median time."})
+    agreement_counted = fields.Integer(metadata={
+        "description": "Recent answers on items with at least two other answers, compared with their majority."})
+    agreement = fields.Float(allow_none=True)
+
+
+class WorkerQualityListSchema(Schema):
+    data = fields.List(fields.Nested(WorkerQualitySchema))
+    next_after = fields.Integer(allow_none=True)

@@ -7,9 +7,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,7 @@ from market.models import (
     AssignmentStatus,
     Batch,
     BatchStatus,
+    GoldStream,
     GuidelineVersion,
     Hit,
     HitSlot,
@@ -27,6 +29,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Conflict, InvalidInput, NotFound
+from qualification.gold import gold_tasks_needed
 from qualification.service import check_requirements
 from workers.models import Actor, Role
 
@@ -67,7 +70,8 @@ def list_projects(session: Session, *, account: Actor, after: int | None, limit:
 # ---- projects and guidelines ----------------------------------------------------------------------------
 
 _SETTINGS = ("reward_cents", "currency", "items_per_hit", "assignments_per_item", "assignment_duration_seconds",
-             "lifetime_seconds", "auto_approval_delay_seconds", "gold_rate")
+             "lifetime_seconds", "auto_approval_delay_seconds", "gold_rate", "min_gold_accuracy", "min_gold_answers",
+             "quality_action", "action_confidence", "accuracy_window", "fast_answer_fraction", "gold_feedback")
 
 
 def create_project(session: Session, *, owner: Actor, data: dict[str, Any], now: dt.datetime) -> Project:
@@ -196,12 +200,12 @@ def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.
         chunks = _unpublished_item_chunks(session, project)
     for ids in chunks:
         _make_hits(session, batch, ids, now)
-    if batch.item_count:
-        _make_slots(session, batch)
     if batch.item_count == 0:
         session.rollback()
         raise InvalidInput("There are no unpublished items to publish; import items first.",
                            errors={"item_ids": ["no unpublished, non-gold items selected"]})
+    _make_slots(session, batch)
+    _make_gold_hits(session, project, batch, now)
     session.commit()
     return batch, True
 
@@ -256,17 +260,96 @@ def _chosen_item_chunks(session: Session, project: Project, item_ids: Sequence[i
         yield ids[start:start + PUBLISH_CHUNK]
 
 
-def _make_hits(session: Session, batch: Batch, item_ids: list[int], now: dt.datetime) -> None:
-    per = batch.items_per_hit
-    groups = [item_ids[i:i + per] for i in range(0, len(item_ids), per)]
+def _insert_hits(session: Session, batch: Batch, groups: list[list[int]], now: dt.datetime, *, gold: bool) -> None:
     hit_ids = session.scalars(
         insert(Hit).returning(Hit.id, sort_by_parameter_order=True),
         [{"batch_id": batch.id, "project_id": batch.project_id, "max_assignments": batch.assignments_per_item,
-          "created_at": now} for _ in groups]).all()
-    session.execute(update(Item), [{"id": iid, "hit_id": hid, "batch_id": batch.id}
+          "item_count": len(group), "is_gold": gold, "created_at": now} for group in groups]).all()
+    # Gold items stay out of the batch (its item counts and progress): they belong to the project's gold pool.
+    session.execute(update(Item), [{"id": iid, "hit_id": hid, **({} if gold else {"batch_id": batch.id})}
                                    for hid, group in zip(hit_ids, groups, strict=True) for iid in group])
+
+
+def _make_hits(session: Session, batch: Batch, item_ids: list[int], now: dt.datetime) -> None:
+    per = batch.items_per_hit
+    groups = [item_ids[i:i + per] for i in range(0, len(item_ids), per)]
+    _insert_hits(session, batch, groups, now, gold=False)
     batch.item_count += len(item_ids)
     batch.hit_count += len(groups)
+
+
+def _make_gold_hits(session: Session, project: Project, batch: Batch, now: dt.datetime) -> None:
+    """Group the project's new gold items into gold HITs of this batch's size (whole HITs only: a short one would
+    stand out), and tell the workers whose gold had run out that there is more."""
+    per = batch.items_per_hit
+    ids = list(session.scalars(select(Item.id).where(
+        Item.project_id == project.id, Item.is_gold.is_(True), Item.hit_id.is_(None),
+        Item.gold_retired_at.is_(None)).order_by(Item.id)))
+    groups = [ids[i:i + per] for i in range(0, len(ids) - len(ids) % per, per)]
+    if not groups:
+        return
+    _insert_hits(session, batch, groups, now, gold=True)
+    session.execute(update(GoldStream).where(GoldStream.project_id == project.id,
+                                             GoldStream.exhausted_at.is_not(None)).values(exhausted_at=None))
+
+
+def pool_new_gold(session: Session, project: Project, now: dt.datetime) -> None:
+    """Gold imported after publishing joins the pool at once, in HITs of the newest batch's size (the batches
+    published before keep their own size's gold)."""
+    batch = session.scalar(select(Batch).where(Batch.project_id == project.id).order_by(Batch.id.desc()).limit(1))
+    if batch is not None:
+        _make_gold_hits(session, project, batch, now)
+
+
+@dataclass(frozen=True)
+class GoldSupply:
+    """What a batch needs of its project's gold pool, and what the pool holds for it."""
+
+    rate: Decimal
+    hits_needed: int  # gold tasks one worker meets while doing every HIT of the batch
+    items_needed: int
+    hits_available: int  # gold HITs of the batch's size, not retired
+    items_available: int
+    items_waiting: int  # gold items not yet in a gold HIT (too few to fill one)
+    workers_exhausted: int  # workers in the project who have had every gold HIT
+
+
+@dataclass(frozen=True)
+class ExhaustedPool:
+    project_id: int
+    title: str
+    owner_id: int
+    workers_exhausted: int
+    gold_hits: int
+    warning: str
+
+
+def exhausted_gold_pools(session: Session) -> list[ExhaustedPool]:
+    """Projects with workers who have had every gold HIT (for ops), most workers affected first."""
+    counts = (select(GoldStream.project_id, func.count().label("n")).where(GoldStream.exhausted_at.is_not(None))
+              .group_by(GoldStream.project_id).subquery())
+    gold_hits = (select(func.count()).where(Hit.project_id == Project.id, Hit.is_gold.is_(True))
+                 .scalar_subquery())
+    rows = session.execute(select(Project.id, Project.title, Project.owner_id, counts.c.n, gold_hits)
+                           .join(counts, counts.c.project_id == Project.id).order_by(counts.c.n.desc(), Project.id))
+    return [ExhaustedPool(pid, title, owner, n, hits,
+                          f"gold pool exhausted: {n} worker(s) have had all {hits} gold HIT(s) and are no longer "
+                          "checked by gold") for pid, title, owner, n, hits in rows]
+
+
+def gold_supply(session: Session, batch: Batch, project: Project) -> GoldSupply:
+    hits_needed = gold_tasks_needed(batch.hit_count, project.gold_rate)
+    hits_available = session.scalar(select(func.count()).select_from(Hit).where(
+        Hit.project_id == project.id, Hit.is_gold.is_(True), Hit.item_count == batch.items_per_hit,
+        ~exists().where(Item.hit_id == Hit.id, Item.gold_retired_at.is_not(None)))) or 0
+    waiting = session.scalar(select(func.count()).select_from(Item).where(
+        Item.project_id == project.id, Item.is_gold.is_(True), Item.hit_id.is_(None),
+        Item.gold_retired_at.is_(None))) or 0
+    exhausted = session.scalar(select(func.count()).select_from(GoldStream).where(
+        GoldStream.project_id == project.id, GoldStream.exhausted_at.is_not(None))) or 0
+    per = batch.items_per_hit
+    return GoldSupply(project.gold_rate, hits_needed, hits_needed * per, hits_available, hits_available * per,
+                      waiting, exhausted)
 
 
 # Every HIT of the batch gets max_assignments slots, in one set-based statement (numbers from a recursive CTE,
@@ -276,7 +359,7 @@ _MAKE_SLOTS = text("""
     INSERT INTO hit_slot (hit_id, batch_id, slot_no, neg_priority, state)
     SELECT h.id, h.batch_id, n.k, -(SELECT max(i.priority) FROM item i WHERE i.hit_id = h.id), 'free'
     FROM hit h CROSS JOIN n
-    WHERE h.batch_id = :batch_id
+    WHERE h.batch_id = :batch_id AND NOT h.is_gold
 """)
 
 
@@ -361,7 +444,7 @@ def batch_progress(session: Session, batch: Batch, *, now: dt.datetime) -> Progr
     progress.assignments_by_status = {s.value: 0 for s in AssignmentStatus}
     lapsed = Assignment.expires_at <= now
     rows = session.execute(select(Assignment.status, lapsed, func.count())
-                           .join(Hit, Hit.id == Assignment.hit_id).where(Hit.batch_id == batch.id)
+                           .where(Assignment.batch_id == batch.id, Assignment.is_gold.is_(False))
                            .group_by(Assignment.status, lapsed))
     for status, is_lapsed, count in rows:
         # A lease past its expiry is expired whether or not anything has swept it yet.

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -32,14 +32,15 @@ from sqlalchemy import Select, bindparam, case, exists, func, literal_column, or
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from market.db import HotStatement
-from market.labels import validate_answer_set
+from market.db import HotStatement, UTCDateTime
+from market.labels import same_answer, validate_answer_set
 from market.models import (
     Answer,
     Assignment,
     AssignmentStatus,
     Batch,
     BatchStatus,
+    GoldStream,
     GuidelineVersion,
     Hit,
     HitSlot,
@@ -48,6 +49,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Conflict, DomainError, Forbidden, Gone, InvalidInput, NotFound
+from qualification.gold import is_gold_turn, schedule_key
 from qualification.service import unmet_requirements
 from workers.models import Actor, WorkerBlock
 
@@ -55,6 +57,7 @@ ACTIVE = (AssignmentStatus.LEASED, AssignmentStatus.SUBMITTED, AssignmentStatus.
           AssignmentStatus.REJECTED)
 DONE = (AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
 _CLAIM_TRIES = 3
+TEST_GOLD_KEY = schedule_key("crowdmarket tests")  # the default for callers outside the app (tests, scripts)
 
 
 class NoWork(DomainError):
@@ -128,15 +131,20 @@ def _block_filter(project: Any) -> Any:
 @cache
 def _checks(postgres: bool, one_project: bool) -> HotStatement:
     """In one read: the worker's live lease (and its project), whether they hold lapsed ones, whether they are
-    blocked (from all work, or from the one project asked for), the open batches they may work on and which of
-    those have qualification requirements (checked apart, only when there are any), and whether that project
-    exists."""
+    blocked (from all work, or from the one project asked for), the open batches they may work on, which of
+    those have qualification requirements (checked apart, only when there are any) and which inject gold, and
+    whether that project exists."""
     project = bindparam("project_id") if one_project else None
     live = (_ASSIGNMENT.c.worker_id == _W) & _LEASED
     held = select(_ASSIGNMENT.c.id, _ASSIGNMENT.c.project_id).where(live, _ASSIGNMENT.c.expires_at > _NOW).limit(1)
     gated = Batch.qualification_requirements.is_not(None).label("gated")
-    batches = select(Batch.id, gated).where(literal_column(f"batch.status = '{BatchStatus.OPEN.value}'"),
-                                            Batch.expires_at > _NOW, ~_block_filter(Batch.project_id))
+    # Gold is injected where the project has a gold rate and gold HITs of the batch's size.
+    gold_hits = exists().where(Hit.project_id == Batch.project_id, literal_column("hit.is_gold"),
+                               Hit.item_count == Batch.items_per_hit)
+    gold = select(Project.id).where(Project.id == Batch.project_id, Project.gold_rate > 0, gold_hits).exists()
+    batches = select(Batch.id, gated, gold.label("gold")).where(
+        literal_column(f"batch.status = '{BatchStatus.OPEN.value}'"), Batch.expires_at > _NOW,
+        ~_block_filter(Batch.project_id))
     if one_project:
         batches = batches.where(Batch.project_id == project)
     sub = batches.subquery()
@@ -148,6 +156,7 @@ def _checks(postgres: bool, one_project: bool) -> HotStatement:
         held.with_only_columns(_ASSIGNMENT.c.project_id).scalar_subquery(),
         exists().where(live, _ASSIGNMENT.c.expires_at <= _NOW), _block_filter(project),
         select(agg(sub.c.id)).scalar_subquery(), select(agg(case((sub.c.gated, sub.c.id)))).scalar_subquery(),
+        select(agg(case((sub.c.gold, sub.c.id)))).scalar_subquery(),
         exists().where(Project.id == project) if one_project else true()))
 
 
@@ -174,11 +183,14 @@ _EXPIRE_OWN_LAPSED = _ASSIGNMENT.update().where(
     _ASSIGNMENT.c.worker_id == _W, _LEASED, _ASSIGNMENT.c.expires_at <= _NOW).values(status=AssignmentStatus.EXPIRED)
 
 
-def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, project_id: int | None = None) -> Task:
-    """Lease the next HIT to the worker. One task at a time: a worker with a live lease gets that one again."""
+def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, project_id: int | None = None,
+                    gold_key: bytes = TEST_GOLD_KEY) -> Task:
+    """Lease the next HIT to the worker. One task at a time: a worker with a live lease gets that one again.
+    In projects with gold, some tasks are gold HITs, on the schedule that `gold_key` draws (the app passes one
+    derived from its secret key)."""
     params = {"worker_id": worker.id, "now": now, "project_id": project_id}
     for _ in range(_CLAIM_TRIES):
-        held_id, held_project, has_lapsed, blocked, batch_ids, gated, project_found = _checks(
+        held_id, held_project, has_lapsed, blocked, batch_ids, gated, gold, project_found = _checks(
             _postgres(session), project_id is not None).first(session, params)
         if not project_found:
             session.rollback()
@@ -207,7 +219,7 @@ def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, projec
             raise NoWork("No batch is open for work right now (none published, or all paused, cancelled or "
                          "expired).", reason="no_open_batches")
         try:
-            return _claim(session, params, batch_ids)
+            return _claim(session, params, batch_ids, set(_parse_ids(gold)), gold_key)
         except IntegrityError:
             # The same worker's other request took a lease first (one live task per worker): go round again,
             # and hand out that lease.
@@ -246,11 +258,42 @@ _TAKE_SLOT = _SLOT.update().where(_SLOT.c.id == bindparam("slot_id")).values(
 # worker's assignments first, a cost that grows with every task they do.
 _MINE_SQL = f"""(SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.worker_id = :worker_id
                   AND a.status IN ({", ".join(f"'{st.value}'" for st in ACTIVE)}) LIMIT 1) IS NULL"""
-# PostgreSQL: the claim in one statement. Pick and lock a slot (a lapsed one first; the free pick is not even
-# run when there is one), insert the lease, point the slot at it, and return what the worker sees, items
-# included. The batch is checked again here: it may have been paused since the worker's checks were read.
-_CLAIM_PG = HotStatement(text(f"""
-WITH lapsed AS (
+# A gold HIT of the batch's size the worker has never had (in any state), none of whose items is retired, at
+# random: gold HITs have no slots, so any number of workers may hold one at once.
+_GOLD_PICK_SQL = """
+    SELECT h.id AS hit_id FROM hit AS h
+    WHERE h.project_id = :gold_project_id AND h.is_gold AND h.item_count = :items_per_hit
+      AND NOT EXISTS (SELECT 1 FROM assignment AS a WHERE a.hit_id = h.id AND a.worker_id = :worker_id AND a.is_gold)
+      AND NOT EXISTS (SELECT 1 FROM item AS i WHERE i.hit_id = h.id AND i.gold_retired_at IS NOT NULL)
+    ORDER BY random() LIMIT 1"""
+_GOLD_PICK = text(_GOLD_PICK_SQL)
+# One more task (and gold task) in the worker's injection stream of the project.
+_COUNT_SQL = """INSERT INTO gold_stream (worker_id, project_id, tasks, golds)
+    {source} ON CONFLICT (worker_id, project_id)
+    DO UPDATE SET tasks = gold_stream.tasks + 1, golds = gold_stream.golds + excluded.golds"""
+_COUNT = text(_COUNT_SQL.format(source="VALUES (:worker_id, :gold_project_id, 1, :golds)"))
+_EXHAUSTED = text("""INSERT INTO gold_stream (worker_id, project_id, tasks, golds, exhausted_at)
+    VALUES (:worker_id, :gold_project_id, 0, 0, :now) ON CONFLICT (worker_id, project_id)
+    DO UPDATE SET exhausted_at = excluded.exhausted_at""").bindparams(bindparam("now", type_=UTCDateTime()))
+# The batch, its project's gold rate and the worker's stream there: read for every claim in a batch with gold,
+# gold turn or not.
+_STREAM = select(Batch.project_id, Batch.items_per_hit, Project.gold_rate, GoldStream.tasks, GoldStream.golds,
+                 GoldStream.exhausted_at).join(Project, Project.id == Batch.project_id).outerjoin(
+    GoldStream, (GoldStream.project_id == Batch.project_id) & (GoldStream.worker_id == _W)).where(
+    Batch.id == bindparam("batch_id"))
+_STREAM = HotStatement(_STREAM)
+
+
+@cache
+def _claim_pg(*, gold: bool, counting: bool) -> HotStatement:
+    """PostgreSQL: the claim in one statement. Pick and lock a slot (a lapsed one first; the free pick is not even
+    run when there is one) or, for a gold task, pick a gold HIT; insert the lease, point the slot at it, count
+    the task in the worker's gold stream, and return what the worker sees, items included. The batch is checked
+    again here: it may have been paused since the worker's checks were read."""
+    if gold:
+        cand = f"pick AS ({_GOLD_PICK_SQL}\n), cand AS (SELECT CAST(NULL AS integer) AS id, hit_id FROM pick)"
+    else:
+        cand = f"""lapsed AS (
     SELECT s.id, s.hit_id FROM hit_slot AS s
     WHERE s.batch_id = :batch_id AND s.state = 'leased' AND s.lease_expires_at <= :now AND {_MINE_SQL}
     ORDER BY s.lease_expires_at LIMIT 1 FOR UPDATE OF s SKIP LOCKED
@@ -260,7 +303,16 @@ WITH lapsed AS (
     ORDER BY s.neg_priority, s.slot_no, s.id LIMIT 1 FOR UPDATE OF s SKIP LOCKED
 ), cand AS (
     SELECT id, hit_id FROM lapsed UNION ALL SELECT id, hit_id FROM free
-), info AS (
+)"""
+    taken = "" if gold else """, taken AS (
+    UPDATE hit_slot SET state = 'leased', assignment_id = lease.id, lease_expires_at = info.expires_at
+    FROM lease, info WHERE hit_slot.id = info.slot_id
+)"""
+    counted = "" if not counting else f""", counted AS (
+    {_COUNT_SQL.format(source=f"SELECT :worker_id, info.project_id, 1, {int(gold)} FROM lease, info")}
+)"""
+    return HotStatement(text(f"""
+WITH {cand}, info AS (
     SELECT cand.id AS slot_id, cand.hit_id, b.project_id, p.guideline_version, p.title, p.description,
            p.label_schema, g.instructions, b.reward_cents, b.currency,
            CAST(:now AS timestamptz) + b.assignment_duration_seconds * interval '1 second' AS expires_at
@@ -268,13 +320,12 @@ WITH lapsed AS (
     JOIN project AS p ON p.id = b.project_id
     JOIN guideline_version AS g ON g.project_id = p.id AND g.version = p.guideline_version
 ), lease AS (
-    INSERT INTO assignment (hit_id, project_id, worker_id, status, guideline_version, leased_at, expires_at)
-    SELECT hit_id, project_id, :worker_id, 'leased', guideline_version, :now, expires_at FROM info
+    INSERT INTO assignment (hit_id, batch_id, project_id, worker_id, is_gold, status, guideline_version, leased_at,
+                            expires_at)
+    SELECT hit_id, :batch_id, project_id, :worker_id, {str(gold).lower()}, 'leased', guideline_version, :now,
+           expires_at FROM info
     RETURNING id
-), taken AS (
-    UPDATE hit_slot SET state = 'leased', assignment_id = lease.id, lease_expires_at = info.expires_at
-    FROM lease, info WHERE hit_slot.id = info.slot_id
-)
+){taken}{counted}
 SELECT lease.id, info.hit_id, info.project_id, info.guideline_version, info.title, info.description,
        info.label_schema, info.instructions, info.reward_cents, info.currency, info.expires_at,
        (SELECT json_agg(json_build_object('id', i.id, 'data', i.data) ORDER BY i.id)
@@ -296,36 +347,68 @@ def _batch_order(session: Session, params: dict[str, Any], batch_ids: list[int])
     return [batch_id for _, batch_id in sorted(keys)]
 
 
-def _claim(session: Session, params: dict[str, Any], batch_ids: list[int]) -> Task:
+def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], gold_ids: set[int],
+           gold_key: bytes) -> Task:
     order = batch_ids if len(batch_ids) == 1 else _batch_order(session, params, batch_ids)
-    now, worker_id = params["now"], params["worker_id"]
+    worker_id = params["worker_id"]
     for batch_id in order:
         p = {**params, "batch_id": batch_id}
-        if _postgres(session):
-            row = _CLAIM_PG.first(session, p)
-            if row is not None:
-                session.commit()
-                return Task(row.id, worker_id, row.hit_id, row.project_id, AssignmentStatus.LEASED, now,
-                            row.expires_at, row.guideline_version, row.instructions, row.title, row.description,
-                            row.label_schema, row.reward_cents, row.currency, row.items)
-            continue
-        slot = session.execute(_LOCK_LAPSED, p).first() or session.execute(_LOCK_FREE, p).first()
-        info = session.execute(_BATCH_INFO, p).first() if slot is not None else None
-        if info is None:
-            continue
-        expires_at = now + dt.timedelta(seconds=info.assignment_duration_seconds)
-        assignment_id = session.execute(_NEW_LEASE, {
-            "hit_id": slot.hit_id, "project_id": info.project_id, "worker_id": worker_id,
-            "status": AssignmentStatus.LEASED, "guideline_version": info.guideline_version, "leased_at": now,
-            "expires_at": expires_at}).scalar_one()
-        session.execute(_TAKE_SLOT, {"slot_id": slot.id, "b_assignment_id": assignment_id, "b_expires_at": expires_at})
-        items = _items(session, slot.hit_id)
-        session.commit()
-        return Task(assignment_id, worker_id, slot.hit_id, info.project_id, AssignmentStatus.LEASED, now, expires_at,
-                    info.guideline_version, info.instructions, info.title, info.description, info.label_schema,
-                    info.reward_cents, info.currency, items)
+        counting = gold_turn = False
+        if batch_id in gold_ids:
+            stream = _STREAM.first(session, p)
+            p.update(gold_project_id=stream.project_id, items_per_hit=stream.items_per_hit)
+            # A stream whose gold ran out counts nothing until new gold comes: the rate is over tasks with gold.
+            counting = stream.exhausted_at is None
+            gold_turn = counting and is_gold_turn(
+                gold_key, project_id=stream.project_id, worker_id=worker_id, rate=stream.gold_rate,
+                tasks=stream.tasks or 0, golds=stream.golds or 0)
+        # Gold only in place of real work: a batch with nothing left to do serves no gold either.
+        if gold_turn and (session.execute(_PEEK_LAPSED, p).first() or session.execute(_PEEK_FREE, p).first()):
+            task = _lease(session, p, gold=True, counting=True)
+            if task is not None:
+                return task
+            session.execute(_EXHAUSTED, p)  # the worker has had every gold HIT: warn ops, serve real work
+            counting = False
+        task = _lease(session, p, gold=False, counting=counting)
+        if task is not None:
+            return task
     session.commit()
     raise NoWork("Every open HIT is fully assigned or already done by you; try again later.", reason="all_assigned")
+
+
+def _lease(session: Session, p: dict[str, Any], *, gold: bool, counting: bool) -> Task | None:
+    """Lease one HIT of the batch (a gold HIT for a gold task) and commit; None if there is none to lease."""
+    now, worker_id = p["now"], p["worker_id"]
+    if _postgres(session):
+        row = _claim_pg(gold=gold, counting=counting).first(session, p)
+        if row is None:
+            return None
+        session.commit()
+        return Task(row.id, worker_id, row.hit_id, row.project_id, AssignmentStatus.LEASED, now, row.expires_at,
+                    row.guideline_version, row.instructions, row.title, row.description, row.label_schema,
+                    row.reward_cents, row.currency, row.items)
+    if gold:
+        slot = session.execute(_GOLD_PICK, p).first()
+    else:
+        slot = session.execute(_LOCK_LAPSED, p).first() or session.execute(_LOCK_FREE, p).first()
+    info = session.execute(_BATCH_INFO, p).first() if slot is not None else None
+    if info is None:
+        return None
+    expires_at = now + dt.timedelta(seconds=info.assignment_duration_seconds)
+    assignment_id = session.execute(_NEW_LEASE, {
+        "hit_id": slot.hit_id, "batch_id": p["batch_id"], "project_id": info.project_id, "worker_id": worker_id,
+        "is_gold": gold, "status": AssignmentStatus.LEASED, "guideline_version": info.guideline_version,
+        "leased_at": now, "expires_at": expires_at}).scalar_one()
+    if not gold:
+        session.execute(_TAKE_SLOT, {"slot_id": slot.id, "b_assignment_id": assignment_id,
+                                     "b_expires_at": expires_at})
+    if counting:
+        session.execute(_COUNT, {**p, "golds": int(gold)})
+    items = _items(session, slot.hit_id)
+    session.commit()
+    return Task(assignment_id, worker_id, slot.hit_id, info.project_id, AssignmentStatus.LEASED, now, expires_at,
+                info.guideline_version, info.instructions, info.title, info.description, info.label_schema,
+                info.reward_cents, info.currency, items)
 
 
 def load_task(session: Session, *, worker_id: int, assignment_id: int) -> Task:
@@ -333,7 +416,7 @@ def load_task(session: Session, *, worker_id: int, assignment_id: int) -> Task:
     stmt = _shown_joins(
         select(Assignment.id, Assignment.worker_id, Assignment.hit_id, Assignment.project_id, Assignment.status,
                Assignment.leased_at, Assignment.expires_at, Assignment.guideline_version, *_SHOWN)
-        .join(Hit, Hit.id == Assignment.hit_id).join(Batch, Batch.id == Hit.batch_id),
+        .join(Batch, Batch.id == Assignment.batch_id),
         Assignment.guideline_version).where(Assignment.id == assignment_id)
     row = session.execute(stmt).first()
     if row is None or row.worker_id != worker_id:
@@ -357,12 +440,17 @@ class Submitted:
     submitted_at: dt.datetime
     duration_ms: int
     answers: dict[int, Any]
+    # Server-side only: a gold task's answers were scored (the caller updates the worker's accuracy).
+    gold: bool = False
+    # The correct answer and explanation of each gold item missed, where the project shows them; else empty.
+    feedback: list[dict[str, Any]] = field(default_factory=list)
 
 
 _A = bindparam("b_assignment_id")
 _READ = (select(Assignment.id, Assignment.worker_id, Assignment.hit_id, Assignment.status, Assignment.leased_at,
                 Assignment.expires_at, Assignment.project_id, Assignment.guideline_version, Assignment.submitted_at,
-                Assignment.duration_ms, Project.label_schema, Item.id.label("item_id"))
+                Assignment.duration_ms, Assignment.is_gold, Project.label_schema, Project.gold_feedback,
+                Item.id.label("item_id"), Item.gold_answer, Item.gold_explanation, Item.gold_retired_at)
          .join(Project, Project.id == Assignment.project_id).join(Item, Item.hit_id == Assignment.hit_id)
          .where(Assignment.id == _A).order_by(Item.id))
 _LOCKED = HotStatement(_READ.with_for_update(of=Assignment))
@@ -376,39 +464,42 @@ _MARK_SUBMITTED = _ASSIGNMENT.update().where(_ASSIGNMENT.c.id == _A).values(
     client_meta=bindparam("b_client_meta"))
 
 # PostgreSQL: the submit in one statement. The assignment is locked first (the lock order), then its slot is
-# finished only if the lease still owns it, and only then are the assignment and its answers written: all of it,
-# or (lease lapsed and its slot taken, or submitted meanwhile) none of it. The assignment is read by its key
-# alone (its status is tested after the lock): with the status in the lookup, the planner may walk the partial
-# index of every live lease instead.
+# finished only if the lease still owns it (a gold task has no slot: its live lease is enough), and only then are
+# the assignment and its answers written: all of it, or (lease lapsed and its slot taken, or submitted meanwhile)
+# none of it. The assignment is read by its key alone (its status is tested after the lock): with the status in
+# the lookup, the planner may walk the partial index of every live lease instead.
 _SUBMIT_PG = HotStatement(text("""
 WITH mine AS MATERIALIZED (
-    SELECT id, status FROM assignment WHERE id = :assignment_id FOR UPDATE
+    SELECT id, status, is_gold FROM assignment WHERE id = :assignment_id FOR UPDATE
 ), slot AS (
     UPDATE hit_slot SET state = 'done', lease_expires_at = NULL
     WHERE hit_id = :hit_id AND assignment_id = (SELECT id FROM mine WHERE status = 'leased') AND state = 'leased'
     RETURNING assignment_id
+), owned AS (
+    SELECT assignment_id AS id FROM slot UNION ALL SELECT id FROM mine WHERE status = 'leased' AND is_gold
 ), done AS (
     UPDATE assignment SET status = 'submitted', submitted_at = :now, duration_ms = :duration_ms,
                           client_meta = CAST(:client_meta AS jsonb)
-    FROM slot WHERE assignment.id = slot.assignment_id RETURNING assignment.id
+    FROM owned WHERE assignment.id = owned.id RETURNING assignment.id
 ), stored AS (
     INSERT INTO answer (assignment_id, item_id, worker_id, project_id, value, guideline_version, submitted_at,
-                        duration_ms, client_meta)
+                        duration_ms, client_meta, gold_correct)
     SELECT done.id, v.item_id, :worker_id, :project_id, v.value, :guideline_version, :now, :duration_ms,
-           CAST(:client_meta AS jsonb)
-    FROM done, jsonb_to_recordset(CAST(:answers AS jsonb)) AS v(item_id integer, value jsonb)
+           CAST(:client_meta AS jsonb), v.correct
+    FROM done, jsonb_to_recordset(CAST(:answers AS jsonb)) AS v(item_id integer, value jsonb, correct boolean)
 )
 SELECT count(*) AS written FROM done
 """))
 
 
-def _read(session: Session, worker_id: int, assignment_id: int, *, lock: bool) -> tuple[Any, list[int]]:
-    """The assignment row (locked on request) with its project's label schema and its HIT's item ids."""
+def _read(session: Session, worker_id: int, assignment_id: int, *, lock: bool) -> tuple[Any, list[Any]]:
+    """The assignment row (locked on request) with its project's label schema, and its HIT's items (one row
+    each, first row included)."""
     rows = (_LOCKED if lock else _READ).rows(session, {"b_assignment_id": assignment_id})
     if not rows or rows[0].worker_id != worker_id:
         session.rollback()
         raise NotFound(f"Assignment {assignment_id} not found.")
-    return rows[0], [r.item_id for r in rows]
+    return rows[0], rows
 
 
 def _validated(schema: dict[str, Any], expected: list[int], answers: list[dict[str, Any]]) -> dict[int, Any]:
@@ -417,6 +508,23 @@ def _validated(schema: dict[str, Any], expected: list[int], answers: list[dict[s
     if errors:
         raise InvalidInput("Some answers are invalid; nothing was saved.", errors={"answers": errors})
     return values
+
+
+def _scored(row: Any, items: list[Any], values: dict[int, Any]) -> tuple[dict[int, bool | None], list[dict]]:
+    """Each answer's gold outcome (None: not gold, or a retired gold item) and the feedback the worker gets."""
+    if not row.is_gold:
+        return dict.fromkeys(values), []
+    outcome: dict[int, bool | None] = {}
+    feedback = []
+    for item in items:
+        if item.gold_retired_at is not None:
+            outcome[item.item_id] = None
+            continue
+        outcome[item.item_id] = same_answer(row.label_schema, values[item.item_id], item.gold_answer)
+        if not outcome[item.item_id] and row.gold_feedback:
+            feedback.append({"item_id": item.item_id, "correct_answer": item.gold_answer,
+                             "explanation": item.gold_explanation or ""})
+    return outcome, feedback
 
 
 def _gone(session: Session, assignment_id: int, expires_at: dt.datetime, detail: str) -> Gone:
@@ -429,13 +537,14 @@ def _gone(session: Session, assignment_id: int, expires_at: dt.datetime, detail:
 
 def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list[dict[str, Any]],
            now: dt.datetime, client_meta: dict[str, Any] | None = None) -> tuple[Submitted, bool]:
-    """Store one answer per item; returns (result, replayed). Repeating a submit is harmless."""
+    """Store one answer per item; returns (result, replayed). Repeating a submit is harmless. A gold task's
+    answers are scored against the known answers as they are stored."""
     postgres = _postgres(session)
     for attempt in range(2):
         # PostgreSQL reads without a lock: the one-statement write below re-checks everything it relies on.
-        row, expected = _read(session, worker.id, assignment_id, lock=not postgres)
+        row, items = _read(session, worker.id, assignment_id, lock=not postgres)
         try:
-            values = _validated(row.label_schema, expected, answers)
+            values = _validated(row.label_schema, [i.item_id for i in items], answers)
         except InvalidInput:
             session.rollback()
             raise
@@ -446,7 +555,8 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
                 raise Conflict("This assignment was submitted already with different answers.",
                                errors={"answers": ["differ from the submitted ones"]})
             status = AssignmentStatus(row.status)
-            return Submitted(assignment_id, status, row.submitted_at, row.duration_ms, stored), True
+            return Submitted(assignment_id, status, row.submitted_at, row.duration_ms, stored, row.is_gold,
+                             _scored(row, items, stored)[1]), True
         if row.status == AssignmentStatus.RETURNED:
             session.rollback()
             raise Conflict("This assignment was returned; ask for new work.", reason="returned")
@@ -455,28 +565,32 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
             # On a second round the lease is still 'leased' but its slot was taken: it lapsed and was reclaimed.
             raise _gone(session, assignment_id, row.expires_at, gone)
         duration = _ms(now - row.leased_at)
+        outcome, feedback = _scored(row, items, values)
+        result = Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values, row.is_gold, feedback)
         if postgres:
             written = _SUBMIT_PG.first(session, {
                 "assignment_id": assignment_id, "hit_id": row.hit_id, "now": now, "duration_ms": duration,
                 "worker_id": worker.id,
                 "project_id": row.project_id, "guideline_version": row.guideline_version,
                 "client_meta": None if client_meta is None else json.dumps(client_meta),
-                "answers": json.dumps([{"item_id": k, "value": v} for k, v in values.items()])}).written
+                "answers": json.dumps([{"item_id": k, "value": v, "correct": outcome[k]}
+                                       for k, v in values.items()])}).written
             session.commit()
             if written == 1:
-                return Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values), False
+                return result, False
             continue  # something changed since the read: read again and answer from what is there now
-        if session.execute(_FINISH_SLOT, {"b_assignment_id": assignment_id}).rowcount != 1:
+        if not row.is_gold and session.execute(_FINISH_SLOT, {"b_assignment_id": assignment_id}).rowcount != 1:
             raise _gone(session, assignment_id, row.expires_at, gone)
         session.execute(_STORE_ANSWER, [
             {"assignment_id": assignment_id, "item_id": item_id, "worker_id": worker.id,
              "project_id": row.project_id, "value": value, "guideline_version": row.guideline_version,
-             "submitted_at": now, "duration_ms": duration, "client_meta": client_meta}
+             "submitted_at": now, "duration_ms": duration, "client_meta": client_meta,
+             "gold_correct": outcome[item_id]}
             for item_id, value in values.items()])
         session.execute(_MARK_SUBMITTED, {"b_assignment_id": assignment_id, "now": now, "b_duration_ms": duration,
                                           "b_client_meta": client_meta})
         session.commit()
-        return Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values), False
+        return result, False
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -6,11 +6,13 @@ from typing import Any
 
 from flask import current_app, request
 from flask.views import MethodView
+from sqlalchemy import select
 
-from market import work
+from market import scoring, work
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint
+from market.models import Assignment
 from market.problems import NotFound, TooManyRequests, Unauthorized
 from market.work_schemas import (
     IdentitySchema,
@@ -110,7 +112,8 @@ class NextTask(MethodView):
     def post(self, args: dict[str, Any]):
         """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
         return _task(work.next_assignment(db_session(), worker=current_account(), now=clock(),
-                                          project_id=args.get("project_id")))
+                                          project_id=args.get("project_id"),
+                                          gold_key=current_app.extensions["crowdmarket.gold_key"]))
 
 
 @blp.route("/assignments/<int:assignment_id>")
@@ -129,11 +132,18 @@ class Submit(MethodView):
     @blp.response(200, SubmitResultSchema)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Submit one answer per item. Idempotent: the same answers again return the same result."""
-        result, _ = work.submit(db_session(), worker=current_account(), assignment_id=assignment_id,
-                                answers=data["answers"], client_meta=data["client"], now=clock())
+        worker = current_account()
+        result, replayed = work.submit(db_session(), worker=worker, assignment_id=assignment_id,
+                                       answers=data["answers"], client_meta=data["client"], now=clock())
+        if result.gold and not replayed:
+            # Accuracy and the project's rules: several writes, so an ordinary session, not the autocommit one.
+            with current_app.extensions["crowdmarket.db"].session_scope() as session:
+                project_id = session.scalar(select(Assignment.project_id).where(Assignment.id == assignment_id))
+                scoring.record_gold(session, worker_id=worker.id, project_id=project_id, now=clock())
         return {"assignment_id": result.assignment_id, "status": result.status.value,
                 "submitted_at": result.submitted_at, "duration_ms": result.duration_ms,
-                "answers": [{"item_id": i, "answer": a} for i, a in result.answers.items()]}
+                "answers": [{"item_id": i, "answer": a} for i, a in result.answers.items()],
+                "feedback": result.feedback}
 
 
 @blp.route("/assignments/<int:assignment_id>/return")

@@ -58,12 +58,21 @@ class SubmitSchema(Schema):
                          metadata={"description": "Client metadata kept with the answers (user agent, ...)."})
 
 
+class FeedbackSchema(Schema):
+    item_id = fields.Integer()
+    correct_answer = fields.Raw()
+    explanation = Text()
+
+
 class SubmitResultSchema(Schema):
     assignment_id = fields.Integer()
     status = Text()
     submitted_at = fields.DateTime()
     duration_ms = fields.Integer()
     answers = fields.List(fields.Dict())
+    feedback = fields.List(fields.Nested(FeedbackSchema), metadata={
+        "description": "Where the project shows it: the correct answer and explanation of each item you got "
+                       "wrong that had a known answer. Empty otherwise."})
 
 
 class ReturnResultSchema(Schema):

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from market.labels import AnswerError, validate_answer, validate_answer_set
+from market.labels import AnswerError, same_answer, validate_answer, validate_answer_set
 from market.problems import Conflict, DomainError, Gone, InvalidInput, NotFound
 from qualification.models import (
     AttemptStatus,
@@ -231,12 +231,6 @@ def get_attempt(session: Session, *, worker: Actor, attempt_id: int) -> Qualific
     return attempt
 
 
-def _same(schema: dict[str, Any], given: Any, known: Any) -> bool:
-    if schema["type"] == "text":
-        return " ".join(given.split()).casefold() == " ".join(known.split()).casefold()
-    return given == known
-
-
 def score(correct: int, total: int) -> int:
     """Percent correct, rounded half up, as an integer 0-100."""
     return (200 * correct + total) // (2 * total)
@@ -268,7 +262,7 @@ def submit_attempt(session: Session, *, worker: Actor, attempt_id: int, answers:
         session.commit()
         raise Gone("The time for this attempt ran out; its answers were not scored.", reason="expired",
                    expired_at=attempt.expires_at.isoformat())
-    correct = sum(_same(qtype.label_schema, values[q.id], q.answer) for q in items)
+    correct = sum(same_answer(qtype.label_schema, values[q.id], q.answer) for q in items)
     attempt.status, attempt.submitted_at = AttemptStatus.SUBMITTED, now
     attempt.answers = {str(k): v for k, v in values.items()}
     attempt.score = score(correct, len(items))

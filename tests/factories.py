@@ -73,7 +73,8 @@ def answer(session: Session, item: Item, worker: Account, value: Any, *, now: dt
     """A submitted assignment on the item's HIT with one answer (the worker API arrives in #3)."""
     hit = session.get(Hit, item.hit_id)
     assert hit is not None, "publish the item first"
-    asg = Assignment(hit_id=hit.id, project_id=item.project_id, worker_id=worker.id, status=status,
+    asg = Assignment(hit_id=hit.id, batch_id=hit.batch_id, project_id=item.project_id, worker_id=worker.id,
+                     status=status,
                      guideline_version=guideline_version, leased_at=now - dt.timedelta(milliseconds=duration_ms),
                      expires_at=now + dt.timedelta(minutes=10), submitted_at=now)
     session.add(asg)
@@ -87,7 +88,8 @@ def answer(session: Session, item: Item, worker: Account, value: Any, *, now: dt
 
 def lease(session: Session, hit_id: int, project_id: int, worker: Account, *, now: dt.datetime,
           seconds: int = 600) -> Assignment:
-    asg = Assignment(hit_id=hit_id, project_id=project_id, worker_id=worker.id, status=AssignmentStatus.LEASED,
+    asg = Assignment(hit_id=hit_id, batch_id=session.get(Hit, hit_id).batch_id, project_id=project_id,
+                     worker_id=worker.id, status=AssignmentStatus.LEASED,
                      guideline_version=1, leased_at=now, expires_at=now + dt.timedelta(seconds=seconds))
     session.add(asg)
     session.commit()

@@ -33,7 +33,7 @@ def record(session: Session, flag: WorkerFlag, action: str, actor: Actor | None,
 
 def raise_flag(session: Session, *, worker_id: int, project_id: int | None, reason: FlagReason, note: str,
                now: dt.datetime, evidence: dict[str, Any] | None = None, actor: Actor | None = None) -> WorkerFlag:
-    """Put a worker up for review (by ops, or by the system when `actor` is None)."""
+    """Put a worker up for review (by ops, or by the system when `actor` is None). The caller commits."""
     worker = session.get(Account, worker_id)
     if worker is None or worker.role != Role.WORKER:
         raise NotFound(f"Worker {worker_id} not found.")
@@ -44,7 +44,7 @@ def raise_flag(session: Session, *, worker_id: int, project_id: int | None, reas
     session.add(flag)
     session.flush()
     record(session, flag, "opened", actor, note, now)
-    session.commit()
+    session.flush()
     return flag
 
 
@@ -86,10 +86,11 @@ def _expect(session: Session, flag: WorkerFlag, state: FlagState, action: str) -
                        errors={"state": [f"is {flag.state.value}"]})
 
 
-def block(session: Session, *, flag_id: int, actor: Actor, scope: str, reason: str, now: dt.datetime,
+def block(session: Session, *, flag_id: int, actor: Actor | None, scope: str, reason: str, now: dt.datetime,
           expires_at: dt.datetime | None = None) -> WorkerFlag:
     """Block the flagged worker at once: from the flag's project, or from all work; until `expires_at` if given.
-    The caller commits (the market applies the block to the worker's answers in the same transaction)."""
+    The caller commits (the market applies the block to the worker's answers in the same transaction). No actor:
+    the system blocks (a project's auto-block rule)."""
     flag = get_flag(session, flag_id=flag_id, lock=True)
     _expect(session, flag, FlagState.OPEN, "block")
     if scope == "project" and flag.project_id is None:
@@ -100,7 +101,8 @@ def block(session: Session, *, flag_id: int, actor: Actor, scope: str, reason: s
         session.rollback()
         raise InvalidInput("A block must end in the future.", errors={"expires_at": ["is not in the future"]})
     blocked = WorkerBlock(account_id=flag.account_id, project_id=flag.project_id if scope == "project" else None,
-                          reason=reason, created_by_id=actor.id, created_at=now, expires_at=expires_at)
+                          reason=reason, created_by_id=actor.id if actor else None, created_at=now,
+                          expires_at=expires_at)
     session.add(blocked)
     session.flush()
     flag.block_id, flag.state, flag.updated_at = blocked.id, FlagState.BLOCKED, now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import func, select
 
@@ -17,7 +19,8 @@ PROBLEM = "application/problem+json"
 @pytest.fixture
 def setup(session, clock):
     owner, owner_token = account(session, Role.REQUESTER, now=clock())
-    proj = project(session, owner, now=clock(), assignments_per_item=2)
+    # Gold off: the engine's rules are tested here on a predictable stream; gold injection in test_gold.py.
+    proj = project(session, owner, now=clock(), assignments_per_item=2, gold_rate=Decimal(0))
     items(session, proj, 3, now=clock(), gold=1)
     batch, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
     workers = [account(session, Role.WORKER, now=clock()) for _ in range(4)]

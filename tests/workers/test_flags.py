@@ -70,6 +70,7 @@ def test_flags_list_and_filter(client, session, clock, crowd):
     second = flag(client, crowd).get_json()
     flags.raise_flag(session, worker_id=crowd["worker"].id, project_id=None, reason=FlagReason.FAST_ANSWERS,
                      note="system", now=clock())
+    session.commit()
     listed = client.get(OPS, headers=auth(crowd["ops_token"])).get_json()["data"]
     assert [f["id"] for f in listed][:2] == [first["id"], second["id"]] and len(listed) == 3
     by_project = client.get(OPS, query_string={"project_id": crowd["projects"][0].id},
