@@ -5,14 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
+from sqlalchemy import func, select
 
-from market import scoring, service
+from market import disputes, scoring, service
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, page
+from market.models import Answer, DisputeState, GoldDispute, Item
 from market.problems import NotFound
 from market.quality import block_flagged, unblock_flagged
-from market.schemas import GoldPoolListSchema, WorkerQualityListSchema
+from market.schemas import (
+    DisputeCorrectSchema,
+    DisputeListSchema,
+    DisputeNoteSchema,
+    DisputeQuerySchema,
+    DisputeSchema,
+    GoldPoolListSchema,
+    WorkerQualityListSchema,
+)
 from workers import flags
 from workers.models import Account, FlagReason, FlagState, Role, WorkerFlag
 from workers.schemas import BlockSchema, FlagCreateSchema, FlagListSchema, FlagNoteSchema, FlagQuerySchema, FlagSchema
@@ -128,3 +138,76 @@ class WorkerQuality(MethodView):
         if worker is None or worker.role != Role.WORKER:
             raise NotFound(f"Worker {worker_id} not found.")
         return {"data": [vars(r) for r in scoring.worker_records(session, worker_id)], "next_after": None}
+
+
+def _dispute_body(dispute: GoldDispute, rescored: int = 0) -> dict[str, Any]:
+    session = db_session()
+    item = session.get(Item, dispute.item_id)
+    assert item is not None
+    answer = session.scalar(select(Answer.value).where(Answer.assignment_id == dispute.assignment_id,
+                                                       Answer.item_id == dispute.item_id))
+    scored = select(func.count()).where(Answer.item_id == item.id, Answer.gold_correct.is_not(None))
+    body = {k: getattr(dispute, k) for k in ("id", "project_id", "worker_id", "assignment_id", "note", "created_at",
+                                             "resolved_by_id", "resolved_at", "resolution")}
+    body.update(state=dispute.state.value, answer=answer, rescored=rescored, item={
+        "id": item.id, "external_id": item.external_id, "data": item.data, "gold": item.gold_answer,
+        "explanation": item.gold_explanation, "retired_at": item.gold_retired_at,
+        "answers": session.scalar(scored), "correct": session.scalar(scored.where(Answer.gold_correct.is_(True)))})
+    return body
+
+
+@blp.route("/disputes")
+class GoldDisputes(MethodView):
+    @requires(*OPS)
+    @blp.arguments(DisputeQuerySchema, location="query")
+    @blp.response(200, DisputeListSchema)
+    def get(self, args: dict[str, Any]):
+        """Contested gold items, oldest first, with the item, its known answer and how often workers matched it."""
+        rows = disputes.list_disputes(db_session(), after=args.get("after"), limit=args["limit"],
+                                      state=DisputeState(args["state"]) if "state" in args else None,
+                                      worker_id=args.get("worker_id"), project_id=args.get("project_id"))
+        return page([_dispute_body(d) for d in rows], args["limit"])
+
+
+@blp.route("/disputes/<int:dispute_id>")
+class GoldDisputeDetail(MethodView):
+    @requires(*OPS)
+    @blp.response(200, DisputeSchema)
+    def get(self, dispute_id: int):
+        """One dispute."""
+        return _dispute_body(disputes.get_dispute(db_session(), dispute_id))
+
+
+@blp.route("/disputes/<int:dispute_id>/correct", methods=["POST"])
+@requires(*OPS)
+@blp.arguments(DisputeCorrectSchema)
+@blp.response(200, DisputeSchema)
+def correct_dispute(data: dict[str, Any], dispute_id: int):
+    """The worker is right: fix the known answer (and explanation); every answer to the item is re-scored and the
+    workers' accuracy recomputed. Settles every open dispute of the item."""
+    dispute, rescored = disputes.correct(db_session(), dispute_id=dispute_id, actor=current_account(),
+                                         gold=data["gold"], explanation=data.get("explanation"), note=data["note"],
+                                         now=clock())
+    return _dispute_body(dispute, rescored)
+
+
+@blp.route("/disputes/<int:dispute_id>/retire", methods=["POST"])
+@requires(*OPS)
+@blp.arguments(DisputeNoteSchema)
+@blp.response(200, DisputeSchema)
+def retire_dispute(data: dict[str, Any], dispute_id: int):
+    """The item is ambiguous: retire it from gold; it is never served again and counts toward nobody's
+    accuracy. Settles every open dispute of the item."""
+    dispute, rescored = disputes.retire(db_session(), dispute_id=dispute_id, actor=current_account(),
+                                        note=data["note"], now=clock())
+    return _dispute_body(dispute, rescored)
+
+
+@blp.route("/disputes/<int:dispute_id>/reject", methods=["POST"])
+@requires(*OPS)
+@blp.arguments(DisputeNoteSchema)
+@blp.response(200, DisputeSchema)
+def reject_dispute(data: dict[str, Any], dispute_id: int):
+    """The known answer stands."""
+    return _dispute_body(disputes.reject(db_session(), dispute_id=dispute_id, actor=current_account(),
+                                         note=data["note"], now=clock()))

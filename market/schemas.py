@@ -11,7 +11,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from market.edge import Id, LabelSchemaSchema, PageQuerySchema, Text
-from market.models import QualityAction
+from market.models import DisputeState, QualityAction
 from qualification.schemas import requirements_field
 
 
@@ -304,3 +304,51 @@ class WorkerQualitySchema(Schema):
 class WorkerQualityListSchema(Schema):
     data = fields.List(fields.Nested(WorkerQualitySchema))
     next_after = fields.Integer(allow_none=True)
+
+
+class DisputeQuerySchema(PageQuerySchema):
+    state = Text(validate=validate.OneOf([s.value for s in DisputeState]))
+    worker_id = Id(strict=False)
+    project_id = Id(strict=False)
+
+
+class DisputedItemSchema(Schema):
+    id = fields.Integer()
+    external_id = Text()
+    data = fields.Dict()
+    gold = fields.Raw()
+    explanation = Text(allow_none=True)
+    retired_at = fields.DateTime(allow_none=True)
+    answers = fields.Integer(metadata={"description": "Scored answers to the item."})
+    correct = fields.Integer(metadata={"description": "Of those, how many matched the known answer: a gold item "
+                                                      "most workers miss is often wrong."})
+
+
+class DisputeSchema(Schema):
+    id = fields.Integer()
+    project_id = fields.Integer()
+    worker_id = fields.Integer()
+    assignment_id = fields.Integer()
+    answer = fields.Raw(metadata={"description": "The worker's answer."})
+    note = Text()
+    state = Text()
+    created_at = fields.DateTime()
+    resolved_by_id = fields.Integer(allow_none=True)
+    resolved_at = fields.DateTime(allow_none=True)
+    resolution = Text(allow_none=True)
+    item = fields.Nested(DisputedItemSchema)
+    rescored = fields.Integer(metadata={"description": "Answers re-scored by this decision."})
+
+
+class DisputeListSchema(Schema):
+    data = fields.List(fields.Nested(DisputeSchema))
+    next_after = fields.Integer(allow_none=True)
+
+
+class DisputeNoteSchema(Schema):
+    note = Text(required=True, validate=validate.Length(1, 5000))
+
+
+class DisputeCorrectSchema(DisputeNoteSchema):
+    gold = fields.Raw(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
+    explanation = Text(validate=validate.Length(max=20_000), metadata={"description": "Replaces the old one."})

@@ -8,13 +8,14 @@ from flask import current_app, request
 from flask.views import MethodView
 from sqlalchemy import select
 
-from market import scoring, work
+from market import disputes, scoring, work
 from market.app import clock, db_session
 from market.auth import current_account, requires
-from market.edge import Blueprint
+from market.edge import Blueprint, PageQuerySchema, page
 from market.models import Assignment
 from market.problems import NotFound, TooManyRequests, Unauthorized
 from market.work_schemas import (
+    DisputeCreateSchema,
     IdentitySchema,
     LoginSchema,
     NewWorkerTokenSchema,
@@ -24,6 +25,8 @@ from market.work_schemas import (
     SubmitResultSchema,
     SubmitSchema,
     TaskSchema,
+    WorkerDisputeListSchema,
+    WorkerDisputeSchema,
 )
 from workers import service as accounts
 from workers.models import Account, Role
@@ -156,3 +159,33 @@ class Return(MethodView):
                                             now=clock())
         return {"assignment_id": assignment.id, "status": assignment.status.value,
                 "returned_at": assignment.returned_at, "duration_ms": assignment.duration_ms}
+
+
+def _worker_dispute(d: Any) -> dict[str, Any]:
+    return {k: getattr(d, k) for k in ("id", "assignment_id", "item_id", "note", "created_at", "resolved_at",
+                                       "resolution")} | {"state": d.state.value}
+
+
+@blp.route("/assignments/<int:assignment_id>/disputes")
+class Disputes(MethodView):
+    @requires(*WORKER)
+    @blp.arguments(DisputeCreateSchema)
+    @blp.response(201, WorkerDisputeSchema)
+    @blp.alt_response(200, schema=WorkerDisputeSchema, description="You contested this answer already.")
+    def post(self, data: dict[str, Any], assignment_id: int):
+        """Contest an answer the feedback showed as wrong, with a note for the reviewers."""
+        dispute, created = disputes.open_dispute(db_session(), worker=current_account(), assignment_id=assignment_id,
+                                                 item_id=data["item_id"], note=data["note"], now=clock())
+        return _worker_dispute(dispute), 201 if created else 200
+
+
+@blp.route("/disputes")
+class MyDisputes(MethodView):
+    @requires(*WORKER)
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, WorkerDisputeListSchema)
+    def get(self, args: dict[str, Any]):
+        """Your disputes and how they were decided."""
+        rows = disputes.list_disputes(db_session(), after=args.get("after"), limit=args["limit"],
+                                      worker_id=current_account().id)
+        return page([_worker_dispute(d) for d in rows], args["limit"])

@@ -103,3 +103,26 @@ class IdentitySchema(Schema):
     platform = Text(required=True, validate=validate.Regexp(r"\A[a-z][a-z0-9_-]{1,31}\Z"))
     external_id = Text(required=True, validate=validate.Length(1, 255))
     account_id = fields.Integer(dump_only=True)
+
+
+class DisputeCreateSchema(Schema):
+    item_id = Id(required=True, strict=True)
+    note = Text(required=True, validate=validate.Length(1, 5000),
+                metadata={"description": "Why you think the correct answer shown is wrong."})
+
+
+class WorkerDisputeSchema(Schema):
+    id = fields.Integer()
+    assignment_id = fields.Integer()
+    item_id = fields.Integer()
+    note = Text()
+    state = Text(metadata={"description": "open, corrected (your answer was re-scored), retired (the item no longer "
+                                          "counts for anyone), or rejected."})
+    created_at = fields.DateTime()
+    resolved_at = fields.DateTime(allow_none=True)
+    resolution = Text(allow_none=True)
+
+
+class WorkerDisputeListSchema(Schema):
+    data = fields.List(fields.Nested(WorkerDisputeSchema))
+    next_after = fields.Integer(allow_none=True)

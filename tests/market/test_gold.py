@@ -257,3 +257,34 @@ def test_gold_feedback_shows_the_correct_answer_after_a_miss(client, session, cl
     task = next_task(client, token).get_json()
     item = session.get(Item, task["items"][0]["id"])
     assert submit(client, token, task, value=item.gold_answer).get_json()["feedback"] == []
+
+
+def test_no_worker_facing_schema_names_gold(client):
+    """Every response a worker's endpoints document: no field says gold (the OpenAPI is made from the schemas)."""
+    spec = client.get("/openapi.json").get_json()
+    schemas = spec["components"]["schemas"]
+
+    def fields(ref_or_schema, seen=()):
+        schema = ref_or_schema
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[1]
+            if name in seen:
+                return set()
+            seen, schema = (*seen, name), schemas[name]
+        names = set(schema.get("properties", {}))
+        for sub in [*schema.get("properties", {}).values(), schema.get("items", {})]:
+            if isinstance(sub, dict) and ("$ref" in sub or "properties" in sub or "items" in sub):
+                names |= fields(sub, seen)
+        return names
+
+    worker_paths = [p for p in spec["paths"] if p.startswith(("/api/v1/work/", "/api/v1/assignments/",
+                                                              "/api/v1/disputes"))]
+    assert len(worker_paths) >= 5
+    items = spec["paths"]["/api/v1/projects/{project_id}/items"]["get"]["responses"]["200"]
+    assert "is_gold" in fields(items["content"]["application/json"]["schema"])  # the walk finds gold where it is
+    for path in worker_paths:
+        for operation in (op for op in spec["paths"][path].values() if isinstance(op, dict)):
+            for response in operation.get("responses", {}).values():
+                schema = response.get("content", {}).get("application/json", {}).get("schema")
+                if schema:
+                    assert not [f for f in fields(schema) if "gold" in f.lower()], path
