@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from market.config import check_config, load_config
 from market.db import Database, utcnow
 from market.problems import register_error_handlers
+from market.public_ids import ItemIds
 from market.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_USER, Limiter
 from qualification.gold import schedule_key
 
@@ -68,6 +69,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["crowdmarket.clock"] = app.config.get("CLOCK") or utcnow
     # Tests may pin the gold schedule (GOLD_KEY); otherwise it is derived from the secret key.
     app.extensions["crowdmarket.gold_key"] = app.config.get("GOLD_KEY") or schedule_key(app.config["SECRET_KEY"])
+    app.extensions["crowdmarket.item_ids"] = ItemIds(app.config["SECRET_KEY"])
     app.extensions["crowdmarket.redis"] = (
         redis.Redis.from_url(app.config["REDIS_URL"], socket_timeout=1, socket_connect_timeout=1)
         if app.config["REDIS_URL"] else None)

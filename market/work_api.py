@@ -13,7 +13,8 @@ from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
 from market.models import Assignment
-from market.problems import NotFound, TooManyRequests, Unauthorized
+from market.problems import InvalidInput, NotFound, TooManyRequests, Unauthorized
+from market.public_ids import ItemIds
 from market.work_schemas import (
     DisputeCreateSchema,
     IdentitySchema,
@@ -35,7 +36,17 @@ blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Crowd worke
 WORKER = (Role.WORKER,)
 
 
+def _ids() -> ItemIds:
+    ids: ItemIds = current_app.extensions["crowdmarket.item_ids"]
+    return ids
+
+
+def _public_answers(answers: dict[int, Any], ids: ItemIds) -> list[dict[str, Any]]:
+    return [{"item_id": ids.public(i), "answer": a} for i, a in answers.items()]
+
+
 def _task(task: work.Task) -> dict[str, Any]:
+    ids = _ids()
     return {
         "assignment_id": task.id,
         "status": task.status.value,
@@ -45,8 +56,8 @@ def _task(task: work.Task) -> dict[str, Any]:
         "reward": {"cents": task.reward_cents, "currency": task.currency},
         "leased_at": task.leased_at,
         "expires_at": task.expires_at,
-        "items": task.items,
-        "answers": None if task.answers is None else [{"item_id": i, "answer": a} for i, a in task.answers.items()],
+        "items": [{"id": ids.public(i["id"]), "data": i["data"]} for i in task.items],
+        "answers": None if task.answers is None else _public_answers(task.answers, ids),
     }
 
 
@@ -135,9 +146,14 @@ class Submit(MethodView):
     @blp.response(200, SubmitResultSchema)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Submit one answer per item. Idempotent: the same answers again return the same result."""
-        worker = current_account()
-        result, replayed = work.submit(db_session(), worker=worker, assignment_id=assignment_id,
-                                       answers=data["answers"], client_meta=data["client"], now=clock())
+        worker, ids = current_account(), _ids()
+        answers = [{"item_id": ids.internal(a["item_id"]), "answer": a["answer"]} for a in data["answers"]]
+        try:
+            result, replayed = work.submit(db_session(), worker=worker, assignment_id=assignment_id,
+                                           answers=answers, client_meta=data["client"], now=clock())
+        except InvalidInput as exc:  # errors name items by id: the worker's ids
+            exc.errors = {"answers": {str(ids.public(int(k))): v for k, v in exc.errors["answers"].items()}}
+            raise
         if result.gold and not replayed:
             # Accuracy and the project's rules: several writes, so an ordinary session, not the autocommit one.
             with current_app.extensions["crowdmarket.db"].session_scope() as session:
@@ -145,8 +161,8 @@ class Submit(MethodView):
                 scoring.record_gold(session, worker_id=worker.id, project_id=project_id, now=clock())
         return {"assignment_id": result.assignment_id, "status": result.status.value,
                 "submitted_at": result.submitted_at, "duration_ms": result.duration_ms,
-                "answers": [{"item_id": i, "answer": a} for i, a in result.answers.items()],
-                "feedback": result.feedback}
+                "answers": _public_answers(result.answers, ids),
+                "feedback": [{**f, "item_id": ids.public(f["item_id"])} for f in result.feedback]}
 
 
 @blp.route("/assignments/<int:assignment_id>/return")
@@ -162,8 +178,8 @@ class Return(MethodView):
 
 
 def _worker_dispute(d: Any) -> dict[str, Any]:
-    return {k: getattr(d, k) for k in ("id", "assignment_id", "item_id", "note", "created_at", "resolved_at",
-                                       "resolution")} | {"state": d.state.value}
+    return {k: getattr(d, k) for k in ("id", "assignment_id", "note", "created_at", "resolved_at", "resolution")} | {
+        "state": d.state.value, "item_id": _ids().public(d.item_id)}
 
 
 @blp.route("/assignments/<int:assignment_id>/disputes")
@@ -175,7 +191,8 @@ class Disputes(MethodView):
     def post(self, data: dict[str, Any], assignment_id: int):
         """Contest an answer the feedback showed as wrong, with a note for the reviewers."""
         dispute, created = disputes.open_dispute(db_session(), worker=current_account(), assignment_id=assignment_id,
-                                                 item_id=data["item_id"], note=data["note"], now=clock())
+                                                 item_id=_ids().internal(data["item_id"]), note=data["note"],
+                                                 now=clock())
         return _worker_dispute(dispute), 201 if created else 200
 
 

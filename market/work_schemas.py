@@ -6,6 +6,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from market.edge import Id, Text
+from market.public_ids import LIMIT
 
 
 class NextQuerySchema(Schema):
@@ -13,7 +14,7 @@ class NextQuerySchema(Schema):
 
 
 class WorkerItemSchema(Schema):
-    id = fields.Integer()
+    id = fields.Integer(metadata={"description": "The item's id for you: stable, unrelated to import order."})
     data = fields.Dict()
 
 
@@ -47,8 +48,12 @@ class TaskSchema(Schema):
                           metadata={"description": "Your own answers, once submitted."})
 
 
+PublicItemId = fields.Integer(required=True, strict=True, validate=validate.Range(0, LIMIT - 1),
+                              metadata={"description": "An item's id as the task shows it."})
+
+
 class AnswerInSchema(Schema):
-    item_id = Id(required=True, strict=True)
+    item_id = PublicItemId
     answer = fields.Raw(required=True, allow_none=False)
 
 
@@ -106,7 +111,7 @@ class IdentitySchema(Schema):
 
 
 class DisputeCreateSchema(Schema):
-    item_id = Id(required=True, strict=True)
+    item_id = PublicItemId
     note = Text(required=True, validate=validate.Length(1, 5000),
                 metadata={"description": "Why you think the correct answer shown is wrong."})
 

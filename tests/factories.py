@@ -94,3 +94,12 @@ def lease(session: Session, hit_id: int, project_id: int, worker: Account, *, no
     session.add(asg)
     session.commit()
     return asg
+
+
+def item_id(client: Any, public_id: int) -> int:
+    """The internal id of an item a worker's task shows (workers see keyed public ids, see market/public_ids.py)."""
+    return client.application.extensions["crowdmarket.item_ids"].internal(public_id)
+
+
+def public_item_id(client: Any, internal_id: int) -> int:
+    return client.application.extensions["crowdmarket.item_ids"].public(internal_id)

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from market.models import Answer, Assignment, GoldStream, Item, WorkerStats
-from tests.factories import account, auth
+from tests.factories import account, auth, item_id, public_item_id
 from tests.market.test_scoring import gold_project
 from workers.models import Role
 
@@ -30,9 +30,10 @@ def take(client, token, value_for):
     return task, resp.get_json()
 
 
-def contest(client, token, task, item_id, note="the text is clearly negative"):
+def contest(client, token, task, item, note="the text is clearly negative"):
+    """Contest an item (internal id) of the task, as the worker names it (by its public id)."""
     return client.post(f"/api/v1/assignments/{task['assignment_id']}/disputes", headers=auth(token),
-                       json={"item_id": item_id, "note": note})
+                       json={"item_id": public_item_id(client, item), "note": note})
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def disputed(client, session, clock, turns):
         value = "pos" if n == 2 else "neg"
         task, result = take(client, token, lambda _, value=value: value)
         tasks.append(task)
-        assert [f["item_id"] for f in result["feedback"]] == ([] if n == 2 else [gold_item.id])
+        assert [f["item_id"] for f in result["feedback"]] == ([] if n == 2 else [public_item_id(client, gold_item.id)])
     _, ops_token = account(session, Role.OPS, now=clock())
     return {"project": proj, "item": gold_item, "workers": workers, "tasks": tasks, "ops": ops_token,
             "owner_token": owner_token}
@@ -62,7 +63,7 @@ def test_a_worker_contests_only_a_missed_gold_item_they_were_shown(client, sessi
     assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
     # A real item, and a gold item answered right, get the same refusal: contesting reveals nothing.
     real_task, _ = take(client, token, lambda _: "pos")
-    refusals = [contest(client, token, real_task, real_task["items"][0]["id"]),
+    refusals = [contest(client, token, real_task, item_id(client, real_task["items"][0]["id"])),
                 contest(client, right_token, disputed["tasks"][2], item.id)]
     assert [r.status_code for r in refusals] == [409, 409]
     assert refusals[0].get_json()["detail"] == refusals[1].get_json()["detail"]
@@ -78,7 +79,7 @@ def test_without_feedback_nothing_can_be_contested(client, session, clock, turns
     turns.append(True)
     task, result = take(client, token, lambda _: "neg")
     assert result["feedback"] == []
-    assert contest(client, token, task, task["items"][0]["id"]).status_code == 409
+    assert contest(client, token, task, item_id(client, task["items"][0]["id"])).status_code == 409
 
 
 def test_ops_correct_a_gold_item_and_past_answers_are_rescored(client, session, clock, disputed):

@@ -14,7 +14,7 @@ from market.imports import import_items
 from market.models import Answer, Assignment, Item
 from market.problems import Forbidden
 from qualification.accuracy import wilson_interval
-from tests.factories import account, auth, jsonl, project
+from tests.factories import account, auth, item_id, jsonl, project
 from workers import flags
 from workers.models import Account, FlagReason, FlagState, Role, WorkerBlock, WorkerFlag
 
@@ -51,14 +51,14 @@ def do_task(client, session, clock, token, *, correct: bool = True, seconds: flo
     clock.advance(seconds=seconds)
     answers = []
     for shown in task["items"]:
-        item = session.get(Item, shown["id"])
+        item = session.get(Item, item_id(client, shown["id"]))
         if label is not None:
             value = label
         elif item.is_gold:
             value = item.gold_answer if correct else next(v for v in LABELS if v != item.gold_answer)
         else:
             value = "pos"
-        answers.append({"item_id": item.id, "answer": value})
+        answers.append({"item_id": shown["id"], "answer": value})
     resp = client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", json={"answers": answers},
                        headers=auth(token))
     assert resp.status_code == 200, resp.get_json()
@@ -184,10 +184,10 @@ def test_ops_see_a_workers_quality_per_project_and_overall(client, session, cloc
             turns.append(True)
             task = client.post("/api/v1/work/next", query_string={"project_id": proj.id},
                                headers=auth(token)).get_json()
-            item = session.get(Item, task["items"][0]["id"])
+            item = session.get(Item, item_id(client, task["items"][0]["id"]))
             value = item.gold_answer if correct else next(v for v in LABELS if v != item.gold_answer)
             client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=auth(token),
-                        json={"answers": [{"item_id": item.id, "answer": value}]})
+                        json={"answers": [{"item_id": task["items"][0]["id"], "answer": value}]})
     rows = client.get(f"/api/v1/ops/workers/{worker.id}/quality", headers=auth(ops_token)).get_json()["data"]
     assert [(r["project_id"], r["gold_seen"], r["gold_correct"]) for r in rows] == [
         (projects[0].id, 2, 2), (projects[1].id, 1, 0), (None, 3, 2)]

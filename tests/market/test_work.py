@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from market import service, work
 from market.models import Answer, Assignment, AssignmentStatus, HitSlot, Item, SlotState
-from tests.factories import account, auth, items, project
+from tests.factories import account, auth, item_id, items, project
 from workers.models import Role, WorkerBlock
 from workers.service import link_identity, worker_for_identity
 
@@ -156,7 +156,7 @@ def test_breadth_first_and_priority(client, session, setup):
         {"external_id": "it2", "priority": 10}]}, headers=auth(setup["owner_token"]))
     assert resp.status_code == 200 and resp.get_json() == {"updated": 1}
     assert session.scalar(select(Item.priority).where(Item.id == item.id)) == 10
-    assert next_task(client, t3).get_json()["items"][0]["id"] == item.id
+    assert item_id(client, next_task(client, t3).get_json()["items"][0]["id"]) == item.id
     bad = client.post(f"/api/v1/projects/{proj.id}/items/priority", json={"items": [
         {"external_id": "nope", "priority": 1}]}, headers=auth(setup["owner_token"]))
     assert bad.status_code == 422 and "nope" in bad.get_json()["errors"]["items"]
@@ -331,7 +331,7 @@ def test_several_open_batches_are_served_by_priority_then_breadth(client, sessio
     assert resp.status_code == 200
     top = next_task(client, t1).get_json()
     assert top["project"]["id"] == other.id
-    assert session.get(Item, top["items"][0]["id"]).external_id == "p2-1"
+    assert session.get(Item, item_id(client, top["items"][0]["id"])).external_id == "p2-1"
     # Then breadth first over both batches: the first project's unanswered items before anyone's second answer.
     rest = [next_task(client, t).get_json() for t in (t2, t3)]
     assert {r["project"]["id"] for r in rest} == {setup["project"].id}

@@ -35,7 +35,7 @@ from market.models import (
 )
 from market.problems import Gone
 from tests.conftest import DATABASE_URL, REDIS_URL
-from tests.factories import SENTIMENT, items, project
+from tests.factories import SENTIMENT, item_id, items, project
 from workers.models import Account, ApiToken, Role
 from workers.service import create_account, issue_token
 
@@ -249,7 +249,7 @@ def test_many_workers_through_the_http_api(db, market):
                 if done.status_code != 200:
                     errors.append(f"worker {i}: submit {done.status_code} {done.get_data(as_text=True)[:300]}")
                     return
-            acked.append((task["assignment_id"], task["items"][0]["id"]))
+            acked.append((task["assignment_id"], item_id(http, task["items"][0]["id"])))
         errors.append(f"worker {i}: still finding work at the deadline")
 
     _run(n_workers, worker)
