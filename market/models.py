@@ -183,7 +183,8 @@ class Hit(Base):
     project whose HITs have its size."""
 
     __tablename__ = "hit"
-    __table_args__ = (Index("ix_hit_gold", "project_id", "item_count", postgresql_where=text("is_gold"),
+    # Gold HITs of a project and size by rank: a gold pick starts at a random rank and walks to an unseen one.
+    __table_args__ = (Index("ix_hit_gold", "project_id", "item_count", "gold_rank", postgresql_where=text("is_gold"),
                             sqlite_where=text("is_gold")),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -192,6 +193,8 @@ class Hit(Base):
     max_assignments: Mapped[int] = mapped_column(Integer)
     item_count: Mapped[int] = mapped_column(Integer)
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A gold HIT's number among its project's gold HITs of its size: 0, 1, 2, ... (NULL for other HITs).
+    gold_rank: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

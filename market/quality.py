@@ -50,11 +50,11 @@ def apply_block(session: Session, *, block: WorkerBlock, now: dt.datetime) -> Bl
         next_no = select(func.max(_SLOT.c.slot_no) + 1).where(_SLOT.c.hit_id == Assignment.hit_id).scalar_subquery()
         priority = select(func.min(_SLOT.c.neg_priority)).where(_SLOT.c.hit_id == Assignment.hit_id).scalar_subquery()
         # Gold HITs have no slots to reopen: their answers never counted toward redundancy.
-        reopened = session.execute(insert(_SLOT).from_select(
+        reopened = len(session.execute(insert(_SLOT).from_select(
             ["hit_id", "batch_id", "slot_no", "neg_priority", "state", "reopened_by_block_id"],
             select(Assignment.hit_id, Hit.batch_id, next_no, priority, literal(SlotState.FREE.value),
                    literal(block.id)).join(Hit, Hit.id == Assignment.hit_id)
-            .where(Assignment.id.in_(assignments), Assignment.is_gold.is_(False)))).rowcount
+            .where(Assignment.id.in_(assignments), Assignment.is_gold.is_(False))).returning(_SLOT.c.id)).all())
     else:
         reopened = 0
     return BlockEffect(len(live), len(excluded), reopened)

@@ -261,10 +261,16 @@ def _chosen_item_chunks(session: Session, project: Project, item_ids: Sequence[i
 
 
 def _insert_hits(session: Session, batch: Batch, groups: list[list[int]], now: dt.datetime, *, gold: bool) -> None:
+    rank = 0
+    if gold:  # gold HITs are numbered on from the project's last of their size
+        last = session.scalar(select(func.max(Hit.gold_rank)).where(
+            Hit.project_id == batch.project_id, Hit.is_gold.is_(True), Hit.item_count == batch.items_per_hit))
+        rank = 0 if last is None else last + 1
     hit_ids = session.scalars(
         insert(Hit).returning(Hit.id, sort_by_parameter_order=True),
         [{"batch_id": batch.id, "project_id": batch.project_id, "max_assignments": batch.assignments_per_item,
-          "item_count": len(group), "is_gold": gold, "created_at": now} for group in groups]).all()
+          "item_count": len(group), "is_gold": gold, "gold_rank": rank + n if gold else None, "created_at": now}
+         for n, group in enumerate(groups)]).all()
     # Gold items stay out of the batch (its item counts and progress): they belong to the project's gold pool.
     session.execute(update(Item), [{"id": iid, "hit_id": hid, **({} if gold else {"batch_id": batch.id})}
                                    for hid, group in zip(hit_ids, groups, strict=True) for iid in group])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -258,14 +259,24 @@ _TAKE_SLOT = _SLOT.update().where(_SLOT.c.id == bindparam("slot_id")).values(
 # worker's assignments first, a cost that grows with every task they do.
 _MINE_SQL = f"""(SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.worker_id = :worker_id
                   AND a.status IN ({", ".join(f"'{st.value}'" for st in ACTIVE)}) LIMIT 1) IS NULL"""
-# A gold HIT of the batch's size the worker has never had (in any state), none of whose items is retired, at
-# random: gold HITs have no slots, so any number of workers may hold one at once.
-_GOLD_PICK_SQL = """
-    SELECT h.id AS hit_id FROM hit AS h
-    WHERE h.project_id = :gold_project_id AND h.is_gold AND h.item_count = :items_per_hit
+# A gold HIT of the batch's size the worker has never had (in any state), none of whose items is retired: the
+# first such from a random rank on, wrapping round. A few index steps, not a sort of the whole pool (ORDER BY
+# random() read every gold HIT per pick). Gold HITs have no slots: any number of workers may hold one at once.
+_GOLD_WHERE = """h.project_id = :gold_project_id AND h.is_gold AND h.item_count = :items_per_hit
       AND NOT EXISTS (SELECT 1 FROM assignment AS a WHERE a.hit_id = h.id AND a.worker_id = :worker_id AND a.is_gold)
-      AND NOT EXISTS (SELECT 1 FROM item AS i WHERE i.hit_id = h.id AND i.gold_retired_at IS NOT NULL)
-    ORDER BY random() LIMIT 1"""
+      AND NOT EXISTS (SELECT 1 FROM item AS i WHERE i.hit_id = h.id AND i.gold_retired_at IS NOT NULL)"""
+_GOLD_START = """(SELECT CAST(:gold_draw * (max(g.gold_rank) + 1) AS integer) FROM hit AS g
+      WHERE g.project_id = :gold_project_id AND g.is_gold AND g.item_count = :items_per_hit)"""
+_GOLD_PICK_SQL = f"""
+    SELECT hit_id FROM (
+        SELECT hit_id, wrapped FROM (
+            SELECT h.id AS hit_id, 0 AS wrapped FROM hit AS h
+            WHERE {_GOLD_WHERE} AND h.gold_rank >= {_GOLD_START} ORDER BY h.gold_rank LIMIT 1) AS later
+        UNION ALL
+        SELECT hit_id, wrapped FROM (
+            SELECT h.id AS hit_id, 1 AS wrapped FROM hit AS h
+            WHERE {_GOLD_WHERE} AND h.gold_rank < {_GOLD_START} ORDER BY h.gold_rank LIMIT 1) AS earlier
+    ) AS either ORDER BY wrapped LIMIT 1"""
 _GOLD_PICK = text(_GOLD_PICK_SQL)
 # One more task (and gold task) in the worker's injection stream of the project.
 _COUNT_SQL = """INSERT INTO gold_stream (worker_id, project_id, tasks, golds)
@@ -356,7 +367,7 @@ def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], gold_
         counting = gold_turn = False
         if batch_id in gold_ids:
             stream = _STREAM.first(session, p)
-            p.update(gold_project_id=stream.project_id, items_per_hit=stream.items_per_hit)
+            p.update(gold_project_id=stream.project_id, items_per_hit=stream.items_per_hit, gold_draw=random.random())
             # A stream whose gold ran out counts nothing until new gold comes: the rate is over tasks with gold.
             counting = stream.exhausted_at is None
             gold_turn = counting and is_gold_turn(

@@ -152,9 +152,10 @@ def upgrade() -> None:
     with op.batch_alter_table("hit", schema=None) as batch_op:
         batch_op.add_column(sa.Column("item_count", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("is_gold", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(sa.Column("gold_rank", sa.Integer(), nullable=True))
         batch_op.create_index(
             "ix_hit_gold",
-            ["project_id", "item_count"],
+            ["project_id", "item_count", "gold_rank"],
             unique=False,
             postgresql_where=sa.text("is_gold"),
             sqlite_where=sa.text("is_gold"),
@@ -225,6 +226,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table("hit", schema=None) as batch_op:
         batch_op.drop_index("ix_hit_gold", postgresql_where=sa.text("is_gold"), sqlite_where=sa.text("is_gold"))
+        batch_op.drop_column("gold_rank")
         batch_op.drop_column("is_gold")
         batch_op.drop_column("item_count")
 

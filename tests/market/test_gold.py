@@ -14,7 +14,7 @@ from market import service, work
 from market.imports import import_items
 from market.models import Answer, Assignment, GoldStream, Hit, Item
 from qualification import gold as schedule
-from tests.factories import account, auth, jsonl, project
+from tests.factories import account, auth, item_id, jsonl, project, public_item_id
 from workers.models import Role
 
 KEY = schedule.schedule_key("test seed")
@@ -176,9 +176,11 @@ def test_gold_is_indistinguishable_in_every_worker_payload(client, session, cloc
         assert task["reward"] == tasks[0]["reward"] and task["guidelines"] == tasks[0]["guidelines"]
     assert all(r["feedback"] == [] for r in results)  # the project shows no feedback
     # Ids from the same sequences: gold items sit among the real ones, assignments are numbered in turn.
-    gold_ids = [i["id"] for t, g in zip(tasks, gold, strict=True) if g for i in t["items"]]
-    real = session.execute(select(func.min(Item.id), func.max(Item.id)).where(Item.is_gold.is_(False))).one()
-    assert all(real[0] < i < real[1] for i in gold_ids)
+    # Workers see keyed public ids, unrelated to import order: a gold item imported apart does not stand out.
+    gold_ids = {item_id(client, i["id"]) for t, g in zip(tasks, gold, strict=True) if g for i in t["items"]}
+    assert gold_ids <= set(session.scalars(select(Item.id).where(Item.is_gold)))
+    shown = [public_item_id(client, i) for i in range(1, 1001)]
+    assert sorted(shown) != shown and len(set(shown)) == 1000 and all(0 <= i < 2**52 for i in shown)
     assert [t["assignment_id"] for t in tasks] == list(range(tasks[0]["assignment_id"],
                                                              tasks[0]["assignment_id"] + 4))
     body = str(tasks) + str(details) + str(results)
@@ -246,16 +248,16 @@ def test_gold_feedback_shows_the_correct_answer_after_a_miss(client, session, cl
     gold_project(session, clock, real=5, gold=3, gold_feedback=True)
     _, token = account(session, Role.WORKER, now=clock())
     task = next_task(client, token).get_json()
-    item = session.get(Item, task["items"][0]["id"])
+    item = session.get(Item, item_id(client, task["items"][0]["id"]))
     wrong = next(label for label in LABELS if label != item.gold_answer)
     result = submit(client, token, task, value=wrong).get_json()
-    assert result["feedback"] == [{"item_id": item.id, "correct_answer": item.gold_answer,
+    assert result["feedback"] == [{"item_id": task["items"][0]["id"], "correct_answer": item.gold_answer,
                                    "explanation": item.gold_explanation}]
     again = client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=auth(token),
-                        json={"answers": [{"item_id": item.id, "answer": wrong}]})
+                        json={"answers": [{"item_id": task["items"][0]["id"], "answer": wrong}]})
     assert again.get_json()["feedback"] == result["feedback"]  # a replay says the same
     task = next_task(client, token).get_json()
-    item = session.get(Item, task["items"][0]["id"])
+    item = session.get(Item, item_id(client, task["items"][0]["id"]))
     assert submit(client, token, task, value=item.gold_answer).get_json()["feedback"] == []
 
 
@@ -288,3 +290,14 @@ def test_no_worker_facing_schema_names_gold(client):
                 schema = response.get("content", {}).get("application/json", {}).get("schema")
                 if schema:
                     assert not [f for f in fields(schema) if "gold" in f.lower()], path
+
+
+def test_gold_hits_are_picked_evenly(session, clock, always_gold):
+    """Each new worker's first task is gold: the pick spreads them over the pool, not onto a favoured few."""
+    gold_project(session, clock, real=300, gold=10)
+    picks = []
+    for _ in range(200):
+        worker, _ = account(session, Role.WORKER, now=clock())
+        picks.append(work.next_assignment(session, worker=worker, now=clock()).hit_id)
+    counts = sorted(picks.count(h) for h in set(picks))
+    assert len(counts) == 10 and counts[0] >= 8 and counts[-1] <= 40, counts
