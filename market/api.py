@@ -299,10 +299,18 @@ class AnswersExport(MethodView):
         """Stream every answer as CSV or JSONL, in constant memory."""
         project = _project(project_id)
         session, fmt = db_session(), args["format"]
-        lines = results.export_lines(session, project=project, fmt=fmt, batch_id=args.get("batch_id"))
+
+        def lines():
+            # The streaming outlives the view: end the session's transaction when it is done (on SQLite, a
+            # transaction left open holds the write lock and stalls every other writer).
+            try:
+                yield from results.export_lines(session, project=project, fmt=fmt, batch_id=args.get("batch_id"))
+            finally:
+                session.close()
+
         mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
         filename = f"project-{project.id}-answers.{fmt}"
-        return Response(stream_with_context(lines), mimetype=mimetype,
+        return Response(stream_with_context(lines()), mimetype=mimetype,
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
