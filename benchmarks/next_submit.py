@@ -5,7 +5,8 @@ Run: .venv/bin/python benchmarks/next_submit.py [--workers 32] [--rounds 3] [--s
 
 A bare baseline, a minimal Flask app whose one endpoint does a single INSERT + COMMIT, is served by the same
 gunicorn command for the whole run. Per project size: a fresh migrated database with a requester, a project
-(single_choice pos/neg, 5 assignments per item, 1 item per HIT), the items imported and published through the
+(single_choice pos/neg, 5 assignments per item, 1 item per HIT, gold at the default 8% with one gold item per 20
+real ones in the pool, so about one task in twelve is a gold task), the items imported and published through the
 service layer, the app under gunicorn, and one unmeasured loop run followed by VACUUM ANALYZE (the state of a
 live database: planned against a fresh setup's empty tables, the cached plans would scan them, and the bulk
 load's vacuum would run during the measurements). Then rounds of four runs back to back, each a warm-up and a measured
@@ -459,22 +460,33 @@ def sql(url: str, statement: str, params: dict | None = None, *, autocommit: boo
 
 # ---- setup ----------------------------------------------------------------------------------------------
 
+GOLD_EVERY = 20  # default: one gold item per this many real ones (--gold-every; 0: no gold)
+
+
+def gold_items(n: int, gold_every: int) -> int:
+    return n // gold_every if gold_every else 0
+
+
 class GeneratedItems:
-    """A read-only JSONL byte stream of n items, generated line by line (nothing held in memory)."""
+    """A read-only JSONL byte stream of n items and n / GOLD_EVERY gold items among them, generated line by line
+    (nothing held in memory)."""
 
-    def __init__(self, n: int) -> None:
-        self.lines = (self._line(i).encode() for i in range(n))
+    def __init__(self, n: int, gold_every: int = GOLD_EVERY) -> None:
+        self.gold_every = gold_every
+        self.lines = (self._line(i).encode() for i in range(n + gold_items(n, gold_every)))
 
-    @staticmethod
-    def _line(i: int) -> str:
+    def _line(self, i: int) -> str:
         words = " ".join(WORDS[(i * 7 + k * 13) % len(WORDS)] for k in range(14))
-        return json.dumps({"external_id": f"it-{i}", "data": {"text": words, "n": i}}, separators=(",", ":")) + "\n"
+        doc: dict[str, object] = {"external_id": f"it-{i}", "data": {"text": words, "n": i}}
+        if self.gold_every and i % (self.gold_every + 1) == self.gold_every:
+            doc["gold"] = "pos" if i % 2 else "neg"
+        return json.dumps(doc, separators=(",", ":")) + "\n"
 
     def readline(self, _limit: int = -1) -> bytes:
         return next(self.lines, b"")
 
 
-def setup_project(url: str, n_items: int) -> dict[str, float]:
+def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[str, float]:
     """Requester, project, n items imported and published through the service layer; returns timings."""
     from market import service
     from market.db import Database, utcnow
@@ -491,11 +503,13 @@ def setup_project(url: str, n_items: int) -> dict[str, float]:
                 "title": "next/submit benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5,
                 "assignments_per_item": 5, "items_per_hit": 1, "instructions": "Is the review positive?"})
             start = time.perf_counter()
-            stream: IO[bytes] = GeneratedItems(n_items)  # type: ignore[assignment]
+            stream: IO[bytes] = GeneratedItems(n_items, gold_every)  # type: ignore[assignment]
             result = import_items(session, project=project, stream=stream, fmt="jsonl", now=utcnow())
             timings["import"] = time.perf_counter() - start
-            if result.created != n_items:
-                raise RuntimeError(f"imported {result.created} items, expected {n_items}")
+            gold = gold_items(n_items, gold_every)
+            if result.created != n_items + gold or result.gold != gold:
+                raise RuntimeError(f"imported {result.created} items ({result.gold} gold), expected {n_items} "
+                                   f"and {gold} gold")
             start = time.perf_counter()
             batch, _ = service.publish_batch(session, project_id=project.id, account=owner, now=utcnow(),
                                              name="bench")
@@ -676,7 +690,7 @@ def run_scenario(args: argparse.Namespace, settings: list[str], tmp: Path, n_ite
         start = time.perf_counter()
         run_cli(["db", "upgrade"], env, tmp)
         migrate = time.perf_counter() - start
-        timings = setup_project(url, n_items)
+        timings = setup_project(url, n_items, args.gold_every)
         print(f"{label(n_items)} items: setup migrate {migrate:.1f}s, import {timings['import']:.1f}s "
               f"({n_items / timings['import']:,.0f} items/s), publish {timings['publish']:.1f}s "
               f"({n_items / timings['publish']:,.0f} items/s), analyze {timings['analyze']:.1f}s", flush=True)
@@ -737,6 +751,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per size; the figures are their medians")
+    parser.add_argument("--gold-every", type=int, default=GOLD_EVERY,
+                        help="one gold item per this many real ones (0: no gold, so no gold tasks)")
     parser.add_argument("--sizes", default="10000,1000000", help="comma-separated project sizes (items)")
     parser.add_argument("--solo-workers", type=int, default=12000,
                         help="fresh workers per round for the `next`-alone run (one claim each)")

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from market.labels import AnswerError, validate_answer
-from market.models import Answer, Assignment, DisputeState, GoldDispute, Item, Project
+from market.models import Answer, Assignment, DisputeState, GoldDispute, Hit, Item, Project
 from market.problems import Conflict, InvalidInput, NotFound
 from market.scoring import rescore_item
 from workers.models import Actor
@@ -113,6 +113,7 @@ def retire(session: Session, *, dispute_id: int, actor: Actor, note: str, now: d
     item = session.scalar(select(Item).where(Item.id == dispute.item_id).with_for_update())
     assert item is not None
     item.gold_retired_at = item.gold_retired_at or now
+    session.execute(update(Hit).where(Hit.id == item.hit_id).values(gold_rank=None))  # out of the pool
     _settle(session, dispute, DisputeState.RETIRED, actor=actor, note=note, now=now, whole_item=True)
     rescored = rescore_item(session, item=item, now=now)
     session.commit()

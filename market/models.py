@@ -193,7 +193,8 @@ class Hit(Base):
     max_assignments: Mapped[int] = mapped_column(Integer)
     item_count: Mapped[int] = mapped_column(Integer)
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
-    # A gold HIT's number among its project's gold HITs of its size: 0, 1, 2, ... (NULL for other HITs).
+    # A gold HIT's number among its project's gold HITs of its size: 0, 1, 2, ... NULL for other HITs, and for a
+    # gold HIT with a retired item: no longer served.
     gold_rank: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

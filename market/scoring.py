@@ -126,8 +126,11 @@ def recompute(session: Session, *, worker_id: int, project: Project, now: dt.dat
         Answer.worker_id == worker_id, Answer.project_id == project.id, Answer.gold_correct.is_not(None))
         .order_by(Answer.id)))
     mine = _durations(session, Assignment.worker_id == worker_id, Assignment.project_id == project.id)
-    everyone = _durations(session, Assignment.project_id == project.id)
-    acc = summarize(outcomes, mine, reference_median_ms=statistics.median_low(everyone) if everyone else None,
+    # The project's median time: the median of the other workers' medians (kept in worker_stats: one row per
+    # worker read, not every assignment; a prolific worker weighs as one; nobody is measured against themselves).
+    medians = list(session.scalars(select(WorkerStats.median_ms).where(
+        WorkerStats.project_id == project.id, WorkerStats.worker_id != worker_id, WorkerStats.median_ms.is_not(None))))
+    acc = summarize(outcomes, mine, reference_median_ms=statistics.median_low(medians) if medians else None,
                     fast_fraction=float(project.fast_answer_fraction), window=project.accuracy_window)
     agreed, counted = _agreement(session, worker_id, project.id)
     stats = session.get(WorkerStats, (worker_id, project.id))

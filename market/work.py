@@ -141,7 +141,7 @@ def _checks(postgres: bool, one_project: bool) -> HotStatement:
     gated = Batch.qualification_requirements.is_not(None).label("gated")
     # Gold is injected where the project has a gold rate and gold HITs of the batch's size.
     gold_hits = exists().where(Hit.project_id == Batch.project_id, literal_column("hit.is_gold"),
-                               Hit.item_count == Batch.items_per_hit)
+                               Hit.item_count == Batch.items_per_hit, Hit.gold_rank.is_not(None))
     gold = select(Project.id).where(Project.id == Batch.project_id, Project.gold_rate > 0, gold_hits).exists()
     batches = select(Batch.id, gated, gold.label("gold")).where(
         literal_column(f"batch.status = '{BatchStatus.OPEN.value}'"), Batch.expires_at > _NOW,
@@ -259,24 +259,20 @@ _TAKE_SLOT = _SLOT.update().where(_SLOT.c.id == bindparam("slot_id")).values(
 # worker's assignments first, a cost that grows with every task they do.
 _MINE_SQL = f"""(SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.worker_id = :worker_id
                   AND a.status IN ({", ".join(f"'{st.value}'" for st in ACTIVE)}) LIMIT 1) IS NULL"""
-# A gold HIT of the batch's size the worker has never had (in any state), none of whose items is retired: the
-# first such from a random rank on, wrapping round. A few index steps, not a sort of the whole pool (ORDER BY
-# random() read every gold HIT per pick). Gold HITs have no slots: any number of workers may hold one at once.
+# A gold HIT of the batch's size the worker has never had (in any state): the first such from a random rank on,
+# wrapping round (COALESCE runs the wrap-round probe only when the first finds none). A few index steps, not a
+# sort of the whole pool. Retired gold HITs have no rank, so they drop out without a look at their items (a
+# per-pick test of the items was planned as a scan of the item table). Gold HITs have no slots: any number of
+# workers may hold one at once.
 _GOLD_WHERE = """h.project_id = :gold_project_id AND h.is_gold AND h.item_count = :items_per_hit
-      AND NOT EXISTS (SELECT 1 FROM assignment AS a WHERE a.hit_id = h.id AND a.worker_id = :worker_id AND a.is_gold)
-      AND NOT EXISTS (SELECT 1 FROM item AS i WHERE i.hit_id = h.id AND i.gold_retired_at IS NOT NULL)"""
+      AND NOT EXISTS (SELECT 1 FROM assignment AS a WHERE a.hit_id = h.id AND a.worker_id = :worker_id AND a.is_gold)"""
 _GOLD_START = """(SELECT CAST(:gold_draw * (max(g.gold_rank) + 1) AS integer) FROM hit AS g
       WHERE g.project_id = :gold_project_id AND g.is_gold AND g.item_count = :items_per_hit)"""
 _GOLD_PICK_SQL = f"""
-    SELECT hit_id FROM (
-        SELECT hit_id, wrapped FROM (
-            SELECT h.id AS hit_id, 0 AS wrapped FROM hit AS h
-            WHERE {_GOLD_WHERE} AND h.gold_rank >= {_GOLD_START} ORDER BY h.gold_rank LIMIT 1) AS later
-        UNION ALL
-        SELECT hit_id, wrapped FROM (
-            SELECT h.id AS hit_id, 1 AS wrapped FROM hit AS h
-            WHERE {_GOLD_WHERE} AND h.gold_rank < {_GOLD_START} ORDER BY h.gold_rank LIMIT 1) AS earlier
-    ) AS either ORDER BY wrapped LIMIT 1"""
+    SELECT COALESCE(
+        (SELECT h.id FROM hit AS h WHERE {_GOLD_WHERE} AND h.gold_rank >= {_GOLD_START} ORDER BY h.gold_rank LIMIT 1),
+        (SELECT h.id FROM hit AS h WHERE {_GOLD_WHERE} AND h.gold_rank < {_GOLD_START} ORDER BY h.gold_rank LIMIT 1)
+    ) AS hit_id"""
 _GOLD_PICK = text(_GOLD_PICK_SQL)
 # One more task (and gold task) in the worker's injection stream of the project.
 _COUNT_SQL = """INSERT INTO gold_stream (worker_id, project_id, tasks, golds)
@@ -302,7 +298,8 @@ def _claim_pg(*, gold: bool, counting: bool) -> HotStatement:
     the task in the worker's gold stream, and return what the worker sees, items included. The batch is checked
     again here: it may have been paused since the worker's checks were read."""
     if gold:
-        cand = f"pick AS ({_GOLD_PICK_SQL}\n), cand AS (SELECT CAST(NULL AS integer) AS id, hit_id FROM pick)"
+        cand = (f"pick AS ({_GOLD_PICK_SQL}\n), "
+                "cand AS (SELECT CAST(NULL AS integer) AS id, hit_id FROM pick WHERE hit_id IS NOT NULL)")
     else:
         cand = f"""lapsed AS (
     SELECT s.id, s.hit_id FROM hit_slot AS s
@@ -400,6 +397,7 @@ def _lease(session: Session, p: dict[str, Any], *, gold: bool, counting: bool) -
                     row.reward_cents, row.currency, row.items)
     if gold:
         slot = session.execute(_GOLD_PICK, p).first()
+        slot = slot if slot is not None and slot.hit_id is not None else None
     else:
         slot = session.execute(_LOCK_LAPSED, p).first() or session.execute(_LOCK_FREE, p).first()
     info = session.execute(_BATCH_INFO, p).first() if slot is not None else None

@@ -120,12 +120,15 @@ def test_ops_retire_a_gold_item(client, session, clock, disputed, turns):
     session.expire_all()
     assert session.scalars(select(Answer.gold_correct).where(Answer.item_id == item.id)).all() == [None] * 3
     assert all(s.gold_seen == 0 for s in session.scalars(select(WorkerStats)))
-    # Never served again: a new worker's gold turn finds no gold and gets real work.
+    # Never served again: the project has no gold left to inject, and its batch says so.
     newcomer, new_token = account(session, Role.WORKER, now=clock())
     turns.append(True)
     task, _ = take(client, new_token, lambda _: "pos")
     assert not session.get(Assignment, task["assignment_id"]).is_gold
-    assert session.get(GoldStream, (newcomer.id, disputed["project"].id)).exhausted_at is not None
+    assert session.get(GoldStream, (newcomer.id, disputed["project"].id)) is None
+    proj = disputed["project"]
+    batch = client.get(f"/api/v1/projects/{proj.id}/batches", headers=auth(disputed["owner_token"])).get_json()
+    assert batch["data"][0]["gold"]["hits_available"] == 0
 
 
 def test_ops_reject_a_dispute(client, session, clock, disputed):

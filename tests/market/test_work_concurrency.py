@@ -13,6 +13,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from market.models import (
     Assignment,
     AssignmentStatus,
     Batch,
+    GoldStream,
     GuidelineVersion,
     Hit,
     HitSlot,
@@ -79,7 +81,8 @@ def market(db: Database) -> Iterator[Callable[..., Market]]:
     """Build committed markets; every row they (and the test) made is deleted afterwards, children first."""
     made = Made()
 
-    def build(*, n_items: int, per_hit: int, redundancy: int, n_workers: int, now: dt.datetime) -> Market:
+    def build(*, n_items: int, per_hit: int, redundancy: int, n_workers: int, now: dt.datetime,
+              gold: int = 0) -> Market:
         tag = uuid.uuid4().hex[:10]
         with db.session_scope() as s:
             owner = create_account(s, role=Role.REQUESTER, email=f"req-{tag}@example.com", now=now)
@@ -93,7 +96,7 @@ def market(db: Database) -> Iterator[Callable[..., Market]]:
                 workers.append(create_account(s, role=Role.WORKER, username=f"w-{tag}-{i}", now=now))
             s.commit()
             made.account_ids.extend(w.id for w in workers)
-            items(s, proj, n_items, now=now, prefix=f"{tag}-")
+            items(s, proj, n_items, now=now, prefix=f"{tag}-", gold=gold)
             batch, created = service.publish_batch(s, project_id=proj.id, account=owner, now=now)
             assert created
             return Market(proj.id, batch.id, owner.id, [w.id for w in workers],
@@ -414,6 +417,65 @@ def test_one_worker_racing_itself_gets_one_lease(db, market):
     assert len(live) <= 1, f"one worker holds {len(live)} live leases at once: {live}"
     assert len(set(got)) == 1, f"simultaneous requests were handed different HITs: {sorted(set(got))}"
     assert leased_slots == len(live)
+
+
+# ---- gold under concurrency ----------------------------------------------------------------------------------
+
+def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch):
+    """Workers racing themselves (two requests at once, half the time) and each other, gold at 10% with a small
+    pool: no gold HIT twice to a worker, each stream's counts match its worker's assignments, one lease each."""
+    n_workers, tasks_each = 12, 12
+    now = utcnow()
+    m = market(n_items=400, per_hit=1, redundancy=1, n_workers=n_workers, now=now, gold=3)
+    with db.session_scope() as s:
+        s.get_one(Project, m.project_id).gold_rate = Decimal("0.10")
+        s.commit()
+    # A busier schedule than the real one, so the pool runs out during the test: every third turn is gold.
+    monkeypatch.setattr(work, "is_gold_turn", lambda key, *, tasks, **_: tasks % 3 == 1)
+    barrier = threading.Barrier(n_workers)
+    errors: list[str] = []
+
+    def worker(i: int) -> None:
+        rng = random.Random(i)
+        barrier.wait()
+        try:
+            for _ in range(tasks_each):
+                racers = 2 if rng.random() < 0.5 else 1
+                seen: list[int] = []
+
+                def claim(out: list[int]) -> None:
+                    with db.session_scope() as s:
+                        me = s.get_one(Account, m.worker_ids[i])
+                        out.append(work.next_assignment(s, worker=me, now=now, project_id=m.project_id).id)
+
+                pair = [threading.Thread(target=claim, args=(seen,)) for _ in range(racers)]
+                for t in pair:
+                    t.start()
+                for t in pair:
+                    t.join(JOIN_TIMEOUT)
+                if len(set(seen)) != 1:
+                    errors.append(f"worker {i}: racing requests got {seen}")
+                    return
+                with db.session_scope() as s:
+                    me = s.get_one(Account, m.worker_ids[i])
+                    view = work.load_task(s, worker_id=me.id, assignment_id=seen[0])
+                    work.submit(s, worker=me, assignment_id=seen[0], answers=_answers(view), now=now)
+        except Exception:  # noqa: BLE001 - reported below
+            errors.append(traceback.format_exc())
+
+    _run(n_workers, worker)
+    assert not errors, "\n".join(errors)
+    with db.session_scope() as s:
+        for wid in m.worker_ids:
+            rows = s.execute(select(Assignment.hit_id, Assignment.is_gold).where(Assignment.worker_id == wid)).all()
+            gold_hits = [h for h, g in rows if g]
+            assert len(rows) == tasks_each and len(set(gold_hits)) == len(gold_hits)
+            stream = s.get(GoldStream, (wid, m.project_id))
+            # The stream counts tasks while gold lasted; the gold it counted is exactly the worker's gold tasks.
+            assert stream.golds == len(gold_hits) and stream.tasks <= tasks_each
+            assert len(gold_hits) <= 3  # the pool: then the stream is exhausted
+        assert s.scalar(select(func.count()).select_from(GoldStream).where(
+            GoldStream.project_id == m.project_id, GoldStream.exhausted_at.is_not(None))) > 0
 
 
 # ---- a dead connection in the autocommit pool -------------------------------------------------------------
