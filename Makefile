@@ -35,6 +35,7 @@ test: install lint
 bench: install
 	$(BIN)/python benchmarks/import_items.py
 	$(BIN)/python benchmarks/next_submit.py
+	$(BIN)/python benchmarks/gold_timing.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

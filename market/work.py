@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import random
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -133,8 +134,8 @@ def _block_filter(project: Any) -> Any:
 def _checks(postgres: bool, one_project: bool) -> HotStatement:
     """In one read: the worker's live lease (and its project), whether they hold lapsed ones, whether they are
     blocked (from all work, or from the one project asked for), the open batches they may work on, which of
-    those have qualification requirements (checked apart, only when there are any) and which inject gold, and
-    whether that project exists."""
+    those have qualification requirements (checked apart, only when there are any), the worker's gold stream in
+    each batch that injects gold (so a claim needs no read of its own for it), and whether that project exists."""
     project = bindparam("project_id") if one_project else None
     live = (_ASSIGNMENT.c.worker_id == _W) & _LEASED
     held = select(_ASSIGNMENT.c.id, _ASSIGNMENT.c.project_id).where(live, _ASSIGNMENT.c.expires_at > _NOW).limit(1)
@@ -152,13 +153,37 @@ def _checks(postgres: bool, one_project: bool) -> HotStatement:
     # The ids as one value: an array on PostgreSQL, a comma-separated string on SQLite; the gated ones (with
     # qualification requirements) again, apart.
     agg = func.array_agg if postgres else func.group_concat
+    # Per batch with gold: [batch, project, items per HIT, gold rate, tasks, golds, exhausted], as one JSON array.
+    row = (Batch.id, Batch.project_id, Batch.items_per_hit, Project.gold_rate, func.coalesce(GoldStream.tasks, 0),
+           func.coalesce(GoldStream.golds, 0), GoldStream.exhausted_at.is_not(None))
+    streams = select((func.json_agg if postgres else func.json_group_array)(
+        (func.json_build_array if postgres else func.json_array)(*row))).select_from(Batch).join(
+        Project, Project.id == Batch.project_id).outerjoin(
+        GoldStream, (GoldStream.project_id == Batch.project_id) & (GoldStream.worker_id == _W)).where(
+        Batch.id.in_(select(sub.c.id).where(sub.c.gold)))
     return HotStatement(select(
         held.with_only_columns(_ASSIGNMENT.c.id).scalar_subquery(),
         held.with_only_columns(_ASSIGNMENT.c.project_id).scalar_subquery(),
         exists().where(live, _ASSIGNMENT.c.expires_at <= _NOW), _block_filter(project),
         select(agg(sub.c.id)).scalar_subquery(), select(agg(case((sub.c.gated, sub.c.id)))).scalar_subquery(),
-        select(agg(case((sub.c.gold, sub.c.id)))).scalar_subquery(),
-        exists().where(Project.id == project) if one_project else true()))
+        streams.scalar_subquery(), exists().where(Project.id == project) if one_project else true()))
+
+
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """A worker's gold stream in one batch's project, as the checks read it."""
+
+    project_id: int
+    items_per_hit: int
+    rate: Decimal
+    tasks: int
+    golds: int
+    exhausted: bool
+
+
+def _parse_streams(value: Any) -> dict[int, _Stream]:
+    rows = json.loads(value) if isinstance(value, str) else value or []
+    return {r[0]: _Stream(r[1], r[2], Decimal(str(r[3])), r[4], r[5], bool(r[6])) for r in rows if r[0] is not None}
 
 
 def _parse_ids(value: Any) -> list[int]:
@@ -191,7 +216,7 @@ def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, projec
     derived from its secret key)."""
     params = {"worker_id": worker.id, "now": now, "project_id": project_id}
     for _ in range(_CLAIM_TRIES):
-        held_id, held_project, has_lapsed, blocked, batch_ids, gated, gold, project_found = _checks(
+        held_id, held_project, has_lapsed, blocked, batch_ids, gated, streams, project_found = _checks(
             _postgres(session), project_id is not None).first(session, params)
         if not project_found:
             session.rollback()
@@ -220,7 +245,7 @@ def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, projec
             raise NoWork("No batch is open for work right now (none published, or all paused, cancelled or "
                          "expired).", reason="no_open_batches")
         try:
-            return _claim(session, params, batch_ids, set(_parse_ids(gold)), gold_key)
+            return _claim(session, params, batch_ids, _parse_streams(streams), gold_key)
         except IntegrityError:
             # The same worker's other request took a lease first (one live task per worker): go round again,
             # and hand out that lease.
@@ -282,13 +307,6 @@ _COUNT = text(_COUNT_SQL.format(source="VALUES (:worker_id, :gold_project_id, 1,
 _EXHAUSTED = text("""INSERT INTO gold_stream (worker_id, project_id, tasks, golds, exhausted_at)
     VALUES (:worker_id, :gold_project_id, 0, 0, :now) ON CONFLICT (worker_id, project_id)
     DO UPDATE SET exhausted_at = excluded.exhausted_at""").bindparams(bindparam("now", type_=UTCDateTime()))
-# The batch, its project's gold rate and the worker's stream there: read for every claim in a batch with gold,
-# gold turn or not.
-_STREAM = select(Batch.project_id, Batch.items_per_hit, Project.gold_rate, GoldStream.tasks, GoldStream.golds,
-                 GoldStream.exhausted_at).join(Project, Project.id == Batch.project_id).outerjoin(
-    GoldStream, (GoldStream.project_id == Batch.project_id) & (GoldStream.worker_id == _W)).where(
-    Batch.id == bindparam("batch_id"))
-_STREAM = HotStatement(_STREAM)
 
 
 @cache
@@ -355,21 +373,21 @@ def _batch_order(session: Session, params: dict[str, Any], batch_ids: list[int])
     return [batch_id for _, batch_id in sorted(keys)]
 
 
-def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], gold_ids: set[int],
+def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], streams: dict[int, _Stream],
            gold_key: bytes) -> Task:
     order = batch_ids if len(batch_ids) == 1 else _batch_order(session, params, batch_ids)
     worker_id = params["worker_id"]
     for batch_id in order:
         p = {**params, "batch_id": batch_id}
         counting = gold_turn = False
-        if batch_id in gold_ids:
-            stream = _STREAM.first(session, p)
+        stream = streams.get(batch_id)
+        if stream is not None:
             p.update(gold_project_id=stream.project_id, items_per_hit=stream.items_per_hit, gold_draw=random.random())
             # A stream whose gold ran out counts nothing until new gold comes: the rate is over tasks with gold.
-            counting = stream.exhausted_at is None
+            counting = not stream.exhausted
             gold_turn = counting and is_gold_turn(
-                gold_key, project_id=stream.project_id, worker_id=worker_id, rate=stream.gold_rate,
-                tasks=stream.tasks or 0, golds=stream.golds or 0)
+                gold_key, project_id=stream.project_id, worker_id=worker_id, rate=stream.rate, tasks=stream.tasks,
+                golds=stream.golds)
         # Gold only in place of real work: a batch with nothing left to do serves no gold either.
         if gold_turn and (session.execute(_PEEK_LAPSED, p).first() or session.execute(_PEEK_FREE, p).first()):
             task = _lease(session, p, gold=True, counting=True)
