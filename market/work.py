@@ -314,9 +314,17 @@ def _claim_pg(*, gold: bool, counting: bool) -> HotStatement:
     """PostgreSQL: the claim in one statement. Pick and lock a slot (a lapsed one first; the free pick is not even
     run when there is one) or, for a gold task, pick a gold HIT; insert the lease, point the slot at it, count
     the task in the worker's gold stream, and return what the worker sees, items included. The batch is checked
-    again here: it may have been paused since the worker's checks were read."""
+    again here: it may have been paused since the worker's checks were read.
+
+    A gold claim serves gold only in place of real work, and tests for real work in the same statement (a gold
+    turn costs no more round trips than any other claim); it always returns one row, whose `open` says whether
+    the batch had real work for the worker, and whose `id` is NULL when there was no gold HIT left for them."""
     if gold:
-        cand = (f"pick AS ({_GOLD_PICK_SQL}\n), "
+        open_sql = " OR ".join(f"""EXISTS (SELECT 1 FROM hit_slot AS s WHERE s.batch_id = :batch_id AND {state}
+                      AND {_MINE_SQL})""" for state in (
+            "s.state = 'free'", "s.state = 'leased' AND s.lease_expires_at <= :now"))
+        cand = (f"work AS MATERIALIZED (SELECT {open_sql} AS open), "
+                f"pick AS ({_GOLD_PICK_SQL} FROM work WHERE work.open\n), "
                 "cand AS (SELECT CAST(NULL AS integer) AS id, hit_id FROM pick WHERE hit_id IS NOT NULL)")
     else:
         cand = f"""lapsed AS (
@@ -352,11 +360,11 @@ WITH {cand}, info AS (
            expires_at FROM info
     RETURNING id
 ){taken}{counted}
-SELECT lease.id, info.hit_id, info.project_id, info.guideline_version, info.title, info.description,
-       info.label_schema, info.instructions, info.reward_cents, info.currency, info.expires_at,
+SELECT {"work.open, " if gold else ""}lease.id, info.hit_id, info.project_id, info.guideline_version, info.title,
+       info.description, info.label_schema, info.instructions, info.reward_cents, info.currency, info.expires_at,
        (SELECT json_agg(json_build_object('id', i.id, 'data', i.data) ORDER BY i.id)
         FROM item AS i WHERE i.hit_id = info.hit_id) AS items
-FROM lease, info
+FROM {"work LEFT JOIN (lease CROSS JOIN info) ON true" if gold else "lease, info"}
 """))
 
 
@@ -388,11 +396,12 @@ def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], strea
             gold_turn = counting and is_gold_turn(
                 gold_key, project_id=stream.project_id, worker_id=worker_id, rate=stream.rate, tasks=stream.tasks,
                 golds=stream.golds)
-        # Gold only in place of real work: a batch with nothing left to do serves no gold either.
-        if gold_turn and (session.execute(_PEEK_LAPSED, p).first() or session.execute(_PEEK_FREE, p).first()):
-            task = _lease(session, p, gold=True, counting=True)
+        if gold_turn:
+            task, open_work = _lease_gold(session, p)
             if task is not None:
                 return task
+            if not open_work:
+                continue  # gold only in place of real work: a batch with nothing left to do serves no gold either
             session.execute(_EXHAUSTED, p)  # the worker has had every gold HIT: warn ops, serve real work
             counting = False
         task = _lease(session, p, gold=False, counting=counting)
@@ -402,17 +411,36 @@ def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], strea
     raise NoWork("Every open HIT is fully assigned or already done by you; try again later.", reason="all_assigned")
 
 
+def _lease_gold(session: Session, p: dict[str, Any]) -> tuple[Task | None, bool]:
+    """Lease a gold HIT in place of the batch's real work: (the task or None, whether there was real work)."""
+    if _postgres(session):
+        row = _claim_pg(gold=True, counting=True).first(session, p)
+        if row is None or row.id is None:
+            return None, row is not None and bool(row.open)
+        session.commit()
+        return _task_of(row, p), True
+    if not (session.execute(_PEEK_LAPSED, p).first() or session.execute(_PEEK_FREE, p).first()):
+        return None, False
+    return _lease(session, p, gold=True, counting=True), True
+
+
+def _task_of(row: Any, p: dict[str, Any]) -> Task:
+    return Task(row.id, p["worker_id"], row.hit_id, row.project_id, AssignmentStatus.LEASED, p["now"],
+                row.expires_at, row.guideline_version, row.instructions, row.title, row.description, row.label_schema,
+                row.reward_cents, row.currency, row.items)
+
+
 def _lease(session: Session, p: dict[str, Any], *, gold: bool, counting: bool) -> Task | None:
-    """Lease one HIT of the batch (a gold HIT for a gold task) and commit; None if there is none to lease."""
+    """Lease one HIT of the batch (a gold HIT for a gold task: on SQLite only, see `_lease_gold`) and commit; None
+    if there is none to lease."""
     now, worker_id = p["now"], p["worker_id"]
     if _postgres(session):
-        row = _claim_pg(gold=gold, counting=counting).first(session, p)
+        assert not gold, "PostgreSQL leases gold in _lease_gold"
+        row = _claim_pg(gold=False, counting=counting).first(session, p)
         if row is None:
             return None
         session.commit()
-        return Task(row.id, worker_id, row.hit_id, row.project_id, AssignmentStatus.LEASED, now, row.expires_at,
-                    row.guideline_version, row.instructions, row.title, row.description, row.label_schema,
-                    row.reward_cents, row.currency, row.items)
+        return _task_of(row, p)
     if gold:
         slot = session.execute(_GOLD_PICK, p).first()
         slot = slot if slot is not None and slot.hit_id is not None else None
