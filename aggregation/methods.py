@@ -1,0 +1,149 @@
+"""Answer aggregation: majority vote, weighted majority vote, Dawid–Skene and gold-aware Dawid–Skene.
+
+Arrays in, arrays out, numpy only. An answer set is three equal-length integer arrays: `items` (0..n_items-1),
+`workers` (0..n_workers-1) and `labels` (0..n_classes-1). Every pass over the answers is a `np.bincount`; the only
+Python loops run over iterations and over classes (a handful), never over answers, items or workers.
+
+Each method returns per-item labels (-1 for an item without answers) with a confidence: the posterior probability
+of the chosen label (for majority vote, the chosen label's share of the votes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NO_LABEL = -1
+
+
+@dataclass(frozen=True)
+class Result:
+    labels: np.ndarray  # int32, per item; NO_LABEL where an item has no answers
+    confidence: np.ndarray  # float64, per item; 0 where an item has no answers
+    posteriors: np.ndarray  # float64, items x classes
+    ties: np.ndarray | None = None  # bool per item (majority votes): the top count was shared, a seeded RNG chose
+    confusion: np.ndarray | None = None  # Dawid-Skene: workers x true class x given label, rows sum to 1
+    priors: np.ndarray | None = None  # Dawid-Skene: class priors
+    iterations: int = 0
+
+
+def _answers(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, n_items: int, n_workers: int,
+             n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arrays = [np.asarray(a) for a in (items, workers, labels)]
+    if any(a.ndim != 1 for a in arrays) or len({a.shape[0] for a in arrays}) != 1:
+        raise ValueError("items, workers and labels must be 1-D arrays of one length")
+    if any(a.size and not np.issubdtype(a.dtype, np.integer) for a in arrays):
+        raise ValueError("items, workers and labels must be integer arrays")
+    for name, a, bound in (("items", arrays[0], n_items), ("workers", arrays[1], n_workers),
+                           ("labels", arrays[2], n_classes)):
+        if bound < 1 and a.size:
+            raise ValueError(f"n_{name} must be positive")
+        if a.size and (a.min() < 0 or a.max() >= bound):
+            raise ValueError(f"{name} must lie in [0, {bound})")
+    return tuple(a.astype(np.int64, copy=False) for a in arrays)  # type: ignore[return-value]
+
+
+def _votes(items: np.ndarray, labels: np.ndarray, n_items: int, n_classes: int,
+           weights: np.ndarray | None = None) -> np.ndarray:
+    flat = np.bincount(items * n_classes + labels, weights=weights, minlength=n_items * n_classes)
+    return flat.reshape(n_items, n_classes).astype(np.float64, copy=False)
+
+
+def _pick(votes: np.ndarray, answered: np.ndarray, seed: int) -> Result:
+    """The top-voted label per item, ties broken by a seeded RNG and reported."""
+    top = votes.max(axis=1, keepdims=True)
+    is_top = (votes == top) & answered[:, None]
+    ties = is_top.sum(axis=1) > 1
+    keys = np.random.default_rng(seed).random(votes.shape)
+    labels = np.where(answered, np.argmax(np.where(is_top, keys, -1.0), axis=1), NO_LABEL).astype(np.int32)
+    total = votes.sum(axis=1)
+    posteriors = np.divide(votes, total[:, None], out=np.zeros_like(votes), where=total[:, None] > 0)
+    confidence = np.where(answered, posteriors[np.arange(len(votes)), np.maximum(labels, 0)], 0.0)
+    return Result(labels, confidence, posteriors, ties=ties & answered)
+
+
+def majority_vote(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n_items: int, n_workers: int,
+                  n_classes: int, seed: int = 0) -> Result:
+    """The most frequent label per item; ties broken by `seed` and reported in `ties`."""
+    items, workers, labels = _answers(items, workers, labels, n_items, n_workers, n_classes)
+    votes = _votes(items, labels, n_items, n_classes)
+    return _pick(votes, np.bincount(items, minlength=n_items) > 0, seed)
+
+
+def accuracy_weights(accuracy: np.ndarray, n_classes: int, *, floor: float = 1e-3) -> np.ndarray:
+    """Vote weights from workers' accuracies: the log-odds of a right answer against any one wrong label,
+    log(p (K - 1) / (1 - p)), the optimal weight when a worker's errors spread evenly; no weight at or below
+    chance (1 / K), so a worker worse than chance cannot push the vote their way."""
+    p = np.clip(np.asarray(accuracy, dtype=np.float64), floor, 1 - floor)
+    return np.maximum(np.log(p * (n_classes - 1) / (1 - p)), 0.0)
+
+
+def weighted_majority_vote(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, worker_weights: np.ndarray,
+                           n_items: int, n_workers: int, n_classes: int, seed: int = 0) -> Result:
+    """Majority vote with a weight per worker (`accuracy_weights` of their gold accuracy, say)."""
+    items, workers, labels = _answers(items, workers, labels, n_items, n_workers, n_classes)
+    weights = np.asarray(worker_weights, dtype=np.float64)
+    if weights.shape != (n_workers,) or (weights < 0).any():
+        raise ValueError("worker_weights must be n_workers non-negative numbers")
+    votes = _votes(items, labels, n_items, n_classes, weights[workers])
+    return _pick(votes, np.bincount(items, minlength=n_items) > 0, seed)
+
+
+def _log_normalize(log_t: np.ndarray) -> np.ndarray:
+    top = log_t.max(axis=1, keepdims=True)
+    t = np.exp(log_t - top)
+    return t / t.sum(axis=1, keepdims=True)
+
+
+def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n_items: int, n_workers: int,
+                n_classes: int, max_iter: int = 100, tol: float = 1e-5, smoothing: float = 0.01,
+                gold_items: np.ndarray | None = None, gold_labels: np.ndarray | None = None) -> Result:
+    """Dawid–Skene EM with a full confusion matrix per worker, started from majority vote. The E-step is
+    computed in log space (nothing underflows, however many answers an item has); `smoothing` is added to every
+    confusion count and prior; the run stops after `max_iter` iterations or when no posterior moves by more than
+    `tol`. Gold-aware when `gold_items`/`gold_labels` are given: those items keep their known label in every
+    E-step, so the confusion matrices are anchored by truth."""
+    if max_iter < 1 or tol < 0 or smoothing <= 0:
+        raise ValueError("max_iter must be at least 1, tol non-negative and smoothing positive")
+    items, workers, labels = _answers(items, workers, labels, n_items, n_workers, n_classes)
+    answered = np.bincount(items, minlength=n_items) > 0
+    gold_i = np.asarray(gold_items if gold_items is not None else [], dtype=np.int64)
+    gold_l = np.asarray(gold_labels if gold_labels is not None else [], dtype=np.int64)
+    if gold_i.shape != gold_l.shape or (gold_i.size and (gold_i.min() < 0 or gold_i.max() >= n_items
+                                                         or gold_l.min() < 0 or gold_l.max() >= n_classes)):
+        raise ValueError("gold_items and gold_labels must be equal-length, in range")
+    votes = _votes(items, labels, n_items, n_classes)
+    totals = votes.sum(axis=1, keepdims=True)
+    t = np.divide(votes, totals, out=np.full_like(votes, 1.0 / n_classes), where=totals > 0)
+    t[gold_i] = np.eye(n_classes)[gold_l]
+    pair = workers * n_classes + labels  # (worker, given label) of each answer
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
+        # M-step: class priors and, per true class k, every worker's counts of each given label.
+        priors = t[answered].sum(axis=0) + smoothing
+        priors /= priors.sum()
+        confusion = np.empty((n_workers, n_classes, n_classes))
+        by_class = np.ascontiguousarray(t.T)  # gathers from a contiguous row per class are much faster
+        for k in range(n_classes):
+            confusion[:, k, :] = np.bincount(pair, weights=by_class[k][items],
+                                             minlength=n_workers * n_classes).reshape(n_workers, n_classes)
+        confusion += smoothing
+        confusion /= confusion.sum(axis=2, keepdims=True)
+        # Per true class k, log P(given label | k) for every (worker, given label) pair, contiguous.
+        log_confusion = np.log(confusion).transpose(1, 0, 2).reshape(n_classes, n_workers * n_classes)
+        # E-step: each item's log posterior, one pass over the answers per class.
+        log_t = np.empty((n_items, n_classes))
+        for k in range(n_classes):
+            log_t[:, k] = np.log(priors[k]) + np.bincount(items, weights=log_confusion[k][pair], minlength=n_items)
+        new_t = _log_normalize(log_t)
+        new_t[~answered] = priors
+        new_t[gold_i] = np.eye(n_classes)[gold_l]
+        change = float(np.abs(new_t - t).max())
+        t = new_t
+        if change < tol:
+            break
+    answered[gold_i] = True  # a gold item's label is known, answered or not
+    chosen = np.where(answered, t.argmax(axis=1), NO_LABEL).astype(np.int32)
+    confidence = np.where(answered, t.max(axis=1), 0.0)
+    return Result(chosen, confidence, t, confusion=confusion, priors=priors, iterations=iterations)

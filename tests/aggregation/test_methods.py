@@ -1,0 +1,114 @@
+"""Aggregation methods on hand-checkable cases and seeded synthetic crowds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aggregation.methods import (
+    NO_LABEL,
+    accuracy_weights,
+    dawid_skene,
+    majority_vote,
+    weighted_majority_vote,
+)
+
+
+def arrays(rows):
+    items, workers, labels = (np.array(col, dtype=np.int32) for col in zip(*rows, strict=True))
+    return items, workers, labels
+
+
+def crowd(seed: int, n_items: int = 400, n_workers: int = 30, n_classes: int = 3, per_item: int = 5,
+          spammers: int = 10):
+    """A Dawid–Skene crowd: good workers right 80-95% of the time, spammers always answer label 0."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, n_classes, n_items)
+    skill = rng.uniform(0.8, 0.95, n_workers)
+    items = np.repeat(np.arange(n_items), per_item)
+    workers = np.concatenate([rng.choice(n_workers, per_item, replace=False) for _ in range(n_items)])
+    right = rng.random(items.size) < skill[workers]
+    wrong = (truth[items] + rng.integers(1, n_classes, items.size)) % n_classes
+    labels = np.where(right, truth[items], wrong)
+    labels = np.where(workers < spammers, 0, labels)
+    return items, workers, labels, truth
+
+
+def test_majority_vote_by_hand():
+    items, workers, labels = arrays([(0, 0, 1), (0, 1, 1), (0, 2, 0), (1, 0, 2), (1, 1, 0), (3, 2, 2)])
+    result = majority_vote(items, workers, labels, n_items=4, n_workers=3, n_classes=3, seed=1)
+    assert result.labels[0] == 1 and result.confidence[0] == pytest.approx(2 / 3) and not result.ties[0]
+    assert result.ties[1] and result.labels[1] in (0, 2) and result.confidence[1] == pytest.approx(0.5)
+    assert result.labels[2] == NO_LABEL and result.confidence[2] == 0 and not result.ties[2]
+    assert result.labels[3] == 2 and result.confidence[3] == 1.0
+    # The tie-break is seeded: the same seed, the same choice; across seeds, either label.
+    again = majority_vote(items, workers, labels, n_items=4, n_workers=3, n_classes=3, seed=1)
+    assert again.labels[1] == result.labels[1]
+    picks = {majority_vote(items, workers, labels, n_items=4, n_workers=3, n_classes=3, seed=s).labels[1]
+             for s in range(20)}
+    assert picks == {0, 2}
+
+
+def test_weighted_majority_vote_lets_a_reliable_worker_outvote_two_guessers():
+    items, workers, labels = arrays([(0, 0, 1), (0, 1, 0), (0, 2, 0)])
+    weights = accuracy_weights(np.array([0.99, 0.55, 0.55]), 3)
+    result = weighted_majority_vote(items, workers, labels, worker_weights=weights, n_items=1, n_workers=3,
+                                    n_classes=3)
+    assert result.labels[0] == 1
+    assert accuracy_weights(np.array([1 / 3, 0.2]), 3).tolist() == [0.0, 0.0]  # at or below chance: no say
+
+
+def test_dawid_skene_unanimous_and_perfect_workers():
+    items, workers, labels = arrays([(i, w, i % 3) for i in range(30) for w in range(4)])
+    result = dawid_skene(items, workers, labels, n_items=30, n_workers=4, n_classes=3)
+    assert (result.labels == np.arange(30) % 3).all() and (result.confidence > 0.99).all()
+    assert np.allclose(result.confusion.sum(axis=2), 1) and result.priors.sum() == pytest.approx(1)
+    mv = majority_vote(items, workers, labels, n_items=30, n_workers=4, n_classes=3)
+    assert (mv.labels == result.labels).all()
+
+
+def test_dawid_skene_beats_majority_vote_with_spammers_and_is_permutation_invariant():
+    items, workers, labels, truth = crowd(seed=7)
+    ds = dawid_skene(items, workers, labels, n_items=400, n_workers=30, n_classes=3)
+    mv = majority_vote(items, workers, labels, n_items=400, n_workers=30, n_classes=3)
+    assert (ds.labels == truth).mean() > (mv.labels == truth).mean() + 0.05
+    # Spammers' confusion: whatever the truth, label 0.
+    assert (ds.confusion[:10, :, 0] > 0.9).all()
+    # Renaming workers and items permutes the output and changes nothing else.
+    rng = np.random.default_rng(3)
+    wperm, iperm = rng.permutation(30), rng.permutation(400)
+    renamed = dawid_skene(iperm[items], wperm[workers], labels, n_items=400, n_workers=30, n_classes=3)
+    assert (renamed.labels[iperm] == ds.labels).all()
+    assert np.allclose(renamed.confidence[iperm], ds.confidence)
+    assert np.allclose(renamed.confusion[wperm], ds.confusion)
+
+
+def test_gold_aware_dawid_skene_keeps_gold_and_learns_from_it():
+    items, workers, labels, truth = crowd(seed=11, spammers=18)  # most workers are spammers
+    plain = dawid_skene(items, workers, labels, n_items=400, n_workers=30, n_classes=3)
+    gold = np.arange(0, 400, 12)  # about 8% of the items revealed
+    aware = dawid_skene(items, workers, labels, n_items=400, n_workers=30, n_classes=3, gold_items=gold,
+                        gold_labels=truth[gold])
+    assert (aware.labels[gold] == truth[gold]).all() and (aware.confidence[gold] == 1).all()
+    rest = np.setdiff1d(np.arange(400), gold)
+    assert (aware.labels[rest] == truth[rest]).mean() >= (plain.labels[rest] == truth[rest]).mean()
+
+
+def test_dawid_skene_does_not_underflow_with_many_answers_per_item():
+    items = np.zeros(5000, dtype=np.int32)
+    workers = np.arange(5000, dtype=np.int32)
+    labels = np.ones(5000, dtype=np.int32)
+    result = dawid_skene(items, workers, labels, n_items=1, n_workers=5000, n_classes=2)
+    assert result.labels[0] == 1 and np.isfinite(result.posteriors).all()
+
+
+@pytest.mark.parametrize("bad", [
+    {"labels": np.array([0, 3])},
+    {"items": np.array([0, -1])},
+    {"items": np.array([0.0, 1.0])},
+    {"workers": np.array([0])},
+])
+def test_bad_input_is_refused(bad):
+    base = {"items": np.array([0, 1]), "workers": np.array([0, 1]), "labels": np.array([0, 1])}
+    with pytest.raises(ValueError):
+        majority_vote(**{**base, **bad}, n_items=2, n_workers=2, n_classes=3)
