@@ -69,9 +69,10 @@ def lift_block(session: Session, *, block: WorkerBlock) -> tuple[int, int]:
     return restored, removed
 
 
-def block_flagged(session: Session, *, flag_id: int, actor: Actor, scope: str, reason: str, now: dt.datetime,
-                  expires_at: dt.datetime | None = None) -> WorkerFlag:
-    """Block a flagged worker and apply the block to their work, in one transaction."""
+def block_and_apply(session: Session, *, flag_id: int, actor: Actor | None, scope: str, reason: str,
+                    now: dt.datetime, expires_at: dt.datetime | None = None) -> WorkerFlag:
+    """Block a flagged worker (by ops, or by the system when `actor` is None), apply the block to their work and
+    record what it did in the flag's trail. The caller commits."""
     flag = flags.block(session, flag_id=flag_id, actor=actor, scope=scope, reason=reason, now=now,
                        expires_at=expires_at)
     held = flags.block_of(session, flag)
@@ -79,6 +80,14 @@ def block_flagged(session: Session, *, flag_id: int, actor: Actor, scope: str, r
     done = apply_block(session, block=held, now=now)
     flags.record(session, flag, "applied", actor, f"ended {done.leases_ended} lease(s), excluded "
                  f"{done.answers_excluded} answer(s), reopened {done.slots_reopened} item slot(s)", now)
+    return flag
+
+
+def block_flagged(session: Session, *, flag_id: int, actor: Actor, scope: str, reason: str, now: dt.datetime,
+                  expires_at: dt.datetime | None = None) -> WorkerFlag:
+    """Block a flagged worker and apply the block to their work, in one transaction."""
+    flag = block_and_apply(session, flag_id=flag_id, actor=actor, scope=scope, reason=reason, now=now,
+                           expires_at=expires_at)
     session.commit()
     return flag
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from market.labels import same_answer
 from market.models import Answer, Assignment, Item, Project, QualityAction, WorkerStats
-from market.quality import apply_block
+from market.quality import block_and_apply
 from qualification.accuracy import Accuracy, Decision, agreement_with_majority, judge, summarize, wilson_interval
 from workers import flags
 from workers.models import FlagReason, FlagState, WorkerFlag
@@ -182,12 +182,7 @@ def apply_rules(session: Session, *, worker_id: int, project: Project, acc: Accu
                 and flag.state == FlagState.OPEN):
             reason = (f"automatic: gold accuracy {acc.gold_correct}/{acc.gold_seen} is below the project's minimum "
                       f"{minimum:.2f} with {float(project.action_confidence):.1%} confidence")
-            flags.block(session, flag_id=flag.id, actor=None, scope="project", reason=reason, now=now)
-            held = flags.block_of(session, flag)
-            assert held is not None
-            done = apply_block(session, block=held, now=now)
-            flags.record(session, flag, "applied", None, f"ended {done.leases_ended} lease(s), excluded "
-                         f"{done.answers_excluded} answer(s), reopened {done.slots_reopened} item slot(s)", now)
+            block_and_apply(session, flag_id=flag.id, actor=None, scope="project", reason=reason, now=now)
     fast_share = acc.fast_answers / acc.tasks if acc.tasks else 0.0
     if (acc.tasks >= MIN_FAST_TASKS and fast_share > FAST_SHARE
             and not _flags(session, worker_id, project.id, FlagReason.FAST_ANSWERS)):
