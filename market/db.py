@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import JSON, Connection, DateTime, Engine, Executable, MetaData, create_engine, event
+from sqlalchemy import JSON, Connection, DateTime, Engine, Executable, MetaData, create_engine, event, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -101,6 +101,16 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, autocommit
         options = {"connect_args": {"options": UTC_SESSION}}
     return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=not autocommit,
                          **options)
+
+
+def keyset_page(session: Session, entity: Any, *, after: int | None, limit: int,
+                equal: Iterable[tuple[Any, Any]] = ()) -> list[Any]:
+    """One keyset page of `entity` by id: at most `limit` rows with an id above `after`, matching `column == value`
+    for each (column, value) pair of `equal` whose value is given (None: that filter is off)."""
+    stmt = select(entity).where(*(column == value for column, value in equal if value is not None))
+    if after is not None:
+        stmt = stmt.where(entity.id > after)
+    return list(session.scalars(stmt.order_by(entity.id).limit(limit)))
 
 
 class HotStatement:

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from market.db import keyset_page
 from market.labels import AnswerError, validate_answer
 from market.models import Answer, Assignment, DisputeState, GoldDispute, Hit, Item, Project
 from market.problems import Conflict, InvalidInput, NotFound
@@ -53,14 +54,9 @@ def open_dispute(session: Session, *, worker: Actor, assignment_id: int, item_id
 
 def list_disputes(session: Session, *, after: int | None, limit: int, state: DisputeState | None = None,
                   worker_id: int | None = None, project_id: int | None = None) -> list[GoldDispute]:
-    stmt = select(GoldDispute).order_by(GoldDispute.id).limit(limit)
-    for col, value in ((GoldDispute.state, state), (GoldDispute.worker_id, worker_id),
-                       (GoldDispute.project_id, project_id)):
-        if value is not None:
-            stmt = stmt.where(col == value)
-    if after is not None:
-        stmt = stmt.where(GoldDispute.id > after)
-    return list(session.scalars(stmt))
+    """Disputes by id, filtered."""
+    return keyset_page(session, GoldDispute, after=after, limit=limit, equal=(
+        (GoldDispute.state, state), (GoldDispute.worker_id, worker_id), (GoldDispute.project_id, project_id)))
 
 
 def get_dispute(session: Session, dispute_id: int, *, lock: bool = False) -> GoldDispute:

@@ -14,6 +14,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from market.db import keyset_page
 from market.models import (
     Answer,
     Assignment,
@@ -59,12 +60,8 @@ def _can_access(project: Project, account: Actor, write: bool) -> bool:
 
 def list_projects(session: Session, *, account: Actor, after: int | None, limit: int) -> list[Project]:
     """Projects the account may see, by id."""
-    stmt = select(Project).order_by(Project.id).limit(limit)
-    if account.role != Role.OPS:
-        stmt = stmt.where(Project.owner_id == account.id)
-    if after is not None:
-        stmt = stmt.where(Project.id > after)
-    return list(session.scalars(stmt))
+    owner = None if account.role == Role.OPS else account.id
+    return keyset_page(session, Project, after=after, limit=limit, equal=((Project.owner_id, owner),))
 
 
 # ---- projects and guidelines ----------------------------------------------------------------------------
@@ -137,14 +134,8 @@ def get_guideline(session: Session, *, project: Project, version: int) -> Guidel
 
 def list_items(session: Session, *, project: Project, after: int | None, limit: int,
                gold: bool | None = None, batch_id: int | None = None) -> list[Item]:
-    stmt = select(Item).where(Item.project_id == project.id).order_by(Item.id).limit(limit)
-    if after is not None:
-        stmt = stmt.where(Item.id > after)
-    if gold is not None:
-        stmt = stmt.where(Item.is_gold.is_(gold))
-    if batch_id is not None:
-        stmt = stmt.where(Item.batch_id == batch_id)
-    return list(session.scalars(stmt))
+    return keyset_page(session, Item, after=after, limit=limit, equal=(
+        (Item.project_id, project.id), (Item.is_gold, gold), (Item.batch_id, batch_id)))
 
 
 def get_item(session: Session, *, project: Project, item_id: int) -> Item:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from market.db import keyset_page
 from market.labels import AnswerError, same_answer, validate_answer, validate_answer_set
 from market.problems import Conflict, DomainError, Gone, InvalidInput, NotFound
 from qualification.models import (
@@ -73,12 +74,9 @@ def get_type(session: Session, *, type_id: int, account: Actor) -> Qualification
 
 def list_types(session: Session, *, account: Actor, after: int | None, limit: int) -> list[QualificationType]:
     """The account's qualification types (ops: all), by id."""
-    stmt = select(QualificationType).order_by(QualificationType.id).limit(limit)
-    if account.role != Role.OPS:
-        stmt = stmt.where(QualificationType.owner_id == account.id)
-    if after is not None:
-        stmt = stmt.where(QualificationType.id > after)
-    return list(session.scalars(stmt))
+    owner = None if account.role == Role.OPS else account.id
+    return keyset_page(session, QualificationType, after=after, limit=limit,
+                       equal=((QualificationType.owner_id, owner),))
 
 
 def questions(session: Session, type_id: int) -> list[QualificationQuestion]:

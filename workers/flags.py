@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import column, select, table
 from sqlalchemy.orm import Session
 
+from market.db import keyset_page
 from market.problems import Conflict, InvalidInput, NotFound
 from workers.models import (
     Account,
@@ -60,14 +61,9 @@ def list_flags(session: Session, *, after: int | None, limit: int, state: FlagSt
                reason: FlagReason | None = None, worker_id: int | None = None,
                project_id: int | None = None) -> list[WorkerFlag]:
     """Flags by id, filtered."""
-    stmt = select(WorkerFlag).order_by(WorkerFlag.id).limit(limit)
-    for col, value in ((WorkerFlag.state, state), (WorkerFlag.reason, reason), (WorkerFlag.account_id, worker_id),
-                       (WorkerFlag.project_id, project_id)):
-        if value is not None:
-            stmt = stmt.where(col == value)
-    if after is not None:
-        stmt = stmt.where(WorkerFlag.id > after)
-    return list(session.scalars(stmt))
+    return keyset_page(session, WorkerFlag, after=after, limit=limit, equal=(
+        (WorkerFlag.state, state), (WorkerFlag.reason, reason), (WorkerFlag.account_id, worker_id),
+        (WorkerFlag.project_id, project_id)))
 
 
 def events(session: Session, flag_id: int) -> list[WorkerFlagEvent]:
