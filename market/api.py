@@ -12,7 +12,7 @@ from market import imports, results, scoring, service
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, page
-from market.models import Batch
+from market.models import Batch, Project
 from market.problems import InvalidInput
 from market.schemas import (
     AnswerListSchema,
@@ -190,7 +190,10 @@ def _batch_body(batch: Batch) -> dict[str, Any]:
     progress = service.batch_progress(db_session(), batch, now=clock())
     body = {c: getattr(batch, c) for c in BatchSchema().fields if c != "gold"}
     body["status"] = service.effective_status(batch, now=clock(), complete=progress.complete).value
-    gold = service.gold_supply(db_session(), batch, _project(batch.project_id))
+    # The caller has checked access; the project is in the session already (no query, unlike `_project`).
+    project = db_session().get(Project, batch.project_id)
+    assert project is not None
+    gold = service.gold_supply(db_session(), batch, project)
     body["gold"] = {**vars(gold), "warning": None}
     if gold.hits_available < gold.hits_needed:
         body["gold"]["warning"] = (

@@ -495,6 +495,7 @@ class Submitted:
     submitted_at: dt.datetime
     duration_ms: int
     answers: dict[int, Any]
+    project_id: int
     # Server-side only: a gold task's answers were scored (the caller updates the worker's accuracy).
     gold: bool = False
     # The correct answer and explanation of each gold item missed, where the project shows them; else empty.
@@ -610,8 +611,8 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
                 raise Conflict("This assignment was submitted already with different answers.",
                                errors={"answers": ["differ from the submitted ones"]})
             status = AssignmentStatus(row.status)
-            return Submitted(assignment_id, status, row.submitted_at, row.duration_ms, stored, row.is_gold,
-                             _scored(row, items, stored)[1]), True
+            return Submitted(assignment_id, status, row.submitted_at, row.duration_ms, stored, row.project_id,
+                             row.is_gold, _scored(row, items, stored)[1]), True
         if row.status == AssignmentStatus.RETURNED:
             session.rollback()
             raise Conflict("This assignment was returned; ask for new work.", reason="returned")
@@ -621,7 +622,8 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
             raise _gone(session, assignment_id, row.expires_at, gone)
         duration = _ms(now - row.leased_at)
         outcome, feedback = _scored(row, items, values)
-        result = Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values, row.is_gold, feedback)
+        result = Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values, row.project_id,
+                           row.is_gold, feedback)
         if postgres:
             written = _SUBMIT_PG.first(session, {
                 "assignment_id": assignment_id, "hit_id": row.hit_id, "now": now, "duration_ms": duration,

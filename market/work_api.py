@@ -6,13 +6,11 @@ from typing import Any
 
 from flask import current_app, request
 from flask.views import MethodView
-from sqlalchemy import select
 
 from market import disputes, scoring, work
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
-from market.models import Assignment
 from market.problems import InvalidInput, NotFound, TooManyRequests, Unauthorized
 from market.public_ids import ItemIds
 from market.work_schemas import (
@@ -157,8 +155,7 @@ class Submit(MethodView):
         if result.gold and not replayed:
             # Accuracy and the project's rules: several writes, so an ordinary session, not the autocommit one.
             with current_app.extensions["crowdmarket.db"].session_scope() as session:
-                project_id = session.scalar(select(Assignment.project_id).where(Assignment.id == assignment_id))
-                scoring.record_gold(session, worker_id=worker.id, project_id=project_id, now=clock())
+                scoring.record_gold(session, worker_id=worker.id, project_id=result.project_id, now=clock())
         return {"assignment_id": result.assignment_id, "status": result.status.value,
                 "submitted_at": result.submitted_at, "duration_ms": result.duration_ms,
                 "answers": _public_answers(result.answers, ids),
