@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 from market.labels import same_answer
 from market.models import Answer, Assignment, Item, Project, QualityAction, WorkerStats
 from market.quality import block_and_apply
+from market.work import DONE
 from qualification.accuracy import Accuracy, Decision, agreement_with_majority, judge, summarize, wilson_interval
 from workers import flags
 from workers.models import FlagReason, FlagState, WorkerFlag
 
-DONE_STATES = ("submitted", "approved", "rejected")
 # How much history a recomputation reads: enough for stable medians and agreement, bounded per gold answer.
 RECENT_TASKS = 1000
 RECENT_AGREEMENT = 200
@@ -93,7 +93,7 @@ def worker_records(session: Session, worker_id: int, *, project_ids: list[int] |
 
 def _durations(session: Session, *where: Any) -> list[int]:
     return list(session.scalars(select(Assignment.duration_ms).where(
-        *where, Assignment.status.in_(DONE_STATES), Assignment.duration_ms.is_not(None))
+        *where, Assignment.status.in_(DONE), Assignment.duration_ms.is_not(None))
         .order_by(Assignment.id.desc()).limit(RECENT_TASKS)))
 
 
