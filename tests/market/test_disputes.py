@@ -11,15 +11,6 @@ from tests.market.test_scoring import gold_project
 from workers.models import Role
 
 
-@pytest.fixture
-def turns(monkeypatch):
-    from market import work
-
-    script: list[bool] = []
-    monkeypatch.setattr(work, "is_gold_turn", lambda *args, **kwargs: script.pop(0) if script else False)
-    return script
-
-
 def take(client, token, value_for):
     """Claim a task and answer each item with value_for(item_id); the task and the submit response."""
     task = client.post("/api/v1/work/next", headers=auth(token)).get_json()

@@ -35,14 +35,6 @@ def gold_project(session, clock, *, real: int, gold: int, items_per_hit: int = 1
     return owner, owner_token, proj
 
 
-@pytest.fixture
-def turns(monkeypatch):
-    """Script which turns are gold: append True/False; an empty script means a real task."""
-    script: list[bool] = []
-    monkeypatch.setattr(work, "is_gold_turn", lambda *args, **kwargs: script.pop(0) if script else False)
-    return script
-
-
 def do_task(client, session, clock, token, *, correct: bool = True, seconds: float = 5, label: str | None = None):
     """Claim and submit one task through the API; on gold items answer right or wrong as told."""
     resp = client.post("/api/v1/work/next", headers=auth(token))

@@ -1,0 +1,15 @@
+"""Fixtures shared by the market's tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from market import work
+
+
+@pytest.fixture
+def turns(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Script which turns are gold: append True/False; an empty script means a real task."""
+    script: list[bool] = []
+    monkeypatch.setattr(work, "is_gold_turn", lambda *args, **kwargs: script.pop(0) if script else False)
+    return script
