@@ -83,6 +83,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from market import edge
 
     edge.install(app, api)
+    from aggregation import api as aggregation_api
     from market import api as market_api
     from market import health, ops_api, work_api
     from qualification import api as qualification_api
@@ -90,7 +91,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(health.blp)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
-                qualification_api.tests_blp, ops_api.blp):
+                qualification_api.tests_blp, ops_api.blp, aggregation_api.blp):
         api.register_blueprint(blp)
     register_error_handlers(app)
 

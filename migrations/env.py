@@ -6,7 +6,8 @@ from logging.config import fileConfig
 
 from alembic import context
 
-import market.models  # noqa: F401 - register every table on the metadata
+import aggregation.models  # noqa: F401 - register every table on the metadata
+import market.models  # noqa: F401
 import qualification.models  # noqa: F401
 import workers.models  # noqa: F401
 from market.db import Base, make_engine

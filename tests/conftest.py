@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
-import market.models  # noqa: F401 - every table on the metadata, whichever test file runs alone
+import aggregation.models  # noqa: F401 - every table on the metadata, whichever test file runs alone
+import market.models  # noqa: F401
 import qualification.models  # noqa: F401
 import workers.models  # noqa: F401
 from market.app import create_app
@@ -91,7 +93,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def app(database: Database, clock: FakeClock) -> Flask:
-    return create_app({"DATABASE": database, "CLOCK": clock, "TESTING": True, "REDIS_URL": REDIS_URL})
+    # A queue of its own per test: jobs another test left behind never run against this one's data.
+    return create_app({"DATABASE": database, "CLOCK": clock, "TESTING": True, "REDIS_URL": REDIS_URL,
+                       "JOB_QUEUE": f"test-{uuid.uuid4().hex}"})
 
 
 @pytest.fixture

@@ -1,0 +1,137 @@
+"""Requester JSON API for aggregation runs: request one, follow it, read and export its labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request, stream_with_context, url_for
+from flask.views import MethodView
+
+from aggregation import service
+from aggregation.jobs import run_aggregation
+from aggregation.models import AggregationRun
+from aggregation.schemas import (
+    LabelExportQuerySchema,
+    LabelListSchema,
+    LabelQuerySchema,
+    RunCreateSchema,
+    RunListSchema,
+    RunSchema,
+    RunWorkerListSchema,
+)
+from market import jobs
+from market.app import clock, db_session
+from market.auth import current_account, requires
+from market.edge import Blueprint, PageQuerySchema, page
+from market.problems import InvalidInput
+from market.service import get_project
+from workers.models import Role
+
+blp = Blueprint("aggregations", __name__, url_prefix="/api/v1/projects",
+                description="Aggregation runs: labels with confidences from redundant answers (requesters).")
+READ = (Role.REQUESTER, Role.OPS)
+WRITE = (Role.REQUESTER,)
+
+
+def _project(project_id: int, *, write: bool = False):
+    return get_project(db_session(), project_id=project_id, account=current_account(), write=write)
+
+
+def _run(project_id: int, run_id: int) -> AggregationRun:
+    return service.get_run(db_session(), project=_project(project_id), run_id=run_id)
+
+
+@blp.route("/<int:project_id>/aggregations")
+class Runs(MethodView):
+    @requires(*READ)
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, RunListSchema)
+    def get(self, args: dict[str, Any], project_id: int):
+        """The project's aggregation runs, oldest first."""
+        runs = service.list_runs(db_session(), project=_project(project_id), after=args.get("after"),
+                                 limit=args["limit"])
+        return page(runs, args["limit"])
+
+    @requires(*WRITE)
+    @blp.arguments(RunCreateSchema)
+    @blp.response(202, RunSchema)
+    @blp.alt_response(200, schema=RunSchema, description="Replay of an earlier request with the same "
+                                                          "Idempotency-Key: the run it created.")
+    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string", "maxLength": 255},
+                          "description": "Retries with the same key return the same run."}])
+    def post(self, data: dict[str, Any], project_id: int):
+        """Aggregate the project's answers (blocked workers' answers excluded) with a method: a background job
+        when Redis is configured, at once otherwise. Follow the run at its Location."""
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise InvalidInput("Idempotency-Key must be 1-255 characters.",
+                               errors={"Idempotency-Key": ["1-255 characters"]})
+        session = db_session()
+        project = _project(project_id, write=True)
+        params = {k: v for k, v in data.items() if k != "method"}
+        run, created = service.request_run(session, project=project, account=current_account(),
+                                           method=data["method"], params=params, idempotency_key=key, now=clock())
+        if created:
+            jobs.enqueue(run_aggregation, run.id)
+            session.refresh(run)  # an inline job has finished it
+        headers = {"Location": url_for("aggregations.RunDetail", project_id=project.id, run_id=run.id)}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return run, 202 if created else 200, headers
+
+
+@blp.route("/<int:project_id>/aggregations/<int:run_id>")
+class RunDetail(MethodView):
+    @requires(*READ)
+    @blp.response(200, RunSchema)
+    def get(self, project_id: int, run_id: int):
+        """One run: its status, inputs' counts, iterations, time, and accuracy on gold."""
+        return _run(project_id, run_id)
+
+
+@blp.route("/<int:project_id>/aggregations/<int:run_id>/labels")
+class RunLabels(MethodView):
+    @requires(*READ)
+    @blp.arguments(LabelQuerySchema, location="query")
+    @blp.response(200, LabelListSchema)
+    def get(self, args: dict[str, Any], project_id: int, run_id: int):
+        """A page of the run's labels with confidences, by item id."""
+        rows = service.list_labels(db_session(), run=_run(project_id, run_id), after=args.get("after"),
+                                   limit=args["limit"], gold=args.get("gold"))
+        return page(rows, args["limit"], key="item_id")
+
+
+@blp.route("/<int:project_id>/aggregations/<int:run_id>/workers")
+class RunWorkers(MethodView):
+    @requires(*READ)
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, RunWorkerListSchema)
+    def get(self, args: dict[str, Any], project_id: int, run_id: int):
+        """A page of the run's per-worker estimates (accuracy; Dawid–Skene's confusion matrices), by worker id."""
+        rows = service.list_workers(db_session(), run=_run(project_id, run_id), after=args.get("after"),
+                                    limit=args["limit"])
+        return page(rows, args["limit"], key="worker_id")
+
+
+@blp.route("/<int:project_id>/aggregations/<int:run_id>/export")
+class RunExport(MethodView):
+    @requires(*READ)
+    @blp.arguments(LabelExportQuerySchema, location="query")
+    @blp.response(200, description="CSV with a header row, or JSON Lines; streamed.")
+    def get(self, args: dict[str, Any], project_id: int, run_id: int):
+        """Stream the run's labels: external_id, label, confidence, answers, method."""
+        session, run = db_session(), _run(project_id, run_id)
+        fmt = args["format"]
+        lines = service.export_lines(session, run=run, fmt=fmt, gold=args["gold"])
+        first = next(lines)  # a run that has not succeeded fails here, before the response starts
+
+        def stream():
+            try:
+                yield first
+                yield from lines
+            finally:
+                session.close()  # the stream outlives the view; SQLite's lock must not
+
+        name = f"project-{project_id}-aggregation-{run.id}{'-gold' if args['gold'] else ''}.{fmt}"
+        return Response(stream_with_context(stream()), mimetype="text/csv" if fmt == "csv" else "application/x-ndjson",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -1,0 +1,48 @@
+"""The one job interface: RQ on Redis when Redis is configured, inline otherwise.
+
+A job is a module-level function taking plain arguments (RQ stores it by import path). Jobs run with the app's
+context (`crowdmarket jobs work` runs RQ's worker inside it; inline jobs run in the request's), open their own
+session and must be idempotent: RQ may run a job again after a worker dies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from flask import Flask, current_app
+from rq import Queue, SimpleWorker
+
+QUEUE = "crowdmarket"
+TIMEOUT_SECONDS = 3600
+
+
+def _queue(app: Flask) -> Queue | None:
+    url = app.config.get("REDIS_URL")
+    if not url:
+        return None
+    # Not the app's request client: that one times out after a second, and workers block on the queue longer.
+    return Queue(app.config.get("JOB_QUEUE", QUEUE), connection=redis.Redis.from_url(url),
+                 default_timeout=TIMEOUT_SECONDS)
+
+
+def enqueue(func: Callable[..., Any], *args: Any) -> bool:
+    """Queue `func(*args)`; True when queued, False when it ran inline (no Redis configured)."""
+    queue = _queue(current_app)
+    if queue is None:
+        func(*args)
+        return False
+    queue.enqueue(func, *args)
+    return True
+
+
+def work(app: Flask, *, burst: bool = False) -> None:
+    """Run queued jobs in this process, inside `app`'s context (burst: until the queue is empty)."""
+    queue = _queue(app)
+    if queue is None:
+        raise RuntimeError("no Redis configured (CROWDMARKET_REDIS_URL): jobs run inline, there is no queue")
+    # SimpleWorker runs each job in this process, where the app and its database pool live; a forking worker
+    # would share pooled connections with its children.
+    with app.app_context():
+        SimpleWorker([queue], connection=queue.connection).work(burst=burst, with_scheduler=False)
