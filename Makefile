@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint browser bench clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+# Browser tests drive Debian's Chromium through Playwright; no test downloads a browser.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: install lint browser
 	$(BIN)/pytest -q
 
 bench: install

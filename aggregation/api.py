@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from flask import Response, request, stream_with_context, url_for
+from flask import Blueprint as FlaskBlueprint
+from flask import Response, current_app, render_template, request, stream_with_context, url_for
 from flask.views import MethodView
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from aggregation import service
+from aggregation import report, service
 from aggregation.jobs import run_aggregation
 from aggregation.models import AggregationRun
 from aggregation.schemas import (
     LabelExportQuerySchema,
     LabelListSchema,
     LabelQuerySchema,
+    ReportLinkSchema,
+    ReportQuerySchema,
+    ReportSchema,
     RunCreateSchema,
     RunListSchema,
     RunSchema,
@@ -23,9 +29,9 @@ from market import jobs
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
-from market.problems import InvalidInput
+from market.problems import Gone, InvalidInput, NotFound
 from market.service import get_project
-from workers.models import Role
+from workers.models import Account, Role
 
 blp = Blueprint("aggregations", __name__, url_prefix="/api/v1/projects",
                 description="Aggregation runs: labels with confidences from redundant answers (requesters).")
@@ -135,3 +141,87 @@ class RunExport(MethodView):
         name = f"project-{project_id}-aggregation-{run.id}{'-gold' if args['gold'] else ''}.{fmt}"
         return Response(stream_with_context(stream()), mimetype="text/csv" if fmt == "csv" else "application/x-ndjson",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _report_run(project, args: dict[str, Any]) -> AggregationRun | None:
+    run_id = args.get("aggregation")
+    return None if run_id is None else service.get_run(db_session(), project=project, run_id=run_id)
+
+
+@blp.route("/<int:project_id>/quality-report")
+class QualityReport(MethodView):
+    @requires(*READ)
+    @blp.arguments(ReportQuerySchema, location="query")
+    @blp.response(200, ReportSchema)
+    def get(self, args: dict[str, Any], project_id: int):
+        """The project's quality report: agreement overall and per category, per-worker scores, the confusion
+        matrix of gold misses, coverage by batch, guideline versions in use and the label distribution."""
+        project = _project(project_id)
+        return report.build(db_session(), project=project, run=_report_run(project, args), now=clock())
+
+
+@blp.route("/<int:project_id>/quality-report/download")
+class QualityReportDownload(MethodView):
+    @requires(*READ)
+    @blp.arguments(ReportQuerySchema, location="query")
+    @blp.response(200, description="The report plus `labels`: every answered item's label with the provenance "
+                                    "of each answer (worker, time, guideline version); streamed JSON.")
+    def get(self, args: dict[str, Any], project_id: int):
+        """The quality report with the provenance of every label, as a JSON download."""
+        session, project = db_session(), _project(project_id)
+        chunks = report.download(session, project=project, run=_report_run(project, args), now=clock())
+        first = next(chunks)
+
+        def stream():
+            try:
+                yield first
+                yield from chunks
+            finally:
+                session.close()
+
+        return Response(stream_with_context(stream()), mimetype="application/json", headers={
+            "Content-Disposition": f'attachment; filename="project-{project.id}-quality-report.json"'})
+
+
+REPORT_LINK_SECONDS = 3600
+
+
+def _links() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="quality-report-link")
+
+
+@blp.route("/<int:project_id>/quality-report/link", methods=["POST"])
+@requires(*READ)
+@blp.arguments(ReportQuerySchema, location="query")
+@blp.response(201, ReportLinkSchema)
+def quality_report_link(args: dict[str, Any], project_id: int):
+    """A link that opens the report as a web page for an hour, signed for this account and project."""
+    project = _project(project_id)
+    _report_run(project, args)
+    token = _links().dumps({"p": project.id, "a": current_account().id, "r": args.get("aggregation")})
+    return {"url": url_for("quality_pages.quality_report_page", token=token, _external=True),
+            "expires_at": clock() + dt.timedelta(seconds=REPORT_LINK_SECONDS)}
+
+
+pages = FlaskBlueprint("quality_pages", __name__)
+
+
+@pages.get("/reports/quality/<token>")
+def quality_report_page(token: str):
+    """The report as a page. The signed link stands in for the API token a browser cannot send; it is checked
+    again against the account's current access."""
+    try:
+        claim = _links().loads(token, max_age=REPORT_LINK_SECONDS)
+    except SignatureExpired as exc:
+        raise Gone("This report link has expired; ask the API for a new one.") from exc
+    except BadSignature as exc:
+        raise NotFound("No such report link.") from exc
+    session = db_session()
+    account = session.get(Account, claim["a"])
+    if account is None or not account.is_active:
+        raise NotFound("No such report link.")
+    project = get_project(session, project_id=claim["p"], account=account)
+    run = None if claim["r"] is None else service.get_run(session, project=project, run_id=claim["r"])
+    body = report.build(session, project=project, run=run, now=clock())
+    html = render_template("quality_report.html", report=body)
+    return Response(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})

@@ -86,3 +86,124 @@ class LabelExportQuerySchema(Schema):
     format = Text(load_default="csv", validate=validate.OneOf(("csv", "jsonl")))
     gold = fields.Boolean(load_default=False, metadata={
         "description": "Export the gold items' labels instead of the items to label."})
+
+
+class ReportQuerySchema(Schema):
+    aggregation = fields.Integer(validate=validate.Range(1, 2**31 - 1), metadata={
+        "description": "The run whose labels the report shows (default: the latest that succeeded)."})
+
+
+class _RunSummarySchema(Schema):
+    id = fields.Integer()
+    method = fields.String()
+    finished_at = fields.String()
+    items = fields.Integer()
+    gold_items = fields.Integer()
+    gold_accuracy = fields.Float(allow_none=True)
+
+
+class _CategoryAgreementSchema(Schema):
+    label = fields.Raw()
+    alpha = fields.Float(allow_none=True)
+    fleiss_kappa = fields.Float(allow_none=True)
+
+
+class _AgreementSchema(Schema):
+    krippendorff_alpha = fields.Float(allow_none=True, metadata={
+        "description": "Nominal, over every answer to the items to label (missing answers allowed)."})
+    units = fields.Integer()
+    pairable = fields.Integer()
+    fleiss_kappa = fields.Float(allow_none=True, metadata={
+        "description": "Over the items with exactly fleiss_raters answers."})
+    fleiss_items = fields.Integer()
+    fleiss_raters = fields.Integer()
+    per_category = fields.List(fields.Nested(_CategoryAgreementSchema))
+
+
+class _ReportWorkerSchema(Schema):
+    worker_id = fields.Integer()
+    answers = fields.Integer()
+    gold_seen = fields.Integer()
+    gold_correct = fields.Integer()
+    gold_accuracy = fields.Float(allow_none=True)
+    gold_interval = fields.List(fields.Float(), allow_none=True, metadata={"description": "Wilson 95%"})
+    ds_accuracy = fields.Float(allow_none=True)
+    agreement = fields.Float(allow_none=True, metadata={"description": "With the other workers' majority."})
+    agreement_counted = fields.Integer()
+    median_ms = fields.Integer(allow_none=True)
+    fast_answers = fields.Integer()
+
+
+class _MissSchema(Schema):
+    known = fields.Raw()
+    given = fields.Raw()
+    count = fields.Integer()
+
+
+class _GoldErrorsSchema(Schema):
+    labels = fields.List(fields.Raw())
+    matrix = fields.List(fields.List(fields.Integer()), metadata={"description": "known answer x given answer"})
+    answers = fields.Integer()
+    correct = fields.Integer()
+    misses = fields.List(fields.Nested(_MissSchema))
+
+
+class _CoverageSchema(Schema):
+    batch_id = fields.Integer()
+    name = fields.String()
+    assignments_per_item = fields.Integer()
+    items = fields.Integer()
+    items_below = fields.Integer()
+    answers_missing = fields.Integer()
+
+
+class _GuidelineUseSchema(Schema):
+    version = fields.Integer()
+    answers = fields.Integer()
+    workers = fields.Integer()
+    created_at = fields.String(allow_none=True)
+    current = fields.Boolean()
+
+
+class _DistributionSchema(Schema):
+    label = fields.Raw()
+    answers = fields.Integer()
+    share = fields.Float(allow_none=True)
+    aggregated = fields.Integer(allow_none=True)
+
+
+class _ProjectSummarySchema(Schema):
+    id = fields.Integer()
+    title = fields.String()
+    label_type = fields.String()
+    classes = fields.List(fields.Raw())
+    assignments_per_item = fields.Integer()
+    guideline_version = fields.Integer()
+
+
+class _TotalsSchema(Schema):
+    answers = fields.Integer()
+    answers_excluded = fields.Integer()
+    items = fields.Integer()
+    items_answered = fields.Integer()
+    gold_items_answered = fields.Integer()
+    workers = fields.Integer()
+
+
+class ReportSchema(Schema):
+    project = fields.Nested(_ProjectSummarySchema)
+    generated_at = fields.String()
+    aggregation = fields.Nested(_RunSummarySchema, allow_none=True)
+    ds_aggregation = fields.Nested(_RunSummarySchema, allow_none=True)
+    totals = fields.Nested(_TotalsSchema)
+    agreement = fields.Nested(_AgreementSchema)
+    workers = fields.List(fields.Nested(_ReportWorkerSchema))
+    gold_errors = fields.Nested(_GoldErrorsSchema)
+    coverage = fields.List(fields.Nested(_CoverageSchema))
+    guidelines = fields.List(fields.Nested(_GuidelineUseSchema))
+    label_distribution = fields.List(fields.Nested(_DistributionSchema))
+
+
+class ReportLinkSchema(Schema):
+    url = fields.String(metadata={"description": "Opens the report as a web page; no token needed, until it expires."})
+    expires_at = fields.DateTime()

@@ -90,6 +90,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from workers import api as workers_api
 
     app.register_blueprint(health.blp)
+    app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
                 qualification_api.tests_blp, ops_api.blp, aggregation_api.blp):
         api.register_blueprint(blp)
