@@ -57,6 +57,7 @@ def worker_accuracy_estimate(items: np.ndarray, workers: np.ndarray, labels: np.
     majority = majority_vote(items, workers, labels, n_items=n_items, n_workers=n_workers, n_classes=n_classes,
                              seed=seed)
     reference[:] = majority.labels
+    reference[majority.ties] = -1  # a coin flip is no reference: it would make the weights depend on the seed
     reference[gold_items] = -1
     agree, compared = _agreement(items, workers, labels, reference, n_workers)
     prior = np.divide(agree, compared, out=np.full(n_workers, 1.0 / n_classes), where=compared > 0)

@@ -93,6 +93,11 @@ def weighted_majority_vote(items: np.ndarray, workers: np.ndarray, labels: np.nd
     if weights.shape != (n_workers,) or (weights < 0).any():
         raise ValueError("worker_weights must be n_workers non-negative numbers")
     votes = _votes(items, labels, n_items, n_classes, weights[workers])
+    # An item only zero-weight workers answered falls back to its plain votes rather than to a coin flip among
+    # every class, including those nobody gave.
+    silent = votes.sum(axis=1) == 0
+    if silent.any():
+        votes[silent] = _votes(items, labels, n_items, n_classes)[silent]
     return _pick(votes, np.bincount(items, minlength=n_items) > 0, seed)
 
 

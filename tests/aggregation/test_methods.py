@@ -112,3 +112,24 @@ def test_bad_input_is_refused(bad):
     base = {"items": np.array([0, 1]), "workers": np.array([0, 1]), "labels": np.array([0, 1])}
     with pytest.raises(ValueError):
         majority_vote(**{**base, **bad}, n_items=2, n_workers=2, n_classes=3)
+
+
+def test_weighted_vote_of_only_zero_weight_workers_falls_back_to_plain_votes():
+    items, workers, labels = arrays([(0, 1, 0), (1, 0, 0), (0, 0, 1)])
+    weights = np.array([0.0, 0.0])
+    for seed in range(10):
+        result = weighted_majority_vote(items, workers, labels, worker_weights=weights, n_items=2, n_workers=2,
+                                        n_classes=2, seed=seed)
+        assert result.labels[1] == 0 and result.confidence[1] == 1.0 and not result.ties[1]
+
+
+def test_weighted_vote_weights_do_not_depend_on_majority_vote_coin_flips():
+    from aggregation.engine import worker_accuracy_estimate
+
+    # Item 0 is a tie between workers 0 and 1; item 1 is unanimous.
+    items, workers, labels = arrays([(0, 0, 0), (0, 1, 1), (1, 0, 2), (1, 1, 2)])
+    estimates = {tuple(worker_accuracy_estimate(items, workers, labels, n_items=2, n_workers=2, n_classes=3,
+                                                gold_items=np.array([], dtype=np.int64),
+                                                gold_labels=np.array([], dtype=np.int64), seed=s))
+                 for s in range(20)}
+    assert estimates == {(1.0, 1.0)}
