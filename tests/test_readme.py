@@ -61,3 +61,8 @@ def test_readme_walkthrough(tmp_path):
     # The request after the streamed export is served: the export let go of SQLite's write lock.
     assert '{"data":[],"next_after":null}' in out
     assert len(export) == 2 and all(",pos," in row and row.endswith(",2") for row in export)
+    # The aggregation ran inline and its export lists the answered item with its label.
+    assert '"method":"ds"' in out and '"status":"succeeded"' in out
+    labels = done.stdout.split("external_id,label,confidence,answers,method\n", 1)[1].splitlines()
+    assert labels[0].split(",")[1] == "pos" and labels[0].endswith(",ds")
+    assert '"krippendorff_alpha"' in out and "/reports/quality/" in out
