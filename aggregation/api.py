@@ -190,10 +190,10 @@ def _links() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="quality-report-link")
 
 
-@blp.route("/<int:project_id>/quality-report/link", methods=["POST"])
+@blp.route("/<int:project_id>/quality-report/link", methods=["GET"])
 @requires(*READ)
 @blp.arguments(ReportQuerySchema, location="query")
-@blp.response(201, ReportLinkSchema)
+@blp.response(200, ReportLinkSchema)
 def quality_report_link(args: dict[str, Any], project_id: int):
     """A link that opens the report as a web page for an hour, signed for this account and project."""
     project = _project(project_id)

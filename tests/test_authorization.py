@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from aggregation import service as aggregation
 from market import service
 from market.app import create_app
 from market.db import Base, Database
@@ -58,10 +59,18 @@ KNOWN = {
     (f"{PREFIX}/<int:project_id>/batches/<int:batch_id>/progress", "GET"),
     (f"{PREFIX}/<int:project_id>/answers", "GET"),
     (f"{PREFIX}/<int:project_id>/answers/export", "GET"),
+    (f"{PREFIX}/<int:project_id>/aggregations", "GET"), (f"{PREFIX}/<int:project_id>/aggregations", "POST"),
+    (f"{PREFIX}/<int:project_id>/aggregations/<int:run_id>", "GET"),
+    (f"{PREFIX}/<int:project_id>/aggregations/<int:run_id>/labels", "GET"),
+    (f"{PREFIX}/<int:project_id>/aggregations/<int:run_id>/workers", "GET"),
+    (f"{PREFIX}/<int:project_id>/aggregations/<int:run_id>/export", "GET"),
+    (f"{PREFIX}/<int:project_id>/quality-report", "GET"),
+    (f"{PREFIX}/<int:project_id>/quality-report/download", "GET"),
+    (f"{PREFIX}/<int:project_id>/quality-report/link", "GET"),
 }
 PROJECT_SCOPED = [e for e in ENDPOINTS if "<int:project_id>" in e[0]]
 # Routes whose path also names a child of the project: another project's id plus the owner's child id must 404.
-NESTED = [e for e in PROJECT_SCOPED if "<int:batch_id>" in e[0] or "<int:item_id>" in e[0]]
+NESTED = [e for e in PROJECT_SCOPED if any(f"<int:{child}>" in e[0] for child in ("batch_id", "item_id", "run_id"))]
 GETS = [e for e in ENDPOINTS if e[1] == "GET"]
 WRITES = [e for e in ENDPOINTS if e[1] != "GET"]
 
@@ -107,9 +116,13 @@ def world(session: Session, clock) -> World:
     other_project = project(session, other, now=now, title="Someone else's")
     items(session, other_project, 2, now=now)
     session.commit()
+    run, _ = aggregation.request_run(session, project=proj, account=owner, method="mv", params={},
+                                     idempotency_key=None, now=now)
+    aggregation.execute_run(session, run.id, clock=clock)
     return World(owner=owner, owner_token=owner_token, other=other, other_token=other_token, ops_token=ops_token,
                  worker_token=worker_token, revoked_token=revoked_token, project=proj, other_project=other_project,
-                 params={"project_id": proj.id, "batch_id": batch.id, "item_id": item.id, "version": 2})
+                 params={"project_id": proj.id, "batch_id": batch.id, "item_id": item.id, "version": 2,
+                         "run_id": run.id})
 
 
 def _url(rule: str, params: dict[str, int]) -> str:
@@ -135,6 +148,8 @@ def _request(rule: str, method: str) -> dict[str, Any]:
                 "content_type": "application/x-ndjson"}
     if (rule, method) == (f"{PREFIX}/<int:project_id>/batches", "POST"):
         return {"json": {}}
+    if (rule, method) == (f"{PREFIX}/<int:project_id>/aggregations", "POST"):
+        return {"json": {"method": "mv"}}
     if (rule, method) == (f"{PREFIX}/<int:project_id>/items/priority", "POST"):
         return {"json": {"items": [{"external_id": "it0", "priority": 3}]}}
     if method == "POST" and rule.endswith(("/pause", "/resume", "/cancel")):

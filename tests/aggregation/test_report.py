@@ -111,15 +111,15 @@ def test_report_access(client, reported, session, clock):
     assert client.get(url, headers=auth(other)).status_code == 404
     assert client.get(url, headers=auth(worker)).status_code == 403
     assert client.get(f"{url}/download", headers=auth(other)).status_code == 404
-    assert client.post(f"{url}/link", headers=auth(other)).status_code == 404
+    assert client.get(f"{url}/link", headers=auth(other)).status_code == 404
     resp = client.get(f"{url}?aggregation=999999", headers=auth(token))
     assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
 
 
 def test_report_link_is_signed_expires_and_follows_access(client, reported, session, monkeypatch):
     proj, token, *_ = reported
-    link = client.post(f"/api/v1/projects/{proj.id}/quality-report/link", headers=auth(token))
-    assert link.status_code == 201
+    link = client.get(f"/api/v1/projects/{proj.id}/quality-report/link", headers=auth(token))
+    assert link.status_code == 200
     url = link.get_json()["url"]
     page = client.get(url)
     assert page.status_code == 200 and page.mimetype == "text/html"
@@ -156,7 +156,7 @@ def browser():
 def test_report_page_in_a_browser(client, reported, live_server, browser):
     proj, token, workers, mv, _ = reported
     report = get_report(client, proj, token)
-    url = client.post(f"/api/v1/projects/{proj.id}/quality-report/link?aggregation={mv['id']}",
+    url = client.get(f"/api/v1/projects/{proj.id}/quality-report/link?aggregation={mv['id']}",
                       headers=auth(token)).get_json()["url"]
     page = browser.new_page()
     page.goto(live_server + url[url.index("/reports/"):])
