@@ -82,6 +82,8 @@ def accuracy_weights(accuracy: np.ndarray, n_classes: int, *, floor: float = 1e-
     log(p (K - 1) / (1 - p)), the optimal weight when a worker's errors spread evenly; no weight at or below
     chance (1 / K), so a worker worse than chance cannot push the vote their way."""
     p = np.clip(np.asarray(accuracy, dtype=np.float64), floor, 1 - floor)
+    if n_classes < 2:  # one label: nobody can be wrong, everyone counts the same
+        return np.ones_like(p)
     return np.maximum(np.log(p * (n_classes - 1) / (1 - p)), 0.0)
 
 

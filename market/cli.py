@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -153,6 +154,99 @@ def work_sweep() -> None:
     from market.work import sweep_expired
 
     click.echo(f"{sweep_expired(db_session(), now=clock())} lapsed lease(s) tidied.", err=True)
+
+
+@cli.group()
+def jobs() -> None:
+    """Background jobs (aggregation runs) on RQ, when Redis is configured."""
+
+
+@jobs.command("work")
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+@with_appcontext
+def jobs_work(burst: bool) -> None:
+    """Run queued jobs in this process (needs CROWDMARKET_REDIS_URL; without Redis jobs run inline)."""
+    from market import jobs as queue
+
+    try:
+        queue.work(current_app._get_current_object(), burst=burst)  # type: ignore[attr-defined]
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# aggregation.engine's METHODS, spelled out so `crowdmarket --help` need not import scipy (a test keeps them equal).
+AGGREGATION_METHODS = ("mv", "wmv", "ds", "ds-gold")
+# Inputs above this size get a progress bar (unless --quiet): smaller ones read in well under a second.
+PROGRESS_BYTES = 5_000_000
+
+
+def _reason(exc: Exception) -> str:
+    """An error's message without the path an OSError repeats."""
+    return (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+
+
+@cli.command("aggregate", with_appcontext=False)
+@click.option("--method", type=click.Choice(AGGREGATION_METHODS), required=True,
+              help="mv: majority vote; wmv: weighted by worker accuracy; ds: Dawid–Skene; ds-gold: gold-anchored.")
+@click.option("--answers", "answers_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV with worker,task,label.")
+@click.option("--gold", "gold_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with task,label of known answers (required by ds-gold).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Results file (task,label,confidence); - for stdout.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+              help="Default: jsonl for a .jsonl/.ndjson --out, else csv.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the tie-breaking RNG.")
+@click.option("--max-iter", type=click.IntRange(min=1), default=100, show_default=True, help="Dawid–Skene iterations.")
+@click.option("--tol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+              help="Dawid–Skene stops when no posterior moves by more.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def aggregate_command(method: str, answers_path: Path, gold_path: Path | None, out: str, fmt: str | None,
+                      seed: int, max_iter: int, tol: float, quiet: bool) -> None:
+    """Aggregate crowd answers from CSV files offline, with the service's code path (no app or database)."""
+    from aggregation import io as aggregation_io
+    from aggregation.engine import aggregate
+
+    started = time.perf_counter()
+    if method == "ds-gold" and gold_path is None:
+        raise click.ClickException("--method ds-gold needs --gold: a task,label CSV of known answers.")
+    if fmt is None:
+        fmt = "jsonl" if Path(out).suffix.lower() in (".jsonl", ".ndjson") else "csv"
+    progress = not quiet and answers_path.stat().st_size > PROGRESS_BYTES
+    try:
+        table = aggregation_io.read_answers(answers_path, progress=progress)
+    except (aggregation_io.InputError, OSError) as exc:
+        raise click.ClickException(f"{answers_path}: {_reason(exc)}") from None
+    gold_items = gold_labels = None
+    if gold_path is not None:
+        try:
+            gold_items, gold_labels, table = aggregation_io.read_gold(gold_path, table)
+        except (aggregation_io.InputError, OSError) as exc:
+            raise click.ClickException(f"{gold_path}: {_reason(exc)}") from None
+        if method == "ds-gold" and not gold_items.size:
+            raise click.ClickException(f"{gold_path}: no gold rows; ds-gold needs at least one.")
+    try:
+        result = aggregate(method, table.task_codes, table.worker_codes, table.label_codes, n_items=table.n_tasks,
+                           n_workers=table.n_workers, n_classes=table.n_classes, gold_items=gold_items,
+                           gold_labels=gold_labels, seed=seed, max_iter=max_iter, tol=tol)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        aggregation_io.write_results(sys.stdout if out == "-" else out, table, result, fmt=fmt)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {_reason(exc)}") from None
+    if not quiet:
+        iterations = result.result.iterations
+        summary = [f"{table.n_answers} answers", f"{table.n_tasks} tasks", f"{table.n_workers} workers",
+                   f"{table.n_classes} classes", f"method {method}"]
+        if method in ("ds", "ds-gold"):
+            summary.append(f"{iterations} iteration{'s' if iterations != 1 else ''}"
+                           + (" (--max-iter reached)" if iterations >= max_iter else ""))
+        if gold_items is not None and gold_items.size and method != "ds-gold":
+            hits = int((result.result.labels[gold_items] == gold_labels).sum())
+            summary.append(f"gold agreement {hits}/{gold_items.size}")
+        summary.append(f"{time.perf_counter() - started:.2f} s")
+        click.echo(", ".join(summary), err=True)
 
 
 @cli.group("db")

@@ -64,3 +64,28 @@ def test_items_import(invoke, session, clock, tmp_path):
 def test_work_sweep(invoke):
     result = invoke("work", "sweep")
     assert result.exit_code == 0 and "0 lapsed lease(s) tidied." in result.output
+
+
+def test_jobs_work_runs_a_queued_aggregation_or_says_there_is_no_queue(invoke, app, client, session, clock):
+    from aggregation.models import AggregationRun, RunStatus
+    from market import service
+    from tests.factories import answer, items
+
+    owner, token = account(session, Role.REQUESTER, now=clock())
+    proj = project(session, owner, now=clock())
+    items(session, proj, 1, now=clock())
+    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    worker, _ = account(session, Role.WORKER, now=clock())
+    answer(session, session.scalars(select(Item).where(Item.project_id == proj.id)).one(), worker, "neg",
+           now=clock())
+    if not app.config["REDIS_URL"]:
+        result = invoke("jobs", "work", "--burst")
+        assert result.exit_code == 1 and "no Redis configured" in result.output
+        return
+    run_id = client.post(f"/api/v1/projects/{proj.id}/aggregations", json={"method": "mv"},
+                         headers=auth(token)).get_json()["id"]
+    assert session.get(AggregationRun, run_id).status == RunStatus.QUEUED
+    result = invoke("jobs", "work", "--burst")
+    assert result.exit_code == 0, result.output
+    session.expire_all()
+    assert session.get(AggregationRun, run_id).status == RunStatus.SUCCEEDED
