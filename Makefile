@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/import_items.py
 	$(BIN)/python benchmarks/next_submit.py
 	$(BIN)/python benchmarks/gold_timing.py
+	$(BIN)/python benchmarks/aggregation.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
