@@ -195,22 +195,30 @@ def test_ops_see_a_workers_quality_per_project_and_overall(client, session, cloc
 def test_simulated_crowd(session, clock):
     """80 honest workers (95% right), 10 who answer at random, 10 who always pick the first label; gold answers
     spread over the three labels. Every spammer is flagged within 20 gold answers; no honest worker is blocked,
-    though the project blocks automatically."""
+    though the project blocks automatically.
+
+    Each worker's gold answers come from a generator of their own, seeded by their place in the crowd: which
+    tasks turn out gold depends on database ids (the schedule is keyed by the worker's id), and those shift as
+    other tests are added, so a shared generator would deal honest workers different luck from run to run (with
+    80 of them, one is auto-blocked about one run in four)."""
     proj = gold_project(session, clock, real=9000, gold=50, items_per_hit=5, redundancy=3,
                         quality_action="block")[2]
     rng = random.Random(2026)
     kinds = ["honest"] * 80 + ["random"] * 10 + ["first"] * 10
     rng.shuffle(kinds)
-    crowd = [(account(session, Role.WORKER, now=clock())[0], kind) for kind in kinds]
+    crowd = [(account(session, Role.WORKER, now=clock())[0], kind, random.Random(f"2026-{n}"))
+             for n, kind in enumerate(kinds)]
 
-    def answer(kind: str, item: Item) -> str:
+    def answer(kind: str, item: Item, luck: random.Random) -> str:
         if kind == "first":
             return LABELS[0]
-        if kind == "random" or not item.is_gold:
+        if not item.is_gold:
             return rng.choice(LABELS)
-        return item.gold_answer if rng.random() < 0.95 else rng.choice([v for v in LABELS if v != item.gold_answer])
+        if kind == "random":
+            return luck.choice(LABELS)
+        return item.gold_answer if luck.random() < 0.95 else luck.choice([v for v in LABELS if v != item.gold_answer])
 
-    for worker, kind in crowd:
+    for worker, kind, luck in crowd:
         gold_seen = 0
         while gold_seen < 20:
             try:
@@ -220,11 +228,11 @@ def test_simulated_crowd(session, clock):
             items = [session.get(Item, i["id"]) for i in task.items]
             clock.advance(seconds=rng.uniform(20, 40))
             result, _ = work.submit(session, worker=worker, assignment_id=task.id, now=clock(),
-                                    answers=[{"item_id": i.id, "answer": answer(kind, i)} for i in items])
+                                    answers=[{"item_id": i.id, "answer": answer(kind, i, luck)} for i in items])
             if result.gold:
                 scoring.record_gold(session, worker_id=worker.id, project_id=task.project_id, now=clock())
                 gold_seen += len(items)
-    for worker, kind in crowd:
+    for worker, kind, _ in crowd:
         flagged = flags_of(session, worker.id)
         blocked = session.scalars(select(WorkerBlock).where(WorkerBlock.account_id == worker.id)).all()
         if kind == "honest":
