@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/next_submit.py
 	$(BIN)/python benchmarks/gold_timing.py
 	$(BIN)/python benchmarks/aggregation.py
+	$(BIN)/python benchmarks/aggregation_runs.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
