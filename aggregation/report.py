@@ -23,6 +23,7 @@ from market.models import Answer, Batch, GuidelineVersion, Item, Project, Worker
 from qualification.accuracy import agreement_with_majority, wilson_interval
 
 PROVENANCE_PAGE = 2_000
+SUSPECTS_SHOWN = 100
 
 
 def _number(x: float) -> float | None:
@@ -71,6 +72,25 @@ def _gold_errors(rows: list[tuple[int, Any, Any]], classes: list[Any]) -> dict[s
     misses.sort(key=lambda m: -m["count"])
     return {"labels": classes, "matrix": matrix.tolist(), "answers": int(ok.sum()),
             "correct": int(np.trace(matrix)), "misses": misses}
+
+
+def _gold_suspects(session: Session, inputs: Inputs, classes: list[Any]) -> list[dict[str, Any]]:
+    """Gold items where a strict majority of at least 3 answers chose one other label: more often wrong gold than
+    a crowd-wide mistake, and every worker who "missed" them was scored down. Least supported first."""
+    if not inputs.gold_items.size:
+        return []
+    counts = category_counts(inputs.items, inputs.labels, n_items=inputs.item_ids.size, n_classes=len(classes))
+    rows = counts[inputs.gold_items]
+    total = rows.sum(axis=1)
+    top = rows.argmax(axis=1)
+    known = rows[np.arange(len(rows)), inputs.gold_labels]
+    suspect = np.flatnonzero((total >= 3) & (top != inputs.gold_labels) & (2 * rows.max(axis=1) > total))
+    suspect = suspect[np.argsort(known[suspect] / total[suspect], kind="stable")][:SUSPECTS_SHOWN]
+    ids = inputs.item_ids[inputs.gold_items[suspect]].tolist()
+    names = dict(session.execute(select(Item.id, Item.external_id).where(Item.id.in_(ids))).all()) if ids else {}
+    return [{"item_id": i, "external_id": names.get(i), "known": classes[int(inputs.gold_labels[k])],
+             "crowd": classes[int(top[k])], "answers": int(total[k]), "crowd_share": _number(rows[k].max() / total[k]),
+             "known_share": _number(known[k] / total[k])} for i, k in zip(ids, suspect.tolist(), strict=True)]
 
 
 def _workers(session: Session, project: Project, inputs: Inputs, classes: list[Any],
@@ -181,6 +201,7 @@ def build(session: Session, *, project: Project, run: AggregationRun | None, now
         "agreement": _agreement(inputs, classes, project.assignments_per_item),
         "workers": _workers(session, project, inputs, classes, gold_rows, ds_run),
         "gold_errors": _gold_errors(gold_rows, classes),
+        "gold_suspects": _gold_suspects(session, inputs, classes),
         "coverage": _coverage(session, project),
         "guidelines": _guidelines(session, project),
         "label_distribution": _distribution(session, inputs, classes, run),

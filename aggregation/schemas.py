@@ -148,6 +148,16 @@ class _GoldErrorsSchema(Schema):
     misses = fields.List(fields.Nested(_MissSchema))
 
 
+class _SuspectSchema(Schema):
+    item_id = fields.Integer()
+    external_id = fields.String()
+    known = fields.Raw(metadata={"description": "The gold item's known answer."})
+    crowd = fields.Raw(metadata={"description": "The label a strict majority of the answers chose instead."})
+    answers = fields.Integer()
+    crowd_share = fields.Float()
+    known_share = fields.Float()
+
+
 class _CoverageSchema(Schema):
     batch_id = fields.Integer()
     name = fields.String()
@@ -199,6 +209,9 @@ class ReportSchema(Schema):
     agreement = fields.Nested(_AgreementSchema)
     workers = fields.List(fields.Nested(_ReportWorkerSchema))
     gold_errors = fields.Nested(_GoldErrorsSchema)
+    gold_suspects = fields.List(fields.Nested(_SuspectSchema), metadata={
+        "description": "Gold items (3+ answers) where a strict majority chose another label: check their known "
+                       "answers (at most 100, least supported first)."})
     coverage = fields.List(fields.Nested(_CoverageSchema))
     guidelines = fields.List(fields.Nested(_GuidelineUseSchema))
     label_distribution = fields.List(fields.Nested(_DistributionSchema))

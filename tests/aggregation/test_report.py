@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import krippendorff
 import numpy as np
 import pytest
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from aggregation import api as aggregation_api
 from market import service
-from market.models import Project
+from market.models import Item, Project
 from tests.aggregation.test_runs import GOLD, VOTES, crowd, start  # noqa: F401 - the fixture
 from tests.factories import account, auth, items
 from workers.models import Account, Role
@@ -41,14 +42,19 @@ def reported(client, app, crowd, session, clock):  # noqa: F811 - crowd is the i
     return proj, token, workers, mv, ds
 
 
-def test_report_by_hand(client, reported):
+def test_report_by_hand(client, reported, session):
     proj, token, workers, mv, ds = reported
+    gold1 = session.scalar(select(Item.id).where(Item.project_id == proj.id, Item.external_id == "it-gold1"))
     report = get_report(client, proj, token, aggregation=mv["id"])
     assert report["project"]["classes"] == CLASSES and report["aggregation"]["id"] == mv["id"]
     assert report["ds_aggregation"]["id"] == ds["id"]  # DS accuracy comes from the latest DS run
     assert report["totals"] == {"answers": 28, "answers_excluded": 7, "items": 9, "items_answered": 7,
                                 "gold_items_answered": 2, "workers": 4}
     # Gold misses: both gold items are "pos"; 4 of 8 answers said "neg".
+    # gold1 ("pos") drew pos, neg, neg, neg: a majority against the known answer.
+    assert report["gold_suspects"] == [{"item_id": gold1, "external_id": "it-gold1",
+                                        "known": "pos", "crowd": "neg", "answers": 4, "crowd_share": 0.75,
+                                        "known_share": 0.25}]
     gold = report["gold_errors"]
     assert gold["matrix"] == [[4, 4, 0], [0, 0, 0], [0, 0, 0]] and gold["correct"] == 4 and gold["answers"] == 8
     assert gold["misses"] == [{"known": "pos", "given": "neg", "count": 4}]
@@ -163,6 +169,7 @@ def test_report_page_in_a_browser(client, reported, live_server, browser):
     assert page.title() == "Quality report: Sentiment of reviews · crowdmarket"
     assert page.locator("#alpha").inner_text() == f"{report['agreement']['krippendorff_alpha']:.3f}"
     assert page.locator("#workers tbody tr").count() == 4
+    assert page.locator("#gold-suspects tbody td").all_inner_texts()[:3] == ["it-gold1", "pos", "neg"]
     assert page.locator("#gold-errors td.miss").all_inner_texts() == ["4"]
     assert page.locator("#run").inner_text().startswith(f"From aggregation {mv['id']} (mv)")
     rows = page.locator("#coverage tbody tr")
