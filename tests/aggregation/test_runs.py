@@ -218,3 +218,19 @@ def test_with_redis_a_run_waits_in_the_queue_for_a_worker(client, app, crowd):
     assert client.get(resp.headers["Location"], headers=auth(token)).get_json()["status"] == "queued"
     jobs.work(app, burst=True)
     assert client.get(resp.headers["Location"], headers=auth(token)).get_json()["status"] == "succeeded"
+
+
+def test_rating_projects_aggregate_their_values(client, app, session, clock):
+    owner, token = account(session, Role.REQUESTER, now=clock())
+    proj = project(session, owner, now=clock(), label_schema={"type": "rating", "min": 1, "max": 5})
+    items(session, proj, 2, now=clock())
+    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    workers = [account(session, Role.WORKER, now=clock())[0] for _ in range(3)]
+    by_ext = {i.external_id: i for i in session.scalars(select(Item).where(Item.project_id == proj.id))}
+    for ext, values in {"it0": [4, 4, 2], "it1": [1, 5, 5]}.items():
+        for worker, value in zip(workers, values, strict=True):
+            answer(session, by_ext[ext], worker, value, now=clock())
+    _, run = start(client, app, proj, token, method="mv")
+    assert run["classes"] == [1, 2, 3, 4, 5]
+    assert {k: (v["label"], v["confidence"]) for k, v in labels(client, proj, token, run["id"]).items()} == {
+        "it0": (4, pytest.approx(2 / 3)), "it1": (5, pytest.approx(2 / 3))}
