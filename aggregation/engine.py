@@ -18,12 +18,13 @@ from aggregation.methods import (
     weighted_majority_vote,
 )
 
-METHODS = ("mv", "wmv", "ds", "ds-gold")
+METHODS = ("mv", "wmv", "ds", "ds-gold", "onecoin")
 METHOD_NAMES = {
     "mv": "majority vote",
     "wmv": "majority vote weighted by worker accuracy",
     "ds": "Dawid–Skene",
     "ds-gold": "gold-anchored Dawid–Skene",
+    "onecoin": "one-coin Dawid–Skene (one accuracy per worker)",
 }
 # How many answers' worth of belief the majority-vote agreement carries when a worker's gold answers are added.
 PRIOR_STRENGTH = 4.0
@@ -90,7 +91,7 @@ def aggregate(method: str, items: np.ndarray, workers: np.ndarray, labels: np.nd
     else:
         anchors = {"gold_items": gold_i, "gold_labels": gold_l} if method == "ds-gold" else {}
         result = dawid_skene(items, workers, labels, max_iter=max_iter, tol=tol, smoothing=smoothing,
-                             **anchors, **shape)
+                             one_coin=method == "onecoin", **anchors, **shape)
     items_a, workers_a = np.asarray(items, dtype=np.int64), np.asarray(workers, dtype=np.int64)
     answers = np.bincount(workers_a, minlength=n_workers)
     if result.confusion is not None and result.priors is not None:

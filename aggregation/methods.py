@@ -149,12 +149,15 @@ class _Design:
 
 def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n_items: int, n_workers: int,
                 n_classes: int, max_iter: int = 100, tol: float = 1e-5, smoothing: float = 0.01,
-                gold_items: np.ndarray | None = None, gold_labels: np.ndarray | None = None) -> Result:
+                gold_items: np.ndarray | None = None, gold_labels: np.ndarray | None = None,
+                one_coin: bool = False) -> Result:
     """Dawid–Skene EM with a full confusion matrix per worker, started from majority vote. The E-step is
     computed in log space (nothing underflows, however many answers an item has); `smoothing` is added to every
     confusion count and prior; the run stops after `max_iter` iterations or when no posterior moves by more than
     `tol` (0 runs every iteration). Gold-aware when `gold_items`/`gold_labels` are given: those items keep their
-    known label in every E-step, so the confusion matrices are anchored by truth."""
+    known label in every E-step, so the confusion matrices are anchored by truth. `one_coin`: each worker has one
+    accuracy and spreads errors evenly over the other labels (K(K−1) fewer parameters per worker: steadier with
+    many classes or few answers per worker, blind to systematic confusions)."""
     if max_iter < 1 or tol < 0 or smoothing <= 0:
         raise ValueError("max_iter must be at least 1, tol non-negative and smoothing positive")
     items, workers, labels = _answers(items, workers, labels, n_items, n_workers, n_classes)
@@ -180,8 +183,17 @@ def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n
     def m_step() -> tuple[np.ndarray, np.ndarray]:
         """Class priors and confusion rows (P(given label | true class)) from the current posteriors."""
         counts, priors = state.counts()
-        counts += smoothing
-        counts /= counts.reshape(n_workers, n_classes, n_classes).sum(axis=1).repeat(n_classes, axis=0)
+        if one_coin:
+            by_worker = counts.reshape(n_workers, n_classes, n_classes)  # worker x given x true
+            right = np.einsum("wkk->w", by_worker) + smoothing
+            accuracy = right / (by_worker.sum(axis=(1, 2)) + smoothing * n_classes)
+            wrong = (1 - accuracy) / max(n_classes - 1, 1)
+            counts = np.repeat(wrong, n_classes)[:, None] * np.ones(n_classes)
+            counts.reshape(n_workers, n_classes, n_classes)[:, np.arange(n_classes), np.arange(n_classes)] = \
+                accuracy[:, None]
+        else:
+            counts += smoothing
+            counts /= counts.reshape(n_workers, n_classes, n_classes).sum(axis=1).repeat(n_classes, axis=0)
         priors += smoothing
         return counts, priors / priors.sum()
 

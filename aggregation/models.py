@@ -38,7 +38,7 @@ class AggregationRun(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "idempotency_key"),
         Index("ix_aggregation_run_project", "project_id", "id"),
-        CheckConstraint("method IN ('mv', 'wmv', 'ds', 'ds-gold')", name="method_known"),
+        CheckConstraint("method IN ('mv', 'wmv', 'ds', 'ds-gold', 'onecoin')", name="method_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -286,7 +286,7 @@ def ck_methods(quick: bool) -> tuple[dict[str, Callable[[Any], tuple[Any, int | 
 
 
 OURS = {"mv": {"method": "mv"}, "wmv": {"method": "wmv"}, "ds": {"method": "ds"},
-        "ds 100 it": {"method": "ds", "max_iter": ITERATIONS, "tol": 0.0}}
+        "ds 100 it": {"method": "ds", "max_iter": ITERATIONS, "tol": 0.0}, "onecoin": {"method": "onecoin"}}
 
 
 @dataclass
@@ -587,7 +587,8 @@ def main() -> int:
             o, c = report.ours, report.ck
             print(f"  speed (crowd-kit s / ours s): MV {fmt_ratio(ratio(c['MajorityVote'].seconds, o['mv'].seconds))}"
                   f", DS {fmt_ratio(ratio(c['DawidSkene'].seconds, o['ds'].seconds))}, DS 100 it "
-                  f"{fmt_ratio(ratio(c['DawidSkene 100 it'].seconds, o['ds 100 it'].seconds))}", flush=True)
+                  f"{fmt_ratio(ratio(c['DawidSkene 100 it'].seconds, o['ds 100 it'].seconds))}, one-coin "
+                  f"{fmt_ratio(ratio(c['OneCoinDawidSkene'].seconds, o['onecoin'].seconds))}", flush=True)
 
         print(f"\n== 2. gold-aware: {args.draws} seeded draws reveal {GOLD_SHARE:.0%} of the gold tasks; mean "
               f"accuracy on the other {1 - GOLD_SHARE:.0%} ==")

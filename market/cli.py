@@ -175,7 +175,7 @@ def jobs_work(burst: bool) -> None:
 
 
 # aggregation.engine's METHODS, spelled out so `crowdmarket --help` need not import scipy (a test keeps them equal).
-AGGREGATION_METHODS = ("mv", "wmv", "ds", "ds-gold")
+AGGREGATION_METHODS = ("mv", "wmv", "ds", "ds-gold", "onecoin")
 # Inputs above this size get a progress bar (unless --quiet): smaller ones read in well under a second.
 PROGRESS_BYTES = 5_000_000
 
@@ -187,7 +187,8 @@ def _reason(exc: Exception) -> str:
 
 @cli.command("aggregate", with_appcontext=False)
 @click.option("--method", type=click.Choice(AGGREGATION_METHODS), required=True,
-              help="mv: majority vote; wmv: weighted by worker accuracy; ds: Dawid–Skene; ds-gold: gold-anchored.")
+              help="mv: majority vote; wmv: weighted by worker accuracy; ds: Dawid–Skene; ds-gold: gold-anchored; "
+                   "onecoin: one-coin Dawid–Skene.")
 @click.option("--answers", "answers_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV with worker,task,label.")
 @click.option("--gold", "gold_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -54,7 +54,9 @@ def upgrade() -> None:
         sa.Column("iterations", sa.Integer(), nullable=True),
         sa.Column("seconds", sa.Float(), nullable=True),
         sa.Column("priors", market.db.JSONDoc, nullable=True),
-        sa.CheckConstraint("method IN ('mv', 'wmv', 'ds', 'ds-gold')", name=op.f("ck_aggregation_run_method_known")),
+        sa.CheckConstraint(
+            "method IN ('mv', 'wmv', 'ds', 'ds-gold', 'onecoin')", name=op.f("ck_aggregation_run_method_known")
+        ),
         sa.ForeignKeyConstraint(
             ["project_id"], ["project.id"], name=op.f("fk_aggregation_run_project_id_project"), ondelete="CASCADE"
         ),

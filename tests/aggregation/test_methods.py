@@ -133,3 +133,16 @@ def test_weighted_vote_weights_do_not_depend_on_majority_vote_coin_flips():
                                                 gold_labels=np.array([], dtype=np.int64), seed=s))
                  for s in range(20)}
     assert estimates == {(1.0, 1.0)}
+
+
+def test_one_coin_dawid_skene_has_one_accuracy_per_worker():
+    items, workers, labels, truth = crowd(7, spammers=0)
+    result = dawid_skene(items, workers, labels, n_items=400, n_workers=30, n_classes=3, one_coin=True)
+    confusion = result.confusion  # worker x true x given
+    diagonal = np.einsum("wkk->wk", confusion)
+    assert np.allclose(diagonal, diagonal[:, :1])  # the same accuracy whatever the true class
+    off = confusion[:, ~np.eye(3, dtype=bool)]
+    assert np.allclose(off, off[:, :1]) and np.allclose(confusion.sum(axis=2), 1)  # errors spread evenly
+    assert (result.labels == truth).mean() > 0.95
+    full = dawid_skene(items, workers, labels, n_items=400, n_workers=30, n_classes=3)
+    assert not np.allclose(full.confusion[:, ~np.eye(3, dtype=bool)], full.confusion[:, :1, 1:2])

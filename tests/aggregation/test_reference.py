@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from crowdkit.aggregation import DawidSkene, MajorityVote
+from crowdkit.aggregation import DawidSkene, MajorityVote, OneCoinDawidSkene
 
 from aggregation.engine import aggregate
 from aggregation.methods import dawid_skene, majority_vote
@@ -78,6 +78,16 @@ def test_dawid_skene_accuracy_close_to_crowdkit(datasets: Path, name: str) -> No
     assert accuracy >= reference - DS_SLACK, (
         f"{name}: DS accuracy on gold ours {accuracy:.4f} ({ours.result.iterations} iterations) vs crowd-kit "
         f"{reference:.4f}: more than {100 * DS_SLACK:.1f} points below")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_coin_dawid_skene_accuracy_close_to_crowdkit(datasets: Path, name: str) -> None:
+    """One-coin Dawid–Skene is at most 0.5 points below crowd-kit's OneCoinDawidSkene(n_iter=100) on gold."""
+    d = load(name, datasets)
+    ours = aggregate("onecoin", d.items, d.workers, d.labels, **d.shape)
+    theirs = OneCoinDawidSkene(n_iter=100).fit_predict(frame(d))
+    accuracy, reference = gold_accuracy(d, ours_by_task(d, ours.result.labels)), gold_accuracy(d, theirs)
+    assert accuracy >= reference - DS_SLACK, f"{name}: one-coin ours {accuracy:.4f} vs crowd-kit {reference:.4f}"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -112,7 +112,7 @@ def test_weighted_vote_labels_the_clear_items(client, app, crowd):
     assert all(0 < v["confidence"] <= 1 for v in real.values())
 
 
-@pytest.mark.parametrize("method", ["mv", "wmv", "ds", "ds-gold"])
+@pytest.mark.parametrize("method", ["mv", "wmv", "ds", "ds-gold", "onecoin"])
 def test_stored_labels_are_the_engines_on_the_same_inputs(client, app, crowd, session, method):
     proj, token, *_ = crowd
     _, run = start(client, app, proj, token, method=method)
