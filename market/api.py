@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
 
-from market import imports, results, scoring, service
+from market import disputes, imports, results, scoring, service
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, page
@@ -21,6 +21,7 @@ from market.schemas import (
     BatchListSchema,
     BatchSchema,
     ExportQuerySchema,
+    GoldCorrectionSchema,
     GuidelineVersionSchema,
     ImportQuerySchema,
     ImportResultSchema,
@@ -184,6 +185,17 @@ class ItemDetail(MethodView):
     def get(self, project_id: int, item_id: int):
         """One item."""
         return service.get_item(db_session(), project=_project(project_id), item_id=item_id)
+
+    @requires(*WRITE)
+    @blp.arguments(GoldCorrectionSchema)
+    @blp.response(200, RequesterItemSchema)
+    def patch(self, data: dict[str, Any], project_id: int, item_id: int):
+        """Correct a gold item's known answer: every answer to it is re-scored, its workers' accuracy recomputed
+        and its open disputes settled."""
+        item, _ = disputes.correct_item(db_session(), project=_project(project_id, write=True), item_id=item_id,
+                                        actor=current_account(), gold=data["gold"],
+                                        explanation=data.get("explanation"), now=clock())
+        return item
 
 
 def _batch_body(batch: Batch) -> dict[str, Any]:

@@ -79,13 +79,7 @@ def _settle(session: Session, dispute: GoldDispute, state: DisputeState, *, acto
     session.refresh(dispute)
 
 
-def correct(session: Session, *, dispute_id: int, actor: Actor, gold: Any, explanation: str | None, note: str,
-            now: dt.datetime) -> tuple[GoldDispute, int]:
-    """Fix the item's known answer and re-score every answer to it; returns (dispute, answers re-scored)."""
-    dispute = get_dispute(session, dispute_id, lock=True)
-    item = session.scalar(select(Item).where(Item.id == dispute.item_id).with_for_update())
-    project = session.get(Project, dispute.project_id)
-    assert item is not None and project is not None
+def _set_gold(session: Session, item: Item, project: Project, gold: Any, explanation: str | None) -> None:
     if item.gold_retired_at is not None:
         session.rollback()
         raise Conflict("This gold item is retired; it cannot be corrected.", errors={"state": ["retired"]})
@@ -97,10 +91,40 @@ def correct(session: Session, *, dispute_id: int, actor: Actor, gold: Any, expla
             from exc
     if explanation is not None:
         item.gold_explanation = explanation
+
+
+def correct(session: Session, *, dispute_id: int, actor: Actor, gold: Any, explanation: str | None, note: str,
+            now: dt.datetime) -> tuple[GoldDispute, int]:
+    """Fix the item's known answer and re-score every answer to it; returns (dispute, answers re-scored)."""
+    dispute = get_dispute(session, dispute_id, lock=True)
+    item = session.scalar(select(Item).where(Item.id == dispute.item_id).with_for_update())
+    project = session.get(Project, dispute.project_id)
+    assert item is not None and project is not None
+    _set_gold(session, item, project, gold, explanation)
     _settle(session, dispute, DisputeState.CORRECTED, actor=actor, note=note, now=now, whole_item=True)
     rescored = rescore_item(session, item=item, now=now)
     session.commit()
     return dispute, rescored
+
+
+def correct_item(session: Session, *, project: Project, item_id: int, actor: Actor, gold: Any,
+                 explanation: str | None, now: dt.datetime) -> tuple[Item, int]:
+    """The requester fixes a gold item's known answer (the quality report's gold suspects, say): every answer to
+    it is re-scored, its workers' figures recomputed and its open disputes settled as corrected."""
+    item = session.scalar(select(Item).where(Item.id == item_id, Item.project_id == project.id).with_for_update())
+    if item is None:
+        session.rollback()
+        raise NotFound(f"Item {item_id} not found.")
+    if not item.is_gold:
+        session.rollback()
+        raise Conflict("Only a gold item has a known answer to correct.", errors={"gold": ["not a gold item"]})
+    _set_gold(session, item, project, gold, explanation)
+    session.execute(update(GoldDispute).where(GoldDispute.item_id == item.id, GoldDispute.state == DisputeState.OPEN)
+                    .values(state=DisputeState.CORRECTED, resolved_by_id=actor.id, resolved_at=now,
+                            resolution="The requester corrected the known answer."))
+    rescored = rescore_item(session, item=item, now=now)
+    session.commit()
+    return item, rescored
 
 
 def retire(session: Session, *, dispute_id: int, actor: Actor, note: str, now: dt.datetime) -> tuple[GoldDispute, int]:

@@ -133,6 +133,12 @@ class RequesterItemSchema(Schema):
     created_at = fields.DateTime()
 
 
+class GoldCorrectionSchema(Schema):
+    gold = fields.Raw(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
+    explanation = Text(validate=validate.Length(max=20_000), allow_none=True,
+                       metadata={"description": "Replaces the old one (omit to keep it)."})
+
+
 class ItemListSchema(Schema):
     data = fields.List(fields.Nested(RequesterItemSchema))
     next_after = fields.Integer(allow_none=True)

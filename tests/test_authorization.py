@@ -50,6 +50,7 @@ KNOWN = {
     (f"{PREFIX}/<int:project_id>/guidelines/<int:version>", "GET"),
     (f"{PREFIX}/<int:project_id>/items", "GET"), (f"{PREFIX}/<int:project_id>/items", "POST"),
     (f"{PREFIX}/<int:project_id>/items/<int:item_id>", "GET"),
+    (f"{PREFIX}/<int:project_id>/items/<int:item_id>", "PATCH"),
     (f"{PREFIX}/<int:project_id>/items/priority", "POST"),
     (f"{PREFIX}/<int:project_id>/batches", "GET"), (f"{PREFIX}/<int:project_id>/batches", "POST"),
     (f"{PREFIX}/<int:project_id>/batches/<int:batch_id>", "GET"),
@@ -116,12 +117,13 @@ def world(session: Session, clock) -> World:
     other_project = project(session, other, now=now, title="Someone else's")
     items(session, other_project, 2, now=now)
     session.commit()
+    gold_item = session.scalar(select(Item.id).where(Item.project_id == proj.id, Item.is_gold))
     run, _ = aggregation.request_run(session, project=proj, account=owner, method="mv", params={},
                                      idempotency_key=None, now=now)
     aggregation.execute_run(session, run.id, clock=clock)
     return World(owner=owner, owner_token=owner_token, other=other, other_token=other_token, ops_token=ops_token,
                  worker_token=worker_token, revoked_token=revoked_token, project=proj, other_project=other_project,
-                 params={"project_id": proj.id, "batch_id": batch.id, "item_id": item.id, "version": 2,
+                 params={"project_id": proj.id, "batch_id": batch.id, "item_id": gold_item, "version": 2,
                          "run_id": run.id})
 
 
@@ -148,6 +150,8 @@ def _request(rule: str, method: str) -> dict[str, Any]:
                 "content_type": "application/x-ndjson"}
     if (rule, method) == (f"{PREFIX}/<int:project_id>/batches", "POST"):
         return {"json": {}}
+    if (rule, method) == (f"{PREFIX}/<int:project_id>/items/<int:item_id>", "PATCH"):
+        return {"json": {"gold": "neg"}}  # the world's item is its gold item ("pos")
     if (rule, method) == (f"{PREFIX}/<int:project_id>/aggregations", "POST"):
         return {"json": {"method": "mv"}}
     if (rule, method) == (f"{PREFIX}/<int:project_id>/items/priority", "POST"):
@@ -252,7 +256,7 @@ def test_the_owner_can_write(client, session, connection, clock, world, rule, me
     resp = _call(client, rule, method, world.params, token=world.owner_token)
     assert 200 <= resp.status_code < 300, resp.get_data(as_text=True)
     assert _snapshot(connection) != before
-    if method == "PATCH":
+    if (rule, method) == (f"{PREFIX}/<int:project_id>", "PATCH"):
         title = connection.execute(select(Project.title).where(Project.id == world.project.id)).scalar_one()
         assert title == "x"
 

@@ -129,3 +129,32 @@ def test_ops_reject_a_dispute(client, session, clock, disputed):
                        headers=auth(disputed["ops"]))
     assert resp.status_code == 200 and resp.get_json()["state"] == "rejected"
     assert session.get(Item, disputed["item"].id).gold_answer == "pos"
+
+
+def test_the_requester_corrects_a_gold_item_the_crowd_contradicts(client, session, clock, disputed):
+    item, owner = disputed["item"], disputed["owner_token"]
+    proj = disputed["project"]
+    dispute = contest(client, disputed["workers"][0][1], disputed["tasks"][0], item.id).get_json()["id"]
+    # Two of three answers say "neg": the quality report lists it; the requester agrees and corrects it.
+    suspects = client.get(f"/api/v1/projects/{proj.id}/quality-report", headers=auth(owner)).get_json()
+    assert [s["item_id"] for s in suspects["gold_suspects"]] == [item.id]
+    url = f"/api/v1/projects/{proj.id}/items/{item.id}"
+    resp = client.patch(url, json={"gold": "neg", "explanation": "Sarcasm: negative."}, headers=auth(owner))
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["gold"] == "neg" and resp.get_json()["explanation"] == "Sarcasm: negative."
+    session.expire_all()
+    scored = session.execute(select(Answer.worker_id, Answer.gold_correct).where(Answer.item_id == item.id)).all()
+    by_worker = dict(scored)
+    assert [by_worker[w.id] for w, _ in disputed["workers"]] == [True, True, False]
+    stats = {s.worker_id: (s.gold_seen, s.gold_correct) for s in session.scalars(select(WorkerStats))}
+    assert [stats[w.id] for w, _ in disputed["workers"]] == [(1, 1), (1, 1), (1, 0)]
+    settled = client.get(f"/api/v1/ops/disputes/{dispute}", headers=auth(disputed["ops"])).get_json()
+    assert settled["state"] == "corrected"
+    # Bad corrections change nothing: a value outside the schema, a real item.
+    bad = client.patch(url, json={"gold": "maybe"}, headers=auth(owner))
+    assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
+    real = session.scalar(select(Item.id).where(Item.project_id == proj.id, ~Item.is_gold))
+    assert client.patch(f"/api/v1/projects/{proj.id}/items/{real}", json={"gold": "pos"},
+                        headers=auth(owner)).status_code == 409
+    session.expire_all()
+    assert session.get(Item, item.id).gold_answer == "neg"
