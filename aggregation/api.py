@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from flask import Blueprint as FlaskBlueprint
-from flask import Response, current_app, render_template, request, stream_with_context, url_for
+from flask import Response, current_app, render_template, url_for
 from flask.views import MethodView
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -28,8 +28,8 @@ from aggregation.schemas import (
 from market import jobs
 from market.app import clock, db_session
 from market.auth import current_account, requires
-from market.edge import Blueprint, PageQuerySchema, page
-from market.problems import Gone, InvalidInput, NotFound
+from market.edge import Blueprint, PageQuerySchema, idempotency_doc, idempotency_key, page, streamed
+from market.problems import Gone, NotFound
 from market.service import get_project
 from workers.models import Account, Role
 
@@ -63,15 +63,11 @@ class Runs(MethodView):
     @blp.response(202, RunSchema)
     @blp.alt_response(200, schema=RunSchema, description="Replay of an earlier request with the same "
                                                           "Idempotency-Key: the run it created.")
-    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string", "maxLength": 255},
-                          "description": "Retries with the same key return the same run."}])
+    @blp.doc(**idempotency_doc("run"))
     def post(self, data: dict[str, Any], project_id: int):
         """Aggregate the project's answers (blocked workers' answers excluded) with a method: a background job
         when Redis is configured, at once otherwise. Follow the run at its Location."""
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 255:
-            raise InvalidInput("Idempotency-Key must be 1-255 characters.",
-                               errors={"Idempotency-Key": ["1-255 characters"]})
+        key = idempotency_key()
         session = db_session()
         project = _project(project_id, write=True)
         params = {k: v for k, v in data.items() if k != "method"}
@@ -128,19 +124,9 @@ class RunExport(MethodView):
         """Stream the run's labels: external_id, label, confidence, answers, method."""
         session, run = db_session(), _run(project_id, run_id)
         fmt = args["format"]
-        lines = service.export_lines(session, run=run, fmt=fmt, gold=args["gold"])
-        first = next(lines)  # a run that has not succeeded fails here, before the response starts
-
-        def stream():
-            try:
-                yield first
-                yield from lines
-            finally:
-                session.close()  # the stream outlives the view; SQLite's lock must not
-
-        name = f"project-{project_id}-aggregation-{run.id}{'-gold' if args['gold'] else ''}.{fmt}"
-        return Response(stream_with_context(stream()), mimetype="text/csv" if fmt == "csv" else "application/x-ndjson",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        lines = service.export_lines(session, run=run, fmt=fmt, gold=args["gold"])  # fails unless succeeded
+        return streamed(session, lines, mimetype="text/csv" if fmt == "csv" else "application/x-ndjson",
+                        filename=f"project-{project_id}-aggregation-{run.id}{'-gold' if args['gold'] else ''}.{fmt}")
 
 
 def _report_run(project, args: dict[str, Any]) -> AggregationRun | None:
@@ -170,17 +156,8 @@ class QualityReportDownload(MethodView):
         """The quality report with the provenance of every label, as a JSON download."""
         session, project = db_session(), _project(project_id)
         chunks = report.download(session, project=project, run=_report_run(project, args), now=clock())
-        first = next(chunks)
-
-        def stream():
-            try:
-                yield first
-                yield from chunks
-            finally:
-                session.close()
-
-        return Response(stream_with_context(stream()), mimetype="application/json", headers={
-            "Content-Disposition": f'attachment; filename="project-{project.id}-quality-report.json"'})
+        return streamed(session, chunks, mimetype="application/json",
+                        filename=f"project-{project.id}-quality-report.json")
 
 
 REPORT_LINK_SECONDS = 3600

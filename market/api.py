@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from flask import Response, current_app, request, stream_with_context
+from flask import current_app, request
 from flask.views import MethodView
 
 from market import disputes, imports, results, scoring, service
 from market.app import clock, db_session
 from market.auth import current_account, requires
-from market.edge import Blueprint, page
+from market.edge import Blueprint, idempotency_doc, idempotency_key, page, streamed
 from market.models import Batch, Project
 from market.problems import InvalidInput
 from market.schemas import (
@@ -229,14 +229,10 @@ class Batches(MethodView):
     @blp.response(201, BatchSchema)
     @blp.alt_response(200, schema=BatchSchema, description="Replay of an earlier request with the same "
                                                             "Idempotency-Key: the batch it created.")
-    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string", "maxLength": 255},
-                          "description": "Retries with the same key return the same batch."}])
+    @blp.doc(**idempotency_doc("batch"))
     def post(self, data: dict[str, Any], project_id: int):
         """Publish items as HITs: all unpublished items, or the chosen item_ids / external_ids."""
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 255:
-            raise InvalidInput("Idempotency-Key must be 1-255 characters.",
-                               errors={"Idempotency-Key": ["1-255 characters"]})
+        key = idempotency_key()
         batch, created = service.publish_batch(
             db_session(), project_id=project_id, account=current_account(), now=clock(), name=data["name"],
             item_ids=data.get("item_ids"), external_ids=data.get("external_ids"), idempotency_key=key,
@@ -314,19 +310,9 @@ class AnswersExport(MethodView):
         """Stream every answer as CSV or JSONL, in constant memory."""
         project = _project(project_id)
         session, fmt = db_session(), args["format"]
-
-        def lines():
-            # The streaming outlives the view: end the session's transaction when it is done (on SQLite, a
-            # transaction left open holds the write lock and stalls every other writer).
-            try:
-                yield from results.export_lines(session, project=project, fmt=fmt, batch_id=args.get("batch_id"))
-            finally:
-                session.close()
-
-        mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
-        filename = f"project-{project.id}-answers.{fmt}"
-        return Response(stream_with_context(lines()), mimetype=mimetype,
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        lines = results.export_lines(session, project=project, fmt=fmt, batch_id=args.get("batch_id"))
+        return streamed(session, lines, mimetype="text/csv" if fmt == "csv" else "application/x-ndjson",
+                        filename=f"project-{project.id}-answers.{fmt}")
 
 
 @blp.route("/<int:project_id>/workers")

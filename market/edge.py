@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import flask_smorest
-from flask import Flask, Request
+from flask import Flask, Request, Response, request, stream_with_context
 from flask.json.provider import DefaultJSONProvider
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy.orm import Session
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.routing import IntegerConverter
 
 from market.labels import ANSWER_TYPES
+from market.problems import InvalidInput
 from market.validation import MAX_ID, loads_strict, text_error
 
 
@@ -86,6 +89,38 @@ class Text(fields.String):
 def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field class
     """An id field: a positive 32-bit integer."""
     return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
+
+
+def idempotency_doc(what: str) -> dict[str, Any]:
+    """The OpenAPI description of the Idempotency-Key header of a create endpoint."""
+    return {"parameters": [{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string", "maxLength": 255},
+                            "description": f"Retries with the same key return the same {what}."}]}
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header (None when absent); 1-255 characters or a 422."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidInput("Idempotency-Key must be 1-255 characters.",
+                           errors={"Idempotency-Key": ["1-255 characters"]})
+    return key
+
+
+def streamed(session: Session, chunks: Iterator[str], *, mimetype: str, filename: str) -> Response:
+    """A download streamed from `chunks`, which read through `session`. The first chunk is taken here, so an
+    error it raises is an ordinary error response; the stream closes the session when it ends, because it
+    outlives the view (on SQLite an open transaction holds the write lock and stalls every other writer)."""
+    first = next(chunks)
+
+    def stream() -> Iterator[str]:
+        try:
+            yield first
+            yield from chunks
+        finally:
+            session.close()
+
+    return Response(stream_with_context(stream()), mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def page(rows: list[Any], limit: int, key: str = "id") -> dict[str, Any]:
