@@ -245,8 +245,8 @@ def provenance(session: Session, *, project: Project, run: AggregationRun | None
 
 def download(session: Session, *, project: Project, run: AggregationRun | None, now: dt.datetime) -> Iterator[str]:
     """The report with the provenance of every label, as one streamed JSON document."""
-    report = build(session, project=project, run=run, now=now)
     run = run or latest_run(session, project)
+    report = build(session, project=project, run=run, now=now)
     yield json.dumps(report, separators=(",", ":"))[:-1] + ',"labels":['
     for n, record in enumerate(provenance(session, project=project, run=run)):
         yield ("," if n else "") + json.dumps(record, separators=(",", ":"))
