@@ -8,7 +8,7 @@ items plus 5% gold, published as one batch, and 500 workers' answers written str
 seed; the answers' values are random: this measures the machinery, not accuracy). Each step is timed once, wall
 clock, in this process, through the service functions the API and the job call (`aggregation.service`,
 `aggregation.report`). PostgreSQL is the one at CROWDMARKET_DATABASE_URL (default
-postgresql://postgres@127.0.0.1:5432/test), used only to create a scratch database.
+postgresql://postgres@127.0.0.1:5432/test), used only to create a scratch database (import_items.py's).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from alembic import command
-from sqlalchemy import create_engine, insert, make_url, select, text
+from sqlalchemy import insert, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from import_items import DEFAULT_PG_URL, fresh_database  # noqa: E402
 
 from aggregation import report  # noqa: E402
 from aggregation import service as runs  # noqa: E402
@@ -46,28 +46,6 @@ SEED = 5
 WORKERS = 500
 PER_ITEM = 5
 LABELS = ("a", "b", "c", "d")
-
-
-@contextmanager
-def fresh_database(backend: str, tmp: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp / 'runs.db'}"
-        return
-    pg_url = normalize_database_url(os.environ.get("CROWDMARKET_DATABASE_URL")
-                                    or "postgresql://postgres@127.0.0.1:5432/test")
-    name = f"cm_bench_runs_{os.getpid()}"
-    server = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with server.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        server.dispose()
 
 
 def populate(database: Database, n_items: int):
@@ -115,7 +93,8 @@ def timed(step):
 
 
 def bench(backend: str, n_items: int) -> list[tuple[str, float, str]]:
-    with tempfile.TemporaryDirectory() as tmp, fresh_database(backend, Path(tmp)) as url:
+    pg_url = normalize_database_url(os.environ.get("CROWDMARKET_DATABASE_URL") or DEFAULT_PG_URL)
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(backend, pg_url, Path(tmp), "runs") as url:
         cfg = alembic_config(url)
         cfg.attributes["configure_logger"] = False
         command.upgrade(cfg, "head")
