@@ -19,12 +19,16 @@ TIMEOUT_SECONDS = 3600
 
 
 def _queue(app: Flask) -> Queue | None:
+    """The app's queue, built once (its Redis client keeps a connection pool across requests)."""
     url = app.config.get("REDIS_URL")
     if not url:
         return None
-    # Not the app's request client: that one times out after a second, and workers block on the queue longer.
-    return Queue(app.config.get("JOB_QUEUE", QUEUE), connection=redis.Redis.from_url(url),
-                 default_timeout=TIMEOUT_SECONDS)
+    queue = app.extensions.get("crowdmarket.jobs")
+    if queue is None:
+        # Not the app's request client: that one times out after a second, and workers block on the queue longer.
+        queue = app.extensions["crowdmarket.jobs"] = Queue(
+            app.config.get("JOB_QUEUE", QUEUE), connection=redis.Redis.from_url(url), default_timeout=TIMEOUT_SECONDS)
+    return queue
 
 
 def enqueue(func: Callable[..., Any], *args: Any) -> bool:
