@@ -158,13 +158,12 @@ def _distribution(session: Session, inputs: Inputs, classes: list[Any],
                   run: AggregationRun | None) -> list[dict[str, Any]]:
     given = np.bincount(inputs.labels, minlength=len(classes))
     chosen = np.zeros(len(classes), dtype=np.int64)
-    if run is not None:
+    if run is not None and run.classes == classes:  # the run's label indices mean the schema's classes
         for label, n in session.execute(select(AggregatedLabel.label, func.count())
                                         .where(AggregatedLabel.run_id == run.id, AggregatedLabel.label >= 0,
                                                ~AggregatedLabel.is_gold)
                                         .group_by(AggregatedLabel.label)):
-            if 0 <= label < len(classes) and (run.classes or []) == classes:
-                chosen[label] = n
+            chosen[label] = n
     total = max(int(given.sum()), 1)
     return [{"label": c, "answers": int(given[i]), "share": _number(given[i] / total),
              "aggregated": int(chosen[i]) if run is not None else None} for i, c in enumerate(classes)]
