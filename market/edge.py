@@ -110,7 +110,7 @@ def streamed(session: Session, chunks: Iterator[str], *, mimetype: str, filename
     """A download streamed from `chunks`, which read through `session`. The first chunk is taken here, so an
     error it raises is an ordinary error response; the stream closes the session when it ends, because it
     outlives the view (on SQLite an open transaction holds the write lock and stalls every other writer)."""
-    first = next(chunks)
+    first = next(chunks, "")  # an export with nothing to say (JSON Lines of no rows) is an empty body
 
     def stream() -> Iterator[str]:
         try:
