@@ -91,11 +91,24 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+class ClosingClient(FlaskClient):
+    """The test client, closing each response once it is read, as a WSGI server does once it has sent it: what the
+    app runs after the response (judging workers, market/evaluation.py) has run when the call returns."""
+
+    def open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        response = super().open(*args, **kwargs)
+        response.get_data()
+        response.close()
+        return response
+
+
 @pytest.fixture
 def app(database: Database, clock: FakeClock) -> Flask:
     # A queue of its own per test: jobs another test left behind never run against this one's data.
-    return create_app({"DATABASE": database, "CLOCK": clock, "TESTING": True, "REDIS_URL": REDIS_URL,
-                       "JOB_QUEUE": f"test-{uuid.uuid4().hex}"})
+    app = create_app({"DATABASE": database, "CLOCK": clock, "TESTING": True, "REDIS_URL": REDIS_URL,
+                      "JOB_QUEUE": f"test-{uuid.uuid4().hex}"})
+    app.test_client_class = ClosingClient
+    return app
 
 
 @pytest.fixture

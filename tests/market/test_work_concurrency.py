@@ -27,6 +27,7 @@ from market.models import (
     Assignment,
     AssignmentStatus,
     Batch,
+    GoldPool,
     GoldStream,
     GuidelineVersion,
     Hit,
@@ -34,11 +35,12 @@ from market.models import (
     Item,
     Project,
     SlotState,
+    WorkerStats,
 )
 from market.problems import Gone
 from tests.conftest import DATABASE_URL, REDIS_URL
 from tests.factories import SENTIMENT, item_id, items, project
-from workers.models import Account, ApiToken, Role
+from workers.models import Account, ApiToken, Role, WorkerFlag
 from workers.service import create_account, issue_token
 
 WORKERS = 40
@@ -106,12 +108,14 @@ def market(db: Database) -> Iterator[Callable[..., Market]]:
 
     with db.session_scope() as s:
         pids, aids = made.project_ids, made.account_ids
-        batch_ids = select(Batch.id).where(Batch.project_id.in_(pids))
         s.execute(delete(Answer).where(Answer.project_id.in_(pids)))
-        s.execute(delete(HitSlot).where(HitSlot.batch_id.in_(batch_ids)))
+        s.execute(delete(HitSlot).where(HitSlot.hit_id.in_(select(Hit.id).where(Hit.project_id.in_(pids)))))
         s.execute(delete(Assignment).where(Assignment.project_id.in_(pids)))
         s.execute(delete(Item).where(Item.project_id.in_(pids)))
         s.execute(delete(Hit).where(Hit.project_id.in_(pids)))
+        for model in (GoldPool, GoldStream, WorkerStats):
+            s.execute(delete(model).where(model.project_id.in_(pids)))
+        s.execute(delete(WorkerFlag).where(WorkerFlag.project_id.in_(pids)))
         s.execute(delete(Batch).where(Batch.project_id.in_(pids)))
         s.execute(delete(GuidelineVersion).where(GuidelineVersion.project_id.in_(pids)))
         s.execute(delete(Project).where(Project.id.in_(pids)))
@@ -423,7 +427,8 @@ def test_one_worker_racing_itself_gets_one_lease(db, market):
 
 def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch):
     """Workers racing themselves (two requests at once, half the time) and each other, gold at 10% with a small
-    pool: no gold HIT twice to a worker, each stream's counts match its worker's assignments, one lease each."""
+    pool: no gold HIT over its redundancy, each stream's counts match its worker's submitted tasks on the
+    schedule, each position used once, one lease each."""
     n_workers, tasks_each = 12, 12
     now = utcnow()
     m = market(n_items=400, per_hit=1, redundancy=1, n_workers=n_workers, now=now, gold=3)
@@ -466,14 +471,20 @@ def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch)
     _run(n_workers, worker)
     assert not errors, "\n".join(errors)
     with db.session_scope() as s:
+        all_gold = []
         for wid in m.worker_ids:
-            rows = s.execute(select(Assignment.hit_id, Assignment.is_gold).where(Assignment.worker_id == wid)).all()
-            gold_hits = [h for h, g in rows if g]
+            rows = s.execute(select(Assignment.hit_id, Assignment.is_gold, Assignment.stream_position).where(
+                Assignment.worker_id == wid)).all()
+            gold_hits = [h for h, g, _ in rows if g]
+            all_gold += gold_hits
+            positions = [p for _, _, p in rows if p is not None]
             assert len(rows) == tasks_each and len(set(gold_hits)) == len(gold_hits)
             stream = s.get(GoldStream, (wid, m.project_id))
-            # The stream counts tasks while gold lasted; the gold it counted is exactly the worker's gold tasks.
-            assert stream.golds == len(gold_hits) and stream.tasks <= tasks_each
-            assert len(gold_hits) <= 3  # the pool: then the stream is exhausted
+            # The stream counts the tasks submitted on the schedule, each position once; the gold it counted is
+            # exactly the worker's gold tasks.
+            assert sorted(positions) == list(range(len(positions))), positions
+            assert stream.tasks == len(positions) and stream.golds == len(gold_hits)
+        assert len(all_gold) <= 3 and len(set(all_gold)) == len(all_gold)  # three gold HITs of one slot each
         assert s.scalar(select(func.count()).select_from(GoldStream).where(
             GoldStream.project_id == m.project_id, GoldStream.exhausted_at.is_not(None))) > 0
 
