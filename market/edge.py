@@ -18,11 +18,12 @@ from werkzeug.routing import IntegerConverter
 
 from market.labels import ANSWER_TYPES
 from market.problems import InvalidInput
-from market.validation import MAX_ID, loads_strict, text_error
+from market.validation import MAX_ID, JSONValueError, json_error, loads_strict, text_error
 
 
 class StrictParser(FlaskParser):
-    """A body that is not JSON is refused (415) instead of being read as `{}`; NaN/Infinity are invalid."""
+    """A body that is not JSON is refused (415) instead of being read as `{}`; NaN/Infinity are invalid (400);
+    JSON we cannot store (see market.validation) is a 422 naming the place in the body."""
 
     def _raw_load_json(self, req: Request) -> Any:
         if not core.is_json(req.mimetype):
@@ -38,6 +39,8 @@ class StrictParser(FlaskParser):
                                        pos=exc.start) from exc
         try:
             return loads_strict(text)
+        except JSONValueError as exc:
+            raise ValidationError(exc.messages()) from exc
         except json.JSONDecodeError:
             raise
         except ValueError as exc:
@@ -84,6 +87,26 @@ class Text(fields.String):
         return result
 
     default_error_messages = {"invalid_text": "{problem}."}  # noqa: RUF012
+
+
+class _Storable(fields.Field):
+    """Free-form JSON that the database can store. Bodies are checked as they are parsed (StrictParser); this
+    checks the value wherever else a schema gets it from."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        result = super()._deserialize(value, attr, data, **kwargs)
+        error = json_error(result)
+        if error is not None:
+            raise ValidationError(error.messages() if error.path else error.messages()["_schema"])
+        return result
+
+
+class JSON(_Storable, fields.Raw):
+    """Any JSON value: an answer, a known answer."""
+
+
+class JSONObject(_Storable, fields.Dict):
+    """A JSON object: item data, client metadata, evidence."""
 
 
 def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field class

@@ -22,7 +22,7 @@ from market.labels import AnswerError, parse_csv_answer, validate_answer
 from market.models import Item, Project
 from market.problems import InvalidInput
 from market.service import pool_new_gold
-from market.validation import find_text_error, loads_strict
+from market.validation import JSONValueError, json_error, loads_strict
 
 FORMATS = ("jsonl", "csv")
 CHUNK = 2_000
@@ -92,10 +92,6 @@ def _row(schema: dict[str, Any], external_id: Any, data: Any, gold: Any, explana
         raise LineError("external_id is longer than 255 characters", "external_id")
     if not isinstance(data, dict):
         raise LineError("data must be a JSON object", "data")
-    for name, value in (("external_id", external_id), ("data", data), ("explanation", explanation)):
-        problem = find_text_error(value)
-        if problem:
-            raise LineError(f"{name} {problem}", name)
     if gold is not None:
         try:
             gold = validate_answer(schema, gold)
@@ -125,6 +121,9 @@ def _jsonl_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, di
             continue
         try:
             doc = loads_strict(line)
+        except JSONValueError as exc:  # e.g. a NUL character (in a key too), 1e400, nesting 100 deep
+            yield line_no, LineError(str(exc), exc.path[0] if exc.path and isinstance(exc.path[0], str) else None)
+            continue
         except json.JSONDecodeError as exc:
             yield line_no, LineError(f"invalid JSON: {exc.msg} at column {exc.colno}")
             continue
@@ -159,6 +158,10 @@ def _csv_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, dict
         yield 1, bad
         return
     header = [h.strip() for h in header]
+    unstorable = json_error(header)
+    if unstorable is not None:
+        yield 1, LineError(f"a column name {unstorable.problem}")
+        return
     if "external_id" not in header:
         yield 1, LineError("the header must have an external_id column", "external_id")
         return
@@ -184,6 +187,11 @@ def _csv_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, dict
             continue
         if len(cells) != len(header):
             yield line_no, LineError(f"expected {len(header)} columns, found {len(cells)}")
+            continue
+        unstorable = json_error(cells)
+        if unstorable is not None:
+            column = header[int(unstorable.path[0])]
+            yield line_no, LineError(f"{column} {unstorable.problem}", column if column in _RESERVED_CSV else "data")
             continue
         try:
             gold_text = cells[pos["gold"]] if "gold" in pos else ""

@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from market.edge import Id, LabelSchemaSchema, PageQuerySchema, Text
+from market.edge import JSON, Id, LabelSchemaSchema, PageQuerySchema, Text
 from market.models import DisputeState, QualityAction
 from qualification.schemas import requirements_field
 
@@ -134,7 +134,7 @@ class RequesterItemSchema(Schema):
 
 
 class GoldCorrectionSchema(Schema):
-    gold = fields.Raw(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
+    gold = JSON(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
     explanation = Text(validate=validate.Length(max=20_000), allow_none=True,
                        metadata={"description": "Replaces the old one (omit to keep it)."})
 
@@ -356,5 +356,5 @@ class DisputeNoteSchema(Schema):
 
 
 class DisputeCorrectSchema(DisputeNoteSchema):
-    gold = fields.Raw(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
+    gold = JSON(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
     explanation = Text(validate=validate.Length(max=20_000), metadata={"description": "Replaces the old one."})
