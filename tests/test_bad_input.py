@@ -308,6 +308,7 @@ CSV_CASES = [
     ("empty external_id", _ok_csv(1) + b" ,t,\n", 3, "external_id"),
     ("priority not a number", b"external_id,text,priority\nx,t,high\n", 2, "priority"),
     ("invalid UTF-8 bytes", _ok_csv(2) + b"x,caf\xe9,\n" + _ok_csv(1, "z").split(b"\n", 1)[1], 4, None),
+    ("a quote left open", _ok_csv(2) + b'x,"never closed,\n' + _ok_csv(3, "z").split(b"\n", 1)[1], 4, None),
 ]
 
 
