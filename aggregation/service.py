@@ -27,6 +27,7 @@ from aggregation.models import AggregatedLabel, AggregationRun, AggregationWorke
 from market.db import keyset_page
 from market.models import Answer, Item, Project
 from market.problems import InvalidInput, NotFound
+from market.spreadsheet import cell
 from workers.models import Account
 
 DEFAULT_PARAMS = {"seed": 0, "max_iter": 100, "tol": 1e-5, "smoothing": 0.01}
@@ -238,19 +239,20 @@ def list_workers(session: Session, *, run: AggregationRun, after: int | None, li
 
 def export_lines(session: Session, *, run: AggregationRun, fmt: str, gold: bool = False) -> Iterator[str]:
     """The run's labels as CSV (with a header) or JSON Lines, in keyset pages: the items to label, and the gold
-    items only when `gold` (they are reported apart, not mixed in)."""
+    items only when `gold` (they are reported apart, not mixed in). CSV text cells are safe to open in a
+    spreadsheet (market.spreadsheet)."""
     _finished(run)
     if fmt == "csv":
-        yield ",".join(EXPORT_COLUMNS) + "\n"
+        yield ",".join(EXPORT_COLUMNS) + "\r\n"
     after = None
     while True:
         rows = list_labels(session, run=run, after=after, limit=EXPORT_PAGE, gold=gold)
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; with "\n" a lone CR in a cell went unquoted
         for row in rows:
             record = (row["external_id"], row["label"], round(row["confidence"], 6), row["answers"], run.method)
             if fmt == "csv":
-                writer.writerow(record)
+                writer.writerow((cell(record[0]), cell(record[1]), *record[2:]))
             else:
                 buf.write(json.dumps(dict(zip(EXPORT_COLUMNS, record, strict=True)), separators=(",", ":")) + "\n")
         yield buf.getvalue()
