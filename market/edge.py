@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import flask_smorest
@@ -107,6 +108,27 @@ class JSON(_Storable, fields.Raw):
 
 class JSONObject(_Storable, fields.Dict):
     """A JSON object: item data, client metadata, evidence."""
+
+
+class Fixed(fields.Decimal):
+    """A decimal kept in a NUMERIC column with `places` decimal places. It is taken as given or refused, never
+    rounded (0.4999 would be stored as 0.50, and 1.004 rounded into a range that ends at 1): more significant
+    places than the column keeps are an error; trailing zeros are not places (0.0500 is 0.05). Bound it with
+    Decimal ranges: Decimal("0.999") > 0.999 as a float."""
+
+    default_error_messages = {"places": "at most {places} decimal places."}  # noqa: RUF012
+
+    def __init__(self, places: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.column_places = places
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        number: Decimal = super()._deserialize(value, attr, data, **kwargs)
+        _, digits, exponent = number.as_tuple()
+        significant = "".join(map(str, digits)).rstrip("0")
+        if significant and -(int(exponent) + len(digits) - len(significant)) > self.column_places:
+            raise self.make_error("places", places=self.column_places)
+        return number
 
 
 def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field class
