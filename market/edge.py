@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from sqlalchemy.orm import Session
 from webargs import core
 from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import LengthRequired, RequestEntityTooLarge, UnsupportedMediaType
 from werkzeug.routing import IntegerConverter
 
 from market.labels import ANSWER_TYPES
@@ -28,10 +28,10 @@ class StrictParser(FlaskParser):
 
     def _raw_load_json(self, req: Request) -> Any:
         if not core.is_json(req.mimetype):
-            if req.content_length or req.get_data(cache=True):
+            if req.content_length or request_body(req):
                 raise UnsupportedMediaType("Send a JSON body with Content-Type: application/json.")
             return core.missing
-        data = req.get_data(cache=True)
+        data = request_body(req)
         # webargs reads a JSONDecodeError with an empty `doc` as "no body", so errors keep the text.
         try:
             text = data.decode("utf-8")
@@ -46,6 +46,24 @@ class StrictParser(FlaskParser):
             raise
         except ValueError as exc:
             raise json.JSONDecodeError(str(exc), doc=text, pos=0) from exc
+
+
+def request_body(req: Request) -> bytes:
+    """The body, read whole. Without a Content-Length (a chunked body) werkzeug's stream stops at the limit without
+    an error, so a larger body would be read cut short: one byte more from the server's input tells (a 413)."""
+    data = req.get_data(cache=True)
+    limit = req.max_content_length
+    if req.content_length is None and limit is not None and len(data) >= limit and req.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return data
+
+
+def _refuse_unframed_body() -> None:
+    # A server that does not decode chunked bodies (no wsgi.input_terminated) hands the app an empty stream: the
+    # body would be read as none at all, and an empty batch request publishes every item.
+    if request.content_length is None and "wsgi.input_terminated" not in request.environ \
+            and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        raise LengthRequired("This server cannot read a chunked body: send it with a Content-Length.")
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -71,8 +89,10 @@ class StrictJSONProvider(DefaultJSONProvider):
 
 
 def install(app: Flask, api: flask_smorest.Api) -> None:
-    """Use the strict JSON provider and bounded ids; call before registering blueprints."""
+    """Use the strict JSON provider and bounded ids, refuse bodies the server cannot frame; call before registering
+    blueprints."""
     app.json = StrictJSONProvider(app)
+    app.before_request(_refuse_unframed_body)
     app.url_map.converters["int"] = BoundedInt
     api.register_converter(BoundedInt, lambda c: {"type": "integer", "minimum": 0, "maximum": c.max})
 
