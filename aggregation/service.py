@@ -26,7 +26,7 @@ from aggregation.engine import METHODS, aggregate
 from aggregation.models import AggregatedLabel, AggregationRun, AggregationWorker, RunStatus
 from market.db import keyset_page
 from market.models import Answer, Item, Project
-from market.problems import InvalidInput, NotFound
+from market.problems import IdempotencyConflict, InvalidInput, NotFound
 from market.spreadsheet import cell
 from workers.models import Account
 
@@ -51,7 +51,8 @@ def classes_of(project: Project) -> list[Any]:
 
 def request_run(session: Session, *, project: Project, account: Account, method: str, params: dict[str, Any],
                 idempotency_key: str | None, now: dt.datetime) -> tuple[AggregationRun, bool]:
-    """Record a queued run (the caller enqueues it); a repeated idempotency key returns the first run."""
+    """Record a queued run (the caller enqueues it). A repeated idempotency key returns the first run if it asked
+    for the same run (the same method and parameters, defaults filled in), and is a Conflict otherwise."""
     if method not in METHODS:
         raise InvalidInput(f"Unknown method {method!r}.", errors={"method": [f"one of {', '.join(METHODS)}"]})
     classes_of(project)
@@ -59,6 +60,8 @@ def request_run(session: Session, *, project: Project, account: Account, method:
         earlier = session.scalar(select(AggregationRun).where(AggregationRun.project_id == project.id,
                                                               AggregationRun.idempotency_key == idempotency_key))
         if earlier is not None:
+            if (earlier.method, earlier.params) != (method, {**DEFAULT_PARAMS, **params}):
+                raise IdempotencyConflict()
             return earlier, False
     run = AggregationRun(project_id=project.id, requested_by_id=account.id, method=method,
                          params={**DEFAULT_PARAMS, **params}, idempotency_key=idempotency_key, created_at=now,

@@ -159,7 +159,8 @@ def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field clas
 def idempotency_doc(what: str) -> dict[str, Any]:
     """The OpenAPI description of the Idempotency-Key header of a create endpoint."""
     return {"parameters": [{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string", "maxLength": 255},
-                            "description": f"Retries with the same key return the same {what}."}]}
+                            "description": f"Retries with the same key return the same {what}; the same key "
+                                           "with a different request is 409."}]}
 
 
 def idempotency_key() -> str | None:
