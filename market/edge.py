@@ -169,6 +169,9 @@ def idempotency_key() -> str | None:
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidInput("Idempotency-Key must be 1-255 characters.",
                            errors={"Idempotency-Key": ["1-255 characters"]})
+    problem = None if key is None else text_error(key)
+    if problem:  # a NUL reaches the header through werkzeug's server; PostgreSQL cannot store it
+        raise InvalidInput(f"Idempotency-Key {problem}.", errors={"Idempotency-Key": [f"{problem}."]})
     return key
 
 

@@ -548,8 +548,8 @@ def test_batch_rejects_bad_fields(client, connection, ctx, subtests):
 
 
 def test_batch_rejects_a_bad_idempotency_key_or_broken_json(client, connection, ctx, subtests):
-    for key in ("", "k" * 256):
-        with subtests.test(msg=f"Idempotency-Key of {len(key)} characters"):
+    for key in ("", "k" * 256, "a\x00b"):
+        with subtests.test(msg=f"Idempotency-Key {key[:5]!r} of {len(key)} characters"):
             before = _snapshot(connection)
             _errors_at(_problem(_publish(client, ctx, {}, {"Idempotency-Key": key}), 422), "Idempotency-Key")
             assert _snapshot(connection) == before
