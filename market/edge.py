@@ -127,7 +127,7 @@ class JSON(_Storable, fields.Raw):
 
 
 class JSONObject(_Storable, fields.Dict):
-    """A JSON object: item data, client metadata, evidence."""
+    """A JSON object: a question's data, client metadata, evidence."""
 
 
 class Fixed(fields.Decimal):
