@@ -15,7 +15,7 @@ from flask_smorest import Api
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
-from market.config import check_config, load_config
+from market.config import check_config, load_config, resolve_secret_key
 from market.db import Database, utcnow
 from market.problems import register_error_handlers
 from market.public_ids import ItemIds
@@ -37,11 +37,12 @@ class SessionCookies(SecureCookieSessionInterface):
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
-    """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, ...)."""
+    """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, SECRET_KEY, ...)."""
     app = Flask(__name__, instance_path=os.environ.get("CROWDMARKET_INSTANCE_PATH") or None)
     app.session_interface = SessionCookies()
     app.config.update(load_config(app.instance_path))
     app.config.update(overrides or {})
+    resolve_secret_key(app.config, app.instance_path)
     check_config(app.config)
     logging.basicConfig(level=app.config["LOG_LEVEL"])
     app.config.update(

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from alembic import command
@@ -21,11 +24,30 @@ import qualification.models  # noqa: F401
 import workers.models  # noqa: F401
 from market.app import create_app
 from market.cli import alembic_config
+from market.config import TEST_SECRET_KEY
 from market.db import Base, Database, make_engine
 
 DATABASE_URL = os.environ.get("CROWDMARKET_DATABASE_URL")
 REDIS_URL = os.environ.get("CROWDMARKET_REDIS_URL")
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # An instance folder of this process's own, so no test writes into the repository's instance/ (the
+    # developer's database and secret key), whatever app it builds.
+    config._crowdmarket_instance = tempfile.mkdtemp(prefix="crowdmarket-instance-")  # type: ignore[attr-defined]
+    os.environ["CROWDMARKET_INSTANCE_PATH"] = config._crowdmarket_instance  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(getattr(config, "_crowdmarket_instance", ""), ignore_errors=True)
+
+
+def make_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """An app as tests build it: the test key, this run's Redis (unless overridden), and a job queue of its own, so
+    jobs another test left behind never run against this one's data."""
+    return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET_KEY, "REDIS_URL": REDIS_URL,
+                       "JOB_QUEUE": f"test-{uuid.uuid4().hex}", **(overrides or {})})
 
 
 class FakeClock:
@@ -93,9 +115,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def app(database: Database, clock: FakeClock) -> Flask:
-    # A queue of its own per test: jobs another test left behind never run against this one's data.
-    return create_app({"DATABASE": database, "CLOCK": clock, "TESTING": True, "REDIS_URL": REDIS_URL,
-                       "JOB_QUEUE": f"test-{uuid.uuid4().hex}"})
+    return make_app({"DATABASE": database, "CLOCK": clock})
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import uuid
 import pytest
 import redis
 
-from market.app import create_app
 from market.ratelimit import LOGIN_PER_USER, Limiter
+from tests.conftest import make_app
 
 PASSWORD = "correct horse battery"
 
@@ -17,7 +17,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def http(database, clock):
     """The app on this process's memory limiter (Redis TTLs would not follow the test's clock)."""
-    return create_app({"DATABASE": database, "CLOCK": clock, "TESTING": True, "REDIS_URL": None}).test_client()
+    return make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None}).test_client()
 
 
 def sign_up(http) -> str:
@@ -89,8 +89,7 @@ def test_limiter_window_ends_in_memory():
 
 
 def test_with_redis_down_logins_are_not_limited_and_still_work(database, clock):
-    http = create_app({"DATABASE": database, "CLOCK": clock, "TESTING": True,
-                       "REDIS_URL": "redis://127.0.0.1:1/0"}).test_client()
+    http = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": "redis://127.0.0.1:1/0"}).test_client()
     name = sign_up(http)
     for _ in range(LOGIN_PER_USER[0] + 1):
         assert log_in(http, name, "wrong password!").status_code == 401
