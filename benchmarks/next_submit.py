@@ -560,8 +560,9 @@ def make_worker_pool(url: str, count: int) -> list[str]:
     try:
         with engine.begin() as conn:
             ids = conn.execute(text("""
-                INSERT INTO account (role, username, display_name, is_active, created_at)
-                SELECT 'worker', 'bench-solo-' || g, '', true, now() FROM generate_series(1, :n) AS g
+                INSERT INTO account (role, username, username_key, display_name, is_active, created_at)
+                SELECT 'worker', 'bench-solo-' || g, 'bench-solo-' || g, '', true, now()
+                FROM generate_series(1, :n) AS g
                 RETURNING id"""), {"n": count}).scalars().all()
             conn.execute(text("""
                 INSERT INTO api_token (account_id, token_hash, prefix, name, created_at, last_used_at)

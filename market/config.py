@@ -35,6 +35,8 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
     "MAX_IMPORT_BYTES": (1024 * 1024 * 1024, int),
     "DB_POOL_SIZE": (10, int),
     "LOG_LEVEL": ("INFO", str),
+    # Reverse proxies in front of the app whose X-Forwarded-* headers are trusted (werkzeug's ProxyFix).
+    "PROXY_HOPS": (0, int),
 }
 
 _PLAIN_ALIASES = {"DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL"}
@@ -131,3 +133,5 @@ def check_config(config: dict[str, Any]) -> None:
                           "secrets; print(secrets.token_urlsafe(48))'), or unset it to use a generated one")
     if config["MAX_REQUEST_BYTES"] <= 0 or config["MAX_IMPORT_BYTES"] <= 0:
         raise ConfigError("request size limits must be positive")
+    if config["PROXY_HOPS"] < 0:
+        raise ConfigError("CROWDMARKET_PROXY_HOPS must be 0 or more")

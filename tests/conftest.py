@@ -3,19 +3,24 @@ once per run; each test runs inside an outer transaction that is rolled back, so
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Connection, Engine, text
+from rq import Queue
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 import aggregation.models  # noqa: F401 - every table on the metadata, whichever test file runs alone
@@ -44,10 +49,33 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def make_app(overrides: dict[str, Any] | None = None) -> Flask:
-    """An app as tests build it: the test key, this run's Redis (unless overridden), and a job queue of its own, so
-    jobs another test left behind never run against this one's data."""
+    """An app as tests build it: the test key, this run's Redis (unless overridden), and a job queue and
+    rate-limit namespace of its own, so jobs and counts another test left never meet this one."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
     return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET_KEY, "REDIS_URL": REDIS_URL,
-                       "JOB_QUEUE": f"test-{uuid.uuid4().hex}", **(overrides or {})})
+                       "JOB_QUEUE": name, "LIMIT_NAMESPACE": f"limits-{name}", **(overrides or {})})
+
+
+def clear_redis(app: Flask) -> None:
+    """Remove what the app wrote to Redis that would outlive it: its queue with its jobs and registries (RQ gives
+    those no expiry) and its rate-limit counts (they expire, but need not wait)."""
+    if not app.config.get("REDIS_URL"):
+        return
+    client = redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=1)
+    try:
+        queue = Queue(app.config["JOB_QUEUE"], connection=client)
+        registries = [queue.started_job_registry, queue.finished_job_registry, queue.failed_job_registry,
+                      queue.deferred_job_registry, queue.scheduled_job_registry, queue.canceled_job_registry]
+        job_ids = {*queue.get_job_ids(), *(i for r in registries for i in r.get_job_ids(cleanup=False))}
+        queue.delete(delete_jobs=True)
+        keys = [*(f"rq:job:{i}" for i in job_ids), *(f"rq:results:{i}" for i in job_ids), *(r.key for r in registries),
+                *client.scan_iter(f"{app.config['LIMIT_NAMESPACE']}:*")]
+        if keys:
+            client.delete(*keys)
+    except redis.ConnectionError:
+        pass  # a test of Redis being down
+    finally:
+        client.close()
 
 
 class FakeClock:
@@ -71,9 +99,35 @@ def reset_schema(engine: Engine) -> None:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
+@contextlib.contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database beside the configured one, dropped afterwards; its URL."""
+    assert DATABASE_URL
+    admin = create_engine(DATABASE_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return DATABASE_URL or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+@pytest.fixture
+def empty_database_url(tmp_path: Path) -> Iterator[str]:
+    """A brand-new database on the backend under test."""
+    if not DATABASE_URL:
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    with scratch_database(f"cm_empty_{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -114,8 +168,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def app(database: Database, clock: FakeClock) -> Flask:
-    return make_app({"DATABASE": database, "CLOCK": clock})
+def app(database: Database, clock: FakeClock) -> Iterator[Flask]:
+    made = make_app({"DATABASE": database, "CLOCK": clock})
+    yield made
+    clear_redis(made)
 
 
 @pytest.fixture
