@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from werkzeug.security import generate_password_hash
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,13 @@ PUBLISHED_SECRET_KEYS = frozenset({"dev-insecure-secret-key", TEST_SECRET_KEY})
 MIN_SECRET_LENGTH = 32
 # Where the generated key lives, inside the instance folder (next to the embedded database).
 SECRET_KEY_FILE = "secret_key"
+
+# werkzeug's method string. scrypt with werkzeug's own parameters (N=2^15, r=8, p=1; about 0.1 s a hash on a
+# quiet core); tests pass a cheap one, production refuses anything below this.
+DEFAULT_PASSWORD_HASH = "scrypt:32768:8:1"
+_PASSWORD_HASH = re.compile(r"\A(?:scrypt(?::(?P<n>\d+)(?::(?P<r>\d+)(?::(?P<p>\d+))?)?)?"
+                            r"|pbkdf2(?::(?P<digest>sha256|sha512)(?::(?P<iterations>\d+))?)?)\Z")
+MIN_PBKDF2_ITERATIONS = 600_000  # OWASP's figure for PBKDF2-HMAC-SHA256
 
 # name -> (default, parser). The default of DATABASE_URL depends on the instance path, see load_config.
 _SETTINGS: dict[str, tuple[Any, type]] = {
@@ -35,6 +45,7 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
     "MAX_IMPORT_BYTES": (1024 * 1024 * 1024, int),
     "DB_POOL_SIZE": (10, int),
     "LOG_LEVEL": ("INFO", str),
+    "PASSWORD_HASH": (DEFAULT_PASSWORD_HASH, str),
     # Reverse proxies in front of the app whose X-Forwarded-* headers are trusted (werkzeug's ProxyFix).
     "PROXY_HOPS": (0, int),
 }
@@ -124,6 +135,29 @@ def instance_secret_key(folder: Path) -> str:
     return key
 
 
+def _check_password_hash(config: dict[str, Any]) -> None:
+    method = config["PASSWORD_HASH"]
+    match = _PASSWORD_HASH.match(method)
+    if not match:
+        raise ConfigError(f"CROWDMARKET_PASSWORD_HASH must be werkzeug's 'scrypt:N:r:p' or 'pbkdf2:sha256:ITERATIONS',"
+                          f" got {method!r}")
+    if method != DEFAULT_PASSWORD_HASH:
+        try:  # once, so that a method OpenSSL refuses (too small an N for werkzeug's memory bound) fails here
+            generate_password_hash("probe", method=method)
+        except ValueError as exc:
+            raise ConfigError(f"CROWDMARKET_PASSWORD_HASH {method!r} does not work: {exc}") from exc
+    if config["ENV"] != "production":
+        return
+    if method.startswith("scrypt"):
+        n, r = int(match["n"] or 32768), int(match["r"] or 8)
+        weak = n < 32768 or r < 8
+    else:
+        weak = int(match["iterations"] or MIN_PBKDF2_ITERATIONS) < MIN_PBKDF2_ITERATIONS
+    if weak:
+        raise ConfigError(f"CROWDMARKET_PASSWORD_HASH {method!r} is weaker than {DEFAULT_PASSWORD_HASH!r}, "
+                          "which production requires at least")
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Refuse settings that are unsafe for the configured environment."""
     key = config["SECRET_KEY"]
@@ -135,3 +169,4 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("request size limits must be positive")
     if config["PROXY_HOPS"] < 0:
         raise ConfigError("CROWDMARKET_PROXY_HOPS must be 0 or more")
+    _check_password_hash(config)

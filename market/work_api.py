@@ -84,7 +84,8 @@ class Workers(MethodView):
             raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
         session = db_session()
         account = accounts.register_worker(session, username=data["username"], password=data["password"],
-                                           display_name=data["display_name"], now=now)
+                                           display_name=data["display_name"], now=now,
+                                           password_hash=current_app.config["PASSWORD_HASH"])
         _, token = accounts.issue_token(session, account=account, now=now, name="sign-up", login=True)
         session.commit()
         return {"account_id": account.id, "username": account.username, "token": token}
@@ -107,7 +108,7 @@ class Login(MethodView):
         if wait is not None:
             raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
         account, token = accounts.login(db_session(), username=data["username"], password=data["password"],
-                                        now=now)
+                                        now=now, password_hash=current_app.config["PASSWORD_HASH"])
         limits.login_succeeded(user, address)
         return {"account_id": account.id, "username": account.username, "token": token}
 

@@ -6,12 +6,14 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from functools import lru_cache
 
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from market.config import DEFAULT_PASSWORD_HASH
 from market.db import HotStatement
 from market.problems import Conflict, InvalidInput, NotFound, Unauthorized
 from workers.models import Account, Actor, ApiToken, Caller, ExternalIdentity, Role, username_key
@@ -116,8 +118,9 @@ MIN_PASSWORD = 10
 
 
 def register_worker(session: Session, *, username: str, password: str, now: dt.datetime,
-                    display_name: str = "") -> Account:
-    """Create a worker account with a password (scrypt, through werkzeug); the username is unique ignoring case."""
+                    display_name: str = "", password_hash: str = DEFAULT_PASSWORD_HASH) -> Account:
+    """Create a worker account with a password, hashed by werkzeug with the `password_hash` method (scrypt).
+    The username is unique ignoring case."""
     errors: dict[str, list[str]] = {}
     if not USERNAME_PATTERN.match(username):
         errors["username"] = ["3-64 letters, digits, '_', '.', '-', starting with a letter or digit"]
@@ -126,18 +129,18 @@ def register_worker(session: Session, *, username: str, password: str, now: dt.d
     if errors:
         raise InvalidInput("The account details are invalid.", errors=errors)
     account = create_account(session, role=Role.WORKER, username=username, display_name=display_name, now=now)
-    account.password_hash = generate_password_hash(password, method="scrypt")
+    account.password_hash = generate_password_hash(password, method=password_hash)
     session.flush()
     return account
 
 
-def login(session: Session, *, username: str, password: str, now: dt.datetime, name: str = "") -> tuple[
-        Account, str]:
+def login(session: Session, *, username: str, password: str, now: dt.datetime, name: str = "",
+          password_hash: str = DEFAULT_PASSWORD_HASH) -> tuple[Account, str]:
     """Check a worker's password (the username in any case) and issue a login token; the same answer for unknown
     users and wrong passwords."""
     account = session.scalar(select(Account).where(Account.username_key == username_key(username)))
-    # Hash even for unknown users, so response time does not reveal which usernames exist.
-    stored = account.password_hash if account and account.password_hash else _DUMMY_HASH
+    # Hash even for unknown users, with the method real hashes use, so the time taken does not tell who exists.
+    stored = account.password_hash if account and account.password_hash else _dummy_hash(password_hash)
     if not check_password_hash(stored, password) or account is None or not account.is_active:
         raise Unauthorized("Unknown username or wrong password.")
     _, token = issue_token(session, account=account, now=now, name=name or "login", login=True)
@@ -145,7 +148,9 @@ def login(session: Session, *, username: str, password: str, now: dt.datetime, n
     return account, token
 
 
-_DUMMY_HASH = generate_password_hash("not a real password", method="scrypt")
+@lru_cache(maxsize=4)
+def _dummy_hash(method: str) -> str:
+    return generate_password_hash("not a real password", method=method)
 
 
 def find_worker(session: Session, *, username: str) -> Account | None:

@@ -1,5 +1,5 @@
-"""Usernames unique ignoring case (and the migration that made them so), token expiry, the bound on login tokens,
-and grants that cannot be used to probe for worker accounts."""
+"""Usernames unique ignoring case (and the migration that made them so), password hash cost, token expiry, the
+bound on login tokens, and grants that cannot be used to probe for worker accounts."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from alembic import command
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
+from market.app import create_app
 from market.cli import alembic_config, cli
+from market.config import DEFAULT_PASSWORD_HASH, TEST_SECRET_KEY, ConfigError, load_config
 from market.db import make_engine
 from market.models import Project
 from qualification import service as qualifications
+from tests.conftest import TEST_PASSWORD_HASH
 from tests.factories import account, auth, items, lease, project
 from workers import service
 from workers.models import Account, ApiToken, Role
@@ -71,6 +74,34 @@ def test_the_migration_renames_later_accounts_whose_usernames_differ_only_in_cas
     assert [r.username for r in rows] == ["Ada", "ada-2-1", "ADA-3", "ada-2", "bob", "x" * 64, "X" * 62 + "-7"]
     assert [r.username_key for r in rows] == [r.username.lower() for r in rows]
     assert token_login  # the earlier login's token is marked as one
+
+
+# ---- password hashes --------------------------------------------------------------------------------------
+
+def test_tests_hash_cheaply_and_production_keeps_the_strong_default(client, session, database, clock):
+    assert load_config("/nowhere", environ={})["PASSWORD_HASH"] == DEFAULT_PASSWORD_HASH == "scrypt:32768:8:1"
+    sign_up(client, "cheap")
+    assert session.scalar(select(Account.password_hash).where(Account.username == "cheap")).startswith(
+        TEST_PASSWORD_HASH + "$")
+    # An app configured as production is, without PASSWORD_HASH: werkzeug's full-cost scrypt.
+    strong = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "ENV": "production",
+                         "SECRET_KEY": "s" * 40}).test_client()
+    assert sign_up(strong, "strong").status_code == 201
+    assert session.scalar(select(Account.password_hash).where(Account.username == "strong")).startswith(
+        "scrypt:32768:8:1$")
+    assert log_in(strong, "strong").status_code == 201
+
+
+@pytest.mark.parametrize("method", [TEST_PASSWORD_HASH, "scrypt:16384:8:1", "pbkdf2:sha256:1000"])
+def test_production_refuses_a_cheaper_password_hash(database, method):
+    with pytest.raises(ConfigError, match="weaker"):
+        create_app({"DATABASE": database, "ENV": "production", "SECRET_KEY": "s" * 40, "PASSWORD_HASH": method})
+
+
+@pytest.mark.parametrize("method", ["md5", "scrypt:16:1:1", "scrypt:lots"])
+def test_a_password_hash_that_cannot_work_is_refused_at_start(database, method):
+    with pytest.raises(ConfigError, match="PASSWORD_HASH"):
+        create_app({"DATABASE": database, "TESTING": True, "SECRET_KEY": TEST_SECRET_KEY, "PASSWORD_HASH": method})
 
 
 # ---- tokens -----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from werkzeug.security import generate_password_hash
 
 from market.db import Database, make_engine
 from market.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_PAIR, LOGIN_PER_USER, SIGNUP_PER_ADDRESS, Limiter
-from tests.conftest import REDIS_URL, clear_redis, make_app
+from tests.conftest import REDIS_URL, TEST_PASSWORD_HASH, clear_redis, make_app
 from workers.models import Account, ApiToken, Role
 from workers.service import create_account
 
@@ -147,7 +147,7 @@ def committed(engine, database_url: str) -> Iterator[tuple[Database, str]]:
     name = f"race-{uuid.uuid4().hex[:8]}"
     with db.session_scope() as s:
         account = create_account(s, role=Role.WORKER, username=name, now=dt.datetime.now(dt.UTC))
-        account.password_hash = generate_password_hash(PASSWORD)
+        account.password_hash = generate_password_hash(PASSWORD, method=TEST_PASSWORD_HASH)
         s.commit()
         account_id = account.id
     yield db, name
@@ -163,7 +163,9 @@ def test_parallel_wrong_guesses_get_no_more_than_the_limit_through(store, commit
     if store == "redis" and not REDIS_URL:
         pytest.skip("needs Redis (CROWDMARKET_REDIS_URL); CI's second run sets it")
     db, name = committed
-    app = make_app({"DATABASE": db, "REDIS_URL": REDIS_URL if store == "redis" else None})
+    # A real scrypt cost, so that the guesses overlap while their passwords are checked.
+    app = make_app({"DATABASE": db, "REDIS_URL": REDIS_URL if store == "redis" else None,
+                    "PASSWORD_HASH": "scrypt:4096:8:1"})
     guesses = 48
     barrier, statuses, lock = threading.Barrier(guesses), [], threading.Lock()
 
