@@ -148,6 +148,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if leftovers:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
+            reporter.ensure_newline()
             reporter.write_line(f"Redis keys without an expiry left by this run: {', '.join(leftovers[:20])}",
                                 red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
