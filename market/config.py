@@ -100,7 +100,7 @@ def resolve_secret_key(config: dict[str, Any], instance_path: str) -> None:
     if config.get("SECRET_KEY"):
         return
     if config.get("TESTING"):
-        raise ConfigError("tests pass their own SECRET_KEY (tests/conftest.py: TEST_SECRET_KEY)")
+        raise ConfigError("tests pass their own SECRET_KEY (build test apps with tests.conftest.make_app)")
     if config["ENV"] == "production":
         raise ConfigError("CROWDMARKET_SECRET_KEY must be set to a real secret in production")
     config["SECRET_KEY"] = instance_secret_key(Path(instance_path))
