@@ -8,7 +8,6 @@ with the worker's id) and dropped at the end. Hypothesis runs the `dev` profile,
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import shutil
@@ -25,7 +24,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
 from rq import Queue
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -36,7 +35,7 @@ import workers.models  # noqa: F401
 from market.app import create_app
 from market.cli import alembic_config
 from market.config import TEST_SECRET_KEY
-from market.db import Base, Database, make_engine
+from market.db import Base, Database, make_engine, scratch_database
 from market.ratelimit import LoginLimits
 
 DATABASE_URL = os.environ.get("CROWDMARKET_DATABASE_URL")
@@ -154,22 +153,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-@contextlib.contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database beside the configured one, dropped afterwards; its URL."""
-    assert DATABASE_URL
-    admin = create_engine(DATABASE_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(DATABASE_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
@@ -178,7 +161,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     elif not worker:
         yield DATABASE_URL
     else:
-        with scratch_database(f"{make_url(DATABASE_URL).database}_{worker}") as url:
+        with scratch_database(DATABASE_URL, f"{make_url(DATABASE_URL).database}_{worker}") as url:
             yield url
 
 
@@ -188,7 +171,7 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
     if not DATABASE_URL:
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    with scratch_database(f"cm_empty_{uuid.uuid4().hex[:8]}") as url:
+    with scratch_database(DATABASE_URL, f"cm_empty_{uuid.uuid4().hex[:8]}") as url:
         yield url
 
 
