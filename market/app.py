@@ -14,12 +14,13 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_smorest import Api
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.orm import Session
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from market.config import check_config, load_config
+from market.config import check_config, load_config, resolve_secret_key
 from market.db import Database, utcnow
 from market.problems import register_error_handlers
 from market.public_ids import ItemIds
-from market.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_USER, Limiter
+from market.ratelimit import LoginLimits
 from qualification.gold import schedule_key
 
 REDOC_URL = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
@@ -37,12 +38,16 @@ class SessionCookies(SecureCookieSessionInterface):
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
-    """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, ...)."""
+    """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, SECRET_KEY, ...)."""
     app = Flask(__name__, instance_path=os.environ.get("CROWDMARKET_INSTANCE_PATH") or None)
     app.session_interface = SessionCookies()
     app.config.update(load_config(app.instance_path))
     app.config.update(overrides or {})
+    resolve_secret_key(app.config, app.instance_path)
     check_config(app.config)
+    if app.config["PROXY_HOPS"]:
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     logging.basicConfig(level=app.config["LOG_LEVEL"])
     app.config.update(
         MAX_CONTENT_LENGTH=app.config["MAX_REQUEST_BYTES"],
@@ -74,10 +79,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         redis.Redis.from_url(app.config["REDIS_URL"], socket_timeout=1, socket_connect_timeout=1)
         if app.config["REDIS_URL"] else None)
 
-    client = app.extensions["crowdmarket.redis"]
-    app.extensions["crowdmarket.login_limits"] = (
-        Limiter("login-user", limit=LOGIN_PER_USER[0], window=LOGIN_PER_USER[1], client=client),
-        Limiter("login-address", limit=LOGIN_PER_ADDRESS[0], window=LOGIN_PER_ADDRESS[1], client=client))
+    # Tests give each app a namespace of its own (LIMIT_NAMESPACE), so counts never leak from one test to another.
+    app.extensions["crowdmarket.login_limits"] = LoginLimits(
+        app.extensions["crowdmarket.redis"], namespace=app.config.get("LIMIT_NAMESPACE", "crowdmarket"))
 
     api = Api(app)
     from market import edge

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import sys
@@ -65,16 +66,30 @@ def tokens() -> None:
     """API tokens."""
 
 
+def _expiry(expires_in: int | None, expires_at: dt.datetime | None) -> dt.datetime | None:
+    if expires_in is not None and expires_at is not None:
+        raise click.UsageError("Give --expires-in or --expires-at, not both.")
+    if expires_in is not None:
+        return clock() + dt.timedelta(days=expires_in)
+    if expires_at is not None and expires_at.tzinfo is None:
+        return expires_at.replace(tzinfo=dt.UTC)
+    return expires_at
+
+
 @tokens.command("create")
 @click.option("--email", required=True)
 @click.option("--name", default="", help="What the token is for.")
+@click.option("--expires-in", type=click.IntRange(min=1), metavar="DAYS", help="The token stops working after this.")
+@click.option("--expires-at", type=dt.datetime.fromisoformat, metavar="WHEN",
+              help="The token stops working then (ISO 8601; UTC unless it says otherwise).")
 @with_appcontext
-def tokens_create(email: str, name: str) -> None:
-    """Issue another token for an account and print it (shown once)."""
+def tokens_create(email: str, name: str, expires_in: int | None, expires_at: dt.datetime | None) -> None:
+    """Issue another token for an account and print it (shown once); by default it works until revoked."""
     session = db_session()
     try:
         account = accounts.find_account(session, email=email)
-        _, token = accounts.issue_token(session, account=account, now=clock(), name=name)
+        _, token = accounts.issue_token(session, account=account, now=clock(), name=name,
+                                        expires_at=_expiry(expires_in, expires_at))
         session.commit()
     except DomainError as exc:
         _fail(exc)

@@ -8,11 +8,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from market.labels import format_csv_answer
-from market.models import Answer, Item, Project
+from market.models import Answer, Assignment, Item, Project
 from market.spreadsheet import cell
 
 EXPORT_PAGE = 5_000
@@ -34,6 +34,12 @@ def _answers_query(project: Project, *, batch_id: int | None = None, worker_id: 
     if item_id is not None:
         stmt = stmt.where(Answer.item_id == item_id)
     return stmt
+
+
+def worked_for(session: Session, *, requester_id: int, worker_id: int) -> bool:
+    """Whether the worker has held an assignment (in any state) in one of the requester's projects."""
+    return bool(session.scalar(select(exists().where(
+        Assignment.worker_id == worker_id, Assignment.project_id == Project.id, Project.owner_id == requester_id))))
 
 
 def _as_dict(row: Any) -> dict[str, Any]:

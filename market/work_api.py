@@ -11,8 +11,9 @@ from market import disputes, scoring, work
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
-from market.problems import InvalidInput, NotFound, TooManyRequests, Unauthorized
+from market.problems import InvalidInput, NotFound, TooManyRequests
 from market.public_ids import ItemIds
+from market.ratelimit import LoginLimits, acquire_all
 from market.work_schemas import (
     DisputeCreateSchema,
     IdentitySchema,
@@ -28,7 +29,7 @@ from market.work_schemas import (
     WorkerDisputeSchema,
 )
 from workers import service as accounts
-from workers.models import Account, Role
+from workers.models import Account, Role, username_key
 
 blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Crowd workers: accounts and tasks.")
 WORKER = (Role.WORKER,)
@@ -59,17 +60,33 @@ def _task(task: work.Task) -> dict[str, Any]:
     }
 
 
+def _limits() -> LoginLimits:
+    limits: LoginLimits = current_app.extensions["crowdmarket.login_limits"]
+    return limits
+
+
+def _address() -> str:
+    """The client's address: the peer's, or with CROWDMARKET_PROXY_HOPS the one the trusted proxies report."""
+    return request.remote_addr or "unknown"
+
+
 @blp.route("/workers")
 class Workers(MethodView):
     @blp.arguments(RegisterSchema)
     @blp.response(201, NewWorkerTokenSchema)
     @blp.doc(security=[])
     def post(self, data: dict[str, Any]):
-        """Sign up as a crowd worker; the response holds your first API token."""
+        """Sign up as a crowd worker; the response holds your first API token. Sign-ups are limited per client
+        address (429 with Retry-After); usernames are unique ignoring case."""
+        limits, now = _limits(), clock()
+        wait = limits.signup.acquire(_address(), now)
+        if wait is not None:
+            raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
         session = db_session()
         account = accounts.register_worker(session, username=data["username"], password=data["password"],
-                                           display_name=data["display_name"], now=clock())
-        _, token = accounts.issue_token(session, account=account, now=clock(), name="sign-up")
+                                           display_name=data["display_name"], now=now,
+                                           password_hash=current_app.config["PASSWORD_HASH"])
+        _, token = accounts.issue_token(session, account=account, now=now, name="sign-up", login=True)
         session.commit()
         return {"account_id": account.id, "username": account.username, "token": token}
 
@@ -80,22 +97,19 @@ class Login(MethodView):
     @blp.response(201, NewWorkerTokenSchema)
     @blp.doc(security=[])
     def post(self, data: dict[str, Any]):
-        """Log in with username and password; get a new API token. Failed logins are limited per username and
-        per client address (429 with Retry-After)."""
-        by_user, by_address = current_app.extensions["crowdmarket.login_limits"]
-        keys = ((by_user, data["username"].casefold()), (by_address, request.remote_addr or "unknown"))
-        now = clock()
-        waits = [w for limiter, key in keys if (w := limiter.retry_after(key, now)) is not None]
-        if waits:
-            raise TooManyRequests("Too many failed logins; try again later.", retry_after=max(waits))
-        try:
-            account, token = accounts.login(db_session(), username=data["username"], password=data["password"],
-                                            now=now)
-        except Unauthorized:
-            for limiter, key in keys:
-                limiter.hit(key, now)
-            raise
-        by_user.reset(keys[0][1])
+        """Log in with username (any case) and password; get a new API token (an account keeps its newest 5 login
+        tokens). Failed logins are limited per username and address, per username and per address (429 with
+        Retry-After)."""
+        limits, now = _limits(), clock()
+        user, address = username_key(data["username"]), _address()
+        # Counted before the password is checked, so parallel guesses cannot all pass a check made before any
+        # of them was counted.
+        wait = acquire_all(limits.login_checks(user, address), now)
+        if wait is not None:
+            raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
+        account, token = accounts.login(db_session(), username=data["username"], password=data["password"],
+                                        now=now, password_hash=current_app.config["PASSWORD_HASH"])
+        limits.login_succeeded(user, address)
         return {"account_id": account.id, "username": account.username, "token": token}
 
 

@@ -9,6 +9,7 @@ from flask.views import MethodView
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
+from market.results import worked_for
 from qualification import service
 from qualification.models import QualificationAttempt, QualificationQuestion, QualificationType
 from qualification.schemas import (
@@ -97,10 +98,14 @@ class Grants(MethodView):
     @blp.arguments(GrantCreateSchema)
     @blp.response(201, GrantSchema)
     def post(self, data: dict[str, Any], type_id: int):
-        """Grant it to a worker by hand, or set a holder's value; a reason is required."""
-        session = db_session()
-        granted = service.grant(session, type_id=type_id, account=current_account(), worker_id=data["worker_id"],
-                                value=data["value"], reason=data["reason"], now=clock())
+        """Grant it to a worker by hand, or set a holder's value; a reason is required. Name the worker by
+        `username` (the one they gave you) or by `worker_id` if they have worked on your projects or taken your
+        tests (ops: any worker); any other id is 404, as if there were no such worker."""
+        session, account = db_session(), current_account()
+        granted = service.grant(session, type_id=type_id, account=account, worker_id=data.get("worker_id"),
+                                username=data.get("username"), value=data["value"], reason=data["reason"],
+                                now=clock(), worked_for=lambda worker_id: worked_for(
+                                    session, requester_id=account.id, worker_id=worker_id))
         return _holder_body(service.holder(session, granted))
 
 

@@ -83,10 +83,19 @@ class QualificationTypeListSchema(Schema):
 
 
 class GrantCreateSchema(Schema):
-    worker_id = Id(required=True, strict=True)
+    """Whom to grant: `worker_id`, of a worker who has worked on your projects or taken your tests (ops: any), or
+    `username`, the one a worker gave you; exactly one of the two."""
+
+    worker_id = Id(strict=True, metadata={"description": "A worker who has worked for you (ops: any worker)."})
+    username = Text(validate=validate.Length(1, 64), metadata={"description": "The username a worker gave you."})
     value = fields.Integer(load_default=1, strict=True, validate=validate.Range(-1_000_000_000, 1_000_000_000),
                            metadata={"description": "The qualification's value for this worker (default 1)."})
     reason = Text(required=True, validate=validate.Length(1, 2000))
+
+    @validates_schema
+    def _one_grantee(self, data: dict[str, Any], **_: Any) -> None:
+        if ("worker_id" in data) == ("username" in data):
+            raise ValidationError("Give exactly one of worker_id and username.", field_name="worker_id")
 
 
 class RevokeSchema(Schema):

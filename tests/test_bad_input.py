@@ -16,10 +16,10 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from market import service
-from market.app import create_app
 from market.db import Base
 from market.models import Item, Project
 from market.schemas import LabelSchemaSchema, ProjectCreateSchema
+from tests.conftest import make_app
 from tests.factories import account, auth, items, jsonl, project, project_payload
 from workers.models import ApiToken, Role
 
@@ -401,8 +401,8 @@ def test_import_format_and_upload_errors_name_the_field(client, connection, ctx)
 # ---- oversized bodies -----------------------------------------------------------------------------------
 
 def test_oversized_bodies_are_413_and_write_nothing(database, clock, connection, ctx):
-    small = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000,
-                        "MAX_IMPORT_BYTES": 5_000}).test_client()
+    small = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000,
+                      "MAX_IMPORT_BYTES": 5_000}).test_client()
     before = _snapshot(connection)
     big = "x" * 3_000
     for resp in (small.post(PROJECTS, json=project_payload(description=big), headers=ctx.headers),

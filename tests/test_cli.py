@@ -79,16 +79,9 @@ def test_work_sweep(invoke):
 
 def test_jobs_work_runs_a_queued_aggregation_or_says_there_is_no_queue(invoke, app, client, session, clock):
     from aggregation.models import AggregationRun, RunStatus
-    from market import service
-    from tests.factories import answer, items
+    from tests.factories import answered_project
 
-    owner, token = account(session, Role.REQUESTER, now=clock())
-    proj = project(session, owner, now=clock())
-    items(session, proj, 1, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
-    worker, _ = account(session, Role.WORKER, now=clock())
-    answer(session, session.scalars(select(Item).where(Item.project_id == proj.id)).one(), worker, "neg",
-           now=clock())
+    proj, token = answered_project(session, now=clock())
     if not app.config["REDIS_URL"]:
         result = invoke("jobs", "work", "--burst")
         assert result.exit_code == 1 and "no Redis configured" in result.output

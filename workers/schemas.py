@@ -26,6 +26,8 @@ class TokenSchema(Schema):
     created_at = fields.DateTime()
     last_used_at = fields.DateTime(allow_none=True)
     revoked_at = fields.DateTime(allow_none=True)
+    expires_at = fields.DateTime(allow_none=True, metadata={"description": "When it stops working; null: never."})
+    login = fields.Boolean(metadata={"description": "Issued by a login or sign-up (an account keeps its newest 5)."})
 
 
 class NewTokenSchema(TokenSchema):
@@ -34,6 +36,9 @@ class NewTokenSchema(TokenSchema):
 
 class TokenCreateSchema(Schema):
     name = Text(load_default="", validate=validate.Length(max=100))
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=dt.UTC,
+                                      metadata={"description": "When the token stops working (in the future); "
+                                                               "null or absent: until revoked."})
 
 
 # ---- ops: flags and blocks ---------------------------------------------------------------------------------
