@@ -172,7 +172,10 @@ def test_report_page_in_a_browser(client, reported, live_server, browser):
     assert page.locator("#gold-suspects tbody td").all_inner_texts()[:3] == ["it-gold1", "pos", "neg"]
     assert page.locator("#gold-errors td.miss").all_inner_texts() == ["4"]
     assert page.locator("#run").inner_text().startswith(f"From aggregation {mv['id']} (mv)")
+    # Item counts: `totals.items` and a batch's `items` are dict keys, not the dict's method.
+    assert page.locator("#totals .card").nth(1).inner_text().split() == ["items", "answered", "7", "of", "9"]
     rows = page.locator("#coverage tbody tr")
+    assert [rows.nth(i).locator("td").nth(1).inner_text() for i in range(2)] == ["5", "2"]
     assert rows.nth(1).locator("td").nth(3).inner_text() == "2"
     assert page.locator("#distribution tbody tr").first.locator("td").all_inner_texts()[:2] == ["pos", "12"]
     assert [t.strip() for t in page.locator("#guidelines tbody td").first.all_inner_texts()] == ["v1 (current)"]
