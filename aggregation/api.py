@@ -201,4 +201,4 @@ def quality_report_page(token: str):
     run = None if claim["r"] is None else service.get_run(session, project=project, run_id=claim["r"])
     body = report.build(session, project=project, run=run, now=clock())
     html = render_template("quality_report.html", report=body)
-    return Response(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    return Response(html, headers={"Cache-Control": "no-store"})
