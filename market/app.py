@@ -11,7 +11,6 @@ from typing import Any
 import redis
 from flask import Flask, current_app, g
 from flask.sessions import SecureCookieSessionInterface
-from flask_smorest import Api
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
@@ -75,9 +74,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         Limiter("login-user", limit=LOGIN_PER_USER[0], window=LOGIN_PER_USER[1], client=client),
         Limiter("login-address", limit=LOGIN_PER_ADDRESS[0], window=LOGIN_PER_ADDRESS[1], client=client))
 
-    api = Api(app)
-    from market import edge
+    from market import edge, openapi
 
+    api = openapi.Api(app, spec_kwargs={"extra_plugins": [openapi.Plugin(app)]})
+    openapi.install(api)
     edge.install(app, api)
     from aggregation import api as aggregation_api
     from market import api as market_api
