@@ -233,7 +233,6 @@ class Batches(MethodView):
     @blp.alt_response(200, schema=BatchSchema, description="Replay of an earlier request with the same "
                                                             "Idempotency-Key: the batch it created.")
     @blp.doc(**idempotency_doc("batch"))
-    @problems(409)
     def post(self, data: dict[str, Any], project_id: int):
         """Publish items as HITs: all unpublished items, or the chosen item_ids / external_ids."""
         key = idempotency_key()

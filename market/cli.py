@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from market.app import clock, create_app, db_session
 from market.problems import DomainError
+from market.validation import MAX_ID
 from workers import service as accounts
 from workers.models import Role
 
@@ -82,7 +83,7 @@ def tokens_create(email: str, name: str) -> None:
 
 @tokens.command("revoke")
 @click.option("--email", required=True)
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=click.IntRange(1, MAX_ID))
 @with_appcontext
 def tokens_revoke(email: str, token_id: int) -> None:
     """Revoke one of an account's tokens."""
@@ -116,7 +117,7 @@ class _Counting(io.RawIOBase):
 
 
 @items.command("import")
-@click.argument("project_id", type=int)
+@click.argument("project_id", type=click.IntRange(1, MAX_ID))
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), help="Default: from the file name.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

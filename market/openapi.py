@@ -24,10 +24,10 @@ from workers.models import Role
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# What the JSON body parser answers: malformed JSON, too large, not JSON, invalid fields. A raw upload (an
-# import) is only ever too large or invalid.
-JSON_BODY_PROBLEMS = (400, 413, 415, 422)
-RAW_BODY_PROBLEMS = (413, 422)
+# What a body can be answered with: malformed JSON, a chunked body the server cannot read, too large, not JSON,
+# invalid fields. A raw upload (an import) is never parsed as JSON.
+JSON_BODY_PROBLEMS = (400, 411, 413, 415, 422)
+RAW_BODY_PROBLEMS = (411, 413, 422)
 
 
 class ProblemSchema(Schema):
@@ -102,8 +102,11 @@ class Plugin(BasePlugin):
             body = operation.get("requestBody", {}).get("content", {})
             if body:
                 statuses.update(JSON_BODY_PROBLEMS if "application/json" in body else RAW_BODY_PROBLEMS)
-            if any(p.get("in") == "query" for p in operation.get("parameters", []) if isinstance(p, dict)):
+            parameters = [p for p in operation.get("parameters", []) if isinstance(p, dict)]
+            if any(p.get("in") == "query" for p in parameters):
                 statuses.add(422)
+            if any(p.get("name") == "Idempotency-Key" for p in parameters):
+                statuses.update((409, 422))  # the key reused for another request; a key too long
             responses = operation.setdefault("responses", {})
             for status in sorted(statuses):
                 responses.setdefault(str(status), HTTPStatus(status).name)

@@ -52,6 +52,14 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class IdempotencyConflict(Conflict):
+    """An Idempotency-Key sent again with a different request: neither a replay nor a new request."""
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was used for a different request.",
+                         errors={"Idempotency-Key": ["reused with a different body"]})
+
+
 class Gone(DomainError):
     status = 410
     title = "Gone"

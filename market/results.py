@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from market.labels import format_csv_answer
 from market.models import Answer, Item, Project
+from market.spreadsheet import cell
 
 EXPORT_PAGE = 5_000
 EXPORT_COLUMNS = ("answer_id", "assignment_id", "worker_id", "item_id", "external_id", "is_gold", "answer",
@@ -60,17 +61,19 @@ def iter_answers(session: Session, *, project: Project, **filters: int | None) -
 
 
 def export_lines(session: Session, *, project: Project, fmt: str, **filters: int | None) -> Iterator[str]:
-    """Yield the export as text chunks: a CSV with a header row, or one JSON object per line."""
+    """Yield the export as text chunks: a CSV with a header row, or one JSON object per line. The CSV's text cells
+    (external ids, answers) are safe to open in a spreadsheet (market.spreadsheet); JSON Lines are the data as is."""
     if fmt == "jsonl":
         for row in iter_answers(session, project=project, **filters):
             row["submitted_at"] = row["submitted_at"].isoformat()
             yield json.dumps(row, separators=(",", ":")) + "\n"
         return
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; with "\n" a lone CR in a cell went unquoted
     writer.writerow(EXPORT_COLUMNS)
     for n, row in enumerate(iter_answers(session, project=project, **filters), start=1):
-        row["answer"] = format_csv_answer(row["answer"])
+        row["external_id"] = cell(row["external_id"])
+        row["answer"] = cell(format_csv_answer(row["answer"]))
         row["submitted_at"] = row["submitted_at"].isoformat()
         row["is_gold"] = "true" if row["is_gold"] else "false"
         writer.writerow(row.values())

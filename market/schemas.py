@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from market.edge import FullMatch, Id, LabelSchemaSchema, PageQuerySchema, Text
+from market.edge import JSON, Fixed, FullMatch, Id, LabelSchemaSchema, PageQuerySchema, Text
 from market.models import DisputeState, QualityAction
 from qualification.schemas import requirements_field
 
@@ -18,8 +18,10 @@ from qualification.schemas import requirements_field
 def _gold_rate(value: Decimal) -> None:
     if value != 0 and not Decimal("0.05") <= value <= Decimal("0.10"):
         raise ValidationError("must be 0 (off) or between 0.05 and 0.10")
-    if value.as_tuple().exponent < -3:  # type: ignore[operator]
-        raise ValidationError("at most three decimal places")
+
+
+def _unit(low: str = "0", high: str = "1") -> validate.Range:
+    return validate.Range(Decimal(low), Decimal(high))
 
 
 class ProjectSettingsSchema(Schema):
@@ -34,24 +36,24 @@ class ProjectSettingsSchema(Schema):
     lifetime_seconds = fields.Integer(strict=True, validate=validate.Range(60, 365 * 86_400),
                                       metadata={"description": "A batch expires this long after publishing."})
     auto_approval_delay_seconds = fields.Integer(strict=True, validate=validate.Range(0, 30 * 86_400))
-    gold_rate = fields.Decimal(validate=_gold_rate, metadata={
+    gold_rate = Fixed(3, validate=_gold_rate, metadata={
         "description": "0 = off, else 0.05-0.10 (at most three decimal places).",
         "anyOf": [{"enum": [0]}, {"minimum": 0.05, "maximum": 0.1}]})
     qualification_requirements = requirements_field(metadata={
         "description": "Who may work on batches published from now on: all must be met."})
-    min_gold_accuracy = fields.Decimal(places=2, validate=validate.Range(0, 1), metadata={
+    min_gold_accuracy = Fixed(2, validate=_unit(), metadata={
         "description": "Gold accuracy a worker must keep (default 0.90): below it they are flagged for review."})
     min_gold_answers = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
         "description": "Gold answers before the accuracy rule applies (default 10)."})
     quality_action = Text(validate=validate.OneOf([a.value for a in QualityAction]), metadata={
         "description": "When the 95% upper bound of a worker's gold accuracy is below the minimum: flag them "
                        "for ops review (default) or block them from the project at once."})
-    action_confidence = fields.Decimal(places=3, validate=validate.Range(0.5, 0.999), metadata={
+    action_confidence = Fixed(3, validate=_unit("0.5", "0.999"), metadata={
         "description": "How sure the action must be: it is taken when the upper bound of the Wilson interval at "
                        "this confidence is below the minimum (default 0.99; the 95% interval is what is shown)."})
     accuracy_window = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
         "description": "Golds in the rolling accuracy (default 20)."})
-    fast_answer_fraction = fields.Decimal(places=2, validate=validate.Range(0, 1), metadata={
+    fast_answer_fraction = Fixed(2, validate=_unit(), metadata={
         "description": "A task done in less than this fraction of the project's median time is too fast "
                        "(default 0.25)."})
     gold_feedback = fields.Boolean(metadata={
@@ -136,7 +138,7 @@ class RequesterItemSchema(Schema):
 
 
 class GoldCorrectionSchema(Schema):
-    gold = fields.Raw(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
+    gold = JSON(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
     explanation = Text(validate=validate.Length(max=20_000), allow_none=True,
                        metadata={"description": "Replaces the old one (omit to keep it)."})
 
@@ -364,5 +366,5 @@ class DisputeNoteSchema(Schema):
 
 
 class DisputeCorrectSchema(DisputeNoteSchema):
-    gold = fields.Raw(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
+    gold = JSON(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
     explanation = Text(validate=validate.Length(max=20_000), metadata={"description": "Replaces the old one."})

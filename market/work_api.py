@@ -151,6 +151,8 @@ class Submit(MethodView):
     def post(self, data: dict[str, Any], assignment_id: int):
         """Submit one answer per item. Idempotent: the same answers again return the same result."""
         worker, ids = current_account(), _ids()
+        # internal(), not item_id(): these ids are only compared with the assignment's, never looked up, and an
+        # impossible one must stay distinct to be named in the error.
         answers = [{"item_id": ids.internal(a["item_id"]), "answer": a["answer"]} for a in data["answers"]]
         try:
             result, replayed = work.submit(db_session(), worker=worker, assignment_id=assignment_id,
@@ -195,9 +197,11 @@ class Disputes(MethodView):
     @problems(409)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Contest an answer the feedback showed as wrong, with a note for the reviewers."""
+        item_id = _ids().item_id(data["item_id"])
+        if item_id is None:
+            raise InvalidInput("No such item.", errors={"item_id": ["is not an item of this assignment"]})
         dispute, created = disputes.open_dispute(db_session(), worker=current_account(), assignment_id=assignment_id,
-                                                 item_id=_ids().internal(data["item_id"]), note=data["note"],
-                                                 now=clock())
+                                                 item_id=item_id, note=data["note"], now=clock())
         return _worker_dispute(dispute), 201 if created else 200
 
 

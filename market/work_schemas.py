@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from market.edge import FullMatch, Id, Text
+from market.edge import JSON, FullMatch, Id, JSONObject, Text
 from market.public_ids import LIMIT
 from workers.service import MIN_PASSWORD, USERNAME, USERNAME_RULE
 
@@ -55,12 +55,12 @@ PublicItemId = fields.Integer(required=True, strict=True, validate=validate.Rang
 
 class AnswerInSchema(Schema):
     item_id = PublicItemId
-    answer = fields.Raw(required=True, allow_none=False)
+    answer = JSON(required=True, allow_none=False)
 
 
 class SubmitSchema(Schema):
     answers = fields.List(fields.Nested(AnswerInSchema), required=True, validate=validate.Length(1, 100))
-    client = fields.Dict(keys=Text(validate=validate.Length(max=64)), load_default=None,
+    client = JSONObject(keys=Text(validate=validate.Length(max=64)), load_default=None,
                          metadata={"description": "Client metadata kept with the answers (user agent, ...)."})
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from market.edge import Id, LabelSchemaSchema, Text
+from market.edge import JSON, Id, JSONObject, LabelSchemaSchema, Text
 from qualification.requirements import COMPARATORS, values_error
 
 DAY = 86_400
@@ -33,9 +33,9 @@ def requirements_field(**kwargs: Any) -> fields.List:
 
 
 class QuestionInSchema(Schema):
-    data = fields.Dict(keys=fields.String(), required=True,
+    data = JSONObject(keys=fields.String(), required=True,
                        metadata={"description": "What the worker sees, shaped like an item's data."})
-    answer = fields.Raw(required=True, allow_none=False, metadata={"description": "The known answer."})
+    answer = JSON(required=True, allow_none=False, metadata={"description": "The known answer."})
 
 
 class QualificationTypeCreateSchema(Schema):
@@ -159,7 +159,7 @@ class AttemptSchema(Schema):
 
 class AttemptAnswerSchema(Schema):
     question_id = Id(required=True, strict=True)
-    answer = fields.Raw(required=True, allow_none=False)
+    answer = JSON(required=True, allow_none=False)
 
 
 class AttemptSubmitSchema(Schema):

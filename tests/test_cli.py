@@ -61,6 +61,17 @@ def test_items_import(invoke, session, clock, tmp_path):
     assert invoke("items", "import", "999999", str(good)).exit_code == 1
 
 
+def test_ids_beyond_the_id_column_are_usage_errors(invoke, tmp_path):
+    """Not a database error: PostgreSQL refused the lookup of an id beyond 32 bits with a traceback."""
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"external_id": "x", "data": {}}\n')
+    invoke("users", "create", "--role", "ops", "--email", "erin@example.com")
+    for args in (("items", "import", str(2**31), str(items)), ("tokens", "revoke", "--email", "erin@example.com",
+                                                               str(2**40))):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "not in the range" in result.output, result.output
+
+
 def test_work_sweep(invoke):
     result = invoke("work", "sweep")
     assert result.exit_code == 0 and "0 lapsed lease(s) tidied." in result.output

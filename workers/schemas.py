@@ -6,7 +6,7 @@ import datetime as dt
 
 from marshmallow import Schema, fields, validate
 
-from market.edge import Id, PageQuerySchema, Text
+from market.edge import Id, JSONObject, PageQuerySchema, Text
 from workers.models import FlagReason, FlagState
 
 
@@ -42,7 +42,7 @@ class FlagCreateSchema(Schema):
     worker_id = Id(required=True, strict=True)
     project_id = Id(load_default=None, allow_none=True, strict=True)
     note = Text(required=True, validate=validate.Length(1, 5000), metadata={"description": "Why, for the record."})
-    evidence = fields.Dict(load_default=None, allow_none=True,
+    evidence = JSONObject(load_default=None, allow_none=True,
                            metadata={"description": "What was seen: metric, threshold, n, window."})
 
 
