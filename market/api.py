@@ -13,7 +13,7 @@ from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, idempotency_doc, idempotency_key, page, streamed
 from market.models import Batch, Project
-from market.openapi import problems
+from market.openapi import download_doc, problems
 from market.problems import InvalidInput
 from market.schemas import (
     AnswerListSchema,
@@ -310,6 +310,7 @@ class AnswersExport(MethodView):
     @requires(*READ)
     @blp.arguments(ExportQuerySchema, location="query")
     @blp.response(200, description="CSV with a header row, or JSON Lines; streamed.")
+    @blp.doc(**download_doc("text/csv", "application/x-ndjson"))
     def get(self, args: dict[str, Any], project_id: int):
         """Stream every answer as CSV or JSONL, in constant memory."""
         project = _project(project_id)

@@ -54,6 +54,12 @@ def problems(*statuses: int) -> Callable[[F], F]:
     return decorator
 
 
+def download_doc(*mimetypes: str) -> dict[str, Any]:
+    """The OpenAPI description of a streamed download's body in each of its formats (for `blp.doc`)."""
+    return {"responses": {200: {"content": {
+        m: {"schema": {"type": "object" if m == "application/json" else "string"}} for m in mimetypes}}}}
+
+
 class Api(flask_smorest.Api):
     """flask-smorest's Api with problem+json error responses."""
 

@@ -78,6 +78,9 @@ def test_every_operation_documents_its_problems(spec):
     assert {"409", "410"} <= set(ops["post", "/api/v1/assignments/{assignment_id}/submit"]["responses"])
     assert {"401", "429"} <= set(ops["post", "/api/v1/auth/token"]["responses"])
     assert "403" not in ops["get", "/api/v1/me"]["responses"]  # any account
+    assert {"409", "411"} <= set(ops["post", "/api/v1/projects/{project_id}/batches"]["responses"])  # the key
+    export = ops["get", "/api/v1/projects/{project_id}/answers/export"]["responses"]["200"]
+    assert set(export["content"]) == {"text/csv", "application/x-ndjson"}  # downloads say what they stream
     flags = ops["get", "/api/v1/ops/flags"]
     assert "403" in flags["responses"] and flags["description"].endswith("For ops accounts.")
 
