@@ -9,9 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import Flask, current_app, g, render_template
+from flask import Flask, current_app, g
 from flask.sessions import SecureCookieSessionInterface
-from flask_smorest import Api
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -22,8 +21,6 @@ from market.problems import register_error_handlers
 from market.public_ids import ItemIds
 from market.ratelimit import LoginLimits
 from qualification.gold import schedule_key
-
-REDOC_URL = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
 
 
 class SessionCookies(SecureCookieSessionInterface):
@@ -55,9 +52,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
-        OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_REDOC_PATH="/docs",
-        OPENAPI_REDOC_URL=REDOC_URL,
+        OPENAPI_JSON_PATH="openapi.json",  # /docs is market.pages' (ReDoc from our static files)
         API_SPEC_OPTIONS={
             "info": {"description": "Post labeling jobs, publish them as HITs, collect and export answers."},
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
@@ -83,26 +78,24 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["crowdmarket.login_limits"] = LoginLimits(
         app.extensions["crowdmarket.redis"], namespace=app.config.get("LIMIT_NAMESPACE", "crowdmarket"))
 
-    api = Api(app)
-    from market import edge
+    from market import edge, openapi
 
+    api = openapi.Api(app, spec_kwargs={"extra_plugins": [openapi.Plugin(app)]})
+    openapi.install(api)
     edge.install(app, api)
     from aggregation import api as aggregation_api
     from market import api as market_api
-    from market import health, ops_api, work_api
+    from market import health, ops_api, pages, work_api
     from qualification import api as qualification_api
     from workers import api as workers_api
 
+    pages.install(app)
     app.register_blueprint(health.blp)
     app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
                 qualification_api.tests_blp, ops_api.blp, aggregation_api.blp):
         api.register_blueprint(blp)
     register_error_handlers(app)
-
-    @app.get("/")
-    def index() -> str:
-        return render_template("index.html")
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

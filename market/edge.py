@@ -110,6 +110,19 @@ class Text(fields.String):
     default_error_messages = {"invalid_text": "{problem}."}  # noqa: RUF012
 
 
+class FullMatch(validate.Regexp):
+    """A pattern the whole value must match. The spec shows it as `^(?:...)$`, which JSON Schema (ECMA-262) reads
+    the same way; Python's `$` alone would also accept a trailing newline, so the check is a full match."""
+
+    def __init__(self, pattern: str, **kwargs: Any) -> None:
+        super().__init__(f"^(?:{pattern})$", **kwargs)
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 class _Storable(fields.Field):
     """Free-form JSON that the database can store. Bodies are checked as they are parsed (StrictParser); this
     checks the value wherever else a schema gets it from."""
@@ -207,19 +220,35 @@ class PageQuerySchema(Schema):
 
 # ---- label schemas: a project's, and a qualification test's -------------------------------------------------
 
-KEY_PATTERN = r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z"
+KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 
 
 class CategorySchema(Schema):
-    key = Text(required=True, validate=validate.Regexp(KEY_PATTERN, error="must be 1-64 characters of "
+    key = Text(required=True, validate=FullMatch(KEY_PATTERN, error="must be 1-64 characters of "
                                                                 "letters, digits, _ . : - starting alphanumeric"))
     name = Text(required=True, validate=validate.Length(1, 200))
     description = Text(validate=validate.Length(max=2000))
     example = Text(validate=validate.Length(max=2000))
 
 
+# The keys each type of label schema allows, and those it needs.
+LABEL_KEYS = {
+    "single_choice": {"type", "categories"},
+    "multi_choice": {"type", "categories", "min_choices", "max_choices"},
+    "rating": {"type", "min", "max", "min_label", "max_label"},
+    "text": {"type", "max_length"},
+}
+LABEL_NEEDS = {"single_choice": ["categories"], "multi_choice": ["categories"], "rating": ["min", "max"], "text": []}
+
+
 class LabelSchemaSchema(Schema):
     """What a worker answers: single_choice, multi_choice, rating or text."""
+
+    class Meta:
+        openapi = {"oneOf": [
+            {"properties": {"type": {"enum": [kind]}}, "required": ["type", *LABEL_NEEDS[kind]],
+             "not": {"anyOf": [{"required": [key]} for key in sorted(set().union(*LABEL_KEYS.values()) - keys)]}}
+            for kind, keys in LABEL_KEYS.items()]}
 
     type = Text(required=True, validate=validate.OneOf(ANSWER_TYPES))
     categories = fields.List(fields.Nested(CategorySchema), validate=validate.Length(2, 500))
@@ -231,33 +260,24 @@ class LabelSchemaSchema(Schema):
     max_label = Text(validate=validate.Length(max=200))
     max_length = fields.Integer(strict=True, validate=validate.Range(1, 100_000))
 
-    _ALLOWED = {
-        "single_choice": {"type", "categories"},
-        "multi_choice": {"type", "categories", "min_choices", "max_choices"},
-        "rating": {"type", "min", "max", "min_label", "max_label"},
-        "text": {"type", "max_length"},
-    }
-
     @validates_schema
     def _per_type(self, data: dict[str, Any], **_: Any) -> None:
         kind = data.get("type")
-        if kind not in self._ALLOWED:
+        if kind not in LABEL_KEYS:
             return
-        extra = sorted(set(data) - self._ALLOWED[kind])
+        extra = sorted(set(data) - LABEL_KEYS[kind])
         if extra:
             raise ValidationError({k: [f"not allowed for type {kind}"] for k in extra})
+        missing = [k for k in LABEL_NEEDS[kind] if k not in data]
+        if missing:
+            raise ValidationError({k: [f"required for type {kind}"] for k in missing})
         if kind in ("single_choice", "multi_choice"):
-            cats = data.get("categories")
-            if not cats:
-                raise ValidationError({"categories": ["required for choice types"]})
-            keys = [c["key"] for c in cats]
+            keys = [c["key"] for c in data["categories"]]
             if len(set(keys)) != len(keys):
                 raise ValidationError({"categories": ["category keys must be unique"]})
             lo, hi = data.get("min_choices", 0), data.get("max_choices", len(keys))
             if kind == "multi_choice" and not lo <= hi <= len(keys):
                 raise ValidationError({"max_choices": ["need min_choices <= max_choices <= number of categories"]})
         if kind == "rating":
-            if "min" not in data or "max" not in data:
-                raise ValidationError({"max": ["rating needs min and max"]})
             if not data["min"] < data["max"] or data["max"] - data["min"] > 100:
                 raise ValidationError({"max": ["need min < max and at most 100 steps"]})

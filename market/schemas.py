@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from market.edge import JSON, Fixed, Id, LabelSchemaSchema, PageQuerySchema, Text
+from market.edge import JSON, Fixed, FullMatch, Id, LabelSchemaSchema, PageQuerySchema, Text
 from market.models import DisputeState, QualityAction
 from qualification.schemas import requirements_field
 
@@ -27,7 +27,7 @@ def _unit(low: str = "0", high: str = "1") -> validate.Range:
 class ProjectSettingsSchema(Schema):
     reward_cents = fields.Integer(strict=True, validate=validate.Range(0, 1_000_000),
                                   metadata={"description": "Reward per HIT in integer cents; never a float."})
-    currency = Text(validate=validate.Regexp(r"\A[A-Z]{3}\Z", error="an ISO 4217 code like USD"))
+    currency = Text(validate=FullMatch("[A-Z]{3}", error="an ISO 4217 code like USD"))
     items_per_hit = fields.Integer(strict=True, validate=validate.Range(1, 100))
     assignments_per_item = fields.Integer(strict=True, validate=validate.Range(1, 50),
                                           metadata={"description": "Redundancy: workers per item."})
@@ -36,7 +36,9 @@ class ProjectSettingsSchema(Schema):
     lifetime_seconds = fields.Integer(strict=True, validate=validate.Range(60, 365 * 86_400),
                                       metadata={"description": "A batch expires this long after publishing."})
     auto_approval_delay_seconds = fields.Integer(strict=True, validate=validate.Range(0, 30 * 86_400))
-    gold_rate = Fixed(3, validate=_gold_rate, metadata={"description": "0 = off, else 0.05-0.10."})
+    gold_rate = Fixed(3, validate=_gold_rate, metadata={
+        "description": "0 = off, else 0.05-0.10 (at most three decimal places).",
+        "anyOf": [{"enum": [0]}, {"minimum": 0.05, "maximum": 0.1}]})
     qualification_requirements = requirements_field(metadata={
         "description": "Who may work on batches published from now on: all must be met."})
     min_gold_accuracy = Fixed(2, validate=_unit(), metadata={
@@ -91,7 +93,7 @@ class ProjectSchema(Schema):
     lifetime_seconds = fields.Integer()
     auto_approval_delay_seconds = fields.Integer()
     gold_rate = fields.Float()
-    qualification_requirements = fields.List(fields.Dict())
+    qualification_requirements = fields.List(fields.Dict(), allow_none=True, metadata={"description": "null: none."})
     min_gold_accuracy = fields.Float()
     min_gold_answers = fields.Integer()
     quality_action = Text()
@@ -159,6 +161,9 @@ class ImportResultSchema(Schema):
 
 
 class BatchCreateSchema(Schema):
+    class Meta:
+        openapi = {"not": {"required": ["item_ids", "external_ids"]}}
+
     name = Text(load_default="", validate=validate.Length(max=200))
     item_ids = fields.List(Id(strict=True), validate=validate.Length(1, 1_000_000))
     external_ids = fields.List(Text(validate=validate.Length(1, 255)), validate=validate.Length(1, 1_000_000))
@@ -208,7 +213,7 @@ class BatchSchema(Schema):
     assignments_per_item = fields.Integer()
     assignment_duration_seconds = fields.Integer()
     auto_approval_delay_seconds = fields.Integer()
-    qualification_requirements = fields.List(fields.Dict())
+    qualification_requirements = fields.List(fields.Dict(), allow_none=True, metadata={"description": "null: none."})
     gold = fields.Nested(GoldSupplySchema, metadata={
         "description": "The gold this batch needs (one worker doing every HIT at the project's gold rate) and "
                        "what the project's pool holds for it."})
@@ -269,6 +274,9 @@ class AnswerListSchema(Schema):
 
 
 class PriorityEntrySchema(Schema):
+    class Meta:
+        openapi = {"oneOf": [{"required": ["item_id"]}, {"required": ["external_id"]}]}
+
     item_id = Id(strict=True)
     external_id = Text(validate=validate.Length(1, 255))
     priority = fields.Integer(required=True, strict=True, validate=validate.Range(-1_000_000, 1_000_000))

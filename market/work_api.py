@@ -11,6 +11,7 @@ from market import disputes, scoring, work
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
+from market.openapi import problems
 from market.problems import InvalidInput, NotFound, TooManyRequests
 from market.public_ids import ItemIds
 from market.ratelimit import LoginLimits, acquire_all
@@ -75,6 +76,7 @@ class Workers(MethodView):
     @blp.arguments(RegisterSchema)
     @blp.response(201, NewWorkerTokenSchema)
     @blp.doc(security=[])
+    @problems(409, 429)
     def post(self, data: dict[str, Any]):
         """Sign up as a crowd worker; the response holds your first API token. Sign-ups are limited per client
         address (429 with Retry-After); usernames are unique ignoring case."""
@@ -96,6 +98,7 @@ class Login(MethodView):
     @blp.arguments(LoginSchema)
     @blp.response(201, NewWorkerTokenSchema)
     @blp.doc(security=[])
+    @problems(401, 429)
     def post(self, data: dict[str, Any]):
         """Log in with username (any case) and password; get a new API token (an account keeps its newest 5 login
         tokens). Failed logins are limited per username and address, per username and per address (429 with
@@ -118,6 +121,7 @@ class Identities(MethodView):
     @requires(Role.OPS)
     @blp.arguments(IdentitySchema)
     @blp.response(201, IdentitySchema)
+    @problems(409)
     def post(self, data: dict[str, Any], worker_id: int):
         """Map a worker's id on another platform (e.g. MTurk) to their account (ops)."""
         session = db_session()
@@ -135,6 +139,7 @@ class NextTask(MethodView):
     @requires(*WORKER, autocommit=True)
     @blp.arguments(NextQuerySchema, location="query")
     @blp.response(200, TaskSchema)
+    @problems(404, 409)
     def post(self, args: dict[str, Any]):
         """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
         return _task(work.next_assignment(db_session(), worker=current_account(), now=clock(),
@@ -156,6 +161,7 @@ class Submit(MethodView):
     @requires(*WORKER, autocommit=True)
     @blp.arguments(SubmitSchema)
     @blp.response(200, SubmitResultSchema)
+    @problems(409, 410)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Submit one answer per item. Idempotent: the same answers again return the same result."""
         worker, ids = current_account(), _ids()
@@ -182,6 +188,7 @@ class Submit(MethodView):
 class Return(MethodView):
     @requires(*WORKER)
     @blp.response(200, ReturnResultSchema)
+    @problems(409, 410)
     def post(self, assignment_id: int):
         """Give the task back without penalty; someone else can take it at once."""
         assignment = work.return_assignment(db_session(), worker=current_account(), assignment_id=assignment_id,
@@ -201,6 +208,7 @@ class Disputes(MethodView):
     @blp.arguments(DisputeCreateSchema)
     @blp.response(201, WorkerDisputeSchema)
     @blp.alt_response(200, schema=WorkerDisputeSchema, description="You contested this answer already.")
+    @problems(409)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Contest an answer the feedback showed as wrong, with a note for the reviewers."""
         item_id = _ids().item_id(data["item_id"])

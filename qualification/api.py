@@ -9,6 +9,7 @@ from flask.views import MethodView
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
+from market.openapi import problems
 from market.results import worked_for
 from qualification import service
 from qualification.models import QualificationAttempt, QualificationQuestion, QualificationType
@@ -65,6 +66,7 @@ class QualificationTypes(MethodView):
     @requires(Role.REQUESTER)
     @blp.arguments(QualificationTypeCreateSchema)
     @blp.response(201, QualificationTypeSchema)
+    @problems(409)
     def post(self, data: dict[str, Any]):
         """Create a qualification type with its test (questions with known answers) and passing score."""
         session = db_session()
@@ -97,6 +99,7 @@ class Grants(MethodView):
     @requires(*GRANT)
     @blp.arguments(GrantCreateSchema)
     @blp.response(201, GrantSchema)
+    @problems(409)
     def post(self, data: dict[str, Any], type_id: int):
         """Grant it to a worker by hand, or set a holder's value; a reason is required. Name the worker by
         `username` (the one they gave you) or by `worker_id` if they have worked on your projects or taken your
@@ -156,6 +159,7 @@ class StartAttempt(MethodView):
     @requires(Role.WORKER)
     @tests_blp.response(201, AttemptSchema)
     @tests_blp.alt_response(200, schema=AttemptSchema, description="Your open attempt, resumed.")
+    @problems(409)
     def post(self, type_id: int):
         """Start the test (or resume your open attempt): its questions, never their answers, and a deadline."""
         session = db_session()
@@ -182,6 +186,7 @@ class SubmitAttempt(MethodView):
     @requires(Role.WORKER)
     @tests_blp.arguments(AttemptSubmitSchema)
     @tests_blp.response(200, AttemptSchema)
+    @problems(409, 410)
     def post(self, data: dict[str, Any], attempt_id: int):
         """Submit one answer per question: your score and pass or fail. The same answers again: the same result."""
         session = db_session()

@@ -12,10 +12,12 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -27,6 +29,7 @@ from rq import Queue
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
 
 import aggregation.models  # noqa: F401 - every table on the metadata, whichever test file runs alone
 import market.models  # noqa: F401
@@ -244,3 +247,49 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def redis_url() -> str | None:
     return REDIS_URL
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """The test app served on a local port (one thread: it shares the test's database connection)."""
+    server = make_server("127.0.0.1", 0, app, threaded=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server: str) -> Iterator[tuple[object, list[str]]]:
+    """A Chromium page that reaches only the live server, and what went wrong on it: console errors and warnings
+    (CSP violations among them), uncaught script errors, and requests to other hosts (aborted: pages must work
+    offline)."""
+    page = browser.new_page()
+    problems: list[str] = []
+    local = urlsplit(live_server).netloc
+
+    def route(r) -> None:
+        url = urlsplit(r.request.url)
+        if url.scheme in ("data", "blob") or url.netloc == local:
+            r.continue_()
+        else:
+            problems.append(f"request to another host: {r.request.url}")
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    yield page, problems
+    page.close()

@@ -90,6 +90,26 @@ def test_unexpected_errors_are_500_problem_json_without_internals(database):
     assert "secret" not in resp.get_data(as_text=True)
 
 
+def test_problem_bodies_end_with_a_newline_like_json_responses(app, client, session, clock):
+    @app.get("/api/v1/boom")
+    def boom():
+        raise RuntimeError("boom")
+
+    _, token = account(session, Role.REQUESTER, now=clock())
+    assert client.get("/healthz").get_data().endswith(b"}\n")  # Flask's JSON responses
+    responses = {
+        "route": client.get("/api/v1/nope"),
+        "method": client.delete("/api/v1/projects"),
+        "domain error": client.get("/api/v1/me"),  # no token: 401
+        "webargs": client.post("/api/v1/projects", json={"title": ""}, headers=auth(token)),
+        "not json": client.post("/api/v1/projects", data="x", content_type="text/plain", headers=auth(token)),
+        "unexpected": client.get("/api/v1/boom"),
+    }
+    for source, resp in responses.items():
+        assert resp.mimetype == "application/problem+json", source
+        assert resp.get_data().endswith(b"}\n") and resp.get_json()["status"] == resp.status_code, source
+
+
 def test_index_page_links_the_docs(client):
     resp = client.get("/")
     assert resp.status_code == 200

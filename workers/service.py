@@ -113,7 +113,9 @@ def find_account(session: Session, *, email: str) -> Account:
 
 # ---- workers ----------------------------------------------------------------------------------------------
 
-USERNAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{2,63}\Z")
+USERNAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{2,63}"
+USERNAME_RULE = "3-64 letters, digits, '_', '.', '-', starting with a letter or digit"
+USERNAME_PATTERN = re.compile(rf"\A{USERNAME}\Z")
 MIN_PASSWORD = 10
 
 
@@ -123,7 +125,7 @@ def register_worker(session: Session, *, username: str, password: str, now: dt.d
     The username is unique ignoring case."""
     errors: dict[str, list[str]] = {}
     if not USERNAME_PATTERN.match(username):
-        errors["username"] = ["3-64 letters, digits, '_', '.', '-', starting with a letter or digit"]
+        errors["username"] = [USERNAME_RULE]
     if len(password) < MIN_PASSWORD:
         errors["password"] = [f"at least {MIN_PASSWORD} characters"]
     if errors:
