@@ -429,7 +429,7 @@ def _chunked(client, url: str, body: bytes, headers: dict[str, str], *, terminat
 def test_chunked_bodies_over_the_limit_are_413_not_read_cut_short(database, clock, connection, ctx):
     """werkzeug stops reading a body without Content-Length at the limit without an error: a valid object padded
     past the limit was created from its first 2,000 bytes."""
-    small = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000})
+    small = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000})
     client, body = small.test_client(), json.dumps(project_payload()).encode()
     before = _snapshot(connection)
     for oversized in (body + b" " * 3_000, json.dumps(project_payload(description="x" * 3_000)).encode()):
@@ -457,7 +457,7 @@ def test_chunked_bodies_through_a_real_server(database, clock, connection):
 
     from werkzeug.serving import make_server
 
-    small = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000})
+    small = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000})
     server = make_server("127.0.0.1", 0, small)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
