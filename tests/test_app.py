@@ -90,10 +90,14 @@ def test_unexpected_errors_are_500_problem_json_without_internals(database):
     assert "secret" not in resp.get_data(as_text=True)
 
 
-def test_problem_bodies_end_with_a_newline_like_json_responses(app, client, session, clock):
+def test_problem_bodies_end_with_a_newline_like_json_responses(database, session, clock):
+    app = make_app({"DATABASE": database, "CLOCK": clock})  # it adds a route: an app of its own
+
     @app.get("/api/v1/boom")
     def boom():
         raise RuntimeError("boom")
+
+    client = app.test_client()
 
     _, token = account(session, Role.REQUESTER, now=clock())
     assert client.get("/healthz").get_data().endswith(b"}\n")  # Flask's JSON responses
