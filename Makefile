@@ -33,8 +33,11 @@ lint: install
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# pytest-xdist, one process per core, each with its own database (tests/conftest.py); hypothesis' `ci` profile
+# is derandomized, so a run never fails on an example the one before did not meet. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= auto
 test: install lint browser
-	$(BIN)/pytest -q
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: install
 	$(BIN)/python benchmarks/import_items.py

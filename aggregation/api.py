@@ -29,6 +29,7 @@ from market import jobs
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, idempotency_doc, idempotency_key, page, streamed
+from market.openapi import download_doc
 from market.problems import Gone, NotFound
 from market.service import get_project
 from workers.models import Account, Role
@@ -120,6 +121,7 @@ class RunExport(MethodView):
     @requires(*READ)
     @blp.arguments(LabelExportQuerySchema, location="query")
     @blp.response(200, description="CSV with a header row, or JSON Lines; streamed.")
+    @blp.doc(**download_doc("text/csv", "application/x-ndjson"))
     def get(self, args: dict[str, Any], project_id: int, run_id: int):
         """Stream the run's labels: external_id, label, confidence, answers, method."""
         session, run = db_session(), _run(project_id, run_id)
@@ -152,6 +154,7 @@ class QualityReportDownload(MethodView):
     @blp.arguments(ReportQuerySchema, location="query")
     @blp.response(200, description="The report plus `labels`: every answered item's label with the provenance "
                                     "of each answer (worker, time, guideline version); streamed JSON.")
+    @blp.doc(**download_doc("application/json"))
     def get(self, args: dict[str, Any], project_id: int):
         """The quality report with the provenance of every label, as a JSON download."""
         session, project = db_session(), _project(project_id)
@@ -201,4 +204,4 @@ def quality_report_page(token: str):
     run = None if claim["r"] is None else service.get_run(session, project=project, run_id=claim["r"])
     body = report.build(session, project=project, run=run, now=clock())
     html = render_template("quality_report.html", report=body)
-    return Response(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    return Response(html, headers={"Cache-Control": "no-store"})

@@ -26,7 +26,8 @@ from aggregation.engine import METHODS, aggregate
 from aggregation.models import AggregatedLabel, AggregationRun, AggregationWorker, RunStatus
 from market.db import keyset_page
 from market.models import Answer, Item, Project
-from market.problems import InvalidInput, NotFound
+from market.problems import IdempotencyConflict, InvalidInput, NotFound
+from market.spreadsheet import cell
 from workers.models import Account
 
 DEFAULT_PARAMS = {"seed": 0, "max_iter": 100, "tol": 1e-5, "smoothing": 0.01}
@@ -50,7 +51,8 @@ def classes_of(project: Project) -> list[Any]:
 
 def request_run(session: Session, *, project: Project, account: Account, method: str, params: dict[str, Any],
                 idempotency_key: str | None, now: dt.datetime) -> tuple[AggregationRun, bool]:
-    """Record a queued run (the caller enqueues it); a repeated idempotency key returns the first run."""
+    """Record a queued run (the caller enqueues it). A repeated idempotency key returns the first run if it asked
+    for the same run (the same method and parameters, defaults filled in), and is a Conflict otherwise."""
     if method not in METHODS:
         raise InvalidInput(f"Unknown method {method!r}.", errors={"method": [f"one of {', '.join(METHODS)}"]})
     classes_of(project)
@@ -58,6 +60,8 @@ def request_run(session: Session, *, project: Project, account: Account, method:
         earlier = session.scalar(select(AggregationRun).where(AggregationRun.project_id == project.id,
                                                               AggregationRun.idempotency_key == idempotency_key))
         if earlier is not None:
+            if (earlier.method, earlier.params) != (method, {**DEFAULT_PARAMS, **params}):
+                raise IdempotencyConflict()
             return earlier, False
     run = AggregationRun(project_id=project.id, requested_by_id=account.id, method=method,
                          params={**DEFAULT_PARAMS, **params}, idempotency_key=idempotency_key, created_at=now,
@@ -238,19 +242,20 @@ def list_workers(session: Session, *, run: AggregationRun, after: int | None, li
 
 def export_lines(session: Session, *, run: AggregationRun, fmt: str, gold: bool = False) -> Iterator[str]:
     """The run's labels as CSV (with a header) or JSON Lines, in keyset pages: the items to label, and the gold
-    items only when `gold` (they are reported apart, not mixed in)."""
+    items only when `gold` (they are reported apart, not mixed in). CSV text cells are safe to open in a
+    spreadsheet (market.spreadsheet)."""
     _finished(run)
     if fmt == "csv":
-        yield ",".join(EXPORT_COLUMNS) + "\n"
+        yield ",".join(EXPORT_COLUMNS) + "\r\n"
     after = None
     while True:
         rows = list_labels(session, run=run, after=after, limit=EXPORT_PAGE, gold=gold)
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; with "\n" a lone CR in a cell went unquoted
         for row in rows:
             record = (row["external_id"], row["label"], round(row["confidence"], 6), row["answers"], run.method)
             if fmt == "csv":
-                writer.writerow(record)
+                writer.writerow((cell(record[0]), cell(record[1]), *record[2:]))
             else:
                 buf.write(json.dumps(dict(zip(EXPORT_COLUMNS, record, strict=True)), separators=(",", ":")) + "\n")
         yield buf.getvalue()

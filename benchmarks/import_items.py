@@ -23,9 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 
 from market.config import normalize_database_url
+from market.db import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("crowdmarket"))
@@ -118,19 +119,8 @@ def fresh_database(backend: str, pg_url: str, tmp: Path, tag: str) -> Iterator[s
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    name = f"cm_bench_import_{os.getpid()}"
-    server = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with server.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        server.dispose()
+    with scratch_database(pg_url, f"cm_bench_import_{os.getpid()}") as url:
+        yield url
 
 
 def prepare(url: str, env: dict[str, str], tmp: Path) -> int:

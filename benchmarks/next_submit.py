@@ -52,7 +52,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -61,6 +61,7 @@ from import_items import DEFAULT_PG_URL, LABEL_SCHEMA, WORDS, cli_env, label, ru
 from sqlalchemy import create_engine, make_url, text
 
 from market.config import normalize_database_url
+from market.db import scratch_database as new_database
 from workers.service import TOKEN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -430,22 +431,9 @@ def serving(app: str, chdir: Path, env: dict[str, str], settings: list[str], log
         server.stop()
 
 
-@contextmanager
-def scratch_database(pg_url: str, tag: str) -> Iterator[str]:
-    """Yield the URL of a new, empty PostgreSQL database; drop it afterwards."""
-    name = f"cm_bench_next_{tag}_{os.getpid()}"
-    server = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with server.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        server.dispose()
+def scratch_database(pg_url: str, tag: str) -> AbstractContextManager[str]:
+    """A new, empty PostgreSQL database for one measurement; dropped afterwards."""
+    return new_database(pg_url, f"cm_bench_next_{tag}_{os.getpid()}")
 
 
 def sql(url: str, statement: str, params: dict | None = None, *, autocommit: bool = False) -> list[tuple]:
@@ -560,8 +548,9 @@ def make_worker_pool(url: str, count: int) -> list[str]:
     try:
         with engine.begin() as conn:
             ids = conn.execute(text("""
-                INSERT INTO account (role, username, display_name, is_active, created_at)
-                SELECT 'worker', 'bench-solo-' || g, '', true, now() FROM generate_series(1, :n) AS g
+                INSERT INTO account (role, username, username_key, display_name, is_active, created_at)
+                SELECT 'worker', 'bench-solo-' || g, 'bench-solo-' || g, '', true, now()
+                FROM generate_series(1, :n) AS g
                 RETURNING id"""), {"n": count}).scalars().all()
             conn.execute(text("""
                 INSERT INTO api_token (account_id, token_hash, prefix, name, created_at, last_used_at)

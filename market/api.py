@@ -13,6 +13,7 @@ from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, idempotency_doc, idempotency_key, page, streamed
 from market.models import Batch, Project
+from market.openapi import download_doc, problems
 from market.problems import InvalidInput
 from market.schemas import (
     AnswerListSchema,
@@ -86,6 +87,7 @@ class ProjectDetail(MethodView):
     @requires(*WRITE)
     @blp.arguments(ProjectUpdateSchema)
     @blp.response(200, ProjectSchema)
+    @problems(409)
     def patch(self, data: dict[str, Any], project_id: int):
         """Change settings or guidelines; changed instructions become a new guideline version."""
         project = service.update_project(db_session(), project=_project(project_id, write=True),
@@ -189,6 +191,7 @@ class ItemDetail(MethodView):
     @requires(*WRITE)
     @blp.arguments(GoldCorrectionSchema)
     @blp.response(200, RequesterItemSchema)
+    @problems(409)
     def patch(self, data: dict[str, Any], project_id: int, item_id: int):
         """Correct a gold item's known answer: every answer to it is re-scored, its workers' accuracy recomputed
         and its open disputes settled."""
@@ -247,6 +250,7 @@ class BatchDetail(MethodView):
 def _transition(action: str):
     @requires(*WRITE)
     @blp.response(200, BatchSchema)
+    @problems(409)
     def view(project_id: int, batch_id: int):
         batch = service.change_batch_status(db_session(), project=_project(project_id, write=True),
                                             batch_id=batch_id, action=action, now=clock())
@@ -300,6 +304,7 @@ class AnswersExport(MethodView):
     @requires(*READ)
     @blp.arguments(ExportQuerySchema, location="query")
     @blp.response(200, description="CSV with a header row, or JSON Lines; streamed.")
+    @blp.doc(**download_doc("text/csv", "application/x-ndjson"))
     def get(self, args: dict[str, Any], project_id: int):
         """Stream every answer as CSV or JSONL, in constant memory."""
         project = _project(project_id)

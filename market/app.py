@@ -9,20 +9,18 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import Flask, current_app, g, render_template
+from flask import Flask, current_app, g
 from flask.sessions import SecureCookieSessionInterface
-from flask_smorest import Api
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.orm import Session
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from market.config import check_config, load_config
+from market.config import check_config, load_config, resolve_secret_key
 from market.db import Database, utcnow
 from market.problems import register_error_handlers
 from market.public_ids import ItemIds
-from market.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_USER, Limiter
+from market.ratelimit import LoginLimits
 from qualification.gold import schedule_key
-
-REDOC_URL = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
 
 
 class SessionCookies(SecureCookieSessionInterface):
@@ -37,12 +35,16 @@ class SessionCookies(SecureCookieSessionInterface):
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
-    """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, ...)."""
+    """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, SECRET_KEY, ...)."""
     app = Flask(__name__, instance_path=os.environ.get("CROWDMARKET_INSTANCE_PATH") or None)
     app.session_interface = SessionCookies()
     app.config.update(load_config(app.instance_path))
     app.config.update(overrides or {})
+    resolve_secret_key(app.config, app.instance_path)
     check_config(app.config)
+    if app.config["PROXY_HOPS"]:
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     logging.basicConfig(level=app.config["LOG_LEVEL"])
     app.config.update(
         MAX_CONTENT_LENGTH=app.config["MAX_REQUEST_BYTES"],
@@ -50,9 +52,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
-        OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_REDOC_PATH="/docs",
-        OPENAPI_REDOC_URL=REDOC_URL,
+        OPENAPI_JSON_PATH="openapi.json",  # /docs is market.pages' (ReDoc from our static files)
         API_SPEC_OPTIONS={
             "info": {"description": "Post labeling jobs, publish them as HITs, collect and export answers."},
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
@@ -74,21 +74,22 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         redis.Redis.from_url(app.config["REDIS_URL"], socket_timeout=1, socket_connect_timeout=1)
         if app.config["REDIS_URL"] else None)
 
-    client = app.extensions["crowdmarket.redis"]
-    app.extensions["crowdmarket.login_limits"] = (
-        Limiter("login-user", limit=LOGIN_PER_USER[0], window=LOGIN_PER_USER[1], client=client),
-        Limiter("login-address", limit=LOGIN_PER_ADDRESS[0], window=LOGIN_PER_ADDRESS[1], client=client))
+    # Tests give each app a namespace of its own (LIMIT_NAMESPACE), so counts never leak from one test to another.
+    app.extensions["crowdmarket.login_limits"] = LoginLimits(
+        app.extensions["crowdmarket.redis"], namespace=app.config.get("LIMIT_NAMESPACE", "crowdmarket"))
 
-    api = Api(app)
-    from market import edge
+    from market import edge, openapi
 
+    api = openapi.Api(app, spec_kwargs={"extra_plugins": [openapi.Plugin(app)]})
+    openapi.install(api)
     edge.install(app, api)
     from aggregation import api as aggregation_api
     from market import api as market_api
-    from market import health, ops_api, work_api
+    from market import health, ops_api, pages, work_api
     from qualification import api as qualification_api
     from workers import api as workers_api
 
+    pages.install(app)
     app.register_blueprint(health.blp)
     app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
@@ -98,10 +99,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from market import evaluation
 
     evaluation.install(app)
-
-    @app.get("/")
-    def index() -> str:
-        return render_template("index.html")
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import sys
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from market.app import clock, create_app, db_session
 from market.problems import DomainError
+from market.validation import MAX_ID
 from workers import service as accounts
 from workers.models import Role
 
@@ -64,16 +66,30 @@ def tokens() -> None:
     """API tokens."""
 
 
+def _expiry(expires_in: int | None, expires_at: dt.datetime | None) -> dt.datetime | None:
+    if expires_in is not None and expires_at is not None:
+        raise click.UsageError("Give --expires-in or --expires-at, not both.")
+    if expires_in is not None:
+        return clock() + dt.timedelta(days=expires_in)
+    if expires_at is not None and expires_at.tzinfo is None:
+        return expires_at.replace(tzinfo=dt.UTC)
+    return expires_at
+
+
 @tokens.command("create")
 @click.option("--email", required=True)
 @click.option("--name", default="", help="What the token is for.")
+@click.option("--expires-in", type=click.IntRange(min=1), metavar="DAYS", help="The token stops working after this.")
+@click.option("--expires-at", type=dt.datetime.fromisoformat, metavar="WHEN",
+              help="The token stops working then (ISO 8601; UTC unless it says otherwise).")
 @with_appcontext
-def tokens_create(email: str, name: str) -> None:
-    """Issue another token for an account and print it (shown once)."""
+def tokens_create(email: str, name: str, expires_in: int | None, expires_at: dt.datetime | None) -> None:
+    """Issue another token for an account and print it (shown once); by default it works until revoked."""
     session = db_session()
     try:
         account = accounts.find_account(session, email=email)
-        _, token = accounts.issue_token(session, account=account, now=clock(), name=name)
+        _, token = accounts.issue_token(session, account=account, now=clock(), name=name,
+                                        expires_at=_expiry(expires_in, expires_at))
         session.commit()
     except DomainError as exc:
         _fail(exc)
@@ -82,7 +98,7 @@ def tokens_create(email: str, name: str) -> None:
 
 @tokens.command("revoke")
 @click.option("--email", required=True)
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=click.IntRange(1, MAX_ID))
 @with_appcontext
 def tokens_revoke(email: str, token_id: int) -> None:
     """Revoke one of an account's tokens."""
@@ -116,7 +132,7 @@ class _Counting(io.RawIOBase):
 
 
 @items.command("import")
-@click.argument("project_id", type=int)
+@click.argument("project_id", type=click.IntRange(1, MAX_ID))
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), help="Default: from the file name.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

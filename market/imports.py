@@ -22,7 +22,7 @@ from market.labels import AnswerError, parse_csv_answer, validate_answer
 from market.models import Item, Project
 from market.problems import InvalidInput
 from market.service import pool_new_gold
-from market.validation import find_text_error, loads_strict
+from market.validation import JSONValueError, json_error, loads_strict
 
 FORMATS = ("jsonl", "csv")
 CHUNK = 2_000
@@ -92,10 +92,6 @@ def _row(schema: dict[str, Any], external_id: Any, data: Any, gold: Any, explana
         raise LineError("external_id is longer than 255 characters", "external_id")
     if not isinstance(data, dict):
         raise LineError("data must be a JSON object", "data")
-    for name, value in (("external_id", external_id), ("data", data), ("explanation", explanation)):
-        problem = find_text_error(value)
-        if problem:
-            raise LineError(f"{name} {problem}", name)
     if gold is not None:
         try:
             gold = validate_answer(schema, gold)
@@ -125,6 +121,9 @@ def _jsonl_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, di
             continue
         try:
             doc = loads_strict(line)
+        except JSONValueError as exc:  # e.g. a NUL character (in a key too), 1e400, nesting 100 deep
+            yield line_no, LineError(str(exc), exc.path[0] if exc.path and isinstance(exc.path[0], str) else None)
+            continue
         except json.JSONDecodeError as exc:
             yield line_no, LineError(f"invalid JSON: {exc.msg} at column {exc.colno}")
             continue
@@ -145,62 +144,89 @@ def _jsonl_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, di
             yield line_no, exc
 
 
-def _csv_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
-    reader = csv.reader(lines)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        yield 1, LineError(f"broken CSV: {exc}")
-        return
-    bad = lines.pop_bad(lines.line_no)
-    if bad is not None:
-        yield 1, bad
-        return
-    header = [h.strip() for h in header]
-    if "external_id" not in header:
-        yield 1, LineError("the header must have an external_id column", "external_id")
-        return
-    if len(set(header)) != len(header) or "" in header:
-        yield 1, LineError("header column names must be unique and non-empty")
-        return
-    data_cols = [(i, h) for i, h in enumerate(header) if h not in _RESERVED_CSV]
-    pos = {h: i for i, h in enumerate(header)}
+def _csv_records(reader: Any) -> Iterator[tuple[int, list[str] | LineError]]:
+    """The reader's records, each with the line it starts on. A broken one ends the file: after a quote left open
+    (which strict reading refuses at the end of the file, instead of taking the rest of it into one field) or a
+    quote inside a quoted field, nothing further can be read reliably."""
     while True:
+        start = reader.line_num + 1
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield reader.line_num, LineError(f"broken CSV: {exc}")
+            if "end of data" in str(exc):
+                message = 'a quoted field starting on this line is never closed (a missing ")'
+            elif "field larger than" in str(exc):
+                message = f"a field starting on this line is longer than {MAX_LINE_BYTES} bytes (a quote left open?)"
+            else:
+                message = f"broken CSV: {exc}"
+            yield start, LineError(message)
             return
-        line_no = reader.line_num
+        yield start, cells
+
+
+def _csv_header_error(header: list[str]) -> LineError | None:
+    unstorable = json_error(header)
+    if unstorable is not None:
+        return LineError(f"a column name {unstorable.problem}")
+    if "external_id" not in header:
+        return LineError("the header must have an external_id column", "external_id")
+    if len(set(header)) != len(header) or "" in header:
+        return LineError("header column names must be unique and non-empty")
+    return None
+
+
+def _csv_row(schema: dict[str, Any], header: list[str], cells: list[str]) -> dict[str, Any]:
+    """A record as an item row; raises LineError."""
+    if len(cells) != len(header):
+        raise LineError(f"expected {len(header)} columns, found {len(cells)}")
+    unstorable = json_error(cells)
+    if unstorable is not None:
+        column = header[int(unstorable.path[0])]
+        raise LineError(f"{column} {unstorable.problem}", column if column in _RESERVED_CSV else "data")
+    named = dict(zip(header, cells, strict=True))
+    gold = None
+    if named.get("gold", "").strip():
+        try:
+            gold = parse_csv_answer(schema, named["gold"])
+        except AnswerError as exc:
+            raise LineError(f"gold {exc}", "gold") from exc
+    priority_text = named.get("priority", "").strip()
+    try:
+        priority = int(priority_text) if priority_text else None
+    except ValueError as exc:
+        raise LineError("priority must be a whole number", "priority") from exc
+    data = {h: cell for h, cell in named.items() if h not in _RESERVED_CSV}
+    return _row(schema, named["external_id"], data, gold, named.get("explanation") or None, priority)
+
+
+def _csv_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
+    # strict: a quote left open is an error at the end of the file, not the rest of the file in one field.
+    records = _csv_records(csv.reader(lines, strict=True))
+    first = next(records, None)
+    if first is None:
+        return
+    if isinstance(first[1], LineError):
+        yield 1, first[1]
+        return
+    header = [h.strip() for h in first[1]]
+    error = lines.pop_bad(lines.line_no) or _csv_header_error(header)
+    if error is not None:
+        yield 1, error
+        return
+    for line_no, cells in records:
+        if isinstance(cells, LineError):
+            yield line_no, cells
+            return
         bad = lines.pop_bad(lines.line_no)
         if bad is not None:
             yield line_no, bad
             continue
         if not cells or cells == [""]:
             continue
-        if len(cells) != len(header):
-            yield line_no, LineError(f"expected {len(header)} columns, found {len(cells)}")
-            continue
         try:
-            gold_text = cells[pos["gold"]] if "gold" in pos else ""
-            gold = None
-            if gold_text.strip():
-                try:
-                    gold = parse_csv_answer(schema, gold_text)
-                except AnswerError as exc:
-                    raise LineError(f"gold {exc}", "gold") from exc
-            explanation = cells[pos["explanation"]] if "explanation" in pos else ""
-            priority_text = cells[pos["priority"]].strip() if "priority" in pos else ""
-            try:
-                priority = int(priority_text) if priority_text else None
-            except ValueError as exc:
-                raise LineError("priority must be a whole number", "priority") from exc
-            yield line_no, _row(schema, cells[pos["external_id"]], {h: cells[i] for i, h in data_cols}, gold,
-                                explanation or None, priority)
+            yield line_no, _csv_row(schema, header, cells)
         except LineError as exc:
             yield line_no, exc
 

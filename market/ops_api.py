@@ -12,6 +12,7 @@ from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, page
 from market.models import Answer, DisputeState, GoldDispute, Item
+from market.openapi import problems
 from market.problems import NotFound
 from market.quality import block_flagged, unblock_flagged
 from market.schemas import (
@@ -64,6 +65,7 @@ class Flags(MethodView):
     @requires(*OPS)
     @blp.arguments(FlagCreateSchema)
     @blp.response(201, FlagSchema)
+    @problems(404)
     def post(self, data: dict[str, Any]):
         """Flag a worker by hand (reason MANUAL), with a note and any evidence."""
         flag = flags.raise_flag(db_session(), worker_id=data["worker_id"], project_id=data["project_id"],
@@ -87,6 +89,7 @@ class Block(MethodView):
     @requires(*OPS)
     @blp.arguments(BlockSchema)
     @blp.response(200, FlagSchema)
+    @problems(409)
     def post(self, data: dict[str, Any], flag_id: int):
         """Block the worker at once, from the flag's project or from all work, optionally until a time: their
         live leases there end, their answers there are excluded and their items reopened for other workers."""
@@ -100,6 +103,7 @@ class Unblock(MethodView):
     @requires(*OPS)
     @blp.arguments(FlagNoteSchema)
     @blp.response(200, FlagSchema)
+    @problems(409)
     def post(self, data: dict[str, Any], flag_id: int):
         """Lift the block: the worker's excluded answers count again; the flag returns to open."""
         return _flag_body(unblock_flagged(db_session(), flag_id=flag_id, actor=current_account(),
@@ -111,6 +115,7 @@ class Dismiss(MethodView):
     @requires(*OPS)
     @blp.arguments(FlagNoteSchema)
     @blp.response(200, FlagSchema)
+    @problems(409)
     def post(self, data: dict[str, Any], flag_id: int):
         """Close an open flag without action."""
         return _flag_body(flags.dismiss(db_session(), flag_id=flag_id, actor=current_account(),
@@ -182,6 +187,7 @@ class GoldDisputeDetail(MethodView):
 @requires(*OPS)
 @blp.arguments(DisputeCorrectSchema)
 @blp.response(200, DisputeSchema)
+@problems(409)
 def correct_dispute(data: dict[str, Any], dispute_id: int):
     """The worker is right: fix the known answer (and explanation); every answer to the item is re-scored and the
     workers' accuracy recomputed. Settles every open dispute of the item."""
@@ -195,6 +201,7 @@ def correct_dispute(data: dict[str, Any], dispute_id: int):
 @requires(*OPS)
 @blp.arguments(DisputeNoteSchema)
 @blp.response(200, DisputeSchema)
+@problems(409)
 def retire_dispute(data: dict[str, Any], dispute_id: int):
     """The item is ambiguous: retire it from gold; it is never served again and counts toward nobody's
     accuracy. Settles every open dispute of the item."""
@@ -207,6 +214,7 @@ def retire_dispute(data: dict[str, Any], dispute_id: int):
 @requires(*OPS)
 @blp.arguments(DisputeNoteSchema)
 @blp.response(200, DisputeSchema)
+@problems(409)
 def reject_dispute(data: dict[str, Any], dispute_id: int):
     """The known answer stands."""
     return _dispute_body(disputes.reject(db_session(), dispute_id=dispute_id, actor=current_account(),

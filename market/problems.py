@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json, render_template, request
+from flask import Flask, Response, current_app, render_template, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -52,6 +52,14 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class IdempotencyConflict(Conflict):
+    """An Idempotency-Key sent again with a different request: neither a replay nor a new request."""
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was used for a different request.",
+                         errors={"Idempotency-Key": ["reused with a different body"]})
+
+
 class Gone(DomainError):
     status = 410
     title = "Gone"
@@ -73,14 +81,16 @@ class Unauthorized(DomainError):
 
 def problem(status: int, title: str, detail: str | None = None, *, errors: Any = None,
             headers: dict[str, str] | None = None, **extra: Any) -> Response:
-    """Build an `application/problem+json` response."""
+    """Build an `application/problem+json` response, serialized as the app's JSON responses are (compact, one
+    line, ending with a newline)."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if errors is not None:
         body["errors"] = errors
     body.update(extra)
-    resp = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    resp = current_app.json.response(body)
+    resp.status_code, resp.mimetype = status, PROBLEM_MIMETYPE
     for key, value in (headers or {}).items():
         resp.headers[key] = value
     return resp

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from market.validation import MAX_ID
+
 _HALF = 26
 _MASK = (1 << _HALF) - 1
 _ROUNDS = 4
@@ -35,8 +37,14 @@ class ItemIds:
         return (left << _HALF) | right
 
     def internal(self, public_id: int) -> int:
-        """The internal id behind a public one (any value in range maps to some id: the caller checks it)."""
+        """The internal id behind a public one. Every value in range maps to some number below LIMIT, most of them
+        beyond any id the database holds: look items up by `item_id` instead."""
         left, right = public_id >> _HALF, public_id & _MASK
         for round_no in reversed(range(_ROUNDS)):
             left, right = right ^ self._f(left, round_no), left
         return (left << _HALF) | right
+
+    def item_id(self, public_id: int) -> int | None:
+        """The internal id behind a public one, or None when no item can have it (beyond the id column's range)."""
+        item_id = self.internal(public_id)
+        return item_id if 1 <= item_id <= MAX_ID else None

@@ -8,11 +8,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from market.labels import format_csv_answer
-from market.models import Answer, Item, Project
+from market.models import Answer, Assignment, Item, Project
+from market.spreadsheet import cell
 
 EXPORT_PAGE = 5_000
 EXPORT_COLUMNS = ("answer_id", "assignment_id", "worker_id", "item_id", "external_id", "is_gold", "answer",
@@ -33,6 +34,12 @@ def _answers_query(project: Project, *, batch_id: int | None = None, worker_id: 
     if item_id is not None:
         stmt = stmt.where(Answer.item_id == item_id)
     return stmt
+
+
+def worked_for(session: Session, *, requester_id: int, worker_id: int) -> bool:
+    """Whether the worker has held an assignment (in any state) in one of the requester's projects."""
+    return bool(session.scalar(select(exists().where(
+        Assignment.worker_id == worker_id, Assignment.project_id == Project.id, Project.owner_id == requester_id))))
 
 
 def _as_dict(row: Any) -> dict[str, Any]:
@@ -60,17 +67,19 @@ def iter_answers(session: Session, *, project: Project, **filters: int | None) -
 
 
 def export_lines(session: Session, *, project: Project, fmt: str, **filters: int | None) -> Iterator[str]:
-    """Yield the export as text chunks: a CSV with a header row, or one JSON object per line."""
+    """Yield the export as text chunks: a CSV with a header row, or one JSON object per line. The CSV's text cells
+    (external ids, answers) are safe to open in a spreadsheet (market.spreadsheet); JSON Lines are the data as is."""
     if fmt == "jsonl":
         for row in iter_answers(session, project=project, **filters):
             row["submitted_at"] = row["submitted_at"].isoformat()
             yield json.dumps(row, separators=(",", ":")) + "\n"
         return
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; with "\n" a lone CR in a cell went unquoted
     writer.writerow(EXPORT_COLUMNS)
     for n, row in enumerate(iter_answers(session, project=project, **filters), start=1):
-        row["answer"] = format_csv_answer(row["answer"])
+        row["external_id"] = cell(row["external_id"])
+        row["answer"] = cell(format_csv_answer(row["answer"]))
         row["submitted_at"] = row["submitted_at"].isoformat()
         row["is_gold"] = "true" if row["is_gold"] else "false"
         writer.writerow(row.values())

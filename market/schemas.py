@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from market.edge import Id, LabelSchemaSchema, PageQuerySchema, Text
+from market.edge import JSON, Fixed, FullMatch, Id, LabelSchemaSchema, PageQuerySchema, Text
 from market.models import DisputeState, QualityAction
 from qualification.schemas import requirements_field
 
@@ -18,14 +18,16 @@ from qualification.schemas import requirements_field
 def _gold_rate(value: Decimal) -> None:
     if value != 0 and not Decimal("0.05") <= value <= Decimal("0.10"):
         raise ValidationError("must be 0 (off) or between 0.05 and 0.10")
-    if value.as_tuple().exponent < -3:  # type: ignore[operator]
-        raise ValidationError("at most three decimal places")
+
+
+def _unit(low: str = "0", high: str = "1") -> validate.Range:
+    return validate.Range(Decimal(low), Decimal(high))
 
 
 class ProjectSettingsSchema(Schema):
     reward_cents = fields.Integer(strict=True, validate=validate.Range(0, 1_000_000),
                                   metadata={"description": "Reward per HIT in integer cents; never a float."})
-    currency = Text(validate=validate.Regexp(r"\A[A-Z]{3}\Z", error="an ISO 4217 code like USD"))
+    currency = Text(validate=FullMatch("[A-Z]{3}", error="an ISO 4217 code like USD"))
     items_per_hit = fields.Integer(strict=True, validate=validate.Range(1, 100))
     assignments_per_item = fields.Integer(strict=True, validate=validate.Range(1, 50),
                                           metadata={"description": "Redundancy: workers per item."})
@@ -34,27 +36,29 @@ class ProjectSettingsSchema(Schema):
     lifetime_seconds = fields.Integer(strict=True, validate=validate.Range(60, 365 * 86_400),
                                       metadata={"description": "A batch expires this long after publishing."})
     auto_approval_delay_seconds = fields.Integer(strict=True, validate=validate.Range(0, 30 * 86_400))
-    gold_rate = fields.Decimal(validate=_gold_rate, metadata={"description": "0 = off, else 0.05-0.10."})
+    gold_rate = Fixed(3, validate=_gold_rate, metadata={
+        "description": "0 = off, else 0.05-0.10 (at most three decimal places).",
+        "anyOf": [{"enum": [0]}, {"minimum": 0.05, "maximum": 0.1}]})
     qualification_requirements = requirements_field(metadata={
         "description": "Who may work on batches published from now on: all must be met."})
-    min_gold_accuracy = fields.Decimal(places=2, validate=validate.Range(0, 1), metadata={
+    min_gold_accuracy = Fixed(2, validate=_unit(), metadata={
         "description": "Accuracy a worker must keep (default 0.90): judged on their gold answers and their "
                        "agreement with the crowd."})
     min_judged_answers = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
         "description": "Answers with a known (gold) or crowd-estimated truth a worker needs before they are "
                        "judged (default 10)."})
-    flag_confidence = fields.Decimal(places=3, validate=validate.Range(0.5, 0.999), metadata={
+    flag_confidence = Fixed(3, validate=_unit("0.5", "0.999"), metadata={
         "description": "A worker is flagged for review when the posterior probability that their accuracy is "
                        "below the minimum reaches this (default 0.90; at most action_confidence)."})
     quality_action = Text(validate=validate.OneOf([a.value for a in QualityAction]), metadata={
         "description": "What happens past action_confidence: flag them for ops review (default) or block them from "
                        "the project at once."})
-    action_confidence = fields.Decimal(places=3, validate=validate.Range(0.5, 0.999), metadata={
+    action_confidence = Fixed(3, validate=_unit("0.5", "0.999"), metadata={
         "description": "The posterior probability that a worker's accuracy is below the minimum at which "
                        "quality_action is taken (default 0.99)."})
     accuracy_window = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
         "description": "Golds in the rolling accuracy (default 20)."})
-    fast_answer_fraction = fields.Decimal(places=2, validate=validate.Range(0, 1), metadata={
+    fast_answer_fraction = Fixed(2, validate=_unit(), metadata={
         "description": "A task done in less than this fraction of the project's median time is too fast "
                        "(default 0.25)."})
     gold_feedback = fields.Boolean(metadata={
@@ -94,7 +98,7 @@ class ProjectSchema(Schema):
     lifetime_seconds = fields.Integer()
     auto_approval_delay_seconds = fields.Integer()
     gold_rate = fields.Float()
-    qualification_requirements = fields.List(fields.Dict())
+    qualification_requirements = fields.List(fields.Dict(), allow_none=True, metadata={"description": "null: none."})
     min_gold_accuracy = fields.Float()
     min_judged_answers = fields.Integer()
     flag_confidence = fields.Float()
@@ -140,7 +144,7 @@ class RequesterItemSchema(Schema):
 
 
 class GoldCorrectionSchema(Schema):
-    gold = fields.Raw(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
+    gold = JSON(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
     explanation = Text(validate=validate.Length(max=20_000), allow_none=True,
                        metadata={"description": "Replaces the old one (omit to keep it)."})
 
@@ -163,6 +167,9 @@ class ImportResultSchema(Schema):
 
 
 class BatchCreateSchema(Schema):
+    class Meta:
+        openapi = {"not": {"required": ["item_ids", "external_ids"]}}
+
     name = Text(load_default="", validate=validate.Length(max=200))
     item_ids = fields.List(Id(strict=True), validate=validate.Length(1, 1_000_000))
     external_ids = fields.List(Text(validate=validate.Length(1, 255)), validate=validate.Length(1, 1_000_000))
@@ -216,7 +223,7 @@ class BatchSchema(Schema):
     assignments_per_item = fields.Integer()
     assignment_duration_seconds = fields.Integer()
     auto_approval_delay_seconds = fields.Integer()
-    qualification_requirements = fields.List(fields.Dict())
+    qualification_requirements = fields.List(fields.Dict(), allow_none=True, metadata={"description": "null: none."})
     gold = fields.Nested(GoldSupplySchema, metadata={
         "description": "The gold this batch needs at the project's gold rate and what the project's pool of the "
                        "batch's shape holds for it."})
@@ -277,6 +284,9 @@ class AnswerListSchema(Schema):
 
 
 class PriorityEntrySchema(Schema):
+    class Meta:
+        openapi = {"oneOf": [{"required": ["item_id"]}, {"required": ["external_id"]}]}
+
     item_id = Id(strict=True)
     external_id = Text(validate=validate.Length(1, 255))
     priority = fields.Integer(required=True, strict=True, validate=validate.Range(-1_000_000, 1_000_000))
@@ -377,5 +387,5 @@ class DisputeNoteSchema(Schema):
 
 
 class DisputeCorrectSchema(DisputeNoteSchema):
-    gold = fields.Raw(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
+    gold = JSON(required=True, allow_none=False, metadata={"description": "The corrected known answer."})
     explanation = Text(validate=validate.Length(max=20_000), metadata={"description": "Replaces the old one."})

@@ -31,7 +31,7 @@ from market.models import (
     Project,
     SlotState,
 )
-from market.problems import Conflict, InvalidInput, NotFound
+from market.problems import Conflict, IdempotencyConflict, InvalidInput, NotFound
 from market.scoring import rescore_item
 from qualification.gold import gold_tasks_needed
 from qualification.service import check_requirements
@@ -249,8 +249,7 @@ def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.
 def _replay(session: Session, project_id: int, key: str, request_print: str) -> Batch | None:
     batch = session.scalar(select(Batch).where(Batch.project_id == project_id, Batch.idempotency_key == key))
     if batch is not None and batch.request_fingerprint != request_print:
-        raise Conflict("This Idempotency-Key was used for a different request.",
-                       errors={"Idempotency-Key": ["reused with a different body"]})
+        raise IdempotencyConflict()
     return batch
 
 

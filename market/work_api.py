@@ -11,8 +11,10 @@ from market import disputes, evaluation, work
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
-from market.problems import InvalidInput, NotFound, TooManyRequests, Unauthorized
+from market.openapi import problems
+from market.problems import InvalidInput, NotFound, TooManyRequests
 from market.public_ids import ItemIds
+from market.ratelimit import LoginLimits, acquire_all
 from market.work_schemas import (
     DisputeCreateSchema,
     IdentitySchema,
@@ -28,7 +30,7 @@ from market.work_schemas import (
     WorkerDisputeSchema,
 )
 from workers import service as accounts
-from workers.models import Account, Role
+from workers.models import Account, Role, username_key
 
 blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Crowd workers: accounts and tasks.")
 WORKER = (Role.WORKER,)
@@ -59,17 +61,34 @@ def _task(task: work.Task) -> dict[str, Any]:
     }
 
 
+def _limits() -> LoginLimits:
+    limits: LoginLimits = current_app.extensions["crowdmarket.login_limits"]
+    return limits
+
+
+def _address() -> str:
+    """The client's address: the peer's, or with CROWDMARKET_PROXY_HOPS the one the trusted proxies report."""
+    return request.remote_addr or "unknown"
+
+
 @blp.route("/workers")
 class Workers(MethodView):
     @blp.arguments(RegisterSchema)
     @blp.response(201, NewWorkerTokenSchema)
     @blp.doc(security=[])
+    @problems(409, 429)
     def post(self, data: dict[str, Any]):
-        """Sign up as a crowd worker; the response holds your first API token."""
+        """Sign up as a crowd worker; the response holds your first API token. Sign-ups are limited per client
+        address (429 with Retry-After); usernames are unique ignoring case."""
+        limits, now = _limits(), clock()
+        wait = limits.signup.acquire(_address(), now)
+        if wait is not None:
+            raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
         session = db_session()
         account = accounts.register_worker(session, username=data["username"], password=data["password"],
-                                           display_name=data["display_name"], now=clock())
-        _, token = accounts.issue_token(session, account=account, now=clock(), name="sign-up")
+                                           display_name=data["display_name"], now=now,
+                                           password_hash=current_app.config["PASSWORD_HASH"])
+        _, token = accounts.issue_token(session, account=account, now=now, name="sign-up", login=True)
         session.commit()
         return {"account_id": account.id, "username": account.username, "token": token}
 
@@ -79,23 +98,21 @@ class Login(MethodView):
     @blp.arguments(LoginSchema)
     @blp.response(201, NewWorkerTokenSchema)
     @blp.doc(security=[])
+    @problems(401, 429)
     def post(self, data: dict[str, Any]):
-        """Log in with username and password; get a new API token. Failed logins are limited per username and
-        per client address (429 with Retry-After)."""
-        by_user, by_address = current_app.extensions["crowdmarket.login_limits"]
-        keys = ((by_user, data["username"].casefold()), (by_address, request.remote_addr or "unknown"))
-        now = clock()
-        waits = [w for limiter, key in keys if (w := limiter.retry_after(key, now)) is not None]
-        if waits:
-            raise TooManyRequests("Too many failed logins; try again later.", retry_after=max(waits))
-        try:
-            account, token = accounts.login(db_session(), username=data["username"], password=data["password"],
-                                            now=now)
-        except Unauthorized:
-            for limiter, key in keys:
-                limiter.hit(key, now)
-            raise
-        by_user.reset(keys[0][1])
+        """Log in with username (any case) and password; get a new API token (an account keeps its newest 5 login
+        tokens). Failed logins are limited per username and address, per username and per address (429 with
+        Retry-After)."""
+        limits, now = _limits(), clock()
+        user, address = username_key(data["username"]), _address()
+        # Counted before the password is checked, so parallel guesses cannot all pass a check made before any
+        # of them was counted.
+        wait = acquire_all(limits.login_checks(user, address), now)
+        if wait is not None:
+            raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
+        account, token = accounts.login(db_session(), username=data["username"], password=data["password"],
+                                        now=now, password_hash=current_app.config["PASSWORD_HASH"])
+        limits.login_succeeded(user, address)
         return {"account_id": account.id, "username": account.username, "token": token}
 
 
@@ -104,6 +121,7 @@ class Identities(MethodView):
     @requires(Role.OPS)
     @blp.arguments(IdentitySchema)
     @blp.response(201, IdentitySchema)
+    @problems(409)
     def post(self, data: dict[str, Any], worker_id: int):
         """Map a worker's id on another platform (e.g. MTurk) to their account (ops)."""
         session = db_session()
@@ -121,6 +139,7 @@ class NextTask(MethodView):
     @requires(*WORKER, autocommit=True)
     @blp.arguments(NextQuerySchema, location="query")
     @blp.response(200, TaskSchema)
+    @problems(404, 409)
     def post(self, args: dict[str, Any]):
         """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
         worker, lapsed = current_account(), []
@@ -145,9 +164,12 @@ class Submit(MethodView):
     @requires(*WORKER, autocommit=True)
     @blp.arguments(SubmitSchema)
     @blp.response(200, SubmitResultSchema)
+    @problems(409, 410)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Submit one answer per item. Idempotent: the same answers again return the same result."""
         worker, ids = current_account(), _ids()
+        # internal(), not item_id(): these ids are only compared with the assignment's, never looked up, and an
+        # impossible one must stay distinct to be named in the error.
         answers = [{"item_id": ids.internal(a["item_id"]), "answer": a["answer"]} for a in data["answers"]]
         try:
             result, replayed = work.submit(db_session(), worker=worker, assignment_id=assignment_id,
@@ -167,6 +189,7 @@ class Submit(MethodView):
 class Return(MethodView):
     @requires(*WORKER)
     @blp.response(200, ReturnResultSchema)
+    @problems(409, 410)
     def post(self, assignment_id: int):
         """Give the task back without penalty; someone else can take it at once."""
         assignment = work.return_assignment(db_session(), worker=current_account(), assignment_id=assignment_id,
@@ -187,11 +210,14 @@ class Disputes(MethodView):
     @blp.arguments(DisputeCreateSchema)
     @blp.response(201, WorkerDisputeSchema)
     @blp.alt_response(200, schema=WorkerDisputeSchema, description="You contested this answer already.")
+    @problems(409)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Contest an answer the feedback showed as wrong, with a note for the reviewers."""
+        item_id = _ids().item_id(data["item_id"])
+        if item_id is None:
+            raise InvalidInput("No such item.", errors={"item_id": ["is not an item of this assignment"]})
         dispute, created = disputes.open_dispute(db_session(), worker=current_account(), assignment_id=assignment_id,
-                                                 item_id=_ids().internal(data["item_id"]), note=data["note"],
-                                                 now=clock())
+                                                 item_id=item_id, note=data["note"], now=clock())
         return _worker_dispute(dispute), 201 if created else 200
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from market.edge import Id, Text
+from market.edge import JSON, FullMatch, Id, JSONObject, Text
 from market.public_ids import LIMIT
+from workers.service import MIN_PASSWORD, USERNAME, USERNAME_RULE
 
 
 class NextQuerySchema(Schema):
@@ -54,12 +55,12 @@ PublicItemId = fields.Integer(required=True, strict=True, validate=validate.Rang
 
 class AnswerInSchema(Schema):
     item_id = PublicItemId
-    answer = fields.Raw(required=True, allow_none=False)
+    answer = JSON(required=True, allow_none=False)
 
 
 class SubmitSchema(Schema):
     answers = fields.List(fields.Nested(AnswerInSchema), required=True, validate=validate.Length(1, 100))
-    client = fields.Dict(keys=Text(validate=validate.Length(max=64)), load_default=None,
+    client = JSONObject(keys=Text(validate=validate.Length(max=64)), load_default=None,
                          metadata={"description": "Client metadata kept with the answers (user agent, ...)."})
 
 
@@ -88,8 +89,9 @@ class ReturnResultSchema(Schema):
 
 
 class RegisterSchema(Schema):
-    username = Text(required=True, validate=validate.Length(3, 64))
-    password = Text(required=True, validate=validate.Length(1, 1024), load_only=True)
+    username = Text(required=True, validate=FullMatch(USERNAME, error=USERNAME_RULE))
+    password = Text(required=True, validate=validate.Length(MIN_PASSWORD, 1024,
+                                                            error=f"{MIN_PASSWORD}-1024 characters"), load_only=True)
     display_name = Text(load_default="", validate=validate.Length(max=200))
 
 
@@ -105,7 +107,7 @@ class NewWorkerTokenSchema(Schema):
 
 
 class IdentitySchema(Schema):
-    platform = Text(required=True, validate=validate.Regexp(r"\A[a-z][a-z0-9_-]{1,31}\Z"))
+    platform = Text(required=True, validate=FullMatch("[a-z][a-z0-9_-]{1,31}"))
     external_id = Text(required=True, validate=validate.Length(1, 255))
     account_id = fields.Integer(dump_only=True)
 

@@ -23,9 +23,10 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from market.app import create_app
+    # The settings alone, not an app: migrating needs no secret key.
+    from market.config import default_instance_path, load_config
 
-    return create_app().config["DATABASE_URL"]
+    return load_config(default_instance_path())["DATABASE_URL"]
 
 
 def run_migrations_offline() -> None:

@@ -9,6 +9,8 @@ from flask.views import MethodView
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
+from market.openapi import problems
+from market.results import worked_for
 from qualification import service
 from qualification.models import QualificationAttempt, QualificationQuestion, QualificationType
 from qualification.schemas import (
@@ -64,6 +66,7 @@ class QualificationTypes(MethodView):
     @requires(Role.REQUESTER)
     @blp.arguments(QualificationTypeCreateSchema)
     @blp.response(201, QualificationTypeSchema)
+    @problems(409)
     def post(self, data: dict[str, Any]):
         """Create a qualification type with its test (questions with known answers) and passing score."""
         session = db_session()
@@ -96,11 +99,16 @@ class Grants(MethodView):
     @requires(*GRANT)
     @blp.arguments(GrantCreateSchema)
     @blp.response(201, GrantSchema)
+    @problems(409)
     def post(self, data: dict[str, Any], type_id: int):
-        """Grant it to a worker by hand, or set a holder's value; a reason is required."""
-        session = db_session()
-        granted = service.grant(session, type_id=type_id, account=current_account(), worker_id=data["worker_id"],
-                                value=data["value"], reason=data["reason"], now=clock())
+        """Grant it to a worker by hand, or set a holder's value; a reason is required. Name the worker by
+        `username` (the one they gave you) or by `worker_id` if they have worked on your projects or taken your
+        tests (ops: any worker); any other id is 404, as if there were no such worker."""
+        session, account = db_session(), current_account()
+        granted = service.grant(session, type_id=type_id, account=account, worker_id=data.get("worker_id"),
+                                username=data.get("username"), value=data["value"], reason=data["reason"],
+                                now=clock(), worked_for=lambda worker_id: worked_for(
+                                    session, requester_id=account.id, worker_id=worker_id))
         return _holder_body(service.holder(session, granted))
 
 
@@ -151,6 +159,7 @@ class StartAttempt(MethodView):
     @requires(Role.WORKER)
     @tests_blp.response(201, AttemptSchema)
     @tests_blp.alt_response(200, schema=AttemptSchema, description="Your open attempt, resumed.")
+    @problems(409)
     def post(self, type_id: int):
         """Start the test (or resume your open attempt): its questions, never their answers, and a deadline."""
         session = db_session()
@@ -177,6 +186,7 @@ class SubmitAttempt(MethodView):
     @requires(Role.WORKER)
     @tests_blp.arguments(AttemptSubmitSchema)
     @tests_blp.response(200, AttemptSchema)
+    @problems(409, 410)
     def post(self, data: dict[str, Any], attempt_id: int):
         """Submit one answer per question: your score and pass or fail. The same answers again: the same result."""
         session = db_session()

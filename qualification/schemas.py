@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from market.edge import Id, LabelSchemaSchema, Text
+from market.edge import JSON, Id, JSONObject, LabelSchemaSchema, Text
 from qualification.requirements import COMPARATORS, values_error
 
 DAY = 86_400
@@ -33,9 +33,9 @@ def requirements_field(**kwargs: Any) -> fields.List:
 
 
 class QuestionInSchema(Schema):
-    data = fields.Dict(keys=fields.String(), required=True,
+    data = JSONObject(keys=fields.String(), required=True,
                        metadata={"description": "What the worker sees, shaped like an item's data."})
-    answer = fields.Raw(required=True, allow_none=False, metadata={"description": "The known answer."})
+    answer = JSON(required=True, allow_none=False, metadata={"description": "The known answer."})
 
 
 class QualificationTypeCreateSchema(Schema):
@@ -83,10 +83,19 @@ class QualificationTypeListSchema(Schema):
 
 
 class GrantCreateSchema(Schema):
-    worker_id = Id(required=True, strict=True)
+    """Whom to grant: `worker_id`, of a worker who has worked on your projects or taken your tests (ops: any), or
+    `username`, the one a worker gave you; exactly one of the two."""
+
+    worker_id = Id(strict=True, metadata={"description": "A worker who has worked for you (ops: any worker)."})
+    username = Text(validate=validate.Length(1, 64), metadata={"description": "The username a worker gave you."})
     value = fields.Integer(load_default=1, strict=True, validate=validate.Range(-1_000_000_000, 1_000_000_000),
                            metadata={"description": "The qualification's value for this worker (default 1)."})
     reason = Text(required=True, validate=validate.Length(1, 2000))
+
+    @validates_schema
+    def _one_grantee(self, data: dict[str, Any], **_: Any) -> None:
+        if ("worker_id" in data) == ("username" in data):
+            raise ValidationError("Give exactly one of worker_id and username.", field_name="worker_id")
 
 
 class RevokeSchema(Schema):
@@ -159,7 +168,7 @@ class AttemptSchema(Schema):
 
 class AttemptAnswerSchema(Schema):
     question_id = Id(required=True, strict=True)
-    answer = fields.Raw(required=True, allow_none=False)
+    answer = JSON(required=True, allow_none=False)
 
 
 class AttemptSubmitSchema(Schema):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,7 @@ from qualification.models import (
 )
 from qualification.requirements import unmet
 from workers.models import Account, Actor, Role
+from workers.service import find_worker
 
 
 class AttemptRefused(DomainError):
@@ -288,18 +290,40 @@ def _set_grant(session: Session, type_id: int, worker_id: int, *, value: int, so
     return grant
 
 
-def _worker(session: Session, worker_id: int) -> Account:
+def _took_your_tests(session: Session, requester_id: int, worker_id: int) -> bool:
+    """The worker has attempted, or been granted, one of the requester's qualification types."""
+    yours = select(QualificationType.id).where(QualificationType.owner_id == requester_id)
+    return bool(session.scalar(select(
+        exists().where(QualificationAttempt.worker_id == worker_id, QualificationAttempt.type_id.in_(yours))
+        | exists().where(QualificationGrant.worker_id == worker_id, QualificationGrant.type_id.in_(yours)))))
+
+
+def _grantee(session: Session, *, account: Actor, worker_id: int | None, username: str | None,
+             worked_for: Callable[[int], bool]) -> int:
+    """The worker a grant is for. By username: any worker (they gave it). By id: ops any; a requester only a worker
+    who has worked for them, so ids cannot be probed for accounts; no such worker and not yours are one 404."""
+    if username is not None:
+        found = find_worker(session, username=username)
+        if found is None:
+            raise NotFound(f"No worker with username {username!r}.")
+        return found.id
+    if worker_id is None:
+        raise InvalidInput("Name the worker by worker_id or username.", errors={"worker_id": ["required"]})
     target = session.get(Account, worker_id)
-    if target is None or target.role != Role.WORKER:
+    if target is None or target.role != Role.WORKER or not (
+            account.role == Role.OPS or _took_your_tests(session, account.id, worker_id) or worked_for(worker_id)):
         raise NotFound(f"Worker {worker_id} not found.")
-    return target
+    return worker_id
 
 
-def grant(session: Session, *, type_id: int, account: Actor, worker_id: int, value: int, reason: str,
-          now: dt.datetime) -> QualificationGrant:
-    """Grant a qualification by hand (or set a holder's value), with a reason."""
+def grant(session: Session, *, type_id: int, account: Actor, value: int, reason: str, now: dt.datetime,
+          worker_id: int | None = None, username: str | None = None,
+          worked_for: Callable[[int], bool] = lambda _worker_id: False) -> QualificationGrant:
+    """Grant a qualification by hand (or set a holder's value), with a reason, to `worker_id` or `username`
+    (see `_grantee`). `worked_for` tells whether a worker id has worked on the requester's projects (the market's
+    knowledge, passed in)."""
     get_type(session, type_id=type_id, account=account)
-    _worker(session, worker_id)
+    worker_id = _grantee(session, account=account, worker_id=worker_id, username=username, worked_for=worked_for)
     try:
         result = _set_grant(session, type_id, worker_id, value=value, source=GrantSource.MANUAL, by=account.id,
                             reason=reason, now=now)

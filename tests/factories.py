@@ -86,6 +86,18 @@ def answer(session: Session, item: Item, worker: Account, value: Any, *, now: dt
     return ans
 
 
+def answered_project(session: Session, *, now: dt.datetime, value: Any = "neg") -> tuple[Project, str]:
+    """A published project of one item with one worker's answer, and its requester's token."""
+    owner, token = account(session, Role.REQUESTER, now=now)
+    proj = project(session, owner, now=now)
+    items(session, proj, 1, now=now)
+    service.publish_batch(session, project_id=proj.id, account=owner, now=now)
+    worker, _ = account(session, Role.WORKER, now=now)
+    only = session.query(Item).filter(Item.project_id == proj.id).one()
+    answer(session, only, worker, value, now=now)
+    return proj, token
+
+
 def lease(session: Session, hit_id: int, project_id: int, worker: Account, *, now: dt.datetime,
           seconds: int = 600) -> Assignment:
     asg = Assignment(hit_id=hit_id, batch_id=session.get(Hit, hit_id).batch_id, project_id=project_id,

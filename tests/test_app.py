@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from market.app import create_app
 from market.db import Database
+from tests.conftest import make_app
 from tests.factories import account, auth, project_payload
 from workers.models import Role
 
@@ -19,7 +19,7 @@ def test_healthz_reports_database_and_redis(client, redis_url):
 
 def test_healthz_is_503_when_database_is_down(tmp_path, clock):
     broken = Database.from_url(f"sqlite:///{tmp_path}/missing/dir/db.sqlite")
-    app = create_app({"DATABASE": broken, "CLOCK": clock, "REDIS_URL": None})
+    app = make_app({"DATABASE": broken, "CLOCK": clock, "REDIS_URL": None})
     resp = app.test_client().get("/healthz")
     assert resp.status_code == 503
     assert resp.get_json()["status"] == "down"
@@ -27,7 +27,7 @@ def test_healthz_is_503_when_database_is_down(tmp_path, clock):
 
 
 def test_healthz_is_degraded_when_redis_is_unreachable(database, clock):
-    app = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": "redis://127.0.0.1:1/0"})
     resp = app.test_client().get("/healthz")
     assert resp.status_code == 200
     assert resp.get_json()["status"] == "degraded"
@@ -68,7 +68,7 @@ def test_html_pages_get_html_errors(client):
 
 
 def test_oversized_json_body_is_413_problem(database, clock, session):
-    app = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2000})
+    app = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2000})
     _, token = account(session, Role.REQUESTER, now=clock())
     body = project_payload(description="x" * 5000)
     resp = app.test_client().post("/api/v1/projects", json=body, headers=auth(token))
@@ -77,7 +77,9 @@ def test_oversized_json_body_is_413_problem(database, clock, session):
     assert "2000" in resp.get_json()["detail"]
 
 
-def test_unexpected_errors_are_500_problem_json_without_internals(app):
+def test_unexpected_errors_are_500_problem_json_without_internals(database):
+    app = make_app({"DATABASE": database})
+
     @app.get("/api/v1/boom")
     def boom():
         raise RuntimeError("secret internals")
@@ -88,16 +90,42 @@ def test_unexpected_errors_are_500_problem_json_without_internals(app):
     assert "secret" not in resp.get_data(as_text=True)
 
 
+def test_problem_bodies_end_with_a_newline_like_json_responses(database, session, clock):
+    app = make_app({"DATABASE": database, "CLOCK": clock})  # it adds a route: an app of its own
+
+    @app.get("/api/v1/boom")
+    def boom():
+        raise RuntimeError("boom")
+
+    client = app.test_client()
+
+    _, token = account(session, Role.REQUESTER, now=clock())
+    assert client.get("/healthz").get_data().endswith(b"}\n")  # Flask's JSON responses
+    responses = {
+        "route": client.get("/api/v1/nope"),
+        "method": client.delete("/api/v1/projects"),
+        "domain error": client.get("/api/v1/me"),  # no token: 401
+        "webargs": client.post("/api/v1/projects", json={"title": ""}, headers=auth(token)),
+        "not json": client.post("/api/v1/projects", data="x", content_type="text/plain", headers=auth(token)),
+        "unexpected": client.get("/api/v1/boom"),
+    }
+    for source, resp in responses.items():
+        assert resp.mimetype == "application/problem+json", source
+        assert resp.get_data().endswith(b"}\n") and resp.get_json()["status"] == resp.status_code, source
+
+
 def test_index_page_links_the_docs(client):
     resp = client.get("/")
     assert resp.status_code == 200
     assert b"/docs" in resp.data
 
 
-def test_session_cookies_are_signed_and_read_back(app):
+def test_session_cookies_are_signed_and_read_back(database):
     """The cookie session (for the coming UIs' CSRF tokens) with its serializer built once: what one response
     sets, the next request reads; a tampered cookie reads as an empty session."""
     from flask import session
+
+    app = make_app({"DATABASE": database})
 
     @app.post("/ui/remember")
     def remember():

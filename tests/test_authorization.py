@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from aggregation import service as aggregation
 from market import service
-from market.app import create_app
 from market.db import Base, Database
 from market.models import Item, Project
+from tests.conftest import make_app
 from tests.factories import account, answer, auth, items, jsonl, project, project_payload
 from workers.models import Account, ApiToken, Role
 from workers.service import issue_token, revoke_token
@@ -37,7 +37,7 @@ def _project_rules(app) -> list[tuple[str, str]]:
 def _discover() -> list[tuple[str, str]]:
     database = Database.from_url("sqlite://")
     try:
-        return _project_rules(create_app({"DATABASE": database, "REDIS_URL": None, "TESTING": True}))
+        return _project_rules(make_app({"DATABASE": database, "REDIS_URL": None}))
     finally:
         database.engine.dispose()
 

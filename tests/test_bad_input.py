@@ -16,10 +16,10 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from market import service
-from market.app import create_app
 from market.db import Base
 from market.models import Item, Project
 from market.schemas import LabelSchemaSchema, ProjectCreateSchema
+from tests.conftest import make_app
 from tests.factories import account, auth, items, jsonl, project, project_payload
 from workers.models import ApiToken, Role
 
@@ -308,6 +308,7 @@ CSV_CASES = [
     ("empty external_id", _ok_csv(1) + b" ,t,\n", 3, "external_id"),
     ("priority not a number", b"external_id,text,priority\nx,t,high\n", 2, "priority"),
     ("invalid UTF-8 bytes", _ok_csv(2) + b"x,caf\xe9,\n" + _ok_csv(1, "z").split(b"\n", 1)[1], 4, None),
+    ("a quote left open", _ok_csv(2) + b'x,"never closed,\n' + _ok_csv(3, "z").split(b"\n", 1)[1], 4, None),
 ]
 
 
@@ -400,8 +401,8 @@ def test_import_format_and_upload_errors_name_the_field(client, connection, ctx)
 # ---- oversized bodies -----------------------------------------------------------------------------------
 
 def test_oversized_bodies_are_413_and_write_nothing(database, clock, connection, ctx):
-    small = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000,
-                        "MAX_IMPORT_BYTES": 5_000}).test_client()
+    small = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000,
+                      "MAX_IMPORT_BYTES": 5_000}).test_client()
     before = _snapshot(connection)
     big = "x" * 3_000
     for resp in (small.post(PROJECTS, json=project_payload(description=big), headers=ctx.headers),
@@ -415,6 +416,73 @@ def test_oversized_bodies_are_413_and_write_nothing(database, clock, connection,
     # Imports have their own, larger limit than JSON bodies.
     ok = small.post(f"{ctx.url}/items", data=_ok(60), headers={**ctx.headers, "Content-Type": JSONL})
     assert len(_ok(60)) > 2_000 and ok.status_code == 201
+
+
+def _chunked(client, url: str, body: bytes, headers: dict[str, str], *, terminated: bool = True):
+    """A body without Content-Length, as a server hands on a chunked one: gunicorn and werkzeug's server decode it
+    and set wsgi.input_terminated (a server that does not leave the stream unframed)."""
+    return client.post(url, input_stream=io.BytesIO(body), environ_overrides={"wsgi.input_terminated": True}
+                       if terminated else {}, headers={**headers, "Content-Type": "application/json",
+                                                       "Transfer-Encoding": "chunked"})
+
+
+def test_chunked_bodies_over_the_limit_are_413_not_read_cut_short(database, clock, connection, ctx):
+    """werkzeug stops reading a body without Content-Length at the limit without an error: a valid object padded
+    past the limit was created from its first 2,000 bytes."""
+    small = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000})
+    client, body = small.test_client(), json.dumps(project_payload()).encode()
+    before = _snapshot(connection)
+    for oversized in (body + b" " * 3_000, json.dumps(project_payload(description="x" * 3_000)).encode()):
+        _problem(_chunked(client, PROJECTS, oversized, ctx.headers), 413)
+    assert _snapshot(connection) == before
+    at_limit = body[:-1] + b" " * (2_000 - len(body)) + b"}"  # exactly the limit, as with a Content-Length
+    assert len(at_limit) == 2_000
+    assert _chunked(client, PROJECTS, at_limit, ctx.headers).status_code == 201
+
+
+def test_a_chunked_body_the_server_cannot_frame_is_411_not_an_empty_body(client, connection, ctx):
+    """Without wsgi.input_terminated werkzeug hands the app an empty stream: the body was read as {}, and an empty
+    batch request publishes every unpublished item."""
+    before = _snapshot(connection)
+    resp = _chunked(client, f"{ctx.url}/batches", json.dumps({"item_ids": ctx.plain[:1]}).encode(), ctx.headers,
+                    terminated=False)
+    _problem(resp, 411)
+    assert _snapshot(connection) == before
+
+
+def test_chunked_bodies_through_a_real_server(database, clock, connection):
+    """werkzeug's own server decodes Transfer-Encoding: chunked (as gunicorn does); the limit holds there too."""
+    import http.client
+    import threading
+
+    from werkzeug.serving import make_server
+
+    small = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000})
+    server = make_server("127.0.0.1", 0, small)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def send(body: bytes) -> tuple[int, str, dict[str, Any]]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+        try:
+            conn.request("POST", "/api/v1/auth/token", body=iter([body[:1000], body[1000:]]), encode_chunked=True,
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("Content-Type"), json.loads(resp.read())
+        finally:
+            conn.close()
+
+    try:
+        before = _snapshot(connection)
+        login = {"username": "u" * 65, "password": "p"}  # refused by the schema, before any query
+        status, mimetype, body = send(json.dumps(login).encode() + b" " * 2_500)
+        assert (status, mimetype, body["status"]) == (413, PROBLEM, 413)
+        status, mimetype, body = send(json.dumps({**login, "password": "p" * 1_500}).encode())
+        assert (status, mimetype) == (422, PROBLEM) and "username" in body["errors"]  # read whole, under the limit
+        assert _snapshot(connection) == before
+    finally:
+        server.shutdown()
+        thread.join()
 
 
 # ---- POST /api/v1/projects/{id}/batches -----------------------------------------------------------------
@@ -480,8 +548,8 @@ def test_batch_rejects_bad_fields(client, connection, ctx, subtests):
 
 
 def test_batch_rejects_a_bad_idempotency_key_or_broken_json(client, connection, ctx, subtests):
-    for key in ("", "k" * 256):
-        with subtests.test(msg=f"Idempotency-Key of {len(key)} characters"):
+    for key in ("", "k" * 256, "a\x00b"):
+        with subtests.test(msg=f"Idempotency-Key {key[:5]!r} of {len(key)} characters"):
             before = _snapshot(connection)
             _errors_at(_problem(_publish(client, ctx, {}, {"Idempotency-Key": key}), 422), "Idempotency-Key")
             assert _snapshot(connection) == before

@@ -61,6 +61,17 @@ def test_items_import(invoke, session, clock, tmp_path):
     assert invoke("items", "import", "999999", str(good)).exit_code == 1
 
 
+def test_ids_beyond_the_id_column_are_usage_errors(invoke, tmp_path):
+    """Not a database error: PostgreSQL refused the lookup of an id beyond 32 bits with a traceback."""
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"external_id": "x", "data": {}}\n')
+    invoke("users", "create", "--role", "ops", "--email", "erin@example.com")
+    for args in (("items", "import", str(2**31), str(items)), ("tokens", "revoke", "--email", "erin@example.com",
+                                                               str(2**40))):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "not in the range" in result.output, result.output
+
+
 def test_work_sweep(invoke):
     result = invoke("work", "sweep")
     assert result.exit_code == 0 and "0 lapsed lease(s) tidied." in result.output
@@ -68,16 +79,9 @@ def test_work_sweep(invoke):
 
 def test_jobs_work_runs_a_queued_aggregation_or_says_there_is_no_queue(invoke, app, client, session, clock):
     from aggregation.models import AggregationRun, RunStatus
-    from market import service
-    from tests.factories import answer, items
+    from tests.factories import answered_project
 
-    owner, token = account(session, Role.REQUESTER, now=clock())
-    proj = project(session, owner, now=clock())
-    items(session, proj, 1, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
-    worker, _ = account(session, Role.WORKER, now=clock())
-    answer(session, session.scalars(select(Item).where(Item.project_id == proj.id)).one(), worker, "neg",
-           now=clock())
+    proj, token = answered_project(session, now=clock())
     if not app.config["REDIS_URL"]:
         result = invoke("jobs", "work", "--burst")
         assert result.exit_code == 1 and "no Redis configured" in result.output

@@ -38,9 +38,10 @@ class Tokens(MethodView):
     @blp.arguments(TokenCreateSchema)
     @blp.response(201, NewTokenSchema)
     def post(self, data: dict[str, Any]):
-        """Create another token for your account; the secret is in this response only."""
+        """Create another token for your account, optionally expiring; the secret is in this response only."""
         session = db_session()
-        token, plaintext = service.issue_token(session, account=current_account(), now=clock(), name=data["name"])
+        token, plaintext = service.issue_token(session, account=current_account(), now=clock(), name=data["name"],
+                                               expires_at=data["expires_at"])
         session.commit()
         return {**{c: getattr(token, c) for c in TokenSchema().fields}, "token": plaintext}
 

@@ -18,9 +18,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    false,
     or_,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from market.db import Base, JSONDoc, UTCDateTime, utcnow
 
@@ -58,18 +59,33 @@ class Caller:
 
 class Account(Base):
     __tablename__ = "account"
-    __table_args__ = (CheckConstraint("email IS NOT NULL OR username IS NOT NULL", name="has_login"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     role: Mapped[Role] = mapped_column(enum_column(Role, "role"))
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    # Shown as typed; unique ignoring case through username_key, the lower-cased username (usernames are ASCII).
+    # The exact-case constraint of 0001 is implied by that one, and kept (see migration acc1).
     username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    username_key: Mapped[str | None] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="account", lazy="raise")
+
+    __table_args__ = (CheckConstraint("email IS NOT NULL OR username IS NOT NULL", name="has_login"),
+                      Index("uq_account_username_key", "username_key", unique=True))
+
+    @validates("username")
+    def _set_username_key(self, _key: str, username: str | None) -> str | None:
+        self.username_key = None if username is None else username_key(username)
+        return username
+
+
+def username_key(username: str) -> str:
+    """A username as it is unique: ignoring case."""
+    return username.lower()
 
 
 class ApiToken(Base):
@@ -84,6 +100,9 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # None: until revoked
+    # Issued by a login (or sign-up): an account keeps only its newest few of these.
+    login: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     account: Mapped[Account] = relationship(back_populates="tokens", lazy="joined")
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from marshmallow import Schema, fields, validate
 
-from market.edge import Id, PageQuerySchema, Text
+from market.edge import Id, JSONObject, PageQuerySchema, Text
 from workers.models import FlagReason, FlagState
 
 
@@ -26,6 +26,8 @@ class TokenSchema(Schema):
     created_at = fields.DateTime()
     last_used_at = fields.DateTime(allow_none=True)
     revoked_at = fields.DateTime(allow_none=True)
+    expires_at = fields.DateTime(allow_none=True, metadata={"description": "When it stops working; null: never."})
+    login = fields.Boolean(metadata={"description": "Issued by a login or sign-up (an account keeps its newest 5)."})
 
 
 class NewTokenSchema(TokenSchema):
@@ -34,6 +36,9 @@ class NewTokenSchema(TokenSchema):
 
 class TokenCreateSchema(Schema):
     name = Text(load_default="", validate=validate.Length(max=100))
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=dt.UTC,
+                                      metadata={"description": "When the token stops working (in the future); "
+                                                               "null or absent: until revoked."})
 
 
 # ---- ops: flags and blocks ---------------------------------------------------------------------------------
@@ -42,7 +47,7 @@ class FlagCreateSchema(Schema):
     worker_id = Id(required=True, strict=True)
     project_id = Id(load_default=None, allow_none=True, strict=True)
     note = Text(required=True, validate=validate.Length(1, 5000), metadata={"description": "Why, for the record."})
-    evidence = fields.Dict(load_default=None, allow_none=True,
+    evidence = JSONObject(load_default=None, allow_none=True,
                            metadata={"description": "What was seen: metric, threshold, n, window."})
 
 

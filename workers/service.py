@@ -6,19 +6,24 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from functools import lru_cache
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from market.config import DEFAULT_PASSWORD_HASH
 from market.db import HotStatement
 from market.problems import Conflict, InvalidInput, NotFound, Unauthorized
-from workers.models import Account, Actor, ApiToken, Caller, ExternalIdentity, Role
+from workers.models import Account, Actor, ApiToken, Caller, ExternalIdentity, Role, username_key
 
 TOKEN_PREFIX = "cm_"
 # Refresh last_used_at at most this often, so authentication is not a write on every request.
 _LAST_USED_GRANULARITY = dt.timedelta(minutes=5)
+# Login (and sign-up) tokens an account keeps: one per device a worker uses, with room to spare. A new login past
+# this deletes the oldest, so a client that logs in on every start, or a script, cannot pile up live tokens.
+LOGIN_TOKENS_KEPT = 5
 
 
 def hash_token(token: str) -> str:
@@ -27,7 +32,7 @@ def hash_token(token: str) -> str:
 
 def create_account(session: Session, *, role: Role, now: dt.datetime, email: str | None = None,
                    username: str | None = None, display_name: str = "") -> Account:
-    """Create an account; email (requesters, ops) or username (workers) must be unique."""
+    """Create an account; email (requesters, ops) or username (workers) must be unique, ignoring case."""
     if not email and not username:
         raise InvalidInput("An account needs an email or a username.", errors={"email": ["required"]})
     account = Account(role=role, email=email.lower() if email else None, username=username,
@@ -41,13 +46,22 @@ def create_account(session: Session, *, role: Role, now: dt.datetime, email: str
     return account
 
 
-def issue_token(session: Session, *, account: Actor, now: dt.datetime, name: str = "") -> tuple[ApiToken, str]:
-    """Create an API token; the plaintext is returned once and only its hash is stored."""
+def issue_token(session: Session, *, account: Actor, now: dt.datetime, name: str = "",
+                expires_at: dt.datetime | None = None, login: bool = False) -> tuple[ApiToken, str]:
+    """Create an API token, optionally expiring; the plaintext is returned once and only its hash is stored.
+    A `login` token pushes the account's oldest login tokens past `LOGIN_TOKENS_KEPT` out."""
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("A token must expire in the future.", errors={"expires_at": ["must be in the future"]})
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(account_id=account.id, token_hash=hash_token(plaintext), prefix=plaintext[:10],
-                     name=name, created_at=now)
+                     name=name, created_at=now, expires_at=expires_at, login=login)
     session.add(token)
     session.flush()
+    if login:
+        kept = (select(ApiToken.id).where(ApiToken.account_id == account.id, ApiToken.login.is_(True))
+                .order_by(ApiToken.id.desc()).limit(LOGIN_TOKENS_KEPT))
+        session.execute(delete(ApiToken).where(ApiToken.account_id == account.id, ApiToken.login.is_(True),
+                                               ApiToken.id.not_in(kept.scalar_subquery())))
     return token, plaintext
 
 
@@ -55,15 +69,16 @@ def issue_token(session: Session, *, account: Actor, now: dt.datetime, name: str
 _BY_TOKEN = HotStatement(
     select(Account.id, Account.role, ApiToken.id.label("token_id"), ApiToken.last_used_at)
     .join(ApiToken, ApiToken.account_id == Account.id)
-    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None), Account.is_active.is_(True)))
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None), Account.is_active.is_(True),
+           or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now"))))
 _TOUCH = update(ApiToken).where(ApiToken.id == bindparam("token_id")).values(last_used_at=bindparam("now"))
 
 
 def authenticate(session: Session, plaintext: str, *, now: dt.datetime) -> Caller | None:
-    """The active account a live token belongs to, or None."""
+    """The active account a live (unrevoked, unexpired) token belongs to, or None."""
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
-    row = _BY_TOKEN.first(session, {"token_hash": hash_token(plaintext)})
+    row = _BY_TOKEN.first(session, {"token_hash": hash_token(plaintext), "now": now})
     if row is None:
         return None
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
@@ -98,40 +113,52 @@ def find_account(session: Session, *, email: str) -> Account:
 
 # ---- workers ----------------------------------------------------------------------------------------------
 
-USERNAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{2,63}\Z")
+USERNAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{2,63}"
+USERNAME_RULE = "3-64 letters, digits, '_', '.', '-', starting with a letter or digit"
+USERNAME_PATTERN = re.compile(rf"\A{USERNAME}\Z")
 MIN_PASSWORD = 10
 
 
 def register_worker(session: Session, *, username: str, password: str, now: dt.datetime,
-                    display_name: str = "") -> Account:
-    """Create a worker account with a password (scrypt, through werkzeug)."""
+                    display_name: str = "", password_hash: str = DEFAULT_PASSWORD_HASH) -> Account:
+    """Create a worker account with a password, hashed by werkzeug with the `password_hash` method (scrypt).
+    The username is unique ignoring case."""
     errors: dict[str, list[str]] = {}
     if not USERNAME_PATTERN.match(username):
-        errors["username"] = ["3-64 letters, digits, '_', '.', '-', starting with a letter or digit"]
+        errors["username"] = [USERNAME_RULE]
     if len(password) < MIN_PASSWORD:
         errors["password"] = [f"at least {MIN_PASSWORD} characters"]
     if errors:
         raise InvalidInput("The account details are invalid.", errors=errors)
     account = create_account(session, role=Role.WORKER, username=username, display_name=display_name, now=now)
-    account.password_hash = generate_password_hash(password, method="scrypt")
+    account.password_hash = generate_password_hash(password, method=password_hash)
     session.flush()
     return account
 
 
-def login(session: Session, *, username: str, password: str, now: dt.datetime, name: str = "") -> tuple[
-        Account, str]:
-    """Check a worker's password and issue a token; the same answer for unknown users and wrong passwords."""
-    account = session.scalar(select(Account).where(Account.username == username))
-    # Hash even for unknown users, so response time does not reveal which usernames exist.
-    stored = account.password_hash if account and account.password_hash else _DUMMY_HASH
+def login(session: Session, *, username: str, password: str, now: dt.datetime, name: str = "",
+          password_hash: str = DEFAULT_PASSWORD_HASH) -> tuple[Account, str]:
+    """Check a worker's password (the username in any case) and issue a login token; the same answer for unknown
+    users and wrong passwords."""
+    account = session.scalar(select(Account).where(Account.username_key == username_key(username)))
+    # Hash even for unknown users, with the method real hashes use, so the time taken does not tell who exists.
+    stored = account.password_hash if account and account.password_hash else _dummy_hash(password_hash)
     if not check_password_hash(stored, password) or account is None or not account.is_active:
         raise Unauthorized("Unknown username or wrong password.")
-    _, token = issue_token(session, account=account, now=now, name=name or "login")
+    _, token = issue_token(session, account=account, now=now, name=name or "login", login=True)
     session.commit()
     return account, token
 
 
-_DUMMY_HASH = generate_password_hash("not a real password", method="scrypt")
+@lru_cache(maxsize=4)
+def _dummy_hash(method: str) -> str:
+    return generate_password_hash("not a real password", method=method)
+
+
+def find_worker(session: Session, *, username: str) -> Account | None:
+    """The worker with this username (in any case), or None."""
+    return session.scalar(select(Account).where(Account.username_key == username_key(username),
+                                                Account.role == Role.WORKER))
 
 
 def link_identity(session: Session, *, account_id: int, platform: str, external_id: str,

@@ -109,6 +109,15 @@ def test_quoted_names_round_trip(tmp_path):
     assert '"task, with comma","a,b",0.666667\n' in text and '"say ""hi""",' in text and '"two\nlines",' in text
 
 
+def test_names_that_look_like_formulas_are_written_as_read(tmp_path):
+    """Unlike the app's exports, the offline aggregator writes task and label names as its input has them: they
+    are the user's own file's, which holds the same cells, and the output must join back to it."""
+    answers = write(tmp_path / "answers.csv", "worker,task,label\nw1,=SUM(A1),-x\nw2,=SUM(A1),-x\nw1,@t,+y\n")
+    out = tmp_path / "out.csv"
+    assert invoke("--method", "mv", "--answers", str(answers), "--out", str(out)).exit_code == 0
+    assert [(r["task"], r["label"]) for r in rows(out)] == [("=SUM(A1)", "-x"), ("@t", "+y")]
+
+
 def test_jsonl_output(tmp_path):
     answers = write(tmp_path / "answers.csv", ANSWERS.replace("t1", 'the "first"').replace("cat", "chat\u00e9"))
     for out, extra in ((tmp_path / "out.jsonl", []), (tmp_path / "out.txt", ["--format", "jsonl"])):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 
 import krippendorff
 import numpy as np
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from aggregation import api as aggregation_api
 from market import service
@@ -139,41 +136,28 @@ def test_report_link_is_signed_expires_and_follows_access(client, reported, sess
     assert client.get(url).status_code == 404
 
 
-@pytest.fixture
-def live_server(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-def test_report_page_in_a_browser(client, reported, live_server, browser):
+def test_report_page_in_a_browser(client, reported, live_server, page):
     proj, token, workers, mv, _ = reported
+    page, problems = page
     report = get_report(client, proj, token)
     url = client.get(f"/api/v1/projects/{proj.id}/quality-report/link?aggregation={mv['id']}",
                       headers=auth(token)).get_json()["url"]
-    page = browser.new_page()
     page.goto(live_server + url[url.index("/reports/"):])
+    page.wait_for_load_state("load")
     assert page.title() == "Quality report: Sentiment of reviews · crowdmarket"
     assert page.locator("#alpha").inner_text() == f"{report['agreement']['krippendorff_alpha']:.3f}"
     assert page.locator("#workers tbody tr").count() == 4
     assert page.locator("#gold-suspects tbody td").all_inner_texts()[:3] == ["it-gold1", "pos", "neg"]
     assert page.locator("#gold-errors td.miss").all_inner_texts() == ["4"]
     assert page.locator("#run").inner_text().startswith(f"From aggregation {mv['id']} (mv)")
+    # Item counts: `totals.items` and a batch's `items` are dict keys, not the dict's method.
+    assert page.locator("#totals .card").nth(1).inner_text().split() == ["items", "answered", "7", "of", "9"]
     rows = page.locator("#coverage tbody tr")
+    assert [rows.nth(i).locator("td").nth(1).inner_text() for i in range(2)] == ["5", "2"]
     assert rows.nth(1).locator("td").nth(3).inner_text() == "2"
     assert page.locator("#distribution tbody tr").first.locator("td").all_inner_texts()[:2] == ["pos", "12"]
     assert [t.strip() for t in page.locator("#guidelines tbody td").first.all_inner_texts()] == ["v1 (current)"]
-
+    # The page's stylesheets (static files under its CSP) applied, and nothing was refused or failed.
+    assert page.locator("#totals .card b").first.evaluate("b => getComputedStyle(b).display") == "block"
+    assert page.locator("body").evaluate("b => getComputedStyle(b).maxWidth") == "1152px"  # 72rem
+    assert problems == []

@@ -14,9 +14,10 @@ from aggregation import service as agg
 from aggregation.engine import aggregate
 from aggregation.models import AggregatedLabel, AggregationRun
 from market import jobs, service
+from market.imports import import_items
 from market.models import Answer, Item
 from tests.conftest import REDIS_URL
-from tests.factories import account, answer, auth, items, project
+from tests.factories import account, answer, auth, items, jsonl, project
 from workers.models import Account, Role
 
 # Five items, five workers (w0..w4); w4 is blocked and answers "neu" everywhere.
@@ -145,6 +146,28 @@ def test_export_csv_and_jsonl_hold_the_items_to_label(client, app, crowd):
     # The export ended its session: a write goes through at once (SQLite would wait on a held lock).
     assert client.post(f"/api/v1/projects/{proj.id}/aggregations", json={"method": "mv"},
                        headers=auth(token)).status_code == 202
+
+
+def test_csv_label_export_escapes_external_ids_that_spreadsheets_would_run(client, app, session, clock):
+    """OWASP's "CSV Injection": the requester's own external ids, sent on to whoever opens the labels."""
+    owner, token = account(session, Role.REQUESTER, now=clock())
+    proj = project(session, owner, now=clock(), label_schema={"type": "rating", "min": -2, "max": 2})
+    ids = ["=HYPERLINK(\"http://example.com\")", "@cmd", "-1", "+2", "plain"]
+    import_items(session, project=proj, stream=io.BytesIO(jsonl([{"external_id": e, "data": {}} for e in ids])),
+                 fmt="jsonl", now=clock())
+    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    worker, _ = account(session, Role.WORKER, now=clock())
+    for item in session.scalars(select(Item).where(Item.project_id == proj.id)):
+        answer(session, item, worker, -2, now=clock())
+    _, run = start(client, app, proj, token, method="mv")
+    base = f"/api/v1/projects/{proj.id}/aggregations/{run['id']}/export"
+    rows = list(csv.DictReader(io.StringIO(client.get(f"{base}?format=csv", headers=auth(token)).get_data(
+        as_text=True))))
+    assert sorted((r["external_id"], r["label"], r["confidence"]) for r in rows) == sorted(
+        [("'=HYPERLINK(\"http://example.com\")", "-2", "1.0"), ("'@cmd", "-2", "1.0"), ("-1", "-2", "1.0"),
+         ("+2", "-2", "1.0"), ("plain", "-2", "1.0")])
+    lines = client.get(f"{base}?format=jsonl", headers=auth(token)).get_data(as_text=True).splitlines()
+    assert sorted(json.loads(line)["external_id"] for line in lines) == sorted(ids)
 
 
 def test_idempotency_key_replays_the_same_run(client, app, crowd, session):

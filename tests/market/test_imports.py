@@ -124,6 +124,27 @@ def test_csv_errors(session, proj, clock):
     assert count(session, proj) == 0
 
 
+@pytest.mark.parametrize(("data", "line", "fragment"), [
+    (b'external_id,text\na,"open quote\nb,two\nc,three\n', 2, "never closed"),
+    (b'external_id,text\na,one\nb,two\nc,"open\nd,four\n', 4, "never closed"),
+    (b'external_id,"text\na,b\n', 1, "never closed"),
+    (b'external_id,text\na,ok\nb,"x"y\nc,z\n', 3, "broken CSV"),
+], ids=["open on the first row", "open further down", "open in the header", "text after a closing quote"])
+def test_a_csv_quote_left_open_or_misplaced_is_an_error_at_its_line(session, proj, clock, data, line, fragment):
+    """A quote left open took the rest of the file into one item's field, and the import answered 201."""
+    with pytest.raises(InvalidInput) as exc:
+        run(session, proj, clock, data, fmt="csv")
+    assert exc.value.errors[0]["line"] == line and fragment in exc.value.errors[0]["message"], exc.value.errors
+    assert count(session, proj) == 0
+
+
+def test_quoted_csv_fields_may_span_lines(session, proj, clock):
+    result = run(session, proj, clock, b'external_id,text\na,"two\nlines, one ""field"""\nb,x\n', fmt="csv")
+    assert result.created == 2
+    data = dict(session.execute(select(Item.external_id, Item.data).where(Item.project_id == proj.id)).all())
+    assert data == {"a": {"text": 'two\nlines, one "field"'}, "b": {"text": "x"}}
+
+
 def test_multi_choice_and_rating_gold_from_csv(session, clock, owner):
     multi = project(session, owner[0], now=clock(), label_schema={
         "type": "multi_choice", "categories": [{"key": "a", "name": "A"}, {"key": "b", "name": "B"},

@@ -53,6 +53,14 @@ def test_other_answer_types(client, owner, schema):
     ({"gold_rate": 0.2}, "gold_rate"),
     ({"gold_rate": 0.04}, "gold_rate"),
     ({"gold_rate": 0.0555}, "gold_rate"),
+    # More places than the column keeps are refused, not rounded (into range, some of them).
+    ({"min_gold_accuracy": 0.4999}, "min_gold_accuracy"),
+    ({"min_gold_accuracy": "1.004"}, "min_gold_accuracy"),
+    ({"fast_answer_fraction": "-0.001"}, "fast_answer_fraction"),
+    ({"action_confidence": "0.4996"}, "action_confidence"),
+    ({"action_confidence": "0.9994"}, "action_confidence"),
+    ({"gold_rate": "0.0999"}, "gold_rate"),
+    ({"min_gold_accuracy": "0.9000000000000000000000000000001"}, "min_gold_accuracy"),
     ({"assignment_duration_seconds": 5}, "assignment_duration_seconds"),
     ({"lifetime_seconds": 10}, "lifetime_seconds"),
     ({"auto_approval_delay_seconds": -1}, "auto_approval_delay_seconds"),
@@ -79,6 +87,20 @@ def test_gold_rate_bounds(client, owner, rate):
     resp = create(client, owner[1], gold_rate=rate)
     assert resp.status_code == 201
     assert resp.get_json()["gold_rate"] == rate
+
+
+def test_decimal_settings_are_stored_exactly_up_to_their_bounds(client, owner):
+    """Trailing zeros are not places; the documented bounds are in range (0.999 was refused: it is more than the
+    float 0.999 the range was written with)."""
+    settings = {"gold_rate": "0.0500", "min_gold_accuracy": "1.00", "action_confidence": 0.999,
+                "fast_answer_fraction": "0"}
+    resp = create(client, owner[1], **settings)
+    assert resp.status_code == 201, resp.get_json()
+    stored = client.get(f"/api/v1/projects/{resp.get_json()['id']}", headers=auth(owner[1])).get_json()
+    assert {k: stored[k] for k in settings} == {"gold_rate": 0.05, "min_gold_accuracy": 1.0,
+                                                "action_confidence": 0.999, "fast_answer_fraction": 0.0}
+    low = create(client, owner[1], title="low", action_confidence="0.5", min_gold_accuracy=0)
+    assert low.status_code == 201 and low.get_json()["action_confidence"] == 0.5
 
 
 def test_editing_instructions_creates_versions(client, owner):

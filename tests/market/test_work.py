@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from market import service, work
 from market.models import Answer, Assignment, AssignmentStatus, HitSlot, Item, SlotState
+from tests.conftest import make_app
 from tests.factories import account, auth, item_id, items, project
 from workers.models import Role, WorkerBlock
 from workers.service import link_identity, worker_for_identity
@@ -292,9 +293,7 @@ def test_external_identities(client, session, clock, setup):
 
 
 def test_work_is_served_with_redis_down(database, clock, setup):
-    from market.app import create_app
-
-    app = create_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": "redis://127.0.0.1:1/0"})
     http = app.test_client()
     assert http.get("/healthz").get_json()["status"] == "degraded"
     _, token = setup["workers"][0]

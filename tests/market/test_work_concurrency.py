@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import delete, func, select, text
 
 from market import service, work
-from market.app import create_app
 from market.db import Database, make_engine, utcnow
 from market.models import (
     Answer,
@@ -38,7 +37,7 @@ from market.models import (
     WorkerStats,
 )
 from market.problems import Gone
-from tests.conftest import DATABASE_URL, REDIS_URL
+from tests.conftest import DATABASE_URL, make_app
 from tests.factories import SENTIMENT, item_id, items, project
 from workers.models import Account, ApiToken, Role, WorkerFlag
 from workers.service import create_account, issue_token
@@ -227,7 +226,7 @@ def test_many_workers_through_the_http_api(db, market):
     with db.session_scope() as s:
         tokens = [issue_token(s, account=s.get_one(Account, wid), now=utcnow())[1] for wid in m.worker_ids]
         s.commit()
-    app = create_app({"DATABASE": db, "TESTING": True, "REDIS_URL": REDIS_URL})
+    app = make_app({"DATABASE": db})
     barrier = threading.Barrier(n_workers)
     acked: list[tuple[int, int]] = []  # (assignment id, item id)
     errors: list[str] = []
@@ -500,7 +499,7 @@ def test_hot_endpoints_run_again_on_a_fresh_connection_when_theirs_died(db, mark
     with db.session_scope() as s:
         token = issue_token(s, account=s.get_one(Account, m.worker_ids[0]), now=utcnow())[1]
         s.commit()
-    http = create_app({"DATABASE": db, "TESTING": True, "REDIS_URL": REDIS_URL}).test_client()
+    http = make_app({"DATABASE": db}).test_client()
     headers = {"Authorization": f"Bearer {token}"}
 
     def drop_connections() -> None:

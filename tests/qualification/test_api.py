@@ -238,9 +238,9 @@ def test_another_workers_attempt_is_404(client, market):
 def test_requester_and_ops_grant_and_revoke_by_hand_with_a_reason(client, session, clock, market):
     type_id, worker = market["type"]["id"], market["workers"][1][0]
     grants = f"{TYPES}/{type_id}/grants"
-    no_reason = client.post(grants, json={"worker_id": worker.id}, headers=auth(market["owner_token"]))
+    no_reason = client.post(grants, json={"username": worker.username}, headers=auth(market["owner_token"]))
     assert no_reason.status_code == 422 and "reason" in no_reason.get_json()["errors"]
-    given = client.post(grants, json={"worker_id": worker.id, "value": 5, "reason": "veteran annotator"},
+    given = client.post(grants, json={"username": worker.username, "value": 5, "reason": "veteran annotator"},
                         headers=auth(market["owner_token"]))
     assert given.status_code == 201
     assert given.get_json()["value"] == 5 and given.get_json()["source"] == "manual"
@@ -260,9 +260,9 @@ def test_grants_only_to_workers_and_only_on_your_own_types(client, session, cloc
     grants = f"{TYPES}/{market['type']['id']}/grants"
     _, other_token = account(session, Role.REQUESTER, now=clock())
     worker = market["workers"][0][0]
-    body = {"worker_id": worker.id, "reason": "x"}
+    body = {"username": worker.username, "reason": "x"}
     assert client.post(grants, json=body, headers=auth(other_token)).status_code == 404
-    assert client.post(grants, json={**body, "worker_id": market["owner"].id},
+    assert client.post(grants, json={"worker_id": market["owner"].id, "reason": "x"},
                        headers=auth(market["owner_token"])).status_code == 404
     assert client.post(grants, json=body, headers=auth(market["workers"][1][1])).status_code == 403
 
@@ -275,7 +275,7 @@ def test_one_open_attempt_and_one_live_grant_per_worker_are_database_rules(sessi
     with pytest.raises(IntegrityError):
         session.flush()
     session.rollback()
-    service.grant(session, type_id=type_id, account=market["owner"], worker_id=worker.id, value=1, reason="a",
+    service.grant(session, type_id=type_id, account=market["owner"], username=worker.username, value=1, reason="a",
                   now=clock())
     session.add(QualificationGrant(type_id=type_id, worker_id=worker.id, value=2, source="manual", reason="b",
                                    granted_at=clock()))

@@ -74,10 +74,12 @@ def test_passing_the_test_opens_the_work(client, session, clock, gated):
 def test_a_value_below_the_threshold_is_not_enough_and_a_revoke_shuts_the_work_again(client, session, clock, gated):
     worker, token = account(session, Role.WORKER, now=clock())
     grants = f"{TYPES}/{gated['type']['id']}/grants"
-    client.post(grants, json={"worker_id": worker.id, "value": 79, "reason": "trial"}, headers=auth(gated["token"]))
+    client.post(grants, json={"username": worker.username, "value": 79, "reason": "trial"},
+                headers=auth(gated["token"]))
     low = next_task(client, token)
     assert low.status_code == 403 and low.get_json()["missing"][0]["your_value"] == 79
-    client.post(grants, json={"worker_id": worker.id, "value": 80, "reason": "trial"}, headers=auth(gated["token"]))
+    client.post(grants, json={"worker_id": worker.id, "value": 80, "reason": "trial"},
+                headers=auth(gated["token"]))  # by id now: the grant above made them the requester's worker
     task = next_task(client, token).get_json()
     submit_resp = client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=auth(token),
                               json={"answers": [{"item_id": i["id"], "answer": "pos"} for i in task["items"]]})
@@ -97,7 +99,7 @@ def test_does_not_exist_keeps_holders_out(client, session, clock, gated):
     newer = client.post(f"{PROJECTS}/{pid}/batches", json={}, headers=auth(gated["token"])).get_json()
     assert newer["qualification_requirements"][0]["comparator"] == "DoesNotExist"
     holder, holder_token = account(session, Role.WORKER, now=clock())
-    client.post(f"{TYPES}/{gated['type']['id']}/grants", json={"worker_id": holder.id, "reason": "did study 1"},
+    client.post(f"{TYPES}/{gated['type']['id']}/grants", json={"username": holder.username, "reason": "did study 1"},
                 headers=auth(gated["token"]))
     _, newcomer_token = account(session, Role.WORKER, now=clock())
     # The first batch kept its terms (80+ required); the second admits only those without the qualification.

@@ -1,0 +1,75 @@
+"""The HTML shell: the index, the API reference (ReDoc, served from our own static files so it works offline),
+and the security headers every response carries."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, render_template, url_for
+
+# A pinned copy of ReDoc's standalone bundle (the npm package redoc@2.5.4) with its licences beside it; the
+# version is in the path, so browsers never keep an old copy after an upgrade. One change, checked by
+# tests/test_pages.py: the menu footer's logo came from the vendor's CDN on every view and is `data:,` now (it
+# fails to load and ReDoc hides it).
+REDOC = "redoc-2.5.4/redoc.standalone.js"
+
+# Pages run only our own static scripts and styles: no inline script or style, nothing from other hosts, and
+# no framing (clickjacking).
+POLICY = {
+    "default-src": "'none'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "font-src": "'self'",
+    "connect-src": "'self'",
+    "base-uri": "'none'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    # Report links carry their signed token in the URL: never send it on to another page.
+    "Referrer-Policy": "no-referrer",
+}
+
+blp = Blueprint("pages", __name__)
+
+
+def content_security_policy(**extra: str) -> str:
+    """The pages' CSP, with directives added or replaced (`worker_src="blob:"`)."""
+    policy = {**POLICY, **{name.replace("_", "-"): value for name, value in extra.items()}}
+    return "; ".join(f"{name} {value}" for name, value in policy.items())
+
+
+CSP = content_security_policy()
+# ReDoc inserts two kinds of <style> element, allowed by their hashes: empty ones whose rules it adds through
+# the CSSOM (which CSP does not restrict), and perfect-scrollbar's stylesheet. Its search runs in a worker built
+# from a blob: URL.
+DOCS_CSP = content_security_policy(
+    style_src="'self' 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=' "
+              "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='",
+    worker_src="blob:")
+
+
+@blp.get("/")
+def index() -> str:
+    """The front page: links to the API reference and health."""
+    return render_template("index.html")
+
+
+@blp.get("/docs")
+def docs() -> Response:
+    """The API reference: ReDoc rendering /openapi.json."""
+    html = render_template("docs.html", redoc=REDOC, spec_url=url_for("api-docs.openapi_json"))
+    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": DOCS_CSP})
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def install(app: Flask) -> None:
+    """Register the pages and the headers every response gets (a view may set its own CSP)."""
+    app.register_blueprint(blp)
+    app.after_request(_security_headers)
