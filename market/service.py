@@ -411,8 +411,7 @@ def _make_gold_hits(session: Session, project: Project, batch: Batch, now: dt.da
 
 def pool_new_gold(session: Session, project: Project, now: dt.datetime) -> None:
     """Gold imported after publishing joins the pool at once, in HITs of the newest batch's shape (the batches
-    published before keep their own shape's gold). Serialized per project by its row lock."""
-    session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+    published before keep their own shape's gold). The caller holds the project's row lock (market/imports.py)."""
     batch = session.scalar(select(Batch).where(Batch.project_id == project.id).order_by(Batch.id.desc()).limit(1))
     if batch is not None:
         _make_gold_hits(session, project, batch, now)

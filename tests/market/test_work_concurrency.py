@@ -6,6 +6,7 @@ stored, and no deadlock or serialization error surfaced to a caller."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import random
 import threading
 import time
@@ -519,3 +520,49 @@ def test_hot_endpoints_run_again_on_a_fresh_connection_when_theirs_died(db, mark
     done = http.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=headers,
                      json={"answers": [{"item_id": it["id"], "answer": LABEL} for it in task["items"]]})
     assert done.status_code == 200 and done.get_json()["status"] == "submitted"
+
+
+# ---- gold grouping under concurrent imports ------------------------------------------------------------------
+
+def test_concurrent_imports_with_gold_group_each_gold_item_once(db, market):
+    """Imports racing each other, each carrying gold, into a project of 2-item HITs: every gold HIT holds exactly
+    2 items, no gold item is in two HITs, ranks are 0, 1, 2, ... without gaps or repeats, every HIT has its slots,
+    and every claim the pool then serves has items."""
+    from market.imports import import_items
+    from tests.factories import jsonl
+
+    now = utcnow()
+    m = market(n_items=40, per_hit=2, redundancy=2, n_workers=6, now=now)
+    with db.session_scope() as s:
+        s.get_one(Project, m.project_id).gold_rate = Decimal("0.10")
+        s.commit()
+    imports, per_import = 8, 3  # odd on purpose: the leftovers of one import pair up with another's
+    barrier = threading.Barrier(imports)
+    errors: list[str] = []
+
+    def run(i: int) -> None:
+        records = [{"external_id": f"g{i}-{n}", "data": {"text": f"gold {i} {n}"}, "gold": LABEL}
+                   for n in range(per_import)]
+        barrier.wait()
+        try:
+            with db.session_scope() as s:
+                import_items(s, project=s.get_one(Project, m.project_id), stream=io.BytesIO(jsonl(records)),
+                             fmt="jsonl", now=now)
+        except Exception:  # noqa: BLE001 - reported below
+            errors.append(traceback.format_exc())
+
+    _run(imports, run)
+    assert not errors, "\n".join(errors)
+    with db.session_scope() as s:
+        hits = s.execute(select(Hit.id, Hit.gold_rank, Hit.item_count).where(
+            Hit.project_id == m.project_id, Hit.is_gold)).all()
+        members = s.execute(select(Item.hit_id, func.count()).where(
+            Item.project_id == m.project_id, Item.is_gold, Item.hit_id.is_not(None)).group_by(Item.hit_id)).all()
+        slots = dict(s.execute(select(HitSlot.hit_id, func.count()).where(
+            HitSlot.gold_pool_id.is_not(None)).group_by(HitSlot.hit_id)).all())
+        ungrouped = s.scalar(select(func.count()).select_from(Item).where(
+            Item.project_id == m.project_id, Item.is_gold, Item.hit_id.is_(None)))
+    assert len(hits) == imports * per_import // 2 and ungrouped == imports * per_import % 2
+    assert sorted(rank for _, rank, _ in hits) == list(range(len(hits)))
+    assert {hit: n for hit, n in members} == {hit: 2 for hit, _, _ in hits}
+    assert all(count == 2 for _, _, count in hits) and all(slots[hit] == 2 for hit, _, _ in hits)
