@@ -177,7 +177,10 @@ def _factorise(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tu
     if longest <= 7:
         key, parts = (words[starts] & _MASKS[lengths]) | (lengths.astype(np.uint64) << np.uint64(56)), []
     else:
-        parts = [words[starts + 8 * j] & _MASKS[np.clip(lengths - 8 * j, 0, 8)] for j in range((longest + 7) // 8)]
+        # A word past a short field's end is masked to 0; near the buffer's end it must still be in range.
+        last = words.size - 1
+        parts = [words[np.minimum(starts + 8 * j, last)] & _MASKS[np.clip(lengths - 8 * j, 0, 8)]
+                 for j in range((longest + 7) // 8)]
         key = lengths.astype(np.uint64) * _MIX
         for part in parts:
             key ^= part

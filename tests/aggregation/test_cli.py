@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import subprocess
 import sys
 
@@ -452,3 +453,20 @@ def test_the_offline_aggregator_imports_only_what_it_uses(tmp_path):
     argv = ["crowdmarket", "aggregate", "--method", "ds", "--answers", str(answers), "--out", str(tmp_path / "o")]
     assert imported_after(RUN_MAIN.format(argv=argv)) == ["numpy", "scipy"]
     assert (tmp_path / "o").is_file()
+
+
+def test_the_fast_reader_keys_fields_of_any_length_exactly(monkeypatch):
+    """Names that share long prefixes, differ only past 7 or 8 bytes, or in length alone (`ab` and `ab\\0`), and
+    multi-byte UTF-8: the numpy reader (keys of 7 bytes, hashes beyond) numbers them exactly as the csv module's
+    path does, and so does its fallback for a hash collision."""
+    rng = random.Random(11)
+    names = sorted({"".join(rng.choices("abé\0", k=rng.randint(1, 20))) for _ in range(400)} | {
+        "abcdefg", "abcdefgh", "abcdefghi", "abcdefgh\0", "ab", "ab\0"})
+    rows = [rng.choices(names, k=3) for _ in range(2000)]
+    text = "worker,task,label\n" + "".join(f"{w},{t},{lab}\n" for w, t, lab in rows)
+    expected = table_tuple(read_answers(io.StringIO(text.replace("worker", '"worker"', 1)), duplicates="all"))
+    assert table_tuple(read_answers(io.StringIO(text), duplicates="all")) == expected
+    monkeypatch.setattr(csvfile, "_factorise", lambda *args: None)
+    assert table_tuple(read_answers(io.StringIO(text), duplicates="all")) == expected
+    with pytest.raises(InputError, match="^line 3: not UTF-8"):
+        read_answers(io.BytesIO(b"worker,task,label\nw,t,a\nw2,t\xff\xfe long task name,b\n"))
