@@ -200,12 +200,7 @@ def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n
     prior.check()
     items, workers, labels = _answers(items, workers, labels, n_items, n_workers, n_classes)
     answered = np.bincount(items, minlength=n_items) > 0
-    gold_i = np.asarray(gold_items if gold_items is not None else [], dtype=np.int64)
-    gold_l = np.asarray(gold_labels if gold_labels is not None else [], dtype=np.int64)
-    if gold_i.shape != gold_l.shape or gold_i.ndim != 1 or (
-            gold_i.size and (gold_i.min() < 0 or gold_i.max() >= n_items or gold_l.min() < 0
-                             or gold_l.max() >= n_classes)):
-        raise ValueError("gold_items and gold_labels must be equal-length, in range")
+    gold_i, gold_l = _gold(gold_items, gold_labels, n_items, n_classes)
     votes = _votes(items, labels, n_items, n_classes)
     totals = votes.sum(axis=1, keepdims=True)
     t = np.divide(votes, totals, out=np.full_like(votes, 1.0 / n_classes), where=totals > 0)
@@ -237,6 +232,17 @@ def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n
     confidence = np.where(answered, t.max(axis=1), 0.0)
     return Result(chosen, confidence, t, confusion=confusion.transpose(0, 2, 1).copy(), priors=priors,
                   iterations=iterations, stop_reason=stop, log_likelihood=objective)
+
+
+def _gold(gold_items: np.ndarray | None, gold_labels: np.ndarray | None, n_items: int,
+          n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    gold_i = np.asarray(gold_items if gold_items is not None else [], dtype=np.int64)
+    gold_l = np.asarray(gold_labels if gold_labels is not None else [], dtype=np.int64)
+    if gold_i.shape != gold_l.shape or gold_i.ndim != 1 or (
+            gold_i.size and (gold_i.min() < 0 or gold_i.max() >= n_items or gold_l.min() < 0
+                             or gold_l.max() >= n_classes)):
+        raise ValueError("gold_items and gold_labels must be equal-length, in range")
+    return gold_i, gold_l
 
 
 class _MStep:
