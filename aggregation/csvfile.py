@@ -17,10 +17,12 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 # The csv path is fed whole lines in blocks of about this size; the progress bar advances once per block.
 BLOCK_BYTES = 1 << 22
@@ -35,6 +37,19 @@ Source = str | os.PathLike[str] | IO[bytes] | IO[str]
 
 class InputError(ValueError):
     """An input file's fault, in words for its author: the message names the line(s)."""
+
+
+class _NoBar:
+    """The progress bar when none is shown."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        pass
 
 
 class CsvFile:
@@ -71,9 +86,13 @@ class CsvFile:
         self.width = len(header)
         self.positions = tuple(found.index(c) for c in columns)
 
-    def _bar(self) -> tqdm:
+    def _bar(self) -> tqdm | _NoBar:
+        if not self.progress:
+            return _NoBar()
+        from tqdm import tqdm  # only here: most runs show no bar, and the import costs 40 ms of a start-up
+
         return tqdm(total=len(self.data), unit="B", unit_scale=True, desc=f"reading {self.name}", file=sys.stderr,
-                    disable=not self.progress, leave=False)
+                    leave=False)
 
     def _reader(self, bar: tqdm | None = None) -> Any:
         """csv.reader over the blocks as StringIOs of whole lines: its lines (and quoted fields spanning them)
