@@ -91,8 +91,7 @@ class RunError(ValueError):
 
 
 def load_inputs(session: Session, project: Project, classes: list[Any]) -> Inputs:
-    """The project's answers that count (none excluded by a block), and its live gold, as index arrays. A worker
-    answers an item at most once here (see `_check_once`), so there is no choice of which repeat to keep."""
+    """The project's answers that count (none excluded by a block), and its live gold, as index arrays."""
     index = {value: i for i, value in enumerate(classes)}
     rows = session.execute(select(Answer.item_id, Answer.worker_id, Answer.value)
                            .where(Answer.project_id == project.id, Answer.excluded_at.is_(None))
@@ -107,7 +106,6 @@ def load_inputs(session: Session, project: Project, classes: list[Any]) -> Input
         labels.append(label)
     item_ids, items = np.unique(np.asarray(raw_items, dtype=np.int64), return_inverse=True)
     worker_ids, workers = np.unique(np.asarray(raw_workers, dtype=np.int64), return_inverse=True)
-    _check_once(project, items, workers, item_ids.size)
     gold = session.execute(select(Item.id, Item.gold_answer).where(
         Item.project_id == project.id, Item.is_gold, Item.gold_retired_at.is_(None))).all()
     known = [(item_id, index[value]) for item_id, value in gold if value in index]
@@ -118,12 +116,13 @@ def load_inputs(session: Session, project: Project, classes: list[Any]) -> Input
                   np.asarray([k[1] for k in known], dtype=np.int64)[answered])
 
 
-def _check_once(project: Project, items: np.ndarray, workers: np.ndarray, n_items: int) -> None:
-    """Refuse to aggregate repeated (worker, item) answers rather than count them twice. The service never stores
-    them: an item sits in one HIT, a worker holds a HIT at most once among leased and answered assignments (a
-    unique index), an assignment leaves those states only from `leased`, before it has answers, and it has one
-    answer per item (a unique constraint); blocks exclude and restore answers, never add any."""
-    pairs = workers.astype(np.int64) * max(n_items, 1) + items
+def _check_once(project: Project, inputs: Inputs) -> None:
+    """Refuse to aggregate repeated (worker, item) answers rather than count them twice, so runs need no choice of
+    which to keep. The service never stores them: an item sits in one HIT, a worker holds a HIT at most once among
+    leased and answered assignments (a unique index), an assignment leaves those states only from `leased`, before
+    it has answers, and it has one answer per item (a unique constraint); blocks exclude and restore answers,
+    never add any."""
+    pairs = inputs.workers.astype(np.int64) * max(inputs.item_ids.size, 1) + inputs.items
     repeats = pairs.size - np.unique(pairs).size
     if repeats:
         log.error("project %s holds %d repeated (worker, item) answers", project.id, repeats)
@@ -163,6 +162,7 @@ def _execute(session: Session, run: AggregationRun, project: Project, clock: Cal
     params = {**DEFAULT_PARAMS, **run.params}  # a run queued before a parameter existed takes its default
     if inputs.items.size == 0:
         raise RunError("The project has no answers to aggregate.")
+    _check_once(project, inputs)
     if run.method == "ds-gold" and inputs.gold_items.size == 0:
         raise RunError("ds-gold needs gold items that workers have answered; the project has none yet.")
     result = aggregate(run.method, inputs.items, inputs.workers, inputs.labels, n_items=inputs.item_ids.size,

@@ -273,6 +273,8 @@ def test_repeated_answers_fail_the_run_instead_of_counting_twice(client, app, cr
     assert run["status"] == "failed" and run["error"].startswith("2 answer(s) repeat a worker's earlier answer")
     assert session.scalar(select(func.count()).select_from(AggregatedLabel)
                           .where(AggregatedLabel.run_id == run["id"])) == 0
+    # The quality report, which reads the same answers, still answers.
+    assert client.get(f"/api/v1/projects/{proj.id}/quality-report", headers=auth(token)).status_code == 200
 
 
 def test_no_path_through_the_service_repeats_an_answer(client, app, session, clock):
