@@ -138,7 +138,8 @@ def test_run_serves_with_gunicorn(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "CROWDMARKET_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}"}
+    env = {**os.environ, "CROWDMARKET_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+           "CROWDMARKET_INSTANCE_PATH": str(tmp_path)}
     env.pop("CROWDMARKET_REDIS_URL", None)
     binary = Path(sys.executable).with_name("crowdmarket")
     subprocess.run([binary, "db", "upgrade"], env=env, check=True, capture_output=True)

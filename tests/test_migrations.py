@@ -54,8 +54,11 @@ def test_upgrade_head_matches_the_models_and_downgrade_undoes_it(empty_database_
         engine.dispose()
 
 
-def test_0010_tells_stored_runs_why_dawid_skene_stopped(empty_database_url):
-    """Runs stored before 0010 get a stop reason from their counts: fewer iterations than allowed is converged."""
+def test_stored_runs_learn_why_dawid_skene_stopped(empty_database_url):
+    """Runs stored before the revision that records stop reasons get one from their counts: fewer iterations
+    than allowed is converged. (The revision is found by its description, whatever number merging gives it.)"""
+    from alembic.script import ScriptDirectory
+
     from aggregation.models import AggregationRun, RunStatus
     from market.db import Database, utcnow
     from tests.factories import project
@@ -75,8 +78,10 @@ def test_0010_tells_stored_runs_why_dawid_skene_stopped(empty_database_url):
                                            params={"max_iter": max_iter}, status=RunStatus.SUCCEEDED,
                                            iterations=iterations))
             session.commit()
-        command.downgrade(cfg, "0009")
-        command.upgrade(cfg, "0010")
+        revision = next(r for r in ScriptDirectory.from_config(cfg).walk_revisions()
+                        if (r.doc or "").startswith("Aggregation runs record why Dawid–Skene stopped"))
+        command.downgrade(cfg, revision.down_revision)
+        command.upgrade(cfg, revision.revision)
         with database.engine.connect() as conn:
             reasons = conn.execute(text("SELECT method, stop_reason FROM aggregation_run ORDER BY id")).all()
         assert [tuple(r) for r in reasons] == [("ds", "converged"), ("onecoin", "max_iter"), ("mv", None)]
