@@ -1,4 +1,5 @@
-# The two commands: `make run` (install, migrate, serve) and `make test` (install, lint, test).
+# The two commands: `make run` (install, migrate, serve with gunicorn; RELOAD=1 for development) and
+# `make test` (install, lint, test).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,12 +20,13 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/crowdmarket db upgrade
 	@echo ""
-	@echo "crowdmarket is starting on http://$(HOST):$(PORT)  (API docs: http://$(HOST):$(PORT)/docs)"
+	@echo "crowdmarket is starting on http://$(HOST):$(PORT) under gunicorn  (API docs: http://$(HOST):$(PORT)/docs)"
+	@echo "(make run RELOAD=1 restarts it whenever a source file changes)"
 	@echo "Get a requester API token (printed once) in another terminal:"
 	@echo "    $(BIN)/crowdmarket users create --role requester --email you@example.com"
 	@echo "then call the API with: -H \"Authorization: Bearer <token>\"  (README: API walk-through)"
 	@echo ""
-	$(BIN)/crowdmarket run --host $(HOST) --port $(PORT)
+	$(BIN)/crowdmarket run --host $(HOST) --port $(PORT)$(if $(RELOAD), --reload)
 
 lint: install
 	$(BIN)/ruff check .

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from aggregation.methods import (
+    DEFAULT_PRIOR,
+    MAX_ITER,
+    POSTERIOR_TOL,
+    TOL,
+    Prior,
     Result,
     accuracy_weights,
     dawid_skene,
@@ -70,8 +75,8 @@ def worker_accuracy_estimate(items: np.ndarray, workers: np.ndarray, labels: np.
 
 def aggregate(method: str, items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n_items: int,
               n_workers: int, n_classes: int, gold_items: np.ndarray | None = None,
-              gold_labels: np.ndarray | None = None, seed: int = 0, max_iter: int = 100, tol: float = 1e-5,
-              smoothing: float = 0.01) -> Aggregate:
+              gold_labels: np.ndarray | None = None, seed: int = 0, max_iter: int = MAX_ITER, tol: float = TOL,
+              posterior_tol: float = POSTERIOR_TOL, prior: Prior = DEFAULT_PRIOR) -> Aggregate:
     """Run `method` (one of METHODS). Gold anchors only `ds-gold`, weighs workers in `wmv`, and is otherwise
     returned so callers can score the method on it."""
     if method not in METHODS:
@@ -90,8 +95,8 @@ def aggregate(method: str, items: np.ndarray, workers: np.ndarray, labels: np.nd
                                         worker_weights=accuracy_weights(accuracy, n_classes), **shape)
     else:
         anchors = {"gold_items": gold_i, "gold_labels": gold_l} if method == "ds-gold" else {}
-        result = dawid_skene(items, workers, labels, max_iter=max_iter, tol=tol, smoothing=smoothing,
-                             one_coin=method == "onecoin", **anchors, **shape)
+        result = dawid_skene(items, workers, labels, max_iter=max_iter, tol=tol, posterior_tol=posterior_tol,
+                             prior=prior, one_coin=method == "onecoin", **anchors, **shape)
     items_a, workers_a = np.asarray(items, dtype=np.int64), np.asarray(workers, dtype=np.int64)
     answers = np.bincount(workers_a, minlength=n_workers)
     if result.confusion is not None and result.priors is not None:

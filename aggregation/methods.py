@@ -30,6 +30,8 @@ class Result:
     confusion: np.ndarray | None = None  # Dawid-Skene: workers x true class x given label, rows sum to 1
     priors: np.ndarray | None = None  # Dawid-Skene: class priors
     iterations: int = 0
+    stop_reason: str | None = None  # Dawid–Skene: "converged" or "max_iter"
+    log_likelihood: float | None = None  # Dawid–Skene: the objective at the end, per answer
 
 
 def _answers(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, n_items: int, n_workers: int,
@@ -118,15 +120,18 @@ class _Design:
         self.t = t.astype(DTYPE)
         self.answered = answered.astype(DTYPE)
         self.gold_rows, self.gold_t = gold_rows, gold_t.astype(DTYPE)
+        self.gold_labels = gold_t.argmax(axis=1) if gold_t.size else np.zeros(0, dtype=np.int64)
 
     def counts(self) -> tuple[np.ndarray, np.ndarray]:
         """The M-step's sums: soft counts per (worker, given label) x true class, and class totals."""
         return (self.design_t @ self.t).astype(np.float64), (self.answered @ self.t).astype(np.float64)
 
-    def e_step(self, log_confusion: np.ndarray, measure: bool) -> float:
-        """Log posteriors, then a softmax per item (an item without answers gets the priors); returns the largest
-        change of any posterior when `measure`, else 0."""
+    def e_step(self, log_confusion: np.ndarray, measure: bool) -> tuple[float, float]:
+        """Log posteriors, then a softmax per item (an item without answers gets the priors). Returns the
+        log-likelihood of the answers under these parameters (a gold item's at its known label) and, when
+        `measure`, the largest change of any posterior (else 0)."""
         log_t = self.design @ log_confusion  # the last column of the design adds the log priors to every item
+        gold_joint = log_t[self.gold_rows, self.gold_labels].astype(np.float64)
         # Column by column: numpy's broadcasting over a short last axis is several times slower.
         columns = [log_t[:, k] for k in range(log_t.shape[1])]
         top = columns[0].copy()
@@ -138,36 +143,64 @@ class _Design:
         total = columns[0].copy()
         for column in columns[1:]:
             total += column
+        # log p(item's answers) = top + log(total); an item without answers adds log(sum of priors) = 0.
+        evidence = np.log(total)
+        evidence += top
+        log_likelihood = float(evidence.sum(dtype=np.float64))
+        if self.gold_rows.size:
+            log_likelihood += float((gold_joint - evidence[self.gold_rows]).sum())
         np.reciprocal(total, out=total)
         for column in columns:
             np.multiply(column, total, out=column)
         log_t[self.gold_rows] = self.gold_t
         change = float(np.abs(log_t - self.t).max()) if measure and log_t.size else 0.0
         self.t = log_t
-        return change
+        return log_likelihood, change
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A Dirichlet prior as pseudo-counts, added to the M-step's soft counts (its MAP estimate): `correct` on
+    each confusion row's diagonal (the worker gives the true class), `wrong` on each other entry, `classes` on
+    each class's count. One-coin Dawid–Skene pools a row's worth: `correct` right answers and `wrong` for each
+    other label."""
+
+    correct: float = 0.5
+    wrong: float = 0.01
+    classes: float = 1.0
+
+    def check(self) -> None:
+        if not (self.correct >= 0 and self.wrong > 0 and self.classes > 0) or not all(
+                np.isfinite([self.correct, self.wrong, self.classes])):
+            raise ValueError("prior pseudo-counts must be finite, correct >= 0, wrong and classes > 0")
+
+
+DEFAULT_PRIOR = Prior()
+# Dawid–Skene's stopping defaults: at most MAX_ITER iterations; converged when the objective per answer changes by
+# less than TOL, or when no posterior moves by more than POSTERIOR_TOL.
+MAX_ITER, TOL, POSTERIOR_TOL = 100, 1e-6, 1e-5
+STOP_CONVERGED, STOP_MAX_ITER = "converged", "max_iter"
 
 
 def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n_items: int, n_workers: int,
-                n_classes: int, max_iter: int = 100, tol: float = 1e-5, smoothing: float = 0.01,
-                gold_items: np.ndarray | None = None, gold_labels: np.ndarray | None = None,
-                one_coin: bool = False) -> Result:
+                n_classes: int, max_iter: int = MAX_ITER, tol: float = TOL, posterior_tol: float = POSTERIOR_TOL,
+                prior: Prior = DEFAULT_PRIOR, gold_items: np.ndarray | None = None,
+                gold_labels: np.ndarray | None = None, one_coin: bool = False) -> Result:
     """Dawid–Skene EM with a full confusion matrix per worker, started from majority vote. The E-step is
-    computed in log space (nothing underflows, however many answers an item has); `smoothing` is added to every
-    confusion count and prior; the run stops after `max_iter` iterations or when no posterior moves by more than
-    `tol` (0 runs every iteration). Gold-aware when `gold_items`/`gold_labels` are given: those items keep their
-    known label in every E-step, so the confusion matrices are anchored by truth. `one_coin`: each worker has one
-    accuracy and spreads errors evenly over the other labels (K(K−1) fewer parameters per worker: steadier with
-    many classes or few answers per worker, blind to systematic confusions)."""
-    if max_iter < 1 or tol < 0 or smoothing <= 0:
-        raise ValueError("max_iter must be at least 1, tol non-negative and smoothing positive")
+    computed in log space (nothing underflows, however many answers an item has); the M-step is the MAP estimate
+    under the Dirichlet `prior`. Stops after `max_iter` iterations, or converged: when the objective EM climbs
+    (the log-likelihood of the answers plus the prior's log density, per answer) changes by less than `tol`, or,
+    as a second guard, when no posterior moves by more than `posterior_tol` (0 turns a rule off). Gold-aware
+    when `gold_items`/`gold_labels` are given: those items keep their known label in every E-step, so the
+    confusion matrices are anchored by truth. `one_coin`: each worker has one accuracy and spreads errors evenly
+    over the other labels (K(K−1) fewer parameters per worker: steadier with many classes or few answers per
+    worker, blind to systematic confusions)."""
+    if max_iter < 1 or not tol >= 0 or not posterior_tol >= 0:
+        raise ValueError("max_iter must be at least 1, tol and posterior_tol non-negative")
+    prior.check()
     items, workers, labels = _answers(items, workers, labels, n_items, n_workers, n_classes)
     answered = np.bincount(items, minlength=n_items) > 0
-    gold_i = np.asarray(gold_items if gold_items is not None else [], dtype=np.int64)
-    gold_l = np.asarray(gold_labels if gold_labels is not None else [], dtype=np.int64)
-    if gold_i.shape != gold_l.shape or gold_i.ndim != 1 or (
-            gold_i.size and (gold_i.min() < 0 or gold_i.max() >= n_items or gold_l.min() < 0
-                             or gold_l.max() >= n_classes)):
-        raise ValueError("gold_items and gold_labels must be equal-length, in range")
+    gold_i, gold_l = _gold(gold_items, gold_labels, n_items, n_classes)
     votes = _votes(items, labels, n_items, n_classes)
     totals = votes.sum(axis=1, keepdims=True)
     t = np.divide(votes, totals, out=np.full_like(votes, 1.0 / n_classes), where=totals > 0)
@@ -179,34 +212,72 @@ def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, *, n
         pair = pair.astype(np.int32)
     state = _Design(items, pair, n_pairs, t, answered, gold_i, gold_t)
     del votes, totals, t, pair
-
-    def m_step() -> tuple[np.ndarray, np.ndarray]:
-        """Class priors and confusion rows (P(given label | true class)) from the current posteriors."""
-        counts, priors = state.counts()
-        if one_coin:
-            by_worker = counts.reshape(n_workers, n_classes, n_classes)  # worker x given x true
-            right = np.einsum("wkk->w", by_worker) + smoothing
-            accuracy = right / (by_worker.sum(axis=(1, 2)) + smoothing * n_classes)
-            wrong = (1 - accuracy) / max(n_classes - 1, 1)
-            counts = np.repeat(wrong, n_classes)[:, None] * np.ones(n_classes)
-            counts.reshape(n_workers, n_classes, n_classes)[:, np.arange(n_classes), np.arange(n_classes)] = \
-                accuracy[:, None]
-        else:
-            counts += smoothing
-            counts /= counts.reshape(n_workers, n_classes, n_classes).sum(axis=1).repeat(n_classes, axis=0)
-        priors += smoothing
-        return counts, priors / priors.sum()
-
+    m_step = _MStep(n_workers, n_classes, prior, one_coin)
+    n_answers = max(items.size, 1)
+    objective, stop = -np.inf, STOP_MAX_ITER
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
-        confusion, priors = m_step()
-        if state.e_step(np.log(np.vstack([confusion, priors])).astype(DTYPE), tol > 0) < tol:
+        confusion, priors = m_step(state)
+        log_params = np.log(np.vstack([confusion, priors]))
+        log_likelihood, change = state.e_step(log_params.astype(DTYPE), posterior_tol > 0)
+        previous, objective = objective, (log_likelihood + m_step.log_prior(log_params)) / n_answers
+        if abs(objective - previous) < tol or change < posterior_tol:
+            stop = STOP_CONVERGED
             break
-    confusion, priors = m_step()  # the parameters of the final posteriors
+    confusion, priors = m_step(state)  # the parameters of the final posteriors
     confusion = confusion.reshape(n_workers, n_classes, n_classes)  # worker x given x true
     t = state.t.astype(np.float64)
     answered[gold_i] = True  # a gold item's label is known, answered or not
     chosen = np.where(answered, t.argmax(axis=1), NO_LABEL).astype(np.int32)
     confidence = np.where(answered, t.max(axis=1), 0.0)
     return Result(chosen, confidence, t, confusion=confusion.transpose(0, 2, 1).copy(), priors=priors,
-                  iterations=iterations)
+                  iterations=iterations, stop_reason=stop, log_likelihood=objective)
+
+
+def _gold(gold_items: np.ndarray | None, gold_labels: np.ndarray | None, n_items: int,
+          n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    gold_i = np.asarray(gold_items if gold_items is not None else [], dtype=np.int64)
+    gold_l = np.asarray(gold_labels if gold_labels is not None else [], dtype=np.int64)
+    if gold_i.shape != gold_l.shape or gold_i.ndim != 1 or (
+            gold_i.size and (gold_i.min() < 0 or gold_i.max() >= n_items or gold_l.min() < 0
+                             or gold_l.max() >= n_classes)):
+        raise ValueError("gold_items and gold_labels must be equal-length, in range")
+    return gold_i, gold_l
+
+
+class _MStep:
+    """Class priors and confusion rows (P(given label | true class)) from the current posteriors: the MAP
+    estimate under the Dirichlet prior, whose log density (up to a constant) `log_prior` adds to the objective."""
+
+    def __init__(self, n_workers: int, n_classes: int, prior: Prior, one_coin: bool) -> None:
+        self.n_workers, self.n_classes, self.prior, self.one_coin = n_workers, n_classes, prior, one_coin
+        # given label x true class
+        self.pseudo = np.full((n_classes, n_classes), prior.wrong) + np.eye(n_classes) * (prior.correct - prior.wrong)
+
+    def __call__(self, state: _Design) -> tuple[np.ndarray, np.ndarray]:
+        counts, priors = state.counts()
+        w, k = self.n_workers, self.n_classes
+        by_worker = counts.reshape(w, k, k)  # worker x given x true
+        if self.one_coin:
+            right = np.einsum("wkk->w", by_worker) + self.prior.correct
+            accuracy = right / (by_worker.sum(axis=(1, 2)) + self.prior.correct + self.prior.wrong * (k - 1))
+            wrong = (1 - accuracy) / max(k - 1, 1)
+            counts = np.repeat(wrong, k)[:, None] * np.ones(k)
+            counts.reshape(w, k, k)[:, np.arange(k), np.arange(k)] = accuracy[:, None]
+        else:
+            by_worker += self.pseudo
+            counts /= by_worker.sum(axis=1).repeat(k, axis=0)
+        priors += self.prior.classes
+        return counts, priors / priors.sum()
+
+    def log_prior(self, log_params: np.ndarray) -> float:
+        """The prior's log density at these parameters, up to a constant (rows: (worker, given), then priors)."""
+        w, k = self.n_workers, self.n_classes
+        log_confusion = log_params[:-1].reshape(w, k, k)
+        if self.one_coin:  # a Beta prior on each worker's accuracy, in a row's worth of pseudo-counts
+            log_right = log_confusion[:, 0, 0]
+            log_wrong = log_confusion[:, 1, 0] if k > 1 else np.zeros(w)
+            density = self.prior.correct * log_right.sum() + self.prior.wrong * (k - 1) * log_wrong.sum()
+        else:
+            density = float(np.einsum("wgt,gt->", log_confusion, self.pseudo))
+        return density + self.prior.classes * float(log_params[-1].sum())

@@ -61,6 +61,10 @@ class AggregationRun(Base):
     # Share of gold items whose aggregated label matches the known answer (null for ds-gold: they are anchors).
     gold_accuracy: Mapped[float | None] = mapped_column(Float)
     iterations: Mapped[int | None] = mapped_column(Integer)
+    # Dawid–Skene: why EM stopped ("converged" or "max_iter") and its objective then (log-likelihood with the
+    # prior's log density, per answer). Null for the other methods.
+    stop_reason: Mapped[str | None] = mapped_column(String(16))
+    log_likelihood: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
     priors: Mapped[list[float] | None] = mapped_column(JSONDoc)
 

@@ -16,10 +16,19 @@ class RunCreateSchema(Schema):
                           metadata={"description": "Seeds majority vote's tie-break (default 0)."})
     max_iter = fields.Integer(validate=validate.Range(1, 10_000),
                               metadata={"description": "Dawid–Skene: most EM iterations (default 100)."})
-    tol = fields.Float(validate=validate.Range(0, 1),
-                       metadata={"description": "Dawid–Skene: stop once no posterior moves more (default 1e-5)."})
-    smoothing = fields.Float(validate=validate.Range(1e-9, 100, min_inclusive=True),
-                             metadata={"description": "Dawid–Skene: added to every count (default 0.01)."})
+    tol = fields.Float(validate=validate.Range(0, 1), metadata={
+        "description": "Dawid–Skene: converged once the log-likelihood per answer (with the prior's log density) "
+                       "changes by less (default 1e-6; 0: never)."})
+    posterior_tol = fields.Float(validate=validate.Range(0, 1), metadata={
+        "description": "Dawid–Skene, a second guard: converged once no posterior moves by more (default 1e-5; 0: "
+                       "never)."})
+    prior_correct = fields.Float(validate=validate.Range(0, 1_000), metadata={
+        "description": "Dawid–Skene's Dirichlet prior: pseudo-count on each confusion row's diagonal, the worker "
+                       "giving the true class (default 0.5)."})
+    prior_wrong = fields.Float(validate=validate.Range(0, 1_000, min_inclusive=False), metadata={
+        "description": "… on each other entry of a confusion row (default 0.01)."})
+    prior_classes = fields.Float(validate=validate.Range(0, 1_000, min_inclusive=False), metadata={
+        "description": "… on each class's prior (default 1)."})
 
 
 class RunSchema(Schema):
@@ -41,6 +50,12 @@ class RunSchema(Schema):
     gold_accuracy = fields.Float(allow_none=True, metadata={
         "description": "Share of gold items the run labelled with the known answer (null for ds-gold)."})
     iterations = fields.Integer(allow_none=True)
+    stop_reason = fields.String(allow_none=True, metadata={
+        "description": "Dawid–Skene: converged (tol or posterior_tol met) or max_iter (stopped there, not "
+                       "converged); null for the other methods."})
+    log_likelihood = fields.Float(allow_none=True, metadata={
+        "description": "Dawid–Skene: the objective EM climbs when it stopped, per answer: the log-likelihood of "
+                       "the answers plus the prior's log density."})
     seconds = fields.Float(allow_none=True)
     priors = fields.List(fields.Float(), allow_none=True)
 

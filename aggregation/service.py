@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aggregation.engine import METHODS, aggregate
+from aggregation.methods import DEFAULT_PRIOR, MAX_ITER, POSTERIOR_TOL, TOL, Prior
 from aggregation.models import AggregatedLabel, AggregationRun, AggregationWorker, RunStatus
 from market.db import keyset_page
 from market.models import Answer, Item, Project
@@ -30,7 +31,9 @@ from market.problems import IdempotencyConflict, InvalidInput, NotFound
 from market.spreadsheet import cell
 from workers.models import Account
 
-DEFAULT_PARAMS = {"seed": 0, "max_iter": 100, "tol": 1e-5, "smoothing": 0.01}
+DEFAULT_PARAMS = {"seed": 0, "max_iter": MAX_ITER, "tol": TOL, "posterior_tol": POSTERIOR_TOL,
+                  "prior_correct": DEFAULT_PRIOR.correct, "prior_wrong": DEFAULT_PRIOR.wrong,
+                  "prior_classes": DEFAULT_PRIOR.classes}
 INSERT_CHUNK = 5_000
 EXPORT_PAGE = 5_000
 EXPORT_COLUMNS = ("external_id", "label", "confidence", "answers", "method")
@@ -87,6 +90,10 @@ class Inputs:
     gold_labels: np.ndarray
 
 
+class RunError(ValueError):
+    """Why a run could not produce labels, in words for the requester."""
+
+
 def load_inputs(session: Session, project: Project, classes: list[Any]) -> Inputs:
     """The project's answers that count (none excluded by a block), and its live gold, as index arrays."""
     index = {value: i for i, value in enumerate(classes)}
@@ -111,6 +118,20 @@ def load_inputs(session: Session, project: Project, classes: list[Any]) -> Input
     return Inputs(item_ids, worker_ids, items.astype(np.int32), workers.astype(np.int32),
                   np.asarray(labels, dtype=np.int32), np.searchsorted(item_ids, gold_ids[answered]),
                   np.asarray([k[1] for k in known], dtype=np.int64)[answered])
+
+
+def _check_once(project: Project, inputs: Inputs) -> None:
+    """Refuse to aggregate repeated (worker, item) answers rather than count them twice, so runs need no choice of
+    which to keep. The service never stores them: an item sits in one HIT, a worker holds a HIT at most once among
+    leased and answered assignments (a unique index), an assignment leaves those states only from `leased`, before
+    it has answers, and it has one answer per item (a unique constraint); blocks exclude and restore answers,
+    never add any."""
+    pairs = inputs.workers.astype(np.int64) * max(inputs.item_ids.size, 1) + inputs.items
+    repeats = pairs.size - np.unique(pairs).size
+    if repeats:
+        log.error("project %s holds %d repeated (worker, item) answers", project.id, repeats)
+        raise RunError(f"{repeats} answer(s) repeat a worker's earlier answer to the same item, which the service "
+                       "should never store; nothing was aggregated, and the operators' log has the details.")
 
 
 def execute_run(session: Session, run_id: int, *, clock: Callable[[], dt.datetime]) -> None:
@@ -138,23 +159,22 @@ def execute_run(session: Session, run_id: int, *, clock: Callable[[], dt.datetim
         session.commit()
 
 
-class RunError(ValueError):
-    """Why a run could not produce labels, in words for the requester."""
-
-
 def _execute(session: Session, run: AggregationRun, project: Project, clock: Callable[[], dt.datetime]) -> None:
     classes = classes_of(project)
     started = time.perf_counter()
     inputs = load_inputs(session, project, classes)
-    params = run.params
+    params = {**DEFAULT_PARAMS, **run.params}  # a run queued before a parameter existed takes its default
     if inputs.items.size == 0:
         raise RunError("The project has no answers to aggregate.")
+    _check_once(project, inputs)
     if run.method == "ds-gold" and inputs.gold_items.size == 0:
         raise RunError("ds-gold needs gold items that workers have answered; the project has none yet.")
     result = aggregate(run.method, inputs.items, inputs.workers, inputs.labels, n_items=inputs.item_ids.size,
                        n_workers=inputs.worker_ids.size, n_classes=len(classes), gold_items=inputs.gold_items,
                        gold_labels=inputs.gold_labels, seed=int(params["seed"]), max_iter=int(params["max_iter"]),
-                       tol=float(params["tol"]), smoothing=float(params["smoothing"]))
+                       tol=float(params["tol"]), posterior_tol=float(params["posterior_tol"]),
+                       prior=Prior(float(params["prior_correct"]), float(params["prior_wrong"]),
+                                   float(params["prior_classes"])))
     labels = result.result
     answers = np.bincount(inputs.items, minlength=inputs.item_ids.size)
     is_gold = np.zeros(inputs.item_ids.size, dtype=bool)
@@ -180,6 +200,7 @@ def _execute(session: Session, run: AggregationRun, project: Project, clock: Cal
     run.gold_items = int(inputs.gold_items.size)
     run.gold_accuracy = (float(gold_hits.mean()) if gold_hits.size and run.method != "ds-gold" else None)
     run.iterations = labels.iterations
+    run.stop_reason, run.log_likelihood = labels.stop_reason, labels.log_likelihood
     run.priors = None if labels.priors is None else np.round(labels.priors, 6).tolist()
     run.seconds = round(time.perf_counter() - started, 3)
     run.finished_at = clock()

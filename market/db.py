@@ -184,10 +184,13 @@ class Database:
             self._autocommit = sessionmaker(bind=engine, expire_on_commit=False)
         return self._autocommit()
 
+    def engines(self) -> list[Engine]:
+        """The engines behind this database's pools."""
+        return [self.engine] + ([self._autocommit.kw["bind"]] if self._autocommit is not None else [])
+
     def dispose(self) -> None:
-        self.engine.dispose()
-        if self._autocommit is not None:
-            self._autocommit.kw["bind"].dispose()
+        for engine in self.engines():
+            engine.dispose()
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from flask.cli import ScriptInfo
 from sqlalchemy import func, select
 
 from market.cli import cli
@@ -19,7 +18,7 @@ def invoke(app):
     runner = app.test_cli_runner()
 
     def run(*args: str):
-        return runner.invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app))
+        return runner.invoke(cli, list(args), obj=lambda: app)
 
     return run
 
@@ -93,3 +92,78 @@ def test_jobs_work_runs_a_queued_aggregation_or_says_there_is_no_queue(invoke, a
     assert result.exit_code == 0, result.output
     session.expire_all()
     assert session.get(AggregationRun, run_id).status == RunStatus.SUCCEEDED
+
+
+def test_help_lists_our_commands_only():
+    """A plain click group: none of Flask's generic options (--app, --env-file without python-dotenv, --debug) or
+    commands (shell, routes), and no app is built to show it."""
+    from click.testing import CliRunner
+
+    def no_app():
+        raise AssertionError("--help must not build the app")
+
+    result = CliRunner().invoke(cli, ["--help"], obj=no_app)
+    assert result.exit_code == 0, result.output
+    listed = result.output.split("Commands:", 1)[1].splitlines()
+    commands = [line.split()[0] for line in listed if line.startswith("  ") and not line.startswith("   ")]
+    assert commands == ["aggregate", "db", "items", "jobs", "run", "tokens", "users", "work"]
+    for generic in ("--app", "--env-file", "--debug", "shell", "routes", "--version"):
+        assert generic not in result.output
+
+
+def test_account_roles_are_the_models():
+    from market.cli import ACCOUNT_ROLES
+
+    assert ACCOUNT_ROLES == (Role.REQUESTER.value, Role.OPS.value)
+
+
+def test_run_settings_reload_for_development():
+    from market.server import settings
+
+    served = settings(host="127.0.0.1", port=5000, workers=2, threads=4, reload=False)
+    assert (served["bind"], served["worker_class"], served["reload"], served["preload_app"]) == (
+        "127.0.0.1:5000", "gthread", False, True)
+    # --reload: gunicorn restarts the workers on a code change, so each must build the app itself.
+    developing = settings(host="0.0.0.0", port=8000, workers=1, threads=2, reload=True)
+    assert (developing["reload"], developing["preload_app"]) == (True, False)
+
+
+def test_run_serves_with_gunicorn(tmp_path):
+    """`crowdmarket run` (what `make run` starts) serves the app under gunicorn, not Werkzeug's development
+    server and its warning."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CROWDMARKET_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+           "CROWDMARKET_INSTANCE_PATH": str(tmp_path)}
+    env.pop("CROWDMARKET_REDIS_URL", None)
+    binary = Path(sys.executable).with_name("crowdmarket")
+    subprocess.run([binary, "db", "upgrade"], env=env, check=True, capture_output=True)
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([binary, "run", "--port", str(port), "--workers", "1"], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        for _ in range(150):
+            try:
+                response = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"no answer from crowdmarket run:\n{log.read_text()}")
+        assert response.status == 200 and response.headers["Server"].startswith("gunicorn"), response.headers
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    text = log.read_text()
+    assert "Booting worker" in text and "development server" not in text and "Werkzeug" not in text

@@ -103,3 +103,16 @@ def load(name: str, root: Path | None = None) -> Loaded:
     return Loaded(name, items, workers, labels, n_items=int(task_names.size), n_workers=int(worker_names.size),
                   n_classes=int(label_names.size), gold_items=gold_items, gold_labels=gold_labels,
                   task_names=_frozen(task_names), worker_names=_frozen(worker_names), label_names=_frozen(label_names))
+
+
+def sparse_draws(d: Loaded, per_task: int, draws: int) -> list[np.ndarray]:
+    """Seeded draws (seeds 0, 1, ...) each keeping `per_task` random answers of every task: masks over the
+    answers. A sparser crowd than the datasets' own, where workers have few answers each."""
+    masks = []
+    for seed in range(draws):
+        rng = np.random.default_rng(seed)
+        order = np.lexsort((rng.random(d.items.size), d.items))  # by task, randomly within one
+        rank = np.empty(d.items.size, dtype=np.int64)
+        rank[order] = np.arange(d.items.size) - np.searchsorted(d.items[order], d.items[order])
+        masks.append(rank < per_task)
+    return masks

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from flask.cli import ScriptInfo
 
-import market.cli
-from aggregation import engine
+import aggregation.cli
+from aggregation import csvfile, engine
 from aggregation import io as aggregation_io
 from aggregation.io import InputError, read_answers, read_gold
 from market.cli import cli
@@ -39,7 +41,7 @@ def _no_app():
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(cli, ["aggregate", *args], obj=ScriptInfo(create_app=_no_app))
+    return CliRunner().invoke(cli, ["aggregate", *args], obj=_no_app)
 
 
 def write(path, text: str):
@@ -225,7 +227,7 @@ def table_tuple(table) -> tuple:
             table.label_codes.tolist())
 
 
-@pytest.mark.parametrize("block_bytes", [1, 12, aggregation_io.BLOCK_BYTES])
+@pytest.mark.parametrize("block_bytes", [1, 12, csvfile.BLOCK_BYTES])
 @pytest.mark.parametrize("variant", [
     PLAIN.replace("\n", "\r\n"),  # CRLF: normalised, then the fast path
     PLAIN.rstrip("\n"),  # no final newline
@@ -236,7 +238,7 @@ def table_tuple(table) -> tuple:
 ])
 def test_fast_and_csv_paths_read_alike(monkeypatch, variant, block_bytes):
     expected = table_tuple(read_answers(io.StringIO(PLAIN)))
-    monkeypatch.setattr(aggregation_io, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(csvfile, "BLOCK_BYTES", block_bytes)
     assert table_tuple(read_answers(io.StringIO(variant))) == expected
     broken = variant.replace("w3,t3,c", "w3,t3")
     line = broken[:broken.index("w3,t3")].count("\n") + 1
@@ -261,7 +263,7 @@ def test_progress_bar_for_large_inputs(tmp_path, monkeypatch):
     answers = write(tmp_path / "answers.csv", ANSWERS)
     out = str(tmp_path / "out.csv")
     assert "reading answers.csv" not in invoke("--method", "mv", "--answers", str(answers), "--out", out).stderr
-    monkeypatch.setattr(market.cli, "PROGRESS_BYTES", 10)
+    monkeypatch.setattr(aggregation.cli, "PROGRESS_BYTES", 10)
     result = invoke("--method", "mv", "--answers", str(answers), "--out", out)
     assert result.exit_code == 0 and "reading answers.csv" in result.stderr
     quiet = invoke("--method", "mv", "--answers", str(answers), "--out", out, "--quiet")
@@ -269,7 +271,7 @@ def test_progress_bar_for_large_inputs(tmp_path, monkeypatch):
 
 
 def test_cli_methods_are_the_engines():
-    assert market.cli.AGGREGATION_METHODS == engine.METHODS
+    assert aggregation.cli.METHODS == engine.METHODS
 
 
 @pytest.mark.parametrize("method", ["mv", "wmv", "ds", "ds-gold"])
@@ -323,3 +325,157 @@ def test_write_results_to_a_stream_and_unlabelled_tasks():
         stream = io.StringIO()
         aggregation_io.write_results(stream, table, unlabelled, fmt=fmt)
         assert stream.getvalue() == expected
+
+
+REPEATED = "worker,task,label\nw1,t1,cat\nw2,t1,dog\nw3,t1,dog\nw1,t2,dog\nw1,t1,dog\nw2,t2,dog\nw1,t1,dog\n"
+
+
+@pytest.mark.parametrize(("duplicates", "t1"), [("first", ("dog", "0.666667")), ("last", ("dog", "1")),
+                                                ("all", ("dog", "0.8"))])
+def test_duplicates_choose_which_repeated_answers_count(tmp_path, duplicates, t1):
+    """w1 answers t1 cat, then dog twice; w2 and w3 say dog. first keeps w1's cat (dog 2 of 3 votes), last keeps
+    w1's dog (3 of 3), all counts every answer (dog 4 of 5)."""
+    answers = write(tmp_path / "answers.csv", REPEATED)
+    result = invoke("--method", "mv", "--answers", str(answers), "--out", "-", "--duplicates", duplicates)
+    assert result.exit_code == 0, result.output
+    got = {row["task"]: (row["label"], row["confidence"]) for row in csv.DictReader(io.StringIO(result.stdout))}
+    assert got["t1"] == t1 and got["t2"] == ("dog", "1")
+    kept = {"first": "kept the first", "last": "kept the last", "all": "all counted"}[duplicates]
+    assert f"2 repeated answers ({kept})" in result.stderr
+    answered = {"first": 5, "last": 5, "all": 7}[duplicates]
+    assert f"{answered} answers, 2 tasks, 3 workers" in result.stderr
+
+
+def test_repeated_answers_are_refused_by_default_naming_how_many(tmp_path):
+    answers = write(tmp_path / "answers.csv", REPEATED)
+    result = invoke("--method", "mv", "--answers", str(answers), "--out", str(tmp_path / "out.csv"))
+    assert_failed(result, "line 6: worker 'w1' answered task 't1' again (first on line 2); line 8: worker 'w1' "
+                          "answered task 't1' again (first on line 2): 2 repeated answers of 7 (29%)", tmp_path)
+    assert "--duplicates first or last keeps one of them, all counts every one" in result.stderr
+
+
+def with_repeats(path, target, share: float = 0.03, seed: int = 5) -> tuple[int, int]:
+    """Copy a dataset's answers.csv to `target`, appending `share` of its rows again, each with another label
+    (so which one counts matters); returns (answers, repeats)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    labels = sorted({row["label"] for row in rows})
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(rows), size=round(share * len(rows)), replace=False)
+    again = [{**rows[i], "label": labels[(labels.index(rows[i]["label"]) + 1) % len(labels)]} for i in picked]
+    with open(target, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["worker", "task", "label"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows + again)
+    replaced = {(r["worker"], r["task"]): r for r in again}
+    with open(target.with_name("replaced.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["worker", "task", "label"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(replaced.get((r["worker"], r["task"]), r) for r in rows)
+    return len(rows) + len(again), len(again)
+
+
+def test_a_real_dataset_with_three_percent_repeats(datasets, tmp_path):
+    """The shared dog dataset (Zhou et al. 2012; its published crowd file repeats about 3% of its answers, which
+    the shared copy dropped) with 3% of its answers repeated under another label: refused by default, naming
+    the count; `first` gives the original file's labels, `last` those of the file with the repeats' labels in
+    place of the originals, `all` runs."""
+    source = datasets / "dog" / "answers.csv"
+    if not source.is_file():
+        pytest.skip("the shared dog dataset is not here")
+    total, repeats = with_repeats(source, tmp_path / "answers.csv")
+    out = tmp_path / "out.csv"
+    refused = invoke("--method", "ds", "--answers", str(tmp_path / "answers.csv"), "--out", str(out))
+    assert_failed(refused, f": {repeats} repeated answers of {total} (2.9%)", tmp_path)
+
+    def labels(answers, *extra):
+        result = invoke("--method", "ds", "--answers", str(answers), "--out", str(out), "--quiet", *extra)
+        assert result.exit_code == 0, result.output
+        return labels_of(out)
+
+    assert labels(tmp_path / "answers.csv", "--duplicates", "first") == labels(source)
+    assert labels(tmp_path / "answers.csv", "--duplicates", "last") == labels(tmp_path / "replaced.csv")
+    assert labels(tmp_path / "answers.csv", "--duplicates", "all").keys() == labels(source).keys()
+
+
+def test_a_missing_output_folder_is_reported_before_the_work(tmp_path):
+    """The output is checked first: here the answers are bad too, and it is the output the error names."""
+    answers = write(tmp_path / "answers.csv", "worker,task,label\nw1,t1,a\nw1,t1,b\n")
+    out = tmp_path / "missing" / "out.csv"
+    result = invoke("--method", "mv", "--answers", str(answers), "--out", str(out))
+    assert result.exit_code == 1 and f"cannot write {out}: {out.parent} is not a directory" in result.stderr
+    assert "answered task" not in result.stderr
+    folder = invoke("--method", "mv", "--answers", str(answers), "--out", str(tmp_path))
+    assert folder.exit_code == 2 and "is a directory" in folder.stderr
+
+
+def test_summary_says_why_dawid_skene_stopped(tmp_path):
+    answers = write(tmp_path / "answers.csv", ANSWERS)
+    for extra, why in (([], "(converged)"), (["--max-iter", "1"], "1 iteration (stopped at --max-iter, not "
+                                                                   "converged)")):
+        result = invoke("--method", "ds", "--answers", str(answers), "--out", "-", *extra)
+        assert result.exit_code == 0 and why in result.stderr, result.stderr
+
+
+def test_the_prior_options_reach_the_engine(tmp_path):
+    """The isolated-worker case of test_reference.py: under the default prior worker w2's lone answer decides
+    t3; under a flat prior of 0.01 the class prior overrules it."""
+    answers = write(tmp_path / "answers.csv", "worker,task,label\nw1,t1,b\nw1,t2,b\nw2,t3,a\n")
+    default = invoke("--method", "ds", "--answers", str(answers), "--out", "-", "--quiet")
+    flat = invoke("--method", "ds", "--answers", str(answers), "--out", "-", "--quiet", "--prior-correct", "0.01",
+                  "--prior-wrong", "0.01", "--prior-classes", "0.01")
+    assert default.exit_code == flat.exit_code == 0
+    assert default.stdout.splitlines()[3].startswith("t3,a,") and flat.stdout.splitlines()[3].startswith("t3,b,")
+    bad = invoke("--method", "ds", "--answers", str(answers), "--out", "-", "--prior-wrong", "0")
+    assert bad.exit_code == 2 and "--prior-wrong" in bad.stderr
+
+
+def test_cli_choices_and_defaults_are_the_engines():
+    from aggregation import methods
+
+    cli_module = aggregation.cli
+    assert cli_module.DUPLICATES == aggregation_io.DUPLICATES
+    assert (cli_module.MAX_ITER, cli_module.TOL, cli_module.POSTERIOR_TOL) == (methods.MAX_ITER, methods.TOL,
+                                                                             methods.POSTERIOR_TOL)
+    assert methods.Prior(cli_module.PRIOR_CORRECT, cli_module.PRIOR_WRONG, cli_module.PRIOR_CLASSES) == \
+        methods.DEFAULT_PRIOR
+
+
+def imported_after(code: str) -> list[str]:
+    """Which heavy packages a fresh interpreter has imported after running `code`."""
+    probe = (f"import sys\n{code}\nprint('LOADED', *sorted(m for m in ('flask', 'sqlalchemy', 'numpy', 'scipy', "
+             "'werkzeug', 'market.app') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1].split()[1:]
+
+
+RUN_MAIN = "from market.cli import main\nsys.argv = {argv!r}\ntry:\n    main()\nexcept SystemExit:\n    pass"
+
+
+def test_the_offline_aggregator_imports_only_what_it_uses(tmp_path):
+    """`crowdmarket --help` and `crowdmarket aggregate --help` load click alone; an aggregation loads numpy and
+    scipy, never the web app, Flask or SQLAlchemy."""
+    assert imported_after(RUN_MAIN.format(argv=["crowdmarket", "--help"])) == []
+    assert imported_after(RUN_MAIN.format(argv=["crowdmarket", "aggregate", "--help"])) == []
+    answers = write(tmp_path / "answers.csv", ANSWERS)
+    argv = ["crowdmarket", "aggregate", "--method", "ds", "--answers", str(answers), "--out", str(tmp_path / "o")]
+    assert imported_after(RUN_MAIN.format(argv=argv)) == ["numpy", "scipy"]
+    assert (tmp_path / "o").is_file()
+
+
+def test_the_fast_reader_keys_fields_of_any_length_exactly(monkeypatch):
+    """Names that share long prefixes, differ only past 7 or 8 bytes, or in length alone (`ab` and `ab\\0`), and
+    multi-byte UTF-8: the numpy reader (keys of 7 bytes, hashes beyond) numbers them exactly as the csv module's
+    path does, and so does its fallback for a hash collision."""
+    rng = random.Random(11)
+    names = sorted({"".join(rng.choices("abé\0", k=rng.randint(1, 20))) for _ in range(400)} | {
+        "abcdefg", "abcdefgh", "abcdefghi", "abcdefgh\0", "ab", "ab\0"})
+    rows = [rng.choices(names, k=3) for _ in range(2000)]
+    text = "worker,task,label\n" + "".join(f"{w},{t},{lab}\n" for w, t, lab in rows)
+    expected = table_tuple(read_answers(io.StringIO(text.replace("worker", '"worker"', 1)), duplicates="all"))
+    assert table_tuple(read_answers(io.StringIO(text), duplicates="all")) == expected
+    monkeypatch.setattr(csvfile, "_factorise", lambda *args: None)
+    assert table_tuple(read_answers(io.StringIO(text), duplicates="all")) == expected
+    with pytest.raises(InputError, match="^line 3: not UTF-8"):
+        read_answers(io.BytesIO(b"worker,task,label\nw,t,a\nw2,t\xff\xfe long task name,b\n"))

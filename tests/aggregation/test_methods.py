@@ -7,6 +7,7 @@ import pytest
 
 from aggregation.methods import (
     NO_LABEL,
+    Prior,
     accuracy_weights,
     dawid_skene,
     majority_vote,
@@ -146,3 +147,110 @@ def test_one_coin_dawid_skene_has_one_accuracy_per_worker():
     assert (result.labels == truth).mean() > 0.95
     full = dawid_skene(items, workers, labels, n_items=400, n_workers=30, n_classes=3)
     assert not np.allclose(full.confusion[:, ~np.eye(3, dtype=bool)], full.confusion[:, :1, 1:2])
+
+
+def dawid_skene_crowd(seed: int, n_items: int, per_item: int = 5, n_workers: int = 200, n_classes: int = 4):
+    """Answers drawn from the Dawid–Skene model, as benchmarks/aggregation.py draws its million: every worker a
+    random confusion matrix (diagonal 0.6-0.95), 10% of them spammers (random or constant), `per_item` distinct
+    workers per item."""
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(n_classes, n_items, p=np.array([0.4, 0.3, 0.2, 0.1])[:n_classes] / [0.4, 0.7, 0.9, 1][
+        n_classes - 1])
+    confusion = rng.dirichlet(np.ones(n_classes - 1), size=(n_workers, n_classes))
+    diagonal = rng.uniform(0.6, 0.95, size=(n_workers, n_classes))
+    full = np.zeros((n_workers, n_classes, n_classes))
+    for k in range(n_classes):
+        others = [c for c in range(n_classes) if c != k]
+        full[:, k, k] = diagonal[:, k]
+        full[:, k, others] = (1 - diagonal[:, k])[:, None] * confusion[:, k]
+    spammers = rng.choice(n_workers, n_workers // 10, replace=False)
+    full[spammers[::2]] = 1 / n_classes
+    full[spammers[1::2]] = np.eye(n_classes)[rng.integers(n_classes, size=spammers[1::2].size)][:, None, :]
+    items = np.repeat(np.arange(n_items), per_item)
+    workers = np.concatenate([rng.choice(n_workers, per_item, replace=False) for _ in range(n_items)])
+    cumulative = full[workers, truth[items]].cumsum(axis=1)
+    labels = (rng.random(items.size)[:, None] > cumulative).sum(axis=1).clip(max=n_classes - 1)
+    return items, workers, labels, truth
+
+
+def test_dawid_skene_stops_on_the_log_likelihood_where_the_posterior_rule_never_does():
+    """On a seeded 200,000-answer crowd the posteriors of a few items keep drifting by more than 1e-5 per
+    iteration for some 150 iterations, so the posterior-change rule alone runs every one of `max_iter`; the
+    objective per answer settles within a few dozen, at the accuracy of a run twice as long."""
+    items, workers, labels, truth = dawid_skene_crowd(seed=3, n_items=40_000)
+    shape = {"n_items": 40_000, "n_workers": 200, "n_classes": 4}
+    stopped = dawid_skene(items, workers, labels, **shape)
+    assert stopped.stop_reason == "converged" and stopped.iterations < 50, stopped.iterations
+    posterior_rule = dawid_skene(items, workers, labels, tol=0, **shape)
+    assert (posterior_rule.iterations, posterior_rule.stop_reason) == (100, "max_iter")
+    long = dawid_skene(items, workers, labels, max_iter=200, tol=0, posterior_tol=0, **shape)
+    assert long.stop_reason == "max_iter" and long.log_likelihood >= stopped.log_likelihood - 1e-5
+    accuracy = {name: (r.labels == truth).mean() for name, r in (("stopped", stopped), ("long", long))}
+    assert abs(accuracy["stopped"] - accuracy["long"]) <= 0.001, accuracy
+    assert (stopped.labels != long.labels).mean() <= 0.002
+
+
+def test_dawid_skene_reports_why_it_stopped():
+    items, workers, labels, _ = crowd(seed=5)
+    shape = {"n_items": 400, "n_workers": 30, "n_classes": 3}
+    converged = dawid_skene(items, workers, labels, **shape)
+    assert converged.stop_reason == "converged" and 1 < converged.iterations < 100
+    assert np.isfinite(converged.log_likelihood) and converged.log_likelihood < 0
+    short = dawid_skene(items, workers, labels, max_iter=converged.iterations - 1, **shape)
+    assert (short.iterations, short.stop_reason) == (converged.iterations - 1, "max_iter")
+    fixed = dawid_skene(items, workers, labels, max_iter=7, tol=0, posterior_tol=0, **shape)
+    assert (fixed.iterations, fixed.stop_reason) == (7, "max_iter")
+    # The second guard alone: when no posterior moves by more than posterior_tol.
+    guard = dawid_skene(items, workers, labels, tol=0, posterior_tol=1e-3, **shape)
+    assert guard.stop_reason == "converged" and guard.iterations < 100
+
+
+def test_each_em_iteration_raises_the_objective():
+    """EM with a MAP M-step never lowers the log-likelihood plus the prior's log density: the objective after n
+    iterations is at least that after n - 1 (up to float32 rounding), for every n."""
+    items, workers, labels, _ = crowd(seed=9, spammers=12)
+    shape = {"n_items": 400, "n_workers": 30, "n_classes": 3}
+    for one_coin in (False, True):
+        objective = [dawid_skene(items, workers, labels, max_iter=n, tol=0, posterior_tol=0, one_coin=one_coin,
+                                 **shape).log_likelihood for n in range(1, 30)]
+        assert all(b >= a - 1e-6 for a, b in zip(objective, objective[1:], strict=False)), objective
+
+
+def test_the_prior_is_the_pseudo_counts_added_to_the_m_step():
+    """With every item gold (ds-gold), the posteriors are the known labels and the M-step's counts are exact:
+    each confusion row is (counts + pseudo-counts) / their sum, a worker never seen on a class gets the prior's
+    row, and the class priors are (class counts + classes) normalised."""
+    # Worker 0: truth 0 -> 0, 0, 1; truth 1 -> 1. Worker 1 answers only truth-0 items.
+    items, workers, labels = arrays([(0, 0, 0), (1, 0, 0), (2, 0, 1), (3, 0, 1), (0, 1, 0), (1, 1, 1)])
+    truth = np.array([0, 0, 0, 1])
+    prior = Prior(correct=2.0, wrong=0.5, classes=3.0)
+    result = dawid_skene(items, workers, labels, n_items=4, n_workers=2, n_classes=2, gold_items=np.arange(4),
+                         gold_labels=truth, prior=prior)
+    expected = np.array([[[2 + 2, 1 + 0.5], [0 + 0.5, 1 + 2]],  # worker 0: true x given, counts + pseudo-counts
+                         [[1 + 2, 1 + 0.5], [0 + 0.5, 0 + 2]]])  # worker 1 never saw class 1: the prior's row
+    np.testing.assert_allclose(result.confusion, expected / expected.sum(axis=2, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(result.priors, np.array([3 + 3, 1 + 3]) / 10, atol=1e-6)
+    flat = dawid_skene(items, workers, labels, n_items=4, n_workers=2, n_classes=2, gold_items=np.arange(4),
+                       gold_labels=truth, prior=Prior(0.01, 0.01, 0.01))
+    assert flat.confusion[1, 1, 1] == pytest.approx(0.5)  # a flat prior knows nothing of an unseen class
+
+
+def test_the_default_prior_helps_workers_with_few_answers():
+    """A sparse crowd (3 answers per item, most workers with a dozen answers): the default prior, half an imagined
+    right answer per class, beats a flat prior of 0.01 everywhere, seed after seed."""
+    gains = []
+    for seed in range(5):
+        items, workers, labels, truth = dawid_skene_crowd(seed=seed, n_items=1_000, per_item=3, n_workers=250)
+        shape = {"n_items": 1_000, "n_workers": 250, "n_classes": 4}
+        default = dawid_skene(items, workers, labels, **shape)
+        flat = dawid_skene(items, workers, labels, prior=Prior(0.01, 0.01, 0.01), **shape)
+        gains.append((default.labels == truth).mean() - (flat.labels == truth).mean())
+    assert np.mean(gains) > 0.005 and min(gains) >= -0.002, gains
+
+
+@pytest.mark.parametrize("prior", [Prior(-1, 0.01, 1), Prior(1, 0, 1), Prior(1, 0.01, 0), Prior(np.nan, 1, 1),
+                                   Prior(np.inf, 1, 1)])
+def test_bad_priors_are_refused(prior):
+    items, workers, labels = arrays([(0, 0, 0), (0, 1, 1)])
+    with pytest.raises(ValueError, match="pseudo-counts"):
+        dawid_skene(items, workers, labels, n_items=1, n_workers=2, n_classes=2, prior=prior)

@@ -12,10 +12,11 @@ from sqlalchemy import func, select, update
 
 from aggregation import service as agg
 from aggregation.engine import aggregate
+from aggregation.methods import Prior
 from aggregation.models import AggregatedLabel, AggregationRun
 from market import jobs, service
 from market.imports import import_items
-from market.models import Answer, Item
+from market.models import Answer, AssignmentStatus, Item
 from tests.conftest import REDIS_URL
 from tests.factories import account, answer, auth, items, jsonl, project
 from workers.models import Account, Role
@@ -113,14 +114,25 @@ def test_weighted_vote_labels_the_clear_items(client, app, crowd):
     assert all(0 < v["confidence"] <= 1 for v in real.values())
 
 
-@pytest.mark.parametrize("method", ["mv", "wmv", "ds", "ds-gold", "onecoin"])
-def test_stored_labels_are_the_engines_on_the_same_inputs(client, app, crowd, session, method):
+PRIOR = {"prior_correct": 3.0, "prior_wrong": 0.5, "prior_classes": 2.0}
+
+
+@pytest.mark.parametrize(("method", "params"), [("mv", {}), ("wmv", {}), ("ds", {}), ("ds-gold", {}), ("onecoin", {}),
+                                                ("ds", {**PRIOR, "tol": 1e-3, "posterior_tol": 0.0}),
+                                                ("onecoin", PRIOR)])
+def test_stored_labels_are_the_engines_on_the_same_inputs(client, app, crowd, session, method, params):
     proj, token, *_ = crowd
-    _, run = start(client, app, proj, token, method=method)
+    _, run = start(client, app, proj, token, method=method, **params)
     inputs = agg.load_inputs(session, proj, agg.classes_of(proj))
+    options = {**agg.DEFAULT_PARAMS, **params}
+    prior = Prior(options["prior_correct"], options["prior_wrong"], options["prior_classes"])
     direct = aggregate(method, inputs.items, inputs.workers, inputs.labels, n_items=inputs.item_ids.size,
                        n_workers=inputs.worker_ids.size, n_classes=3, gold_items=inputs.gold_items,
-                       gold_labels=inputs.gold_labels)
+                       gold_labels=inputs.gold_labels, tol=options["tol"], posterior_tol=options["posterior_tol"],
+                       prior=prior)
+    assert run["params"] == options
+    assert (run["stop_reason"], run["log_likelihood"]) == (direct.result.stop_reason, pytest.approx(
+        direct.result.log_likelihood) if direct.result.log_likelihood is not None else None)
     stored = {r.item_id: (r.label, r.confidence) for r in session.scalars(
         select(AggregatedLabel).where(AggregatedLabel.run_id == run["id"]))}
     assert stored == {int(i): (int(lab), pytest.approx(float(c), abs=1e-9)) for i, lab, c in zip(
@@ -209,7 +221,10 @@ def test_failed_run_says_why_and_has_no_results(client, app, session, clock):
 def test_bad_requests_change_nothing(client, crowd, session, clock):
     proj, token, workers, _ = crowd
     url = f"/api/v1/projects/{proj.id}/aggregations"
-    for body in ({"method": "glad"}, {}, {"method": "ds", "max_iter": 0}, {"method": "ds", "tol": "x"}):
+    for body in ({"method": "glad"}, {}, {"method": "ds", "max_iter": 0}, {"method": "ds", "tol": "x"},
+                 {"method": "ds", "posterior_tol": -1}, {"method": "ds", "prior_wrong": 0},
+                 {"method": "ds", "prior_correct": -0.5}, {"method": "ds", "prior_classes": 1e6},
+                 {"method": "ds", "smoothing": 0.01}, {"method": "ds", "duplicates": "first"}):
         resp = client.post(url, json=body, headers=auth(token))
         assert resp.status_code == 422 and resp.mimetype == "application/problem+json", body
         assert resp.get_json()["errors"]
@@ -257,3 +272,71 @@ def test_rating_projects_aggregate_their_values(client, app, session, clock):
     assert run["classes"] == [1, 2, 3, 4, 5]
     assert {k: (v["label"], v["confidence"]) for k, v in labels(client, proj, token, run["id"]).items()} == {
         "it0": (4, pytest.approx(2 / 3)), "it1": (5, pytest.approx(2 / 3))}
+
+
+def test_dawid_skene_runs_record_why_they_stopped(client, app, crowd):
+    proj, token, *_ = crowd
+    _, converged = start(client, app, proj, token, method="ds")
+    assert converged["stop_reason"] == "converged" and converged["iterations"] < 100
+    assert converged["log_likelihood"] < 0
+    _, cut = start(client, app, proj, token, method="ds", max_iter=1)
+    assert (cut["iterations"], cut["stop_reason"]) == (1, "max_iter")
+    _, vote = start(client, app, proj, token, method="mv")
+    assert vote["stop_reason"] is None and vote["log_likelihood"] is None
+
+
+def test_repeated_answers_fail_the_run_instead_of_counting_twice(client, app, crowd, session, clock):
+    """The service stores one answer per worker and item (see the next test), so a run has no choice of which
+    repeat to keep. Should the database ever hold repeats, a run refuses them, naming how many, rather than count
+    a worker twice. Made here as the service never would: an answer on a returned assignment of the same HIT."""
+    proj, token, workers, by_ext = crowd
+    for ext in ("it0", "it1"):
+        answer(session, by_ext[ext], workers[0], "neu", now=clock(), status=AssignmentStatus.RETURNED)
+    _, run = start(client, app, proj, token, method="ds")
+    assert run["status"] == "failed" and run["error"].startswith("2 answer(s) repeat a worker's earlier answer")
+    assert session.scalar(select(func.count()).select_from(AggregatedLabel)
+                          .where(AggregatedLabel.run_id == run["id"])) == 0
+    # The quality report, which reads the same answers, still answers.
+    assert client.get(f"/api/v1/projects/{proj.id}/quality-report", headers=auth(token)).status_code == 200
+
+
+def test_no_path_through_the_service_repeats_an_answer(client, app, session, clock):
+    """Why runs take no `duplicates` choice: whatever a worker does (return a task, let a lease lapse, be blocked
+    while others take the reopened slots, be unblocked and keep working), each worker ends with at most one
+    answer per item, and a run counts every stored answer once."""
+    owner, token = account(session, Role.REQUESTER, now=clock())
+    proj = project(session, owner, now=clock(), items_per_hit=1, assignments_per_item=2, gold_rate=0)
+    items(session, proj, 4, now=clock())
+    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    (bob, bob_token), *others = [account(session, Role.WORKER, now=clock()) for _ in range(3)]
+    _, ops = account(session, Role.OPS, now=clock())
+
+    def lease(worker_token):
+        resp = client.post("/api/v1/work/next", query_string={"project_id": proj.id}, headers=auth(worker_token))
+        return resp.get_json() if resp.status_code == 200 else None
+
+    def answer_task(worker_token, task):
+        body = {"answers": [{"item_id": i["id"], "answer": "pos"} for i in task["items"]]}
+        assert client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", json=body,
+                           headers=auth(worker_token)).status_code == 200
+
+    task = lease(bob_token)
+    client.post(f"/api/v1/assignments/{task['assignment_id']}/return", headers=auth(bob_token))
+    answer_task(bob_token, lease(bob_token))  # the returned HIT may come straight back
+    lapsed = lease(bob_token)
+    clock.advance(minutes=20)  # the lease lapses; a late return ends it (issue #11 point 3 is about the rest)
+    client.post(f"/api/v1/assignments/{lapsed['assignment_id']}/return", headers=auth(bob_token))
+    answer_task(bob_token, lease(bob_token))
+    flag = client.post("/api/v1/ops/flags", json={"worker_id": bob.id, "project_id": proj.id, "note": "check"},
+                       headers=auth(ops)).get_json()["id"]
+    client.post(f"/api/v1/ops/flags/{flag}/block", json={"scope": "project", "reason": "r"}, headers=auth(ops))
+    for _, other_token in others:  # the reopened slots go to others
+        while (task := lease(other_token)) is not None:
+            answer_task(other_token, task)
+    client.post(f"/api/v1/ops/flags/{flag}/unblock", json={"reason": "r"}, headers=auth(ops))
+    while (task := lease(bob_token)) is not None:
+        answer_task(bob_token, task)
+    pairs = session.execute(select(Answer.worker_id, Answer.item_id).where(Answer.project_id == proj.id)).all()
+    assert len(pairs) == len(set(pairs)) and sum(worker == bob.id for worker, _ in pairs) >= 2
+    _, run = start(client, app, proj, token, method="ds")
+    assert run["status"] == "succeeded" and run["answers"] == len(pairs)

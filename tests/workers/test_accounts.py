@@ -131,10 +131,9 @@ def test_a_token_cannot_be_made_already_expired(client, session, clock):
 
 def test_tokens_create_sets_an_expiry_from_the_cli(app, client, session, clock):
     runner = app.test_cli_runner()
-    from flask.cli import ScriptInfo
 
     def invoke(*args):
-        return runner.invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app))
+        return runner.invoke(cli, list(args), obj=lambda: app)
 
     first = invoke("users", "create", "--role", "requester", "--email", "eve@example.com").stdout.strip()
     week = invoke("tokens", "create", "--email", "eve@example.com", "--name", "week", "--expires-in", "7")
