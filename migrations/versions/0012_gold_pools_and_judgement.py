@@ -5,8 +5,8 @@ gold item is never seen by more workers than a real one. Existing gold HITs are 
 its `max_assignments` slots, those its live or done assignments hold marked so (more slots where more workers had
 it before this change: the past is kept, the cap applies from now on).
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-01 09:29:27
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 
 import market.db
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
