@@ -155,8 +155,9 @@ def _picks_sqlite(gold: bool) -> tuple[Any, ...]:
 _OPEN_WORK = _sqlite_text(f"SELECT {_open_work_sql()}")
 _OPEN_BATCH = (Batch.id == bindparam("batch_id")) & (Batch.status == BatchStatus.OPEN) & (Batch.expires_at >
                                                                                              bindparam("now"))
-_SHOWN = (Project.title, Project.description, Project.label_schema, GuidelineVersion.instructions,
-          Batch.reward_cents, Batch.currency)
+# What a task shows besides the assignment itself; read in the claim and in `market.work.load_task`.
+SHOWN = (Project.title, Project.description, Project.label_schema, GuidelineVersion.instructions,
+         Batch.reward_cents, Batch.currency)
 
 
 def shown_joins(stmt: Select, version: Any) -> Select:
@@ -164,9 +165,8 @@ def shown_joins(stmt: Select, version: Any) -> Select:
     return stmt.join(Project, Project.id == Batch.project_id).join(GuidelineVersion, shown)
 
 
-SHOWN = _SHOWN
 _BATCH_INFO = shown_joins(select(Batch.project_id, Batch.assignment_duration_seconds, Project.guideline_version,
-                                 *_SHOWN).where(_OPEN_BATCH), Project.guideline_version)
+                                 *SHOWN).where(_OPEN_BATCH), Project.guideline_version)
 _ITEMS = select(Item.id, Item.data).where(Item.hit_id == bindparam("hit_id")).order_by(Item.id)
 _ASSIGNMENT, _SLOT = Assignment.__table__, HitSlot.__table__
 _NEW_LEASE = _ASSIGNMENT.insert().returning(_ASSIGNMENT.c.id)

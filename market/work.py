@@ -111,8 +111,9 @@ def _checks(postgres: bool, one_project: bool) -> HotStatement:
         GoldPool.project_id == Batch.project_id, GoldPool.items_per_hit == Batch.items_per_hit,
         GoldPool.assignments_per_item == Batch.assignments_per_item,
         exists().where(Hit.gold_pool_id == GoldPool.id, literal_column("hit.is_gold"), Hit.gold_rank.is_not(None)))
-        .scalar_subquery())
-    gold = select(Project.id).where(Project.id == Batch.project_id, Project.gold_rate > 0, pool.is_not(None)).exists()
+        .correlate(Batch).scalar_subquery())  # to the batch of the enclosing query, however deeply nested
+    gold = (select(Project.id).where(Project.id == Batch.project_id, Project.gold_rate > 0, pool.is_not(None))
+            .correlate(Batch).exists())
     batches = select(Batch.id, gated, gold.label("gold")).where(_OPEN, Batch.expires_at > _NOW,
                                                                 ~_block_filter(Batch.project_id))
     if one_project:

@@ -15,7 +15,7 @@ from flask import request_finished, request_started
 from sqlalchemy import event, func, insert, select
 
 from market import db as market_db
-from market import service
+from market import service, work
 from market.imports import import_items
 from market.models import Assignment, AssignmentStatus, GoldPool, GoldStream, Hit, HitSlot, Item, SlotState
 from qualification import gold as schedule
@@ -279,3 +279,23 @@ def test_colluding_accounts_see_no_item_more_often_than_the_redundancy(client, s
             submit(client, token, task)
     assert gold_ids and max(served.values()) == 3
     assert max(served[i] for i in gold_ids) <= 3 and all(served[i] == 3 for i in served if i not in gold_ids)
+
+
+def test_each_batch_serves_gold_of_its_own_shape(client, session, clock, monkeypatch):
+    """Two open batches of one project, HITs of 1 and of 2 items: a gold task always has the size of the batch it
+    replaces work of (the pool is looked up per batch; read once for every batch, a gold task of the wrong size
+    would be told apart at a glance)."""
+    monkeypatch.setattr(work, "is_gold_turn", lambda *args, **kwargs: True)
+    owner_token, proj, first = gold_project(session, clock, real=4, gold=4, items_per_hit=1, redundancy=3)
+    owner = session.get(Account, proj.owner_id)
+    service.update_project(session, project=proj, account=owner, data={"items_per_hit": 2}, now=clock())
+    records = [{"external_id": f"two{i}", "data": {"text": f"two {i}"}} for i in range(4)]
+    records += [{"external_id": f"gold-two{i}", "data": {"text": f"gold two {i}"}, "gold": "pos"} for i in range(4)]
+    import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
+    second, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    sizes = {first.id: 1, second.id: 2}
+    for _ in range(6):
+        _, token = account(session, Role.WORKER, now=clock())
+        task = next_task(client, token).get_json()
+        served = session.get(Assignment, task["assignment_id"])
+        assert served.is_gold and len(task["items"]) == sizes[served.batch_id]
