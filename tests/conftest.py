@@ -89,9 +89,11 @@ def make_app(overrides: dict[str, Any] | None = None) -> Flask:
     queue and rate-limit namespace of its own, so jobs and counts another test left never meet this one, and a
     test client that closes responses as a server does."""
     name = unique_name()
+    # Workers are judged in process, right after each response, so a test sees the judgement when its request
+    # returns; tests/market/test_evaluation.py runs the queued way on Redis.
     app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET_KEY, "PASSWORD_HASH": TEST_PASSWORD_HASH,
                       "REDIS_URL": REDIS_URL, "JOB_QUEUE": name, "LIMIT_NAMESPACE": f"limits-{name}",
-                      **(overrides or {})})
+                      "EVALUATION": "inline", **(overrides or {})})
     app.test_client_class = ClosingClient
     return app
 
@@ -109,7 +111,8 @@ def clear_redis(app: Flask) -> None:
         job_ids = {*queue.get_job_ids(), *(i for r in registries for i in r.get_job_ids(cleanup=False))}
         queue.delete(delete_jobs=True)
         keys = [*(f"rq:job:{i}" for i in job_ids), *(f"rq:results:{i}" for i in job_ids), *(r.key for r in registries),
-                *client.scan_iter(f"{app.config['LIMIT_NAMESPACE']}:*")]
+                *client.scan_iter(f"{app.config['LIMIT_NAMESPACE']}:*"),
+                *client.scan_iter(f"{app.config['JOB_QUEUE']}:evaluate:*")]
         if keys:
             client.delete(*keys)
     except redis.ConnectionError:
