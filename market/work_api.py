@@ -191,7 +191,7 @@ class Return(MethodView):
     @blp.response(200, ReturnResultSchema)
     @problems(409, 410)
     def post(self, assignment_id: int):
-        """Give the task back without penalty; someone else can take it at once."""
+        """Give the task back without penalty; someone else can take it at once (you, once nothing else is left)."""
         assignment = work.return_assignment(db_session(), worker=current_account(), assignment_id=assignment_id,
                                             now=clock())
         evaluation.after_response(assignment.worker_id, assignment.project_id)
