@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -28,21 +30,28 @@ def test_upgrade_head_matches_the_models_and_downgrade_undoes_it(empty_database_
         engine.dispose()
 
 
+def _migrated(url: str) -> tuple[Any, Any]:
+    """The database at `url` migrated to head: (its Alembic config, a Database on it)."""
+    from market.db import Database
+
+    cfg = alembic_config(url)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    return cfg, Database.from_url(url)
+
+
 def test_stored_runs_learn_why_dawid_skene_stopped(empty_database_url):
     """Runs stored before the revision that records stop reasons get one from their counts: fewer iterations
     than allowed is converged. (The revision is found by its description, whatever number merging gives it.)"""
     from alembic.script import ScriptDirectory
 
     from aggregation.models import AggregationRun, RunStatus
-    from market.db import Database, utcnow
+    from market.db import utcnow
     from tests.factories import project
     from workers.models import Role
     from workers.service import create_account
 
-    cfg = alembic_config(empty_database_url)
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
-    database = Database.from_url(empty_database_url)
+    cfg, database = _migrated(empty_database_url)
     try:
         with database.session_scope() as session:
             owner = create_account(session, role=Role.REQUESTER, email="m@example.com", now=utcnow())
@@ -73,17 +82,14 @@ def test_existing_gold_hits_are_pooled_with_their_slots(empty_database_url):
     from sqlalchemy import func, select
 
     from market import service, work
-    from market.db import Database, utcnow
+    from market.db import utcnow
     from market.imports import import_items
     from market.models import Assignment, GoldPool, HitSlot, Item, SlotState
     from tests.factories import jsonl, project
     from workers.models import Role
     from workers.service import create_account
 
-    cfg = alembic_config(empty_database_url)
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
-    database = Database.from_url(empty_database_url)
+    cfg, database = _migrated(empty_database_url)
     try:
         with database.session_scope() as session:
             now = utcnow()

@@ -19,23 +19,16 @@ from market import service, work
 from market.imports import import_items
 from market.models import Assignment, AssignmentStatus, GoldPool, GoldStream, Hit, HitSlot, Item, SlotState
 from qualification import gold as schedule
-from tests.factories import account, auth, item_id, jsonl, project
+from tests.factories import account, auth, item_id, jsonl
+from tests.market.test_gold import gold_project as shared_gold_project
 from workers.models import Account, FlagReason, Role, WorkerFlag
 
 LABELS = ("pos", "neg", "neu")
 
 
-def gold_project(session, clock, *, real: int, gold: int, items_per_hit: int = 1, redundancy: int = 3,
-                 rate: str = "0.10", **settings):
-    owner, owner_token = account(session, Role.REQUESTER, now=clock())
-    proj = project(session, owner, now=clock(), items_per_hit=items_per_hit, assignments_per_item=redundancy,
-                   gold_rate=Decimal(rate), **settings)
-    records = [{"external_id": f"r{i}", "data": {"text": f"review {i}"}} for i in range(real)]
-    records += [{"external_id": f"g{g}", "data": {"text": f"gold {g}"}, "gold": LABELS[g % 3]} for g in range(gold)]
-    random.Random(gold).shuffle(records)
-    import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
-    batch, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
-    return owner_token, proj, batch
+def gold_project(session, clock, *, redundancy: int = 3, **settings):
+    """tests/market/test_gold.py's project, three workers per item unless told otherwise; (token, project, batch)."""
+    return shared_gold_project(session, clock, redundancy=redundancy, **settings)[1:]
 
 
 def next_task(client, token, **query):

@@ -58,6 +58,13 @@ def do_task(client, session, clock, token, *, correct: bool = True, seconds: flo
     return task
 
 
+def gold_tasks(client, session, clock, turns, token, outcomes) -> None:
+    """Gold tasks (the script says so), answered right or wrong as `outcomes` say, in turn."""
+    for correct in outcomes:
+        turns.append(True)
+        do_task(client, session, clock, token, correct=correct)
+
+
 def record(client, token, project_id, worker_id):
     rows = client.get(f"/api/v1/projects/{project_id}/workers", headers=auth(token)).get_json()["data"]
     return next(r for r in rows if r["worker_id"] == worker_id)
@@ -92,12 +99,9 @@ def test_gold_answers_update_the_workers_accuracy(client, session, clock, turns)
 def test_flagged_once_when_the_posterior_passes_the_flag_level(client, session, clock, turns):
     _, owner_token, proj = gold_project(session, clock, real=20, gold=10, min_judged_answers=4)
     worker, token = account(session, Role.WORKER, now=clock())
-    for correct in (False, True, False):
-        turns.append(True)
-        do_task(client, session, clock, token, correct=correct)
+    gold_tasks(client, session, clock, turns, token, (False, True, False))
     assert flags_of(session, worker.id) == []  # 1/3: P(below 0.90) is 0.98, but fewer than 4 answers judged
-    turns.append(True)
-    do_task(client, session, clock, token, correct=True)  # 2/4: P = 0.96, past the flag level 0.90, short of 0.99
+    gold_tasks(client, session, clock, turns, token, (True,))  # 2/4: P = 0.96, past the flag level, short of 0.99
     [flag] = flags_of(session, worker.id)
     assert flag.state == FlagState.OPEN and flag.project_id == proj.id and flag.created_by_id is None
     # Gold alone decided (nobody else answered these items): the reason says so.
@@ -122,13 +126,10 @@ def test_auto_block_past_the_action_level(client, session, clock, turns):
                                         quality_action="block", redundancy=2)
     worker, token = account(session, Role.WORKER, now=clock())
     do_task(client, session, clock, token)  # a real answer, excluded by the block below
-    for correct in (True, False, False, True):
-        turns.append(True)
-        do_task(client, session, clock, token, correct=correct)
+    gold_tasks(client, session, clock, turns, token, (True, False, False, True))
     assert flags_of(session, worker.id) == []  # 2/4 (P = 0.96): fewer than 5 answers judged (the real one has no
     # other answers to be compared with)
-    turns.append(True)
-    do_task(client, session, clock, token, correct=False)  # 2/5: P(below 0.90) = 0.992 >= 0.99
+    gold_tasks(client, session, clock, turns, token, (False,))  # 2/5: P(below 0.90) = 0.992 >= 0.99
     [flag] = flags_of(session, worker.id)
     assert flag.state == FlagState.BLOCKED and flag.evidence["decision"] == "act"
     block = session.get(WorkerBlock, flag.block_id)
@@ -143,9 +144,7 @@ def test_auto_block_past_the_action_level(client, session, clock, turns):
 def test_a_flag_whose_evidence_has_gone_closes_itself(client, session, clock, turns):
     _, owner_token, proj = gold_project(session, clock, real=80, gold=80, min_judged_answers=3)
     worker, token = account(session, Role.WORKER, now=clock())
-    for correct in (False, False, True):
-        turns.append(True)
-        do_task(client, session, clock, token, correct=correct)
+    gold_tasks(client, session, clock, turns, token, (False, False, True))
     [flag] = flags_of(session, worker.id)
     assert flag.state == FlagState.OPEN
     # An unlucky start: the worker then answers gold right, and the probability of being below falls away.
@@ -175,19 +174,15 @@ def test_after_an_ops_dismissal_only_the_action_level_flags_again(client, sessio
     _, _, proj = gold_project(session, clock, real=40, gold=40, min_judged_answers=4)
     worker, token = account(session, Role.WORKER, now=clock())
     _, ops_token = account(session, Role.OPS, now=clock())
-    for correct in (False, True, False, True):
-        turns.append(True)
-        do_task(client, session, clock, token, correct=correct)
+    gold_tasks(client, session, clock, turns, token, (False, True, False, True))
     [flag] = flags_of(session, worker.id)  # 2/4: P = 0.96
     client.post(f"/api/v1/ops/flags/{flag.id}/dismiss", json={"reason": "new worker"}, headers=auth(ops_token))
     session.expire_all()
     assert session.get(WorkerFlag, flag.id).state == FlagState.DISMISSED
     for correct in (True, False):  # 3/5 and 3/6: P = 0.95, then 0.99 less a hair: a flag's worth, not the action's
-        turns.append(True)
-        do_task(client, session, clock, token, correct=correct)
+        gold_tasks(client, session, clock, turns, token, (correct,))
         assert len(flags_of(session, worker.id)) == 1
-    turns.append(True)
-    do_task(client, session, clock, token, correct=False)  # 3/7: P past 0.99
+    gold_tasks(client, session, clock, turns, token, (False,))  # 3/7: P past 0.99
     assert len(flags_of(session, worker.id)) == 2
 
 
