@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from market.labels import same_answer
 from market.models import Answer, Assignment, AssignmentStatus, Item, Project, QualityAction, WorkerStats
 from market.quality import block_and_apply
+from market.work import DONE
 from qualification.accuracy import agreement_with_majority, summarize, wilson_interval, z_for
 from qualification.judgement import PRIOR_A, PRIOR_B, Decision, Judgement, crowd_q, judge
 from workers import flags
@@ -186,8 +187,7 @@ class Evaluation:
 
 def _durations(session: Session, *where: Any) -> list[int]:
     return list(session.scalars(select(Assignment.duration_ms).where(
-        *where, Assignment.status.in_((AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED,
-                                       AssignmentStatus.REJECTED)), Assignment.duration_ms.is_not(None))
+        *where, Assignment.status.in_(DONE), Assignment.duration_ms.is_not(None))
         .order_by(Assignment.id.desc()).limit(RECENT_TASKS)))
 
 
