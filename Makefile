@@ -45,8 +45,10 @@ bench: install
 	$(BIN)/python benchmarks/import_items.py
 	$(BIN)/python benchmarks/next_submit.py
 	$(BIN)/python benchmarks/gold_timing.py
+	$(BIN)/python benchmarks/flag_quality.py
 	$(BIN)/python benchmarks/aggregation.py
 	$(BIN)/python benchmarks/aggregation_runs.py
+	$(BIN)/python benchmarks/ds_prior.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from import_items import DEFAULT_PG_URL, LABEL_SCHEMA, WORDS, cli_env, label, run_cli
+from import_items import CLI, DEFAULT_PG_URL, LABEL_SCHEMA, WORDS, cli_env, label, run_cli
 from sqlalchemy import create_engine, make_url, text
 
 from market.config import normalize_database_url
@@ -521,6 +521,9 @@ def sign_up(port: int, count: int) -> list[str]:
         client = Client(port)
         try:
             for i in indexes:
+                # Each from an address of its own, as behind a load balancer (the app trusts one proxy hop here):
+                # sign-ups are limited per address, and with Redis the count is shared by every process.
+                client.headers["X-Forwarded-For"] = f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
                 status, body = client.post("/api/v1/workers", {"username": f"bench-worker-{i}",
                                                                "password": PASSWORD, "display_name": f"W{i}"})
                 if status != 201:
@@ -596,11 +599,30 @@ def check_invariants(url: str, acked: list[int], unsure: int) -> tuple[int, list
 
 # ---- scenarios ------------------------------------------------------------------------------------------
 
-def server_env(url: str, tmp: Path, pool_size: int) -> dict[str, str]:
+def server_env(url: str, tmp: Path, pool_size: int, redis_url: str = "") -> dict[str, str]:
     env = cli_env(url, tmp)
-    env.update(CROWDMARKET_LOG_LEVEL="WARNING", CROWDMARKET_DB_POOL_SIZE=str(pool_size),
+    env.update(CROWDMARKET_LOG_LEVEL="WARNING", CROWDMARKET_DB_POOL_SIZE=str(pool_size), CROWDMARKET_PROXY_HOPS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    env.pop("CROWDMARKET_REDIS_URL", None)
+    if redis_url:
+        env["CROWDMARKET_REDIS_URL"] = redis_url
     return env
+
+
+@contextmanager
+def job_worker(env: dict[str, str], tmp: Path) -> Iterator[None]:
+    """`crowdmarket jobs work` beside the app when Redis is configured, as in production: workers are judged
+    there after their submits (market/evaluation.py), on the same two cores."""
+    if not env.get("CROWDMARKET_REDIS_URL"):
+        yield
+        return
+    with (tmp / "jobs.log").open("w") as log:
+        proc = subprocess.Popen([CLI, "jobs", "work"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def cpu_line(load: Load, what: str) -> str:
@@ -675,7 +697,7 @@ def run_scenario(args: argparse.Namespace, settings: list[str], tmp: Path, n_ite
                  baseline: tuple[Gunicorn, str]) -> Scenario:
     base_server, base_db = baseline
     with scratch_database(args.pg_url, label(n_items)) as url:
-        env = server_env(url, tmp, args.pool_size)
+        env = server_env(url, tmp, args.pool_size, args.redis)
         start = time.perf_counter()
         run_cli(["db", "upgrade"], env, tmp)
         migrate = time.perf_counter() - start
@@ -687,7 +709,8 @@ def run_scenario(args: argparse.Namespace, settings: list[str], tmp: Path, n_ite
         db_name = make_url(url).database or ""
         rounds: list[Round] = []
         results: list[ClientResult] = []
-        with serving("wsgi:app", ROOT, env, settings, tmp / f"gunicorn_{label(n_items)}.log") as server:
+        with serving("wsgi:app", ROOT, env, settings, tmp / f"gunicorn_{label(n_items)}.log") as server, \
+                job_worker(env, tmp):
             start = time.perf_counter()
             tokens: list[str | None] = list(sign_up(server.port, args.workers))
             print(f"  {len(tokens)} workers signed up over HTTP in {time.perf_counter() - start:.1f}s", flush=True)
@@ -749,6 +772,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="gunicorn gthread threads per process")
     parser.add_argument("--gunicorn", default="", help="replace the gunicorn settings (e.g. '-w 5 -k sync')")
     parser.add_argument("--pool-size", type=int, default=10, help="SQLAlchemy pool size per process (both apps)")
+    parser.add_argument("--redis", default=os.environ.get("CROWDMARKET_REDIS_URL", ""),
+                        help="Redis for the app (and a `crowdmarket jobs work` beside it); empty: none, workers "
+                             "are judged in the serving processes")
     env_url = os.environ.get("CROWDMARKET_DATABASE_URL", "")
     parser.add_argument("--pg-url", default=env_url if env_url.startswith("postgres") else DEFAULT_PG_URL,
                         help="PostgreSQL server to create the scratch databases on")

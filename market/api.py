@@ -209,13 +209,7 @@ def _batch_body(batch: Batch) -> dict[str, Any]:
     project = db_session().get(Project, batch.project_id)
     assert project is not None
     gold = service.gold_supply(db_session(), batch, project)
-    body["gold"] = {**vars(gold), "warning": None}
-    if gold.hits_available < gold.hits_needed:
-        body["gold"]["warning"] = (
-            f"At a gold rate of {gold.rate}, a worker doing every HIT meets {gold.hits_needed} gold task(s) of "
-            f"{batch.items_per_hit} item(s): {gold.items_needed} gold items; the project has {gold.items_available}. "
-            "Workers who run out get no more gold (their accuracy stops being checked); gold items imported now "
-            "join the pool at once.")
+    body["gold"] = {**vars(gold), "warning": gold.warning(batch.items_per_hit)}
     return body
 
 

@@ -96,6 +96,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                 qualification_api.tests_blp, ops_api.blp, aggregation_api.blp):
         api.register_blueprint(blp)
     register_error_handlers(app)
+    from market import evaluation
+
+    evaluation.install(app)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

@@ -48,7 +48,12 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
     "PASSWORD_HASH": (DEFAULT_PASSWORD_HASH, str),
     # Reverse proxies in front of the app whose X-Forwarded-* headers are trusted (werkzeug's ProxyFix).
     "PROXY_HOPS": (0, int),
+    # Where workers are judged after a submit or a return (market/evaluation.py): "queue" (a job), "thread" (a
+    # thread of each serving process), "inline" (the request's thread, once the response is sent); "auto": queue
+    # with Redis configured, else thread.
+    "EVALUATION": ("auto", str),
 }
+EVALUATION_MODES = ("auto", "queue", "thread", "inline")
 
 _PLAIN_ALIASES = {"DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL"}
 
@@ -169,4 +174,6 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("request size limits must be positive")
     if config["PROXY_HOPS"] < 0:
         raise ConfigError("CROWDMARKET_PROXY_HOPS must be 0 or more")
+    if config["EVALUATION"] not in EVALUATION_MODES:
+        raise ConfigError(f"CROWDMARKET_EVALUATION must be one of {', '.join(EVALUATION_MODES)}")
     _check_password_hash(config)

@@ -80,6 +80,9 @@ def _configure_sqlite(engine: Engine) -> None:
 UTC_SESSION = "-c TimeZone=UTC"
 
 
+PLAN_LIFETIME_SECONDS = 300
+
+
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, autocommit: bool = False) -> Engine:
     """Create an engine with the project's per-backend settings. `autocommit` (PostgreSQL): its connections run
     every statement in a transaction of its own, set once per connection rather than at every checkout."""
@@ -96,7 +99,11 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, autocommit
         # For the same reason JIT is off: those estimates would cross its threshold and compile every plan.
         # No ping at checkout either (a round trip per request): the views on this pool run again once on a
         # fresh connection when theirs turns out dead (`market.auth.requires`), which their idempotence allows.
-        options = {"isolation_level": "AUTOCOMMIT", "connect_args": {
+        # A plan is made from the statistics of its first use and kept: one made while the tables were empty (a
+        # new deployment, a benchmark) scans them sequentially for the connection's whole life, however they grow
+        # (seen: a gold claim at 120 ms, its probes walking every assignment). Connections are recycled, and their
+        # plans made anew, every PLAN_LIFETIME_SECONDS.
+        options = {"isolation_level": "AUTOCOMMIT", "pool_recycle": PLAN_LIFETIME_SECONDS, "connect_args": {
             "prepare_threshold": 0, "options": f"{UTC_SESSION} -c plan_cache_mode=force_generic_plan -c jit=off"}}
     else:
         options = {"connect_args": {"options": UTC_SESSION}}

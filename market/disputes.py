@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from market.db import keyset_page
 from market.labels import AnswerError, validate_answer
-from market.models import Answer, Assignment, DisputeState, GoldDispute, Hit, Item, Project
+from market.models import Answer, Assignment, DisputeState, GoldDispute, Hit, HitSlot, Item, Project, SlotState
 from market.problems import Conflict, InvalidInput, NotFound
 from market.scoring import rescore_item
 from workers.models import Actor
@@ -38,7 +38,7 @@ def open_dispute(session: Session, *, worker: Actor, assignment_id: int, item_id
     answer = session.scalar(select(Answer).where(Answer.assignment_id == assignment_id, Answer.item_id == item_id))
     project = session.get(Project, assignment.project_id)
     assert project is not None
-    if answer is None or not assignment.is_gold or not project.gold_feedback or answer.gold_correct is not False:
+    if answer is None or not project.gold_feedback or answer.gold_correct is not False:
         raise Conflict(_NOTHING_TO_CONTEST, errors={"item_id": ["not an answer marked wrong"]})
     dispute = GoldDispute(item_id=item_id, project_id=assignment.project_id, worker_id=worker.id,
                           assignment_id=assignment_id, note=note, state=DisputeState.OPEN, created_at=now)
@@ -133,11 +133,22 @@ def retire(session: Session, *, dispute_id: int, actor: Actor, note: str, now: d
     item = session.scalar(select(Item).where(Item.id == dispute.item_id).with_for_update())
     assert item is not None
     item.gold_retired_at = item.gold_retired_at or now
-    session.execute(update(Hit).where(Hit.id == item.hit_id).values(gold_rank=None))  # out of the pool
+    retire_hit(session, item.hit_id)
     _settle(session, dispute, DisputeState.RETIRED, actor=actor, note=note, now=now, whole_item=True)
     rescored = rescore_item(session, item=item, now=now)
     session.commit()
     return dispute, rescored
+
+
+def retire_hit(session: Session, hit_id: int | None) -> None:
+    """Take a gold HIT out of its pool: no rank, so no claim takes it again (market/claim.py), and no free slots
+    left in the pool's queue. Live leases on it still land. A gold item filling a batch's last HIT stays served:
+    only its scoring stops."""
+    hit = session.get(Hit, hit_id) if hit_id is not None else None
+    if hit is None or not hit.is_gold:
+        return
+    hit.gold_rank = None
+    session.execute(delete(HitSlot).where(HitSlot.hit_id == hit.id, HitSlot.state == SlotState.FREE))
 
 
 def reject(session: Session, *, dispute_id: int, actor: Actor, note: str, now: dt.datetime) -> GoldDispute:

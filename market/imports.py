@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -275,9 +275,13 @@ def _inserter(session: Session, project_id: int, now: dt.datetime) -> Callable[[
 
 def import_items(session: Session, *, project: Project, stream: IO[bytes], fmt: str, now: dt.datetime,
                  on_chunk: Callable[[int], None] | None = None) -> ImportResult:
-    """Import items from a byte stream in `fmt` ("jsonl" or "csv"); all or nothing."""
+    """Import items from a byte stream in `fmt` ("jsonl" or "csv"); all or nothing. Imports (and publishes) of
+    one project take turns on its row lock, taken before the first item is written: gold is grouped into HITs at
+    the end, and two imports grouping at once would split or share gold (locking only then would deadlock, each
+    holding the key-share lock its item inserts took)."""
     if fmt not in FORMATS:
         raise InvalidInput(f"Unknown import format {fmt!r}.", errors={"format": [f"must be one of {FORMATS}"]})
+    session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
     lines = _Lines(stream)
     parse = _jsonl_rows if fmt == "jsonl" else _csv_rows
     result, errors, error_count = ImportResult(), [], 0

@@ -57,6 +57,28 @@ def validate_answer(schema: dict[str, Any], value: Any) -> Any:
     raise AnswerError(f"unsupported answer type {kind!r}")  # pragma: no cover - schema validated on write
 
 
+def narrowing(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Why `new` would refuse an answer that `old` accepts (None: it accepts every one of them). Once work is
+    published, a label schema may only widen: answers in flight and stored stay valid."""
+    if old["type"] != new["type"]:
+        return f"changes the answer type from {old['type']} to {new['type']}"
+    kind = old["type"]
+    if kind in ("single_choice", "multi_choice"):
+        dropped = [k for k in category_keys(old) if k not in category_keys(new)]
+        if dropped:
+            return f"drops the label keys {dropped}"
+        if kind == "multi_choice":
+            lo_old, hi_old = old.get("min_choices", 0), old.get("max_choices") or len(category_keys(old))
+            lo_new, hi_new = new.get("min_choices", 0), new.get("max_choices") or len(category_keys(new))
+            if lo_new > lo_old or hi_new < hi_old:
+                return f"narrows the number of choices from {lo_old}-{hi_old} to {lo_new}-{hi_new}"
+    if kind == "rating" and (new["min"] > old["min"] or new["max"] < old["max"]):
+        return f"narrows the scale from {old['min']}-{old['max']} to {new['min']}-{new['max']}"
+    if kind == "text" and new.get("max_length", 1000) < old.get("max_length", 1000):
+        return "shortens the longest answer allowed"
+    return None
+
+
 def same_answer(schema: dict[str, Any], given: Any, known: Any) -> bool:
     """Whether a (normalized) answer matches a known one: text ignoring case and runs of whitespace."""
     if schema["type"] == "text":

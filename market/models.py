@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -65,9 +66,11 @@ class Project(Base):
         CheckConstraint("gold_rate = 0 OR (gold_rate >= 0.05 AND gold_rate <= 0.10)", name="gold_rate_range"),
         CheckConstraint("guideline_version >= 1", name="guideline_version_positive"),
         CheckConstraint("min_gold_accuracy BETWEEN 0 AND 1", name="min_gold_accuracy_range"),
-        CheckConstraint("min_gold_answers >= 1", name="min_gold_answers_positive"),
+        CheckConstraint("min_judged_answers >= 1", name="min_judged_answers_positive"),
         CheckConstraint("accuracy_window >= 1", name="accuracy_window_positive"),
         CheckConstraint("action_confidence >= 0.5 AND action_confidence < 1", name="action_confidence_range"),
+        CheckConstraint("flag_confidence >= 0.5 AND flag_confidence <= action_confidence",
+                        name="flag_confidence_range"),
         CheckConstraint("fast_answer_fraction BETWEEN 0 AND 1", name="fast_answer_fraction_range"),
     )
 
@@ -84,13 +87,14 @@ class Project(Base):
     lifetime_seconds: Mapped[int] = mapped_column(Integer, default=7 * 86400)
     auto_approval_delay_seconds: Mapped[int] = mapped_column(Integer, default=3 * 86400)
     gold_rate: Mapped[Decimal] = mapped_column(Numeric(4, 3), default=Decimal("0.08"))
-    # Quality rules (see qualification/accuracy.py): a worker whose gold accuracy falls below min_gold_accuracy
-    # after min_gold_answers golds is flagged; once its Wilson upper bound is below, quality_action is taken.
+    # Quality rules (see qualification/judgement.py): once a worker has min_judged_answers answers whose truth is
+    # known (gold) or estimated by the crowd, they are flagged when the posterior probability that their accuracy
+    # is below min_gold_accuracy passes flag_confidence, and quality_action is taken past action_confidence.
     min_gold_accuracy: Mapped[Decimal] = mapped_column(Numeric(3, 2), default=Decimal("0.90"))
-    min_gold_answers: Mapped[int] = mapped_column(Integer, default=10)
+    min_judged_answers: Mapped[int] = mapped_column(Integer, default=10)
     quality_action: Mapped[QualityAction] = mapped_column(enum_column(QualityAction, "quality_action"),
                                                           default=QualityAction.FLAG)
-    # The action's evidence: the upper bound of the Wilson interval at this confidence (the 95% one is shown).
+    flag_confidence: Mapped[Decimal] = mapped_column(Numeric(4, 3), default=Decimal("0.90"))
     action_confidence: Mapped[Decimal] = mapped_column(Numeric(4, 3), default=Decimal("0.99"))
     accuracy_window: Mapped[int] = mapped_column(Integer, default=20)
     fast_answer_fraction: Mapped[Decimal] = mapped_column(Numeric(3, 2), default=Decimal("0.25"))
@@ -118,8 +122,9 @@ class GuidelineVersion(Base):
 
 
 class Item(Base):
-    """A unit of work. Gold items carry a known answer; they are grouped into gold HITs of their own, which have
-    no slots and no batch: they are served into workers' streams, never published."""
+    """A unit of work. Gold items carry a known answer; they are grouped into the gold HITs of a gold pool (served
+    into workers' streams in place of real work) or fill up the last, short HIT of a batch. Gold items are in no
+    batch: they never count toward a batch's items or progress."""
 
     __tablename__ = "item"
     __table_args__ = (
@@ -177,14 +182,28 @@ class Batch(Base):
     status_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class GoldPool(Base):
+    """A project's gold HITs of one shape (items per HIT, assignments per item). Its HITs serve every batch of that
+    shape, in place of the batch's real work, and are used up like real HITs: each has `assignments_per_item`
+    slots, so no gold item is ever seen by more workers than a real item of the same batches."""
+
+    __tablename__ = "gold_pool"
+    __table_args__ = (UniqueConstraint("project_id", "items_per_hit", "assignments_per_item"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    items_per_hit: Mapped[int] = mapped_column(Integer)
+    assignments_per_item: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Hit(Base):
     """A group of `items_per_hit` items, each to be answered by `max_assignments` different workers. A gold HIT
-    (all of its items gold) has no slots: any worker may get it once, as an injected task of any batch of its
-    project whose HITs have its size."""
+    (all of its items gold) belongs to a gold pool and is served as an injected task of any batch of the pool's
+    shape; its slots belong to the pool, not to a batch."""
 
     __tablename__ = "hit"
-    # Gold HITs of a project and size by rank: a gold pick starts at a random rank and walks to an unseen one.
-    __table_args__ = (Index("ix_hit_gold", "project_id", "item_count", "gold_rank", postgresql_where=text("is_gold"),
+    __table_args__ = (Index("ix_hit_gold_pool", "gold_pool_id", "gold_rank", postgresql_where=text("is_gold"),
                             sqlite_where=text("is_gold")),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -193,17 +212,18 @@ class Hit(Base):
     max_assignments: Mapped[int] = mapped_column(Integer)
     item_count: Mapped[int] = mapped_column(Integer)
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
-    # A gold HIT's number among its project's gold HITs of its size: 0, 1, 2, ... NULL for other HITs, and for a
-    # gold HIT with a retired item: no longer served.
+    gold_pool_id: Mapped[int | None] = mapped_column(ForeignKey("gold_pool.id", ondelete="CASCADE"))
+    # A gold HIT's number in its pool: 0, 1, 2, ... NULL for other HITs, and for a gold HIT with a retired item:
+    # no longer served.
     gold_rank: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class HitSlot(Base):
-    """One of a HIT's `max_assignments` places. A lease past `lease_expires_at` frees its slot by itself: a
-    claim takes lapsed slots first, so correctness never waits for a sweeper. Among free slots, the lowest slot
-    number goes first, which fills every HIT's first answer before any HIT's second: breadth-first without
-    counters."""
+    """One of a HIT's `max_assignments` places, in the queue of its batch (a real HIT) or of its gold pool (a gold
+    HIT). A lease past `lease_expires_at` frees its slot by itself: a claim takes lapsed slots first, so
+    correctness never waits for a sweeper. Among free slots, the lowest slot number goes first, which fills every
+    HIT's first answer before any HIT's second: breadth-first without counters."""
 
     __tablename__ = "hit_slot"
     __table_args__ = (
@@ -221,6 +241,13 @@ class HitSlot(Base):
         Index("ix_hit_slot_assignment_id", "assignment_id", postgresql_where=text("assignment_id IS NOT NULL"),
               sqlite_where=text("assignment_id IS NOT NULL")),
         CheckConstraint("(state = 'free') = (assignment_id IS NULL)", name="lease_matches_state"),
+        CheckConstraint("(batch_id IS NULL) <> (gold_pool_id IS NULL)", name="one_queue"),
+        # The gold pool's queue: the same two orders as a batch's.
+        Index("ix_hit_slot_gold_free", "gold_pool_id", "neg_priority", "slot_no", "id",
+              postgresql_where=text("state = 'free'"), sqlite_where=text("state = 'free'")),
+        Index("ix_hit_slot_gold_lease_end", "gold_pool_id", "lease_expires_at",
+              postgresql_where=text("lease_expires_at IS NOT NULL"),
+              sqlite_where=text("lease_expires_at IS NOT NULL")),
         Index("ix_hit_slot_reopened_by", "reopened_by_block_id",
               postgresql_where=text("reopened_by_block_id IS NOT NULL"),
               sqlite_where=text("reopened_by_block_id IS NOT NULL")),
@@ -228,7 +255,8 @@ class HitSlot(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     hit_id: Mapped[int] = mapped_column(ForeignKey("hit.id", ondelete="CASCADE"))
-    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    gold_pool_id: Mapped[int | None] = mapped_column(ForeignKey("gold_pool.id", ondelete="CASCADE"))
     slot_no: Mapped[int] = mapped_column(Integer)
     # The negated highest item priority of the HIT: the claim index ascends, so high priority comes first.
     neg_priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -257,9 +285,9 @@ class Assignment(Base):
         # One live task per worker: the database, not a lock, settles a worker's racing requests for work.
         Index("uq_assignment_worker_leased", "worker_id", unique=True, postgresql_where=text(_LEASED),
               sqlite_where=text(_LEASED)),
-        # A worker never gets the same gold HIT twice, not even after returning it or letting it lapse.
-        Index("uq_assignment_gold_worker", "hit_id", "worker_id", unique=True, postgresql_where=text("is_gold"),
-              sqlite_where=text("is_gold")),
+        # Every assignment of a worker on a HIT, whatever its state: a claim passes over HITs the worker returned
+        # or let lapse while it finds anything else.
+        Index("ix_assignment_hit_worker", "hit_id", "worker_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -279,6 +307,10 @@ class Assignment(Base):
     # Server-measured: lease start to submit or return.
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     client_meta: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    # The position in the worker's gold stream this task was drawn for (qualification/gold.py); its submit moves the
+    # stream on. NULL: served off the schedule (no gold to inject), so it moves nothing. A returned or lapsed task
+    # gives its position back: the next task is drawn for the same position, gold or not alike.
+    stream_position: Mapped[int | None] = mapped_column(Integer)
 
 
 class Answer(Base):
@@ -315,8 +347,8 @@ class Answer(Base):
 
 
 class GoldStream(Base):
-    """A worker's injection stream in one project: tasks served and gold among them while the project had gold
-    for them (qualification/gold.py turns these into the next task's odds), and when its gold ran out."""
+    """A worker's injection stream in one project: tasks submitted on the schedule and gold among them
+    (qualification/gold.py turns these into the next task's odds), and since when a gold turn has found no gold."""
 
     __tablename__ = "gold_stream"
     __table_args__ = (Index("ix_gold_stream_exhausted", "project_id", postgresql_where=text("exhausted_at IS NOT NULL"),
@@ -326,13 +358,14 @@ class GoldStream(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), primary_key=True)
     tasks: Mapped[int] = mapped_column(Integer, default=0)
     golds: Mapped[int] = mapped_column(Integer, default=0)
-    # Set when a gold turn found no gold HIT the worker has not had; cleared when new gold is published.
+    # Set when a gold turn found no gold HIT for the worker; cleared when one does, or new gold is published.
     exhausted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class WorkerStats(Base):
-    """A worker's quality in one project, recomputed from their answers after each gold answer (so a lost update
-    is mended by the next one); overall figures are sums over projects."""
+    """A worker's quality in one project, recomputed from their answers after each submit (so a lost update is
+    mended by the next one); overall figures are sums over projects. The model figures are the posterior of the
+    worker's accuracy given their gold answers and their agreement with the crowd (qualification/judgement.py)."""
 
     __tablename__ = "worker_stats"
     __table_args__ = (Index("ix_worker_stats_project", "project_id", "worker_id"),)
@@ -349,6 +382,16 @@ class WorkerStats(Base):
     # Answers compared with the other workers' majority on items with enough answers, and how many agreed.
     agreement_counted: Mapped[int] = mapped_column(Integer, default=0)
     agreement_agreed: Mapped[int] = mapped_column(Integer, default=0)
+    # The posterior mean and 90% credible interval of the worker's accuracy, the probability that it is below the
+    # project's minimum, and how many answers (gold, and compared with the crowd) it rests on.
+    model_accuracy: Mapped[float | None] = mapped_column(Float)
+    model_low: Mapped[float | None] = mapped_column(Float)
+    model_high: Mapped[float | None] = mapped_column(Float)
+    p_below: Mapped[float | None] = mapped_column(Float)
+    judged_answers: Mapped[int] = mapped_column(Integer, default=0)
+    # Tasks leased in the project, and how many of them the worker gave back (returned or let lapse).
+    leases: Mapped[int] = mapped_column(Integer, default=0)
+    given_back: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 

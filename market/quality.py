@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, func, insert, literal, select, true, update
+from sqlalchemy import ColumnElement, case, delete, func, insert, literal, select, true, update
 from sqlalchemy.orm import Session
 
 from market.models import Answer, Assignment, AssignmentStatus, Hit, HitSlot, SlotState
@@ -46,15 +46,16 @@ def apply_block(session: Session, *, block: WorkerBlock, now: dt.datetime) -> Bl
         .values(excluded_at=now, excluded_by_block_id=block.id).returning(Answer.assignment_id)).all()
     assignments = sorted(set(excluded))
     if assignments:
-        # One new slot per excluded assignment (a worker has at most one per HIT), numbered after the HIT's last.
+        # One new slot per excluded assignment (a worker has at most one per HIT), numbered after the HIT's last, in
+        # the HIT's own queue: its batch's, or its gold pool's (gold keeps the same count of workers per item).
         next_no = select(func.max(_SLOT.c.slot_no) + 1).where(_SLOT.c.hit_id == Assignment.hit_id).scalar_subquery()
         priority = select(func.min(_SLOT.c.neg_priority)).where(_SLOT.c.hit_id == Assignment.hit_id).scalar_subquery()
-        # Gold HITs have no slots to reopen: their answers never counted toward redundancy.
+        batch = case((Hit.gold_pool_id.is_(None), Hit.batch_id))
         reopened = len(session.execute(insert(_SLOT).from_select(
-            ["hit_id", "batch_id", "slot_no", "neg_priority", "state", "reopened_by_block_id"],
-            select(Assignment.hit_id, Hit.batch_id, next_no, priority, literal(SlotState.FREE.value),
+            ["hit_id", "batch_id", "gold_pool_id", "slot_no", "neg_priority", "state", "reopened_by_block_id"],
+            select(Assignment.hit_id, batch, Hit.gold_pool_id, next_no, priority, literal(SlotState.FREE.value),
                    literal(block.id)).join(Hit, Hit.id == Assignment.hit_id)
-            .where(Assignment.id.in_(assignments), Assignment.is_gold.is_(False))).returning(_SLOT.c.id)).all())
+            .where(Assignment.id.in_(assignments))).returning(_SLOT.c.id)).all())
     else:
         reopened = 0
     return BlockEffect(len(live), len(excluded), reopened)

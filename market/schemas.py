@@ -42,15 +42,20 @@ class ProjectSettingsSchema(Schema):
     qualification_requirements = requirements_field(metadata={
         "description": "Who may work on batches published from now on: all must be met."})
     min_gold_accuracy = Fixed(2, validate=_unit(), metadata={
-        "description": "Gold accuracy a worker must keep (default 0.90): below it they are flagged for review."})
-    min_gold_answers = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
-        "description": "Gold answers before the accuracy rule applies (default 10)."})
+        "description": "Accuracy a worker must keep (default 0.90): judged on their gold answers and their "
+                       "agreement with the crowd."})
+    min_judged_answers = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
+        "description": "Answers with a known (gold) or crowd-estimated truth a worker needs before they are "
+                       "judged (default 10)."})
+    flag_confidence = Fixed(3, validate=_unit("0.5", "0.999"), metadata={
+        "description": "A worker is flagged for review when the posterior probability that their accuracy is "
+                       "below the minimum reaches this (default 0.90; at most action_confidence)."})
     quality_action = Text(validate=validate.OneOf([a.value for a in QualityAction]), metadata={
-        "description": "When the 95% upper bound of a worker's gold accuracy is below the minimum: flag them "
-                       "for ops review (default) or block them from the project at once."})
+        "description": "What happens past action_confidence: flag them for ops review (default) or block them from "
+                       "the project at once."})
     action_confidence = Fixed(3, validate=_unit("0.5", "0.999"), metadata={
-        "description": "How sure the action must be: it is taken when the upper bound of the Wilson interval at "
-                       "this confidence is below the minimum (default 0.99; the 95% interval is what is shown)."})
+        "description": "The posterior probability that a worker's accuracy is below the minimum at which "
+                       "quality_action is taken (default 0.99)."})
     accuracy_window = fields.Integer(strict=True, validate=validate.Range(1, 1000), metadata={
         "description": "Golds in the rolling accuracy (default 20)."})
     fast_answer_fraction = Fixed(2, validate=_unit(), metadata={
@@ -95,7 +100,8 @@ class ProjectSchema(Schema):
     gold_rate = fields.Float()
     qualification_requirements = fields.List(fields.Dict(), allow_none=True, metadata={"description": "null: none."})
     min_gold_accuracy = fields.Float()
-    min_gold_answers = fields.Integer()
+    min_judged_answers = fields.Integer()
+    flag_confidence = fields.Float()
     quality_action = Text()
     action_confidence = fields.Float()
     accuracy_window = fields.Integer()
@@ -180,10 +186,14 @@ class GoldSupplySchema(Schema):
     rate = fields.Float()
     items_needed = fields.Integer()
     items_available = fields.Integer()
-    hits_needed = fields.Integer()
+    hits_needed = fields.Integer(metadata={
+        "description": "Gold HITs the batch's gold tasks use up: each is served to as many workers as a real HIT."})
     hits_available = fields.Integer()
+    tasks_left = fields.Integer(metadata={"description": "Gold tasks the pool's HITs can still serve."})
     items_waiting = fields.Integer(metadata={"description": "Gold items too few to fill a HIT yet."})
-    workers_exhausted = fields.Integer(metadata={"description": "Workers who have had all of the gold."})
+    workers_exhausted = fields.Integer(metadata={"description": "Workers whose last gold turn found no gold."})
+    short_hit = fields.Boolean(metadata={
+        "description": "The batch's last HIT is short and was not filled with spare gold."})
     warning = Text(allow_none=True)
 
 
@@ -215,8 +225,8 @@ class BatchSchema(Schema):
     auto_approval_delay_seconds = fields.Integer()
     qualification_requirements = fields.List(fields.Dict(), allow_none=True, metadata={"description": "null: none."})
     gold = fields.Nested(GoldSupplySchema, metadata={
-        "description": "The gold this batch needs (one worker doing every HIT at the project's gold rate) and "
-                       "what the project's pool holds for it."})
+        "description": "The gold this batch needs at the project's gold rate and what the project's pool of the "
+                       "batch's shape holds for it."})
     created_at = fields.DateTime()
     expires_at = fields.DateTime()
     status_changed_at = fields.DateTime()
@@ -315,6 +325,17 @@ class WorkerQualitySchema(Schema):
     agreement_counted = fields.Integer(metadata={
         "description": "Recent answers on items with at least two other answers, compared with their majority."})
     agreement = fields.Float(allow_none=True)
+    model_accuracy = fields.Float(allow_none=True, metadata={
+        "description": "Posterior mean of the worker's accuracy from their gold answers and their agreement with "
+                       "the crowd (one-coin Dawid-Skene model; null overall)."})
+    model_low = fields.Float(allow_none=True, metadata={"description": "90% credible interval of model_accuracy."})
+    model_high = fields.Float(allow_none=True)
+    p_below = fields.Float(allow_none=True, metadata={
+        "description": "Posterior probability that the worker's accuracy is below the project's minimum."})
+    judged_answers = fields.Integer(metadata={
+        "description": "Answers the judgement rests on: gold answers and answers compared with the crowd."})
+    leases = fields.Integer(metadata={"description": "Tasks leased."})
+    given_back = fields.Integer(metadata={"description": "Of those, returned or let lapse."})
 
 
 class WorkerQualityListSchema(Schema):

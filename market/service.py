@@ -15,12 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from market.db import keyset_page
+from market.labels import AnswerError, narrowing, validate_answer
 from market.models import (
     Answer,
     Assignment,
     AssignmentStatus,
     Batch,
     BatchStatus,
+    GoldPool,
     GoldStream,
     GuidelineVersion,
     Hit,
@@ -30,6 +32,7 @@ from market.models import (
     SlotState,
 )
 from market.problems import Conflict, IdempotencyConflict, InvalidInput, NotFound
+from market.scoring import rescore_item
 from qualification.gold import gold_tasks_needed
 from qualification.service import check_requirements
 from workers.models import Actor, Role
@@ -67,8 +70,15 @@ def list_projects(session: Session, *, account: Actor, after: int | None, limit:
 # ---- projects and guidelines ----------------------------------------------------------------------------
 
 _SETTINGS = ("reward_cents", "currency", "items_per_hit", "assignments_per_item", "assignment_duration_seconds",
-             "lifetime_seconds", "auto_approval_delay_seconds", "gold_rate", "min_gold_accuracy", "min_gold_answers",
-             "quality_action", "action_confidence", "accuracy_window", "fast_answer_fraction", "gold_feedback")
+             "lifetime_seconds", "auto_approval_delay_seconds", "gold_rate", "min_gold_accuracy", "min_judged_answers",
+             "flag_confidence", "quality_action", "action_confidence", "accuracy_window", "fast_answer_fraction",
+             "gold_feedback")
+
+
+def _check_confidences(flag: Decimal, action: Decimal) -> None:
+    if flag > action:
+        raise InvalidInput("A worker is flagged before the action is taken: flag_confidence must not exceed "
+                           "action_confidence.", errors={"flag_confidence": [f"exceeds action_confidence {action}"]})
 
 
 def create_project(session: Session, *, owner: Actor, data: dict[str, Any], now: dt.datetime) -> Project:
@@ -76,6 +86,7 @@ def create_project(session: Session, *, owner: Actor, data: dict[str, Any], now:
     fields = {k: data[k] for k in _SETTINGS if k in data}
     requirements = check_requirements(session, owner_id=owner.id,
                                       requirements=data.get("qualification_requirements"))
+    _check_confidences(fields.get("flag_confidence", Decimal("0.90")), fields.get("action_confidence", Decimal("0.99")))
     project = Project(owner_id=owner.id, title=data["title"], description=data.get("description", ""),
                       label_schema=data["label_schema"], guideline_version=1, created_at=now, updated_at=now,
                       qualification_requirements=requirements, **fields)
@@ -98,10 +109,20 @@ def has_published(session: Session, project: Project) -> bool:
 
 def update_project(session: Session, *, project: Project, account: Actor, data: dict[str, Any],
                    now: dt.datetime) -> Project:
-    """Change settings; new instructions become a new guideline version. Published batches keep their terms."""
-    if "label_schema" in data and data["label_schema"] != project.label_schema and has_published(session, project):
-        raise Conflict("The label schema cannot change once items have been published; create a new project.",
-                       errors={"label_schema": ["frozen after the first batch"]})
+    """Change settings; new instructions become a new guideline version. Published batches keep their terms. A new
+    label schema must fit every gold answer and, once work is published, every answer the old one accepted (see
+    `_orphaned`); gold answers are then re-scored under it and their workers judged again, in the same
+    transaction."""
+    schema_changed = "label_schema" in data and data["label_schema"] != project.label_schema
+    if schema_changed:
+        orphaned = _orphaned(session, project, data["label_schema"])
+        if orphaned:
+            session.rollback()
+            raise Conflict("The new label schema does not fit answers the project holds; nothing was changed. "
+                           "Keep their keys (add categories, reword names), correct the gold items first, or "
+                           "create a new project.", errors=orphaned)
+    _check_confidences(data.get("flag_confidence", project.flag_confidence),
+                       data.get("action_confidence", project.action_confidence))
     for key in ("title", "description", "label_schema", *_SETTINGS):
         if key in data:
             setattr(project, key, data[key])
@@ -113,8 +134,31 @@ def update_project(session: Session, *, project: Project, account: Actor, data: 
         session.add(GuidelineVersion(project_id=project.id, version=project.guideline_version,
                                      instructions=data["instructions"], created_by_id=account.id, created_at=now))
     project.updated_at = now
+    if schema_changed:
+        session.flush()
+        for item in session.scalars(select(Item).where(Item.project_id == project.id, Item.is_gold.is_(True))):
+            rescore_item(session, item=item, now=now)
     session.commit()
     return project
+
+
+def _orphaned(session: Session, project: Project, schema: dict[str, Any]) -> dict[str, list[str]]:
+    """What a new label schema would orphan: once work is published, any answer the old schema accepts (workers
+    hold tasks under it and answers are stored under it), and always any gold answer (workers answering the new
+    schema's keys would be scored wrong against it forever). At most _MAX_LISTED_ERRORS gold items are named."""
+    problems: dict[str, list[str]] = {}
+    if has_published(session, project) and (why := narrowing(project.label_schema, schema)):
+        problems["label_schema"] = [f"work is published: the schema may only widen, and this {why}"]
+    gold = session.execute(select(Item.external_id, Item.gold_answer).where(
+        Item.project_id == project.id, Item.is_gold.is_(True)).order_by(Item.id))
+    for external_id, answer in gold:
+        try:
+            validate_answer(schema, answer)
+        except AnswerError as exc:
+            problems[f"gold:{external_id}"] = [f"the known answer {json.dumps(answer)} {exc}"]
+            if len(problems) > _MAX_LISTED_ERRORS:
+                break
+    return problems
 
 
 def list_guidelines(session: Session, *, project: Project) -> list[GuidelineVersion]:
@@ -195,6 +239,7 @@ def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.
         session.rollback()
         raise InvalidInput("There are no unpublished items to publish; import items first.",
                            errors={"item_ids": ["no unpublished, non-gold items selected"]})
+    _fill_short_hit(session, project, batch)
     _make_slots(session, batch)
     _make_gold_hits(session, project, batch, now)
     session.commit()
@@ -246,36 +291,40 @@ def _chosen_item_chunks(session: Session, project: Project, item_ids: Sequence[i
     if problems:
         raise InvalidInput(f"{len(problems)} chosen item(s) cannot be published.", errors={field_name: problems})
     ids = [found[key][0] for key in wanted]
-    for start in range(0, len(ids), PUBLISH_CHUNK):
-        yield ids[start:start + PUBLISH_CHUNK]
+    chunk = PUBLISH_CHUNK - PUBLISH_CHUNK % project.items_per_hit  # whole HITs per chunk: only the last may be short
+    for start in range(0, len(ids), chunk):
+        yield ids[start:start + chunk]
 
 
-def _insert_hits(session: Session, batch: Batch, groups: list[list[int]], now: dt.datetime, *, gold: bool) -> None:
-    rank = 0
-    if gold:  # gold HITs are numbered on from the project's last of their size
-        last = session.scalar(select(func.max(Hit.gold_rank)).where(
-            Hit.project_id == batch.project_id, Hit.is_gold.is_(True), Hit.item_count == batch.items_per_hit))
-        rank = 0 if last is None else last + 1
-    ranks = [rank + n if gold else None for n in range(len(groups))]
+def _insert_hits(session: Session, batch: Batch, groups: list[list[int]], now: dt.datetime,
+                 pool: GoldPool | None = None) -> list[int]:
+    """Insert a HIT per group of items (gold HITs into `pool`, ranked on from its last); returns their ids."""
+    ranks: list[int | None] = [None] * len(groups)
+    if pool is not None:
+        last = session.scalar(select(func.max(Hit.gold_rank)).where(Hit.gold_pool_id == pool.id))
+        ranks = [(0 if last is None else last + 1) + n for n in range(len(groups))]
+    rows = {"batch_id": batch.id, "project_id": batch.project_id, "max_assignments": batch.assignments_per_item,
+            "is_gold": pool is not None, "gold_pool_id": pool.id if pool is not None else None, "now": now}
     if session.get_bind().dialect.name == "postgresql":
-        _insert_hits_pg(session, batch, groups, ranks, now, gold=gold)
-        return
+        return _insert_hits_pg(session, rows, groups, ranks)
     hit_ids = session.scalars(
         insert(Hit).returning(Hit.id, sort_by_parameter_order=True),
         [{"batch_id": batch.id, "project_id": batch.project_id, "max_assignments": batch.assignments_per_item,
-          "item_count": len(group), "is_gold": gold, "gold_rank": r, "created_at": now}
-         for r, group in zip(ranks, groups, strict=True)]).all()
+          "item_count": len(group), "is_gold": rows["is_gold"], "gold_pool_id": rows["gold_pool_id"],
+          "gold_rank": r, "created_at": now} for r, group in zip(ranks, groups, strict=True)]).all()
     # Gold items stay out of the batch (its item counts and progress): they belong to the project's gold pool.
-    session.execute(update(Item), [{"id": iid, "hit_id": hid, **({} if gold else {"batch_id": batch.id})}
+    session.execute(update(Item), [{"id": iid, "hit_id": hid, **({} if pool else {"batch_id": batch.id})}
                                    for hid, group in zip(hit_ids, groups, strict=True) for iid in group])
+    return list(hit_ids)
 
 
 # PostgreSQL: HIT ids drawn from the sequence up front, then one INSERT and one UPDATE over unnested arrays. Row by
 # row (an executemany of inserts, then of updates by key) publishing ran at about 2,000 items/s.
 _NEW_HIT_IDS = text("SELECT nextval(pg_get_serial_sequence('hit', 'id')) FROM generate_series(1, :n)")
 _INSERT_HITS_PG = text("""
-    INSERT INTO hit (id, batch_id, project_id, max_assignments, item_count, is_gold, gold_rank, created_at)
-    SELECT u.id, :batch_id, :project_id, :max_assignments, u.item_count, :is_gold, u.gold_rank, :now
+    INSERT INTO hit (id, batch_id, project_id, max_assignments, item_count, is_gold, gold_pool_id, gold_rank,
+                     created_at)
+    SELECT u.id, :batch_id, :project_id, :max_assignments, u.item_count, :is_gold, :gold_pool_id, u.gold_rank, :now
     FROM unnest(CAST(:ids AS integer[]), CAST(:counts AS integer[]), CAST(:ranks AS integer[]))
          AS u(id, item_count, gold_rank)""")
 _GROUP_ITEMS_PG = """
@@ -285,43 +334,84 @@ _GROUP_ITEMS = text(_GROUP_ITEMS_PG.format(batch=", batch_id = :batch_id"))
 _GROUP_GOLD_ITEMS = text(_GROUP_ITEMS_PG.format(batch=""))
 
 
-def _insert_hits_pg(session: Session, batch: Batch, groups: list[list[int]], ranks: list[int | None],
-                    now: dt.datetime, *, gold: bool) -> None:
-    hit_ids = session.scalars(_NEW_HIT_IDS, {"n": len(groups)}).all()
-    session.execute(_INSERT_HITS_PG, {
-        "batch_id": batch.id, "project_id": batch.project_id, "max_assignments": batch.assignments_per_item,
-        "is_gold": gold, "now": now, "ids": hit_ids, "counts": [len(g) for g in groups], "ranks": ranks})
-    session.execute(_GROUP_GOLD_ITEMS if gold else _GROUP_ITEMS, {
-        "batch_id": batch.id, "items": [iid for group in groups for iid in group],
+def _insert_hits_pg(session: Session, rows: dict[str, Any], groups: list[list[int]],
+                    ranks: list[int | None]) -> list[int]:
+    hit_ids = list(session.scalars(_NEW_HIT_IDS, {"n": len(groups)}).all())
+    session.execute(_INSERT_HITS_PG, {**rows, "ids": hit_ids, "counts": [len(g) for g in groups], "ranks": ranks})
+    session.execute(_GROUP_GOLD_ITEMS if rows["is_gold"] else _GROUP_ITEMS, {
+        "batch_id": rows["batch_id"], "items": [iid for group in groups for iid in group],
         "hits": [hid for hid, group in zip(hit_ids, groups, strict=True) for _ in group]})
+    return hit_ids
 
 
 def _make_hits(session: Session, batch: Batch, item_ids: list[int], now: dt.datetime) -> None:
     per = batch.items_per_hit
     groups = [item_ids[i:i + per] for i in range(0, len(item_ids), per)]
-    _insert_hits(session, batch, groups, now, gold=False)
+    _insert_hits(session, batch, groups, now)
     batch.item_count += len(item_ids)
     batch.hit_count += len(groups)
 
 
+def _unpooled_gold(session: Session, project_id: int, limit: int | None = None) -> list[int]:
+    stmt = select(Item.id).where(Item.project_id == project_id, Item.is_gold.is_(True), Item.hit_id.is_(None),
+                                 Item.gold_retired_at.is_(None)).order_by(Item.id)
+    return list(session.scalars(stmt if limit is None else stmt.limit(limit)))
+
+
+def _short_hit(session: Session, batch: Batch) -> Hit | None:
+    """The batch's one HIT with fewer items than the others (its last), if any."""
+    return session.scalar(select(Hit).where(Hit.batch_id == batch.id, Hit.is_gold.is_(False),
+                                            Hit.item_count < batch.items_per_hit))
+
+
+def _fill_short_hit(session: Session, project: Project, batch: Batch) -> None:
+    """Fill the batch's last, short HIT up to full size with gold items not yet in a gold HIT. A short HIT would
+    otherwise be certainly real (gold HITs are always full), and its gold answers are scored like any other.
+    Without enough such gold it stays short and the batch's gold supply says so."""
+    hit = _short_hit(session, batch) if project.gold_rate > 0 else None
+    if hit is None:
+        return
+    gold = _unpooled_gold(session, project.id, batch.items_per_hit - hit.item_count)
+    if len(gold) < batch.items_per_hit - hit.item_count:
+        return
+    session.execute(update(Item).where(Item.id.in_(gold)).values(hit_id=hit.id))
+    hit.item_count = batch.items_per_hit
+
+
+def _pool(session: Session, project_id: int, items_per_hit: int, redundancy: int, now: dt.datetime) -> GoldPool:
+    """The project's gold pool of this shape, made on first use (callers hold the project's row lock)."""
+    pool = session.scalar(select(GoldPool).where(GoldPool.project_id == project_id,
+                                                 GoldPool.items_per_hit == items_per_hit,
+                                                 GoldPool.assignments_per_item == redundancy))
+    if pool is None:
+        pool = GoldPool(project_id=project_id, items_per_hit=items_per_hit, assignments_per_item=redundancy,
+                        created_at=now)
+        session.add(pool)
+        session.flush()
+    return pool
+
+
 def _make_gold_hits(session: Session, project: Project, batch: Batch, now: dt.datetime) -> None:
-    """Group the project's new gold items into gold HITs of this batch's size (whole HITs only: a short one would
-    stand out), and tell the workers whose gold had run out that there is more."""
+    """Group the project's new gold items into gold HITs of this batch's shape (whole HITs only: a short one would
+    stand out), each with the batch's redundancy in slots of the pool's queue, and tell the workers whose gold had
+    run out that there is more. The caller holds the project's row lock, so concurrent imports and publishes
+    group each gold item once and number the pool's HITs without gaps or repeats."""
     per = batch.items_per_hit
-    ids = list(session.scalars(select(Item.id).where(
-        Item.project_id == project.id, Item.is_gold.is_(True), Item.hit_id.is_(None),
-        Item.gold_retired_at.is_(None)).order_by(Item.id)))
+    ids = _unpooled_gold(session, project.id)
     groups = [ids[i:i + per] for i in range(0, len(ids) - len(ids) % per, per)]
     if not groups:
         return
-    _insert_hits(session, batch, groups, now, gold=True)
+    pool = _pool(session, project.id, per, batch.assignments_per_item, now)
+    hit_ids = _insert_hits(session, batch, groups, now, pool=pool)
+    session.execute(_MAKE_GOLD_SLOTS, {"slots": pool.assignments_per_item, "pool_id": pool.id,
+                                       "first": min(hit_ids), "last": max(hit_ids)})
     session.execute(update(GoldStream).where(GoldStream.project_id == project.id,
                                              GoldStream.exhausted_at.is_not(None)).values(exhausted_at=None))
 
 
 def pool_new_gold(session: Session, project: Project, now: dt.datetime) -> None:
-    """Gold imported after publishing joins the pool at once, in HITs of the newest batch's size (the batches
-    published before keep their own size's gold)."""
+    """Gold imported after publishing joins the pool at once, in HITs of the newest batch's shape (the batches
+    published before keep their own shape's gold). The caller holds the project's row lock (market/imports.py)."""
     batch = session.scalar(select(Batch).where(Batch.project_id == project.id).order_by(Batch.id.desc()).limit(1))
     if batch is not None:
         _make_gold_hits(session, project, batch, now)
@@ -332,12 +422,27 @@ class GoldSupply:
     """What a batch needs of its project's gold pool, and what the pool holds for it."""
 
     rate: Decimal
-    hits_needed: int  # gold tasks one worker meets while doing every HIT of the batch
+    hits_needed: int  # gold HITs (each served to as many workers as a real HIT) for the batch's gold tasks
     items_needed: int
-    hits_available: int  # gold HITs of the batch's size, not retired
+    hits_available: int  # gold HITs of the batch's shape, not retired
     items_available: int
+    tasks_left: int  # gold tasks those HITs can still serve (slots not yet answered)
     items_waiting: int  # gold items not yet in a gold HIT (too few to fill one)
-    workers_exhausted: int  # workers in the project who have had every gold HIT
+    workers_exhausted: int  # workers whose last gold turn found no gold for them
+    short_hit: bool  # the batch's last HIT is short: with no gold of its size, a worker knows it is real
+
+    def warning(self, items_per_hit: int) -> str | None:
+        notes = []
+        if self.hits_available < self.hits_needed:
+            notes.append(
+                f"At a gold rate of {self.rate}, this batch's workers meet about {self.hits_needed} gold HIT(s) of "
+                f"{items_per_hit} item(s) ({self.items_needed} gold items), each used up like a real HIT; the pool "
+                f"has {self.items_available}. When it runs out, gold turns serve real work and accuracy rests on "
+                "agreement with the crowd; gold items imported now join the pool at once.")
+        if self.short_hit:
+            notes.append("The batch's last HIT holds fewer items than the others and there was no spare gold to "
+                         "fill it: a worker who gets it can tell it is not gold.")
+        return " ".join(notes) or None
 
 
 @dataclass(frozen=True)
@@ -351,7 +456,7 @@ class ExhaustedPool:
 
 
 def exhausted_gold_pools(session: Session) -> list[ExhaustedPool]:
-    """Projects with workers who have had every gold HIT (for ops), most workers affected first."""
+    """Projects with workers whose last gold turn found no gold for them (for ops), most workers affected first."""
     counts = (select(GoldStream.project_id, func.count().label("n")).where(GoldStream.exhausted_at.is_not(None))
               .group_by(GoldStream.project_id).subquery())
     gold_hits = (select(func.count()).where(Hit.project_id == Project.id, Hit.is_gold.is_(True))
@@ -359,23 +464,28 @@ def exhausted_gold_pools(session: Session) -> list[ExhaustedPool]:
     rows = session.execute(select(Project.id, Project.title, Project.owner_id, counts.c.n, gold_hits)
                            .join(counts, counts.c.project_id == Project.id).order_by(counts.c.n.desc(), Project.id))
     return [ExhaustedPool(pid, title, owner, n, hits,
-                          f"gold pool exhausted: {n} worker(s) have had all {hits} gold HIT(s) and are no longer "
-                          "checked by gold") for pid, title, owner, n, hits in rows]
+                          f"gold pool exhausted: {n} worker(s) found none of the {hits} gold HIT(s) left for them "
+                          "and are checked by agreement alone until more gold comes") for pid, title, owner, n, hits
+            in rows]
 
 
 def gold_supply(session: Session, batch: Batch, project: Project) -> GoldSupply:
     hits_needed = gold_tasks_needed(batch.hit_count, project.gold_rate)
-    hits_available = session.scalar(select(func.count()).select_from(Hit).where(
-        Hit.project_id == project.id, Hit.is_gold.is_(True), Hit.item_count == batch.items_per_hit,
-        Hit.gold_rank.is_not(None))) or 0  # a retired gold HIT has no rank
+    pool = (select(GoldPool.id).where(GoldPool.project_id == project.id, GoldPool.items_per_hit == batch.items_per_hit,
+                                      GoldPool.assignments_per_item == batch.assignments_per_item).scalar_subquery())
+    ranked = (Hit.gold_pool_id == pool) & Hit.gold_rank.is_not(None)  # a retired gold HIT has no rank
+    hits_available = session.scalar(select(func.count()).select_from(Hit).where(ranked)) or 0
+    tasks_left = session.scalar(select(func.count()).select_from(HitSlot).join(Hit, Hit.id == HitSlot.hit_id)
+                                .where(ranked, HitSlot.state != SlotState.DONE)) or 0
     waiting = session.scalar(select(func.count()).select_from(Item).where(
         Item.project_id == project.id, Item.is_gold.is_(True), Item.hit_id.is_(None),
         Item.gold_retired_at.is_(None))) or 0
     exhausted = session.scalar(select(func.count()).select_from(GoldStream).where(
         GoldStream.project_id == project.id, GoldStream.exhausted_at.is_not(None))) or 0
+    short = project.gold_rate > 0 and hits_available > 0 and _short_hit(session, batch) is not None
     per = batch.items_per_hit
     return GoldSupply(project.gold_rate, hits_needed, hits_needed * per, hits_available, hits_available * per,
-                      waiting, exhausted)
+                      tasks_left, waiting, exhausted, short)
 
 
 # Every HIT of the batch gets max_assignments slots, in one set-based statement (numbers from a recursive CTE,
@@ -392,6 +502,15 @@ _MAKE_SLOTS = text("""
 
 def _make_slots(session: Session, batch: Batch) -> None:
     session.execute(_MAKE_SLOTS, {"slots": batch.assignments_per_item, "batch_id": batch.id})
+
+
+# The gold HITs just inserted (ids first..last of the pool) get the pool's redundancy in slots of its queue.
+_MAKE_GOLD_SLOTS = text("""
+    WITH RECURSIVE n(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k + 1 < :slots)
+    INSERT INTO hit_slot (hit_id, gold_pool_id, slot_no, neg_priority, state)
+    SELECT h.id, :pool_id, n.k, 0, 'free' FROM hit h CROSS JOIN n
+    WHERE h.gold_pool_id = :pool_id AND h.id BETWEEN :first AND :last
+""")
 
 
 def get_batch(session: Session, *, project: Project, batch_id: int) -> Batch:

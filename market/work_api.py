@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, request
 from flask.views import MethodView
 
-from market import disputes, scoring, work
+from market import disputes, evaluation, work
 from market.app import clock, db_session
 from market.auth import current_account, requires
 from market.edge import Blueprint, PageQuerySchema, page
@@ -142,9 +142,12 @@ class NextTask(MethodView):
     @problems(404, 409)
     def post(self, args: dict[str, Any]):
         """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
-        return _task(work.next_assignment(db_session(), worker=current_account(), now=clock(),
-                                          project_id=args.get("project_id"),
-                                          gold_key=current_app.extensions["crowdmarket.gold_key"]))
+        worker, lapsed = current_account(), []
+        task = work.next_assignment(db_session(), worker=worker, now=clock(), project_id=args.get("project_id"),
+                                    gold_key=current_app.extensions["crowdmarket.gold_key"], lapsed=lapsed)
+        for project_id in set(lapsed):
+            evaluation.after_response(worker.id, project_id)
+        return _task(task)
 
 
 @blp.route("/assignments/<int:assignment_id>")
@@ -174,10 +177,8 @@ class Submit(MethodView):
         except InvalidInput as exc:  # errors name items by id: the worker's ids
             exc.errors = {"answers": {str(ids.public(int(k))): v for k, v in exc.errors["answers"].items()}}
             raise
-        if result.gold and not replayed:
-            # Accuracy and the project's rules: several writes, so an ordinary session, not the autocommit one.
-            with current_app.extensions["crowdmarket.db"].session_scope() as session:
-                scoring.record_gold(session, worker_id=worker.id, project_id=result.project_id, now=clock())
+        if not replayed:
+            evaluation.after_response(worker.id, result.project_id)
         return {"assignment_id": result.assignment_id, "status": result.status.value,
                 "submitted_at": result.submitted_at, "duration_ms": result.duration_ms,
                 "answers": _public_answers(result.answers, ids),
@@ -190,9 +191,10 @@ class Return(MethodView):
     @blp.response(200, ReturnResultSchema)
     @problems(409, 410)
     def post(self, assignment_id: int):
-        """Give the task back without penalty; someone else can take it at once."""
+        """Give the task back without penalty; someone else can take it at once (you, once nothing else is left)."""
         assignment = work.return_assignment(db_session(), worker=current_account(), assignment_id=assignment_id,
                                             now=clock())
+        evaluation.after_response(assignment.worker_id, assignment.project_id)
         return {"assignment_id": assignment.id, "status": assignment.status.value,
                 "returned_at": assignment.returned_at, "duration_ms": assignment.duration_ms}
 

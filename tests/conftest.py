@@ -73,13 +73,29 @@ def unique_name() -> str:
     return f"test-{os.environ.get(RUN_VAR, 'norun')}-{uuid.uuid4().hex[:12]}"
 
 
+class ClosingClient(FlaskClient):
+    """The test client, closing each response once it is read, as a WSGI server does once it has sent it: what the
+    app runs after the response (judging workers, market/evaluation.py) has run when the call returns."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().open(*args, **kwargs)
+        response.get_data()
+        response.close()
+        return response
+
+
 def make_app(overrides: dict[str, Any] | None = None) -> Flask:
-    """An app as tests build it: the test key, cheap password hashes, this run's Redis (unless overridden), and a
-    job queue and rate-limit namespace of its own, so jobs and counts another test left never meet this one."""
+    """An app as tests build it: the test key, cheap password hashes, this run's Redis (unless overridden), a job
+    queue and rate-limit namespace of its own, so jobs and counts another test left never meet this one, and a
+    test client that closes responses as a server does."""
     name = unique_name()
-    return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET_KEY, "PASSWORD_HASH": TEST_PASSWORD_HASH,
-                       "REDIS_URL": REDIS_URL, "JOB_QUEUE": name, "LIMIT_NAMESPACE": f"limits-{name}",
-                       **(overrides or {})})
+    # Workers are judged in process, right after each response, so a test sees the judgement when its request
+    # returns; tests/market/test_evaluation.py runs the queued way on Redis.
+    app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET_KEY, "PASSWORD_HASH": TEST_PASSWORD_HASH,
+                      "REDIS_URL": REDIS_URL, "JOB_QUEUE": name, "LIMIT_NAMESPACE": f"limits-{name}",
+                      "EVALUATION": "inline", **(overrides or {})})
+    app.test_client_class = ClosingClient
+    return app
 
 
 def clear_redis(app: Flask) -> None:
@@ -95,7 +111,8 @@ def clear_redis(app: Flask) -> None:
         job_ids = {*queue.get_job_ids(), *(i for r in registries for i in r.get_job_ids(cleanup=False))}
         queue.delete(delete_jobs=True)
         keys = [*(f"rq:job:{i}" for i in job_ids), *(f"rq:results:{i}" for i in job_ids), *(r.key for r in registries),
-                *client.scan_iter(f"{app.config['LIMIT_NAMESPACE']}:*")]
+                *client.scan_iter(f"{app.config['LIMIT_NAMESPACE']}:*"),
+                *client.scan_iter(f"{app.config['JOB_QUEUE']}:evaluate:*")]
         if keys:
             client.delete(*keys)
     except redis.ConnectionError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -28,21 +30,28 @@ def test_upgrade_head_matches_the_models_and_downgrade_undoes_it(empty_database_
         engine.dispose()
 
 
+def _migrated(url: str) -> tuple[Any, Any]:
+    """The database at `url` migrated to head: (its Alembic config, a Database on it)."""
+    from market.db import Database
+
+    cfg = alembic_config(url)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    return cfg, Database.from_url(url)
+
+
 def test_stored_runs_learn_why_dawid_skene_stopped(empty_database_url):
     """Runs stored before the revision that records stop reasons get one from their counts: fewer iterations
     than allowed is converged. (The revision is found by its description, whatever number merging gives it.)"""
     from alembic.script import ScriptDirectory
 
     from aggregation.models import AggregationRun, RunStatus
-    from market.db import Database, utcnow
+    from market.db import utcnow
     from tests.factories import project
     from workers.models import Role
     from workers.service import create_account
 
-    cfg = alembic_config(empty_database_url)
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
-    database = Database.from_url(empty_database_url)
+    cfg, database = _migrated(empty_database_url)
     try:
         with database.session_scope() as session:
             owner = create_account(session, role=Role.REQUESTER, email="m@example.com", now=utcnow())
@@ -59,5 +68,62 @@ def test_stored_runs_learn_why_dawid_skene_stopped(empty_database_url):
         with database.engine.connect() as conn:
             reasons = conn.execute(text("SELECT method, stop_reason FROM aggregation_run ORDER BY id")).all()
         assert [tuple(r) for r in reasons] == [("ds", "converged"), ("onecoin", "max_iter"), ("mv", None)]
+    finally:
+        database.dispose()
+
+
+def test_existing_gold_hits_are_pooled_with_their_slots(empty_database_url):
+    """The gold migration on a database with gold: its HITs are pooled by shape and get their slots, those its
+    live or done assignments hold marked so, the rest free; rows elsewhere survive the tables it rebuilds."""
+    import io
+    from decimal import Decimal
+
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import func, select
+
+    from market import service, work
+    from market.db import utcnow
+    from market.imports import import_items
+    from market.models import Assignment, GoldPool, HitSlot, Item, SlotState
+    from tests.factories import jsonl, project
+    from workers.models import Role
+    from workers.service import create_account
+
+    cfg, database = _migrated(empty_database_url)
+    try:
+        with database.session_scope() as session:
+            now = utcnow()
+            owner = create_account(session, role=Role.REQUESTER, email="g@example.com", now=now)
+            proj = project(session, owner, now=now, items_per_hit=1, assignments_per_item=2, gold_rate=Decimal("0.1"))
+            records = [{"external_id": f"r{i}", "data": {}} for i in range(6)]
+            records += [{"external_id": f"g{i}", "data": {}, "gold": "pos"} for i in range(3)]
+            import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=now)
+            service.publish_batch(session, project_id=proj.id, account=owner, now=now)
+            worker = create_account(session, role=Role.WORKER, username="wm", now=now)
+            session.commit()
+            work.is_gold_turn, real_turn = (lambda *a, **k: True), work.is_gold_turn
+            try:
+                done = work.next_assignment(session, worker=worker, now=now)
+                work.submit(session, worker=worker, assignment_id=done.id, now=now,
+                            answers=[{"item_id": i["id"], "answer": "pos"} for i in done.items])
+                held = work.next_assignment(session, worker=worker, now=now)
+            finally:
+                work.is_gold_turn = real_turn
+            assert session.get(Assignment, held.id).is_gold
+            before = session.execute(select(HitSlot.hit_id, HitSlot.state, HitSlot.assignment_id).where(
+                HitSlot.gold_pool_id.is_not(None)).order_by(HitSlot.hit_id, HitSlot.slot_no)).all()
+            items = session.scalar(select(func.count()).select_from(Item))
+        revision = next(r for r in ScriptDirectory.from_config(cfg).walk_revisions()
+                        if (r.doc or "").startswith("gold pools with slots"))
+        command.downgrade(cfg, revision.down_revision)
+        command.upgrade(cfg, "head")
+        with database.session_scope() as session:
+            [pool] = session.scalars(select(GoldPool)).all()
+            assert (pool.items_per_hit, pool.assignments_per_item) == (1, 2)
+            after = session.execute(select(HitSlot.hit_id, HitSlot.state, HitSlot.assignment_id).where(
+                HitSlot.gold_pool_id == pool.id).order_by(HitSlot.hit_id, HitSlot.slot_no)).all()
+            assert after == before and len(after) == 6
+            assert {s for _, s, _ in after} == {SlotState.DONE, SlotState.LEASED, SlotState.FREE}
+            assert session.scalar(select(func.count()).select_from(Item)) == items  # nothing cascaded away
     finally:
         database.dispose()

@@ -53,17 +53,20 @@ def _check(done: subprocess.CompletedProcess) -> None:
     """What every run of the walk-through shows, the first or a later one."""
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout.replace(" ", "")
-    assert '"created":6' in out and '"gold":2' in out and '"skipped":6' in out
+    assert '"created":7' in out and '"gold":3' in out and '"skipped":7' in out
     assert "unknownlabelkey'maybe'" in out
-    # Two gold items fill the one gold HIT (of 2 items) the batch needs at 8%: the demo can serve gold.
+    # Three gold items fill the short last HIT and the one gold HIT (of 2 items) the batch needs at 8%: the demo
+    # can serve gold, and no task is short.
     assert '"hits_available":1,"hits_needed":1' in out and '"items_waiting":0' in out and '"warning":null' in out
+    assert '"short_hit":false' in out
     assert '"status":"paused"' in out and '"guideline_version":2' in out
     assert '"reason":"all_assigned"' in out  # ada took every task the project had for her
     export = [row for row in done.stdout.split("answer_id,assignment_id,worker_id", 1)[1].strip().splitlines()[1:]
               if row[:1].isdigit()]
     # The request after the streamed export (the workers' quality page) is served: the export let go of SQLite's
-    # write lock.
-    assert '"next_after":null}' in out.split("answer_id,assignment_id,worker_id", 1)[1]
+    # write lock. It lists the worker, who has a record from their first task on.
+    after = out.split("answer_id,assignment_id,worker_id", 1)[1]
+    assert '"next_after":null}' in after and '"judged_answers":' in after and '"leases":' in after
     real = [row for row in export if ",false," in row]
     assert len(real) == 5 and all(",pos," in row and row.endswith(",2") for row in export)
     # The aggregation ran inline and its export lists every item to label with its label.

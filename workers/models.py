@@ -142,9 +142,14 @@ class WorkerBlock(Base):
 
 
 class FlagReason(enum.StrEnum):
+    # The accuracy judgement (qualification/judgement.py), named by the evidence that decided it: the gold answers
+    # alone, or the gold answers together with agreement with the crowd.
     GOLD_BELOW_THRESHOLD = "GOLD_BELOW_THRESHOLD"
-    FAST_ANSWERS = "FAST_ANSWERS"
     LOW_AGREEMENT = "LOW_AGREEMENT"
+    # Patterns, flagged for review and never acted on automatically.
+    FAST_ANSWERS = "FAST_ANSWERS"
+    SAME_LABEL = "SAME_LABEL"
+    FREQUENT_RETURNS = "FREQUENT_RETURNS"
     GOLD_CONTESTED = "GOLD_CONTESTED"
     MANUAL = "MANUAL"
 

@@ -200,33 +200,38 @@ def test_gold_only_in_place_of_real_work(client, session, clock, always_gold):
     assert resp.status_code == 404 and resp.get_json()["reason"] == "all_assigned"
 
 
-def test_a_returned_gold_task_is_never_served_again_and_exhaustion_is_reported(client, session, clock,
-                                                                                 always_gold):
+def test_gold_is_used_up_like_real_work_and_exhaustion_is_reported(client, session, clock, always_gold):
     owner, owner_token, proj, batch = gold_project(session, clock, real=20, gold=2)
     worker, token = account(session, Role.WORKER, now=clock())
     ops, ops_token = account(session, Role.OPS, now=clock())
     first = next_task(client, token).get_json()
     client.post(f"/api/v1/assignments/{first['assignment_id']}/return", headers=auth(token))
+    # The returned gold HIT is not used up: its slot is free again. The worker gets the other one first.
     second = next_task(client, token).get_json()
-    assert submit(client, token, second).status_code == 200
     hits = [session.get(Assignment, t["assignment_id"]).hit_id for t in (first, second)]
     assert all(session.get(Assignment, t["assignment_id"]).is_gold for t in (first, second))
     assert hits[0] != hits[1]
-    # Both gold HITs had: the gold turn finds none, real work is served and the stream is marked exhausted.
+    assert submit(client, token, second).status_code == 200
+    # Nothing else is left for them in the pool: the gold HIT they returned comes back.
     third = next_task(client, token).get_json()
-    assert not session.get(Assignment, third["assignment_id"]).is_gold
+    assert session.get(Assignment, third["assignment_id"]).hit_id == hits[0]
+    assert submit(client, token, third).status_code == 200
+    # Both gold HITs are used up (one slot each): the gold turn finds none, real work is served and the stream is
+    # marked exhausted.
+    fourth = next_task(client, token).get_json()
+    assert not session.get(Assignment, fourth["assignment_id"]).is_gold
     assert session.get(GoldStream, (worker.id, proj.id)).exhausted_at is not None
     pools = client.get("/api/v1/ops/gold-pools", headers=auth(ops_token)).get_json()["data"]
     assert [(p["project_id"], p["workers_exhausted"]) for p in pools] == [(proj.id, 1)]
     body = client.get(f"/api/v1/projects/{proj.id}/batches/{batch.id}", headers=auth(owner_token)).get_json()
-    assert body["gold"]["workers_exhausted"] == 1 and body["gold"]["warning"]
-    # New gold joins the pool at once and the stream counts again.
+    assert body["gold"]["workers_exhausted"] == 1 and body["gold"]["tasks_left"] == 0 and body["gold"]["warning"]
+    # New gold joins the pool at once; the next gold turn serves it and ends the exhausted spell.
     records = [{"external_id": "late-gold", "data": {"text": "late"}, "gold": "neg"}]
     import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
     assert session.get(GoldStream, (worker.id, proj.id)).exhausted_at is None
-    assert submit(client, token, third).status_code == 200
-    fourth = next_task(client, token).get_json()
-    assert session.get(Assignment, fourth["assignment_id"]).is_gold
+    assert submit(client, token, fourth).status_code == 200
+    fifth = next_task(client, token).get_json()
+    assert session.get(Assignment, fifth["assignment_id"]).is_gold
     assert client.get("/api/v1/ops/gold-pools", headers=auth(ops_token)).get_json()["data"] == []
     assert client.get("/api/v1/ops/gold-pools", headers=auth(owner_token)).status_code == 403
 
@@ -236,8 +241,8 @@ def test_the_batch_tells_the_requester_how_much_gold_it_needs(client, session, c
     body = client.get(f"/api/v1/projects/{proj.id}/batches/{batch.id}", headers=auth(owner_token)).get_json()
     needed = math.ceil(100 * 0.10 / 0.90)  # 100 HITs at 10%: 12 gold tasks for a worker who does them all
     assert body["gold"] == {"rate": 0.1, "hits_needed": needed, "items_needed": 2 * needed, "hits_available": 4,
-                            "items_available": 8, "items_waiting": 1, "workers_exhausted": 0,
-                            "warning": body["gold"]["warning"]}
+                            "items_available": 8, "tasks_left": 4, "items_waiting": 1, "workers_exhausted": 0,
+                            "short_hit": False, "warning": body["gold"]["warning"]}
     assert "24 gold items" in body["gold"]["warning"]
     _, _, proj2, batch2 = gold_project(session, clock, real=20, gold=5)
     rich = service.gold_supply(session, batch2, proj2)
@@ -292,12 +297,16 @@ def test_no_worker_facing_schema_names_gold(client):
                     assert not [f for f in fields(schema) if "gold" in f.lower()], path
 
 
-def test_gold_hits_are_picked_evenly(session, clock, always_gold):
-    """Each new worker's first task is gold: the pick spreads them over the pool, not onto a favoured few."""
-    gold_project(session, clock, real=300, gold=10)
+def test_gold_hits_are_served_breadth_first_and_capped_like_real_ones(session, clock, always_gold):
+    """Each new worker's first task is gold: the pool serves every gold HIT once before any twice, and no gold HIT
+    to more workers than the batch's redundancy (3 here), after which gold turns serve real work."""
+    _, _, proj, _ = gold_project(session, clock, real=300, gold=10, redundancy=3)
     picks = []
-    for _ in range(200):
+    for _ in range(40):
         worker, _ = account(session, Role.WORKER, now=clock())
-        picks.append(work.next_assignment(session, worker=worker, now=clock()).hit_id)
-    counts = sorted(picks.count(h) for h in set(picks))
-    assert len(counts) == 10 and counts[0] >= 8 and counts[-1] <= 40, counts
+        task = work.next_assignment(session, worker=worker, now=clock())
+        picks.append((task.hit_id, session.get(Assignment, task.id).is_gold))
+    gold = [hit for hit, is_gold in picks if is_gold]
+    assert len(gold) == 30 and not any(is_gold for _, is_gold in picks[30:])
+    assert len(set(gold[:10])) == 10 and len(set(gold[10:20])) == 10  # breadth-first
+    assert sorted(gold.count(h) for h in set(gold)) == [3] * 10

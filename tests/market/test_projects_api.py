@@ -99,8 +99,14 @@ def test_decimal_settings_are_stored_exactly_up_to_their_bounds(client, owner):
     stored = client.get(f"/api/v1/projects/{resp.get_json()['id']}", headers=auth(owner[1])).get_json()
     assert {k: stored[k] for k in settings} == {"gold_rate": 0.05, "min_gold_accuracy": 1.0,
                                                 "action_confidence": 0.999, "fast_answer_fraction": 0.0}
-    low = create(client, owner[1], title="low", action_confidence="0.5", min_gold_accuracy=0)
+    low = create(client, owner[1], title="low", action_confidence="0.5", flag_confidence="0.5", min_gold_accuracy=0)
     assert low.status_code == 201 and low.get_json()["action_confidence"] == 0.5
+    # A worker is flagged before the action is taken: the flag level cannot pass the action's.
+    above = create(client, owner[1], title="above", action_confidence="0.5")
+    assert above.status_code == 422 and "flag_confidence" in above.get_json()["errors"]
+    patched = client.patch(f"/api/v1/projects/{low.get_json()['id']}", json={"flag_confidence": "0.6"},
+                           headers=auth(owner[1]))
+    assert patched.status_code == 422 and "flag_confidence" in patched.get_json()["errors"]
 
 
 def test_editing_instructions_creates_versions(client, owner):

@@ -163,7 +163,7 @@ def test_breadth_first_and_priority(client, session, setup):
     assert bad.status_code == 422 and "nope" in bad.get_json()["errors"]["items"]
 
 
-def test_a_worker_never_gets_a_hit_twice_but_may_retake_a_returned_one(client, setup):
+def test_a_worker_never_gets_a_hit_twice_and_a_returned_one_comes_back_only_when_nothing_else_is_left(client, setup):
     _, token = setup["workers"][0]
     seen = set()
     for _ in range(3):
@@ -178,6 +178,14 @@ def test_a_worker_never_gets_a_hit_twice_but_may_retake_a_returned_one(client, s
     assert returned.status_code == 200 and returned.get_json()["status"] == "returned"
     assert client.post(f"/api/v1/assignments/{task['assignment_id']}/return", headers=auth(other)).status_code == 200
     assert submit(client, other, task).status_code == 409
+    # Not straight back (a returned gold task would not be either: the two must look alike) ...
+    rest = []
+    for _ in range(2):
+        again = next_task(client, other).get_json()
+        assert again["items"][0]["id"] != task["items"][0]["id"]
+        rest.append(again["items"][0]["id"])
+        submit(client, other, again)
+    # ... but once the rest is done, the returned HIT is served again: returning never uses a task up.
     assert next_task(client, other).get_json()["items"][0]["id"] == task["items"][0]["id"]
 
 
@@ -212,7 +220,9 @@ def test_blocked_workers_get_nothing(client, session, clock, setup):
     session.commit()
     resp = next_task(client, token, project_id=setup["project"].id)
     assert resp.status_code == 403 and resp.get_json()["reason"] == "blocked"
-    assert next_task(client, token).get_json()["reason"] == "no_open_batches"  # its only project is excluded
+    # Without a project filter too: told they are blocked, not that no batch is open.
+    unfiltered = next_task(client, token)
+    assert unfiltered.status_code == 403 and unfiltered.get_json()["reason"] == "blocked"
     session.add(WorkerBlock(account_id=worker.id, reason="global", created_at=clock()))
     session.commit()
     assert next_task(client, token).status_code == 403

@@ -6,6 +6,7 @@ stored, and no deadlock or serialization error surfaced to a caller."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from market.models import (
     Assignment,
     AssignmentStatus,
     Batch,
+    GoldPool,
     GoldStream,
     GuidelineVersion,
     Hit,
@@ -33,11 +35,12 @@ from market.models import (
     Item,
     Project,
     SlotState,
+    WorkerStats,
 )
 from market.problems import Gone
 from tests.conftest import DATABASE_URL, make_app
 from tests.factories import SENTIMENT, item_id, items, project
-from workers.models import Account, ApiToken, Role
+from workers.models import Account, ApiToken, Role, WorkerFlag
 from workers.service import create_account, issue_token
 
 WORKERS = 40
@@ -105,12 +108,14 @@ def market(db: Database) -> Iterator[Callable[..., Market]]:
 
     with db.session_scope() as s:
         pids, aids = made.project_ids, made.account_ids
-        batch_ids = select(Batch.id).where(Batch.project_id.in_(pids))
         s.execute(delete(Answer).where(Answer.project_id.in_(pids)))
-        s.execute(delete(HitSlot).where(HitSlot.batch_id.in_(batch_ids)))
+        s.execute(delete(HitSlot).where(HitSlot.hit_id.in_(select(Hit.id).where(Hit.project_id.in_(pids)))))
         s.execute(delete(Assignment).where(Assignment.project_id.in_(pids)))
         s.execute(delete(Item).where(Item.project_id.in_(pids)))
         s.execute(delete(Hit).where(Hit.project_id.in_(pids)))
+        for model in (GoldPool, GoldStream, WorkerStats):
+            s.execute(delete(model).where(model.project_id.in_(pids)))
+        s.execute(delete(WorkerFlag).where(WorkerFlag.project_id.in_(pids)))
         s.execute(delete(Batch).where(Batch.project_id.in_(pids)))
         s.execute(delete(GuidelineVersion).where(GuidelineVersion.project_id.in_(pids)))
         s.execute(delete(Project).where(Project.id.in_(pids)))
@@ -422,7 +427,8 @@ def test_one_worker_racing_itself_gets_one_lease(db, market):
 
 def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch):
     """Workers racing themselves (two requests at once, half the time) and each other, gold at 10% with a small
-    pool: no gold HIT twice to a worker, each stream's counts match its worker's assignments, one lease each."""
+    pool: no gold HIT over its redundancy, each stream's counts match its worker's submitted tasks on the
+    schedule, each position used once, one lease each."""
     n_workers, tasks_each = 12, 12
     now = utcnow()
     m = market(n_items=400, per_hit=1, redundancy=1, n_workers=n_workers, now=now, gold=3)
@@ -465,14 +471,20 @@ def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch)
     _run(n_workers, worker)
     assert not errors, "\n".join(errors)
     with db.session_scope() as s:
+        all_gold = []
         for wid in m.worker_ids:
-            rows = s.execute(select(Assignment.hit_id, Assignment.is_gold).where(Assignment.worker_id == wid)).all()
-            gold_hits = [h for h, g in rows if g]
+            rows = s.execute(select(Assignment.hit_id, Assignment.is_gold, Assignment.stream_position).where(
+                Assignment.worker_id == wid)).all()
+            gold_hits = [h for h, g, _ in rows if g]
+            all_gold += gold_hits
+            positions = [p for _, _, p in rows if p is not None]
             assert len(rows) == tasks_each and len(set(gold_hits)) == len(gold_hits)
             stream = s.get(GoldStream, (wid, m.project_id))
-            # The stream counts tasks while gold lasted; the gold it counted is exactly the worker's gold tasks.
-            assert stream.golds == len(gold_hits) and stream.tasks <= tasks_each
-            assert len(gold_hits) <= 3  # the pool: then the stream is exhausted
+            # The stream counts the tasks submitted on the schedule, each position once; the gold it counted is
+            # exactly the worker's gold tasks.
+            assert sorted(positions) == list(range(len(positions))), positions
+            assert stream.tasks == len(positions) and stream.golds == len(gold_hits)
+        assert len(all_gold) <= 3 and len(set(all_gold)) == len(all_gold)  # three gold HITs of one slot each
         assert s.scalar(select(func.count()).select_from(GoldStream).where(
             GoldStream.project_id == m.project_id, GoldStream.exhausted_at.is_not(None))) > 0
 
@@ -508,3 +520,49 @@ def test_hot_endpoints_run_again_on_a_fresh_connection_when_theirs_died(db, mark
     done = http.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=headers,
                      json={"answers": [{"item_id": it["id"], "answer": LABEL} for it in task["items"]]})
     assert done.status_code == 200 and done.get_json()["status"] == "submitted"
+
+
+# ---- gold grouping under concurrent imports ------------------------------------------------------------------
+
+def test_concurrent_imports_with_gold_group_each_gold_item_once(db, market):
+    """Imports racing each other, each carrying gold, into a project of 2-item HITs: every gold HIT holds exactly
+    2 items, no gold item is in two HITs, ranks are 0, 1, 2, ... without gaps or repeats, every HIT has its slots,
+    and every claim the pool then serves has items."""
+    from market.imports import import_items
+    from tests.factories import jsonl
+
+    now = utcnow()
+    m = market(n_items=40, per_hit=2, redundancy=2, n_workers=6, now=now)
+    with db.session_scope() as s:
+        s.get_one(Project, m.project_id).gold_rate = Decimal("0.10")
+        s.commit()
+    imports, per_import = 8, 3  # odd on purpose: the leftovers of one import pair up with another's
+    barrier = threading.Barrier(imports)
+    errors: list[str] = []
+
+    def run(i: int) -> None:
+        records = [{"external_id": f"g{i}-{n}", "data": {"text": f"gold {i} {n}"}, "gold": LABEL}
+                   for n in range(per_import)]
+        barrier.wait()
+        try:
+            with db.session_scope() as s:
+                import_items(s, project=s.get_one(Project, m.project_id), stream=io.BytesIO(jsonl(records)),
+                             fmt="jsonl", now=now)
+        except Exception:  # noqa: BLE001 - reported below
+            errors.append(traceback.format_exc())
+
+    _run(imports, run)
+    assert not errors, "\n".join(errors)
+    with db.session_scope() as s:
+        hits = s.execute(select(Hit.id, Hit.gold_rank, Hit.item_count).where(
+            Hit.project_id == m.project_id, Hit.is_gold)).all()
+        members = s.execute(select(Item.hit_id, func.count()).where(
+            Item.project_id == m.project_id, Item.is_gold, Item.hit_id.is_not(None)).group_by(Item.hit_id)).all()
+        slots = dict(s.execute(select(HitSlot.hit_id, func.count()).where(
+            HitSlot.gold_pool_id.is_not(None)).group_by(HitSlot.hit_id)).all())
+        ungrouped = s.scalar(select(func.count()).select_from(Item).where(
+            Item.project_id == m.project_id, Item.is_gold, Item.hit_id.is_(None)))
+    assert len(hits) == imports * per_import // 2 and ungrouped == imports * per_import % 2
+    assert sorted(rank for _, rank, _ in hits) == list(range(len(hits)))
+    assert {hit: n for hit, n in members} == {hit: 2 for hit, _, _ in hits}
+    assert all(count == 2 for _, _, count in hits) and all(slots[hit] == 2 for hit, _, _ in hits)
