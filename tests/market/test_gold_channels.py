@@ -130,7 +130,7 @@ def test_a_dodger_cannot_skip_gold_nor_use_it_up_and_is_flagged(client, session,
             returned.add(hit)
             assert give_back(client, token, task).status_code == 200
     assert straight_back == 0
-    assert answered and len(answered) == len({*answered} and answered)
+    assert answered and sum(answered) >= 1  # what came back at last includes gold
     stream = session.get(GoldStream, (dodger.id, proj.id))
     assert (stream.tasks, stream.golds) == (len(answered), sum(answered))  # on the schedule, returns or not
     # Returns used no gold up: the pool's answered slots are the gold the dodger answered, and its others are free.
