@@ -1,3 +1,3 @@
-from market.app import create_app
+from shell.app import create_app
 
 app = create_app()

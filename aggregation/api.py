@@ -25,14 +25,16 @@ from aggregation.schemas import (
     RunSchema,
     RunWorkerListSchema,
 )
-from market import jobs
-from market.app import clock, db_session
-from market.auth import current_account, requires
-from market.edge import Blueprint, PageQuerySchema, idempotency_doc, idempotency_key, page, streamed
-from market.openapi import download_doc
-from market.problems import Gone, NotFound
-from market.service import get_project
-from workers.models import Account, Role
+from base.errors import Gone, NotFound
+from base.identity import Role
+from edge import jobs
+from edge.auth import current_account, requires
+from edge.blueprint import Blueprint, idempotency_doc, idempotency_key, page, streamed
+from edge.fields import PageQuerySchema
+from edge.openapi import download_doc
+from edge.request import clock, db_session
+from market.catalogue.projects import get_project
+from workers.models import Account
 
 blp = Blueprint("aggregations", __name__, url_prefix="/api/v1/projects",
                 description="Aggregation runs: labels with confidences from redundant answers (requesters).")

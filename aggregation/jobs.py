@@ -1,4 +1,4 @@
-"""Aggregation as a background job (see market/jobs.py): RQ stores `run_aggregation` by its import path."""
+"""Aggregation as a background job (see edge/jobs.py): RQ stores `run_aggregation` by its import path."""
 
 from __future__ import annotations
 

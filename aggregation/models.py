@@ -19,8 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.db import Base, JSONDoc, UTCDateTime, utcnow
-from workers.models import enum_column
+from base.clock import utcnow
+from base.db import Base, JSONDoc, UTCDateTime, enum_column
 
 
 class RunStatus(enum.StrEnum):

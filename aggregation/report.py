@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from aggregation.agreement import category_counts, fleiss_kappa, krippendorff_alpha
 from aggregation.models import AggregatedLabel, AggregationRun, AggregationWorker
 from aggregation.service import Inputs, classes_of, latest_run, load_inputs
-from market.models import Answer, Batch, GuidelineVersion, Item, Project, WorkerStats
+from market.catalogue.models import Answer, Batch, GuidelineVersion, Item, Project
 from qualification.accuracy import agreement_with_majority, wilson_interval
+from workers.models import WorkerStats
 
 PROVENANCE_PAGE = 2_000
 SUSPECTS_SHOWN = 100

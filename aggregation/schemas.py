@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from aggregation.engine import METHOD_NAMES, METHODS
-from market.edge import PageQuerySchema, Text
+from edge.fields import PageQuerySchema, Text
 
 _METHODS_DOC = "; ".join(f"{k}: {v}" for k, v in METHOD_NAMES.items())
 

@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session
 from aggregation.engine import METHODS, aggregate
 from aggregation.methods import DEFAULT_PRIOR, MAX_ITER, POSTERIOR_TOL, TOL, Prior
 from aggregation.models import AggregatedLabel, AggregationRun, AggregationWorker, RunStatus
-from market.db import keyset_page
-from market.models import Answer, Item, Project
-from market.problems import IdempotencyConflict, InvalidInput, NotFound
-from market.spreadsheet import cell
+from base.errors import IdempotencyConflict, InvalidInput, NotFound
+from base.paging import keyset_page
+from base.spreadsheet import cell
+from market.catalogue.models import Answer, Item, Project
 from workers.models import Account
 
 DEFAULT_PARAMS = {"seed": 0, "max_iter": MAX_ITER, "tol": TOL, "posterior_tol": POSTERIOR_TOL,

@@ -33,14 +33,17 @@ from import_items import DEFAULT_PG_URL, fresh_database  # noqa: E402
 
 from aggregation import report  # noqa: E402
 from aggregation import service as runs  # noqa: E402
-from market import service  # noqa: E402
-from market.cli import alembic_config  # noqa: E402
-from market.config import normalize_database_url  # noqa: E402
-from market.db import Database, utcnow  # noqa: E402
-from market.imports import import_items  # noqa: E402
-from market.models import Answer, Assignment, AssignmentStatus, Hit, Item, Project  # noqa: E402
+from base.clock import utcnow
+from base.db import Database
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.imports import import_items
+from market.catalogue.models import Answer, Assignment, AssignmentStatus, Hit, Item, Project
+from market.catalogue.projects import create_project
+from shell.cli import alembic_config
+from shell.config import normalize_database_url
 from workers import service as accounts  # noqa: E402
-from workers.models import Account, Role  # noqa: E402
+from workers.models import Account
 
 SEED = 5
 WORKERS = 500
@@ -56,14 +59,14 @@ def populate(database: Database, n_items: int):
                                     now=now)
     session.commit()
     schema = {"type": "single_choice", "categories": [{"key": k, "name": k} for k in LABELS]}
-    project = service.create_project(session, owner=owner, now=now, data={
+    project = create_project(session, owner=owner, now=now, data={
         "title": "bench", "instructions": "Pick one.", "label_schema": schema, "reward_cents": 1,
         "assignments_per_item": PER_ITEM})
     records = [{"external_id": f"x{i}", "data": {"i": i}} for i in range(n_items)]
     records += [{"external_id": f"g{i}", "data": {"i": i}, "gold": "a"} for i in range(n_items // 20)]
     import_items(session, project=project, fmt="jsonl", now=now,
                  stream=io.BytesIO("".join(json.dumps(r) + "\n" for r in records).encode()))
-    service.publish_batch(session, project_id=project.id, account=owner, now=now)
+    publish_batch(session, project_id=project.id, account=owner, now=now)
     workers = [Account(role=Role.WORKER, username=f"bench-{i}") for i in range(WORKERS)]
     session.add_all(workers)
     session.commit()

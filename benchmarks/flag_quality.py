@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/flag_quality.py [--seeds 100]
 Each crowd is the issue's: 16 honest workers (accuracy drawn from 0.70-0.95), 3 answering at random and 3 always
 giving one label, gold at 8% on the engine's schedule, 60 tasks each, the project's minimum 0.60, flagged at a
 posterior probability of 0.90 (tests/qualification/test_judgement.py `simulate`, which judges after every task
-with the others' current estimates, as market/scoring.py does). It prints, per HIT shape, the share of crowds
+with the others' current estimates, as market/quality/scoring.py does). It prints, per HIT shape, the share of crowds
 whose flags reach precision and recall 0.9, the mean precision and recall, and the honest workers flagged per
 hundred; then the same for a crowd of honest workers only (every flag a false one).
 """

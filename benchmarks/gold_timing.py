@@ -4,8 +4,8 @@ Run: .venv/bin/python benchmarks/gold_timing.py [--real 20000] [--gold 4000] [--
 
 Gold must not stand out by timing: a gold claim takes a slot off its pool's queue with the same statements a
 real claim takes one off its batch's, and a submit runs the same statement for both, the worker being judged only
-after the response (market/evaluation.py). This script builds a project (2 items per HIT, redundancy 3, gold rate
-10%) in a scratch database and has each worker claim and submit `--tasks` tasks through the app in process
+after the response (market/quality/evaluation.py). This script builds a project (2 items per HIT, redundancy 3, gold
+rate 10%) in a scratch database and has each worker claim and submit `--tasks` tasks through the app in process
 (Flask's test client: the WSGI app without sockets), the turns alternating gold and real so both kinds are
 measured under the same conditions (the real schedule is random; the mix does not change an endpoint's cost).
 A response is timed until the app hands it over; closing it then runs what the app does after the response
@@ -56,12 +56,15 @@ def main() -> int:
     from alembic import command
     from sqlalchemy import text
 
-    from market import service, work
-    from market.app import create_app
-    from market.cli import alembic_config
-    from market.db import Database, scratch_database, utcnow
-    from market.imports import import_items
-    from workers.models import Role
+    from base.clock import utcnow
+    from base.db import Database, scratch_database
+    from base.identity import Role
+    from market.catalogue.batches import publish_batch
+    from market.catalogue.imports import import_items
+    from market.catalogue.projects import create_project
+    from market.engine import next_task
+    from shell.app import create_app
+    from shell.cli import alembic_config
     from workers.service import create_account, issue_token
 
     with scratch_database(args.pg_url, "cm_bench_gold_timing") as url:
@@ -71,7 +74,7 @@ def main() -> int:
         database = Database.from_url(url, pool_size=2)
         with database.session_scope() as s:
             owner = create_account(s, role=Role.REQUESTER, email="gold-bench@example.com", now=utcnow())
-            project = service.create_project(s, owner=owner, now=utcnow(), data={
+            project = create_project(s, owner=owner, now=utcnow(), data={
                 "title": "gold timing", "label_schema": LABEL_SCHEMA, "reward_cents": 5, "assignments_per_item": 3,
                 "items_per_hit": 2, "gold_rate": Decimal("0.10")})
             lines, every = [], (args.real + args.gold) // args.gold  # gold spread through the file
@@ -82,7 +85,7 @@ def main() -> int:
                 lines.append(json.dumps(doc))
             import_items(s, project=project, stream=io.BytesIO(("\n".join(lines) + "\n").encode()), fmt="jsonl",
                          now=utcnow())
-            service.publish_batch(s, project_id=project.id, account=owner, now=utcnow())
+            publish_batch(s, project_id=project.id, account=owner, now=utcnow())
             workers = []
             for n in range(args.workers):
                 worker = create_account(s, role=Role.WORKER, username=f"gw{n}", now=utcnow())
@@ -97,7 +100,7 @@ def main() -> int:
         app = create_app({"DATABASE_URL": url, "SECRET_KEY": "benchmark " * 4, "REDIS_URL": None})
         client = app.test_client()
         turn = {"gold": False}
-        work.is_gold_turn = lambda *a, **k: turn["gold"]  # alternate the kinds; the schedule's odds are not timed
+        next_task.is_gold_turn = lambda *a, **k: turn["gold"]  # alternate the kinds; the schedule's odds are not timed
         times: dict[tuple[str, bool], list[float]] = {(e, g): [] for e in ("next", "submit") for g in (True, False)}
         database = app.extensions["crowdmarket.db"]
 
@@ -116,7 +119,7 @@ def main() -> int:
                 times[("submit", gold)].append(ms)
 
         # One unmeasured round, then statistics and fresh connections: plans made on the empty assignment table
-        # would scan it (market/db.py recycles the hot pool's connections for that reason, every few minutes).
+        # would scan it (base/db.py recycles the hot pool's connections for that reason, every few minutes).
         one_round(0, {key: [] for key in times})
         with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))

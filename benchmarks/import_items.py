@@ -25,8 +25,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from market.config import normalize_database_url
-from market.db import scratch_database
+from base.db import scratch_database
+from shell.config import normalize_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("crowdmarket"))
@@ -125,8 +125,9 @@ def fresh_database(backend: str, pg_url: str, tmp: Path, tag: str) -> Iterator[s
 
 def prepare(url: str, env: dict[str, str], tmp: Path) -> int:
     """Migrate, create the requester (CLI) and the project (service layer); return the project id."""
-    from market import service
-    from market.db import Database, utcnow
+    from base.clock import utcnow
+    from base.db import Database
+    from market.catalogue.projects import create_project
     from workers.service import find_account
 
     run_cli(["db", "upgrade"], env, tmp)
@@ -135,7 +136,7 @@ def prepare(url: str, env: dict[str, str], tmp: Path) -> int:
     try:
         with database.session_scope() as session:
             owner = find_account(session, email=EMAIL)
-            project = service.create_project(session, owner=owner, now=utcnow(), data={
+            project = create_project(session, owner=owner, now=utcnow(), data={
                 "title": "Import benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5})
             return project.id
     finally:

@@ -60,8 +60,8 @@ from typing import IO
 from import_items import CLI, DEFAULT_PG_URL, LABEL_SCHEMA, WORDS, cli_env, label, run_cli
 from sqlalchemy import create_engine, make_url, text
 
-from market.config import normalize_database_url
-from market.db import scratch_database as new_database
+from base.db import scratch_database as new_database
+from shell.config import normalize_database_url
 from workers.service import TOKEN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ BASELINE_APP = textwrap.dedent("""
     from flask import Flask
     from sqlalchemy import text
 
-    from market.db import make_engine
+    from base.db import make_engine
 
     engine = make_engine(os.environ["CROWDMARKET_DATABASE_URL"], pool_size=int(os.environ["CROWDMARKET_DB_POOL_SIZE"]))
     app = Flask(__name__)
@@ -100,6 +100,7 @@ BASELINE_APP = textwrap.dedent("""
 
 
 # ---- measurements ---------------------------------------------------------------------------------------
+
 
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (0.0 if empty)."""
@@ -368,6 +369,7 @@ def drive(loop: Callable[[Client, Window, ClientResult], None], clients: list[Cl
 
 # ---- servers and databases ------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -448,6 +450,7 @@ def sql(url: str, statement: str, params: dict | None = None, *, autocommit: boo
 
 # ---- setup ----------------------------------------------------------------------------------------------
 
+
 GOLD_EVERY = 20  # default: one gold item per this many real ones (--gold-every; 0: no gold)
 
 
@@ -476,10 +479,12 @@ class GeneratedItems:
 
 def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[str, float]:
     """Requester, project, n items imported and published through the service layer; returns timings."""
-    from market import service
-    from market.db import Database, utcnow
-    from market.imports import import_items
-    from workers.models import Role
+    from base.clock import utcnow
+    from base.db import Database
+    from base.identity import Role
+    from market.catalogue.batches import publish_batch
+    from market.catalogue.imports import import_items
+    from market.catalogue.projects import create_project
     from workers.service import create_account
 
     timings: dict[str, float] = {}
@@ -487,7 +492,7 @@ def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[
     try:
         with database.session_scope() as session:
             owner = create_account(session, role=Role.REQUESTER, email=EMAIL, now=utcnow())
-            project = service.create_project(session, owner=owner, now=utcnow(), data={
+            project = create_project(session, owner=owner, now=utcnow(), data={
                 "title": "next/submit benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5,
                 "assignments_per_item": 5, "items_per_hit": 1, "instructions": "Is the review positive?"})
             start = time.perf_counter()
@@ -499,7 +504,7 @@ def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[
                 raise RuntimeError(f"imported {result.created} items ({result.gold} gold), expected {n_items} "
                                    f"and {gold} gold")
             start = time.perf_counter()
-            batch, _ = service.publish_batch(session, project_id=project.id, account=owner, now=utcnow(),
+            batch, _ = publish_batch(session, project_id=project.id, account=owner, now=utcnow(),
                                              name="bench")
             timings["publish"] = time.perf_counter() - start
             if batch.hit_count != n_items:
@@ -568,6 +573,7 @@ def make_worker_pool(url: str, count: int) -> list[str]:
 
 # ---- invariants -----------------------------------------------------------------------------------------
 
+
 def check_invariants(url: str, acked: list[int], unsure: int) -> tuple[int, list[str]]:
     """(violations, report lines) from the database after a scenario."""
     over = sql(url, """
@@ -599,6 +605,7 @@ def check_invariants(url: str, acked: list[int], unsure: int) -> tuple[int, list
 
 # ---- scenarios ------------------------------------------------------------------------------------------
 
+
 def server_env(url: str, tmp: Path, pool_size: int, redis_url: str = "") -> dict[str, str]:
     env = cli_env(url, tmp)
     env.update(CROWDMARKET_LOG_LEVEL="WARNING", CROWDMARKET_DB_POOL_SIZE=str(pool_size), CROWDMARKET_PROXY_HOPS="1",
@@ -612,7 +619,7 @@ def server_env(url: str, tmp: Path, pool_size: int, redis_url: str = "") -> dict
 @contextmanager
 def job_worker(env: dict[str, str], tmp: Path) -> Iterator[None]:
     """`crowdmarket jobs work` beside the app when Redis is configured, as in production: workers are judged
-    there after their submits (market/evaluation.py), on the same two cores."""
+    there after their submits (market/quality/evaluation.py), on the same two cores."""
     if not env.get("CROWDMARKET_REDIS_URL"):
         yield
         return

@@ -1,1 +1,1 @@
-"""crowdmarket: the task market (projects, items, batches/HITs, assignments, answers) and the app shell."""
+"""The market: the catalogue (what is asked), the engine (who works on what), quality (how well)."""

@@ -6,17 +6,14 @@ from logging.config import fileConfig
 
 from alembic import context
 
-import aggregation.models  # noqa: F401 - register every table on the metadata
-import market.models  # noqa: F401
-import qualification.models  # noqa: F401
-import workers.models  # noqa: F401
-from market.db import Base, make_engine
+from base.db import make_engine
+from shell.registry import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+target_metadata = metadata()
 
 
 def _url() -> str:
@@ -24,7 +21,7 @@ def _url() -> str:
     if url:
         return url
     # The settings alone, not an app: migrating needs no secret key.
-    from market.config import default_instance_path, load_config
+    from shell.config import default_instance_path, load_config
 
     return load_config(default_instance_path())["DATABASE_URL"]
 

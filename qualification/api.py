@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 
-from market.app import clock, db_session
-from market.auth import current_account, requires
-from market.edge import Blueprint, PageQuerySchema, page
-from market.openapi import problems
-from market.results import worked_for
+from base.identity import Role
+from edge.auth import current_account, requires
+from edge.blueprint import Blueprint, page
+from edge.fields import PageQuerySchema
+from edge.openapi import problems
+from edge.request import clock, db_session
 from qualification import service
 from qualification.models import QualificationAttempt, QualificationQuestion, QualificationType
 from qualification.schemas import (
@@ -26,7 +28,10 @@ from qualification.schemas import (
     QualificationTypeSchema,
     RevokeSchema,
 )
-from workers.models import Role
+
+# `(session, *, requester_id, worker_id) -> bool`: whether the worker has worked on the requester's projects. The
+# market knows, and sits above this package: the factory puts the market's answer here (shell/app.py).
+WORKED_FOR = "crowdmarket.worked_for"
 
 blp = Blueprint("qualifications", __name__, url_prefix="/api/v1/qualifications",
                 description="Qualification types and their tests (requesters; ops read, grant and revoke).")
@@ -107,7 +112,7 @@ class Grants(MethodView):
         session, account = db_session(), current_account()
         granted = service.grant(session, type_id=type_id, account=account, worker_id=data.get("worker_id"),
                                 username=data.get("username"), value=data["value"], reason=data["reason"],
-                                now=clock(), worked_for=lambda worker_id: worked_for(
+                                now=clock(), worked_for=lambda worker_id: current_app.extensions[WORKED_FOR](
                                     session, requester_id=account.id, worker_id=worker_id))
         return _holder_body(service.holder(session, granted))
 
@@ -126,6 +131,7 @@ class Revoke(MethodView):
 
 
 # ---- workers -------------------------------------------------------------------------------------------------
+
 
 def _attempt_body(attempt: QualificationAttempt, qtype: QualificationType,
                   questions: list[QualificationQuestion]) -> dict[str, Any]:

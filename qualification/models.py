@@ -6,11 +6,21 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.db import Base, JSONDoc, UTCDateTime, utcnow
-from workers.models import enum_column
+from base.clock import utcnow
+from base.db import Base, JSONDoc, UTCDateTime, enum_column
 
 
 class AttemptStatus(enum.StrEnum):
@@ -113,3 +123,19 @@ class QualificationGrant(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
     revoke_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class GoldStream(Base):
+    """A worker's injection stream in one project: tasks submitted on the schedule and gold among them
+    (qualification/gold.py turns these into the next task's odds), and since when a gold turn has found no gold."""
+
+    __tablename__ = "gold_stream"
+    __table_args__ = (Index("ix_gold_stream_exhausted", "project_id", postgresql_where=text("exhausted_at IS NOT NULL"),
+                            sqlite_where=text("exhausted_at IS NOT NULL")),)
+
+    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), primary_key=True)
+    tasks: Mapped[int] = mapped_column(Integer, default=0)
+    golds: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when a gold turn found no gold HIT for the worker; cleared when one does, or new gold is published.
+    exhausted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from market.edge import JSON, Id, JSONObject, LabelSchemaSchema, Text
+from edge.fields import JSON, Id, JSONObject, LabelSchemaSchema, Text
 from qualification.requirements import COMPARATORS, values_error
 
 DAY = 86_400
@@ -126,6 +126,7 @@ class GrantListSchema(Schema):
 
 
 # ---- the worker's side: never a known answer ---------------------------------------------------------------
+
 
 class QualificationTestSchema(Schema):
     id = fields.Integer()

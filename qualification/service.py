@@ -11,9 +11,10 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from market.db import keyset_page
-from market.labels import AnswerError, same_answer, validate_answer, validate_answer_set
-from market.problems import Conflict, DomainError, Gone, InvalidInput, NotFound
+from base.errors import Conflict, DomainError, Gone, InvalidInput, NotFound
+from base.identity import Actor, Role
+from base.labels import AnswerError, same_answer, validate_answer, validate_answer_set
+from base.paging import keyset_page
 from qualification.models import (
     AttemptStatus,
     GrantSource,
@@ -23,7 +24,7 @@ from qualification.models import (
     QualificationType,
 )
 from qualification.requirements import unmet
-from workers.models import Account, Actor, Role
+from workers.models import Account
 from workers.service import find_worker
 
 
@@ -35,6 +36,7 @@ class AttemptRefused(DomainError):
 
 
 # ---- types (requesters; ops read) ---------------------------------------------------------------------------
+
 
 def create_type(session: Session, *, owner: Actor, data: dict[str, Any], now: dt.datetime) -> QualificationType:
     """Create a qualification type with its test; every known answer must fit the label schema."""
@@ -131,6 +133,7 @@ def unmet_requirements(session: Session, *, worker_id: int,
 
 
 # ---- tests (workers) ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Standing:
@@ -275,6 +278,7 @@ def submit_attempt(session: Session, *, worker: Actor, attempt_id: int, answers:
 
 
 # ---- grants (the type's requester, or ops) -----------------------------------------------------------------
+
 
 def _set_grant(session: Session, type_id: int, worker_id: int, *, value: int, source: GrantSource, by: int | None,
                reason: str, now: dt.datetime, attempt_id: int | None = None) -> QualificationGrant:

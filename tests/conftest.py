@@ -31,15 +31,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-import aggregation.models  # noqa: F401 - every table on the metadata, whichever test file runs alone
-import market.models  # noqa: F401
-import qualification.models  # noqa: F401
-import workers.models  # noqa: F401
-from market.app import create_app
-from market.cli import alembic_config
-from market.config import TEST_SECRET_KEY
-from market.db import Base, Database, make_engine, scratch_database
-from market.ratelimit import LoginLimits
+from base.db import Base, Database, make_engine, scratch_database
+from edge.ratelimit import LoginLimits
+from shell.app import create_app, subscribe
+from shell.cli import alembic_config
+from shell.config import TEST_SECRET_KEY
+from shell.registry import metadata
+
+metadata()  # every table on Base.metadata, whichever test file runs alone
 
 DATABASE_URL = os.environ.get("CROWDMARKET_DATABASE_URL")
 REDIS_URL = os.environ.get("CROWDMARKET_REDIS_URL")
@@ -75,7 +74,7 @@ def unique_name() -> str:
 
 class ClosingClient(FlaskClient):
     """The test client, closing each response once it is read, as a WSGI server does once it has sent it: what the
-    app runs after the response (judging workers, market/evaluation.py) has run when the call returns."""
+    app runs after the response (judging workers, market/quality/evaluation.py) has run when the call returns."""
 
     def open(self, *args: Any, **kwargs: Any) -> Any:
         response = super().open(*args, **kwargs)
@@ -249,6 +248,7 @@ def app(shared_app: Flask, database: Database, clock: FakeClock) -> Iterator[Fla
     app.extensions.update({"crowdmarket.db": database, "crowdmarket.clock": clock, "crowdmarket.login_limits":
                            LoginLimits(app.extensions["crowdmarket.redis"], namespace=f"limits-{name}")})
     app.extensions.pop("crowdmarket.jobs", None)  # the queue is built on first use, under this test's name
+    subscribe(database.events)
     yield app
     clear_redis(app)
     app.config.clear()

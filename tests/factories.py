@@ -9,10 +9,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from market import service
-from market.models import Answer, Assignment, AssignmentStatus, Hit, Item, Project
-from workers.models import Account, Role
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import Answer, Assignment, AssignmentStatus, Hit, Item, Project
+from market.catalogue.projects import create_project
+from qualification.gold import schedule_key
+from workers.models import Account
 from workers.service import create_account, issue_token
+
+# The gold schedule's key for services called without the app (which derives its own from the secret key).
+TEST_GOLD_KEY = schedule_key("crowdmarket tests")
 
 _seq = itertools.count(1)
 
@@ -48,7 +54,7 @@ def project_payload(**overrides: Any) -> dict[str, Any]:
 
 def project(session: Session, owner: Account, *, now: dt.datetime, **overrides: Any) -> Project:
     data = project_payload(**overrides)
-    return service.create_project(session, owner=owner, data=data, now=now)
+    return create_project(session, owner=owner, data=data, now=now)
 
 
 def jsonl(records: list[dict[str, Any]]) -> bytes:
@@ -59,7 +65,7 @@ def items(session: Session, proj: Project, n: int, *, now: dt.datetime, gold: in
     """Import n plain items and `gold` gold items through the import service."""
     import io
 
-    from market.imports import import_items
+    from market.catalogue.imports import import_items
 
     records = [{"external_id": f"{prefix}{i}", "data": {"text": f"text {i}"}} for i in range(n)]
     records += [{"external_id": f"{prefix}-gold{i}", "data": {"text": f"gold {i}"}, "gold": "pos"}
@@ -91,7 +97,7 @@ def answered_project(session: Session, *, now: dt.datetime, value: Any = "neg") 
     owner, token = account(session, Role.REQUESTER, now=now)
     proj = project(session, owner, now=now)
     items(session, proj, 1, now=now)
-    service.publish_batch(session, project_id=proj.id, account=owner, now=now)
+    publish_batch(session, project_id=proj.id, account=owner, now=now)
     worker, _ = account(session, Role.WORKER, now=now)
     only = session.query(Item).filter(Item.project_id == proj.id).one()
     answer(session, only, worker, value, now=now)
@@ -109,7 +115,7 @@ def lease(session: Session, hit_id: int, project_id: int, worker: Account, *, no
 
 
 def item_id(client: Any, public_id: int) -> int:
-    """The internal id of an item a worker's task shows (workers see keyed public ids, see market/public_ids.py)."""
+    """The internal id of an item a worker's task shows (workers see keyed public ids, see base/public_ids.py)."""
     return client.application.extensions["crowdmarket.item_ids"].internal(public_id)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from market.db import Database
+from base.db import Database
+from base.identity import Role
 from tests.conftest import make_app
 from tests.factories import account, auth, project_payload
-from workers.models import Role
 
 
 def test_healthz_reports_database_and_redis(client, redis_url):

@@ -15,12 +15,14 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from aggregation import service as aggregation
-from market import service
-from market.db import Base, Database
-from market.models import Item, Project
+from base.db import Base, Database
+from base.identity import Role
+from market.catalogue.batches import change_batch_status, publish_batch
+from market.catalogue.models import Item, Project
+from market.catalogue.projects import update_project
 from tests.conftest import make_app
 from tests.factories import account, answer, auth, items, jsonl, project, project_payload
-from workers.models import Account, ApiToken, Role
+from workers.models import Account, ApiToken
 from workers.service import issue_token, revoke_token
 
 PREFIX = "/api/v1/projects"
@@ -106,9 +108,9 @@ def world(session: Session, clock) -> World:
     revoke_token(session, account_id=owner.id, token_id=old.id, now=now)
 
     proj = project(session, owner, now=now)
-    service.update_project(session, project=proj, account=owner, data={"instructions": "Version two."}, now=now)
+    update_project(session, project=proj, account=owner, data={"instructions": "Version two."}, now=now)
     items(session, proj, 4, now=now, gold=1)
-    batch, created = service.publish_batch(session, project_id=proj.id, account=owner, now=now, name="first")
+    batch, created = publish_batch(session, project_id=proj.id, account=owner, now=now, name="first")
     assert created and batch.item_count == 4
     item = session.scalars(select(Item).where(Item.batch_id == batch.id).order_by(Item.id)).first()
     assert item is not None
@@ -188,6 +190,7 @@ def _assert_problem(resp, status: int) -> dict[str, Any]:
 
 # ---- discovery ------------------------------------------------------------------------------------------
 
+
 def test_endpoints_are_discovered_from_the_url_map(app):
     assert ENDPOINTS, "no routes found under /api/v1/projects"
     assert set(_project_rules(app)) == set(ENDPOINTS)
@@ -197,6 +200,7 @@ def test_endpoints_are_discovered_from_the_url_map(app):
 
 
 # ---- per endpoint ---------------------------------------------------------------------------------------
+
 
 BAD_AUTH = [None, "Basic dXNlcjpwYXNz", "Bearer ", "Bearer cm_not-a-real-token", "Bearer not-even-our-prefix"]
 
@@ -250,7 +254,7 @@ def test_the_owner_can_write(client, session, connection, clock, world, rule, me
     if _request(rule, method).get("unknown"):
         pytest.fail(f"new write endpoint {method} {rule}: give it a valid minimal request in _request()")
     if rule.endswith("/resume"):
-        service.change_batch_status(session, project=world.project, batch_id=world.params["batch_id"],
+        change_batch_status(session, project=world.project, batch_id=world.params["batch_id"],
                                     action="pause", now=clock())
     before = _snapshot(connection)
     resp = _call(client, rule, method, world.params, token=world.owner_token)
@@ -276,6 +280,7 @@ def test_ops_cannot_write(client, connection, world, rule, method):
 
 
 # ---- lists ----------------------------------------------------------------------------------------------
+
 
 def _listed_ids(client, token: str) -> list[int]:
     ids, after = [], None
@@ -312,6 +317,7 @@ def test_the_project_list_is_not_for_workers(client, world):
 
 
 # ---- /me and /tokens ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/api/v1/me", "/api/v1/tokens"])
 def test_account_endpoints_need_a_live_token(client, world, path):

@@ -15,13 +15,15 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from market import service
-from market.db import Base
-from market.models import Item, Project
-from market.schemas import LabelSchemaSchema, ProjectCreateSchema
+from base.db import Base
+from base.identity import Role
+from edge.fields import LabelSchemaSchema
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import Item, Project
+from market.catalogue.schemas import ProjectCreateSchema
 from tests.conftest import make_app
 from tests.factories import account, auth, items, jsonl, project, project_payload
-from workers.models import ApiToken, Role
+from workers.models import ApiToken
 
 PROBLEM = "application/problem+json"
 PROJECTS = "/api/v1/projects"
@@ -29,6 +31,7 @@ JSONL = "application/x-ndjson"
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+
 
 def _problem(resp, status: int | None = None) -> dict[str, Any]:
     """The response is a 4xx application/problem+json (with exactly `status` if given); its body."""
@@ -96,12 +99,13 @@ def ctx(session: Session, clock) -> Ctx:
     rows = session.execute(select(Item.id, Item.is_gold).where(Item.project_id == proj.id).order_by(Item.id)).all()
     plain = [i for i, g in rows if not g]
     gold = next(i for i, g in rows if g)
-    batch, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=now, item_ids=plain[:1])
+    batch, _ = publish_batch(session, project_id=proj.id, account=owner, now=now, item_ids=plain[:1])
     session.commit()
     return Ctx(headers=auth(token), project=proj, plain=plain[1:], gold=gold, published=plain[0], batch=batch.id)
 
 
 # ---- POST /api/v1/projects ------------------------------------------------------------------------------
+
 
 def _label(**overrides: Any) -> dict[str, Any]:
     return {**copy.deepcopy(project_payload()["label_schema"]), **overrides}
@@ -194,6 +198,7 @@ def test_create_project_with_a_nul_character_is_stored_or_refused_never_500(clie
 
 # ---- PATCH /api/v1/projects/{id} ------------------------------------------------------------------------
 
+
 PATCH_CASES = [
     ("unknown field", {"owner_id": 1}, ("owner_id",)),
     ("title wrong type", {"title": ["x"]}, ("title",)),
@@ -247,6 +252,7 @@ def test_patch_with_a_nul_character_is_stored_or_refused_never_500(client, conne
 
 
 # ---- POST /api/v1/projects/{id}/items -------------------------------------------------------------------
+
 
 def _import(client, ctx: Ctx, data: bytes, content_type: str = JSONL, query: str = ""):
     return client.post(f"{ctx.url}/items{query}", data=data, headers={**ctx.headers, "Content-Type": content_type})
@@ -400,6 +406,7 @@ def test_import_format_and_upload_errors_name_the_field(client, connection, ctx)
 
 # ---- oversized bodies -----------------------------------------------------------------------------------
 
+
 def test_oversized_bodies_are_413_and_write_nothing(database, clock, connection, ctx):
     small = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None, "MAX_REQUEST_BYTES": 2_000,
                       "MAX_IMPORT_BYTES": 5_000}).test_client()
@@ -486,6 +493,7 @@ def test_chunked_bodies_through_a_real_server(database, clock, connection):
 
 
 # ---- POST /api/v1/projects/{id}/batches -----------------------------------------------------------------
+
 
 def _publish(client, ctx: Ctx, body: Any, headers: dict[str, str] | None = None):
     return client.post(f"{ctx.url}/batches", json=body, headers={**ctx.headers, **(headers or {})})
@@ -576,6 +584,7 @@ def test_batch_body_that_is_not_json_is_refused_not_ignored(client, connection, 
 
 # ---- query and path parameters --------------------------------------------------------------------------
 
+
 QUERY_CASES = [
     ("", "limit=0", "limit"), ("", "limit=-1", "limit"), ("", "limit=abc", "limit"), ("", "limit=1001", "limit"),
     ("", "limit=1.5", "limit"), ("", "after=abc", "after"), ("/items", "gold=maybe", "gold"),
@@ -610,6 +619,7 @@ def test_out_of_range_ids_in_the_path_are_404(client, ctx, subtests):
 
 
 # ---- properties: arbitrary JSON never makes a 500 ------------------------------------------------------
+
 
 PROJECT_FIELDS = sorted(ProjectCreateSchema().fields)
 LABEL_FIELDS = sorted(LabelSchemaSchema().fields)

@@ -16,13 +16,13 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from market import service
-from market.edge import JSON, JSONObject
-from market.models import Item
-from market.validation import MAX_DEPTH, JSONValueError, loads_strict
+from base.identity import Role
+from base.validation import MAX_DEPTH, JSONValueError, loads_strict
+from edge.fields import JSON, JSONObject
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import Item
 from tests.factories import account, auth, jsonl, project
 from tests.test_bad_input import _errors_at, _line_errors, _problem, _snapshot
-from workers.models import Role
 
 TEXT = {"type": "text", "max_length": 1000}
 # Raw JSON for one value each; "@" marks where it goes in a body.
@@ -65,7 +65,7 @@ def world(client, session: Session, clock) -> World:
         [{"external_id": "a", "data": {"t": "x"}}, {"external_id": "g", "data": {"t": "y"}, "gold": "known"}]),
         headers={**auth(owner_token), "Content-Type": "application/x-ndjson"})
     assert imported.status_code == 201, imported.get_json()
-    service.publish_batch(session, project_id=proj.id, account=owner, now=now)
+    publish_batch(session, project_id=proj.id, account=owner, now=now)
     task = client.post("/api/v1/work/next", headers=auth(worker_token)).get_json()
     qual = client.post("/api/v1/qualifications", headers=auth(owner_token), json={
         "name": "Screener", "label_schema": TEXT, "questions": [{"data": {"t": "q"}, "answer": "a"}],
@@ -168,6 +168,7 @@ def test_jsonl_lines_nested_too_deep_are_line_errors(client, connection, world, 
 
 # ---- every operation: a body nested too deep ------------------------------------------------------------
 
+
 _PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
 _SPEC_PARAM = re.compile(r"{\w+}")
 
@@ -207,6 +208,7 @@ def test_every_operation_answers_a_deeply_nested_body_with_a_4xx(app, client, se
 
 # ---- ids no row can have ------------------------------------------------------------------------------------
 
+
 def test_a_dispute_naming_an_impossible_public_item_id_is_422(client, connection, world, subtests):
     """Most public ids (52 bits) map beyond the 32-bit id column: PostgreSQL refused the lookup with a 500."""
     ids = client.application.extensions["crowdmarket.item_ids"]
@@ -237,6 +239,7 @@ def test_public_ids_map_back_only_to_ids_the_database_can_hold(app):
 
 
 # ---- the loader and the fields -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("raw, path", [
     ('{"a": "x\\u0000"}', ("a",)), ('{"a": [1, {"b\\ud800": 2}]}', ("a", 1)), ('{"a": {"b": [1e400]}}', ("a", "b", 0)),

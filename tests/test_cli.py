@@ -7,10 +7,10 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from market.cli import cli
-from market.models import Item
+from base.identity import Role
+from market.catalogue.models import Item
+from shell.cli import cli
 from tests.factories import account, auth, project
-from workers.models import Role
 
 
 @pytest.fixture
@@ -112,13 +112,13 @@ def test_help_lists_our_commands_only():
 
 
 def test_account_roles_are_the_models():
-    from market.cli import ACCOUNT_ROLES
+    from shell.cli import ACCOUNT_ROLES
 
     assert ACCOUNT_ROLES == (Role.REQUESTER.value, Role.OPS.value)
 
 
 def test_run_settings_reload_for_development():
-    from market.server import settings
+    from shell.server import settings
 
     served = settings(host="127.0.0.1", port=5000, workers=2, threads=4, reload=False)
     assert (served["bind"], served["worker_class"], served["reload"], served["preload_app"]) == (

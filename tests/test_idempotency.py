@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from base.identity import Role
 from tests.factories import account, auth, items, project
 from tests.test_bad_input import _errors_at, _problem, _snapshot
-from workers.models import Role
 
 PROJECT = "/api/v1/projects/{project_id}"
 # path -> (the first request's body, a retry that asks for the same thing, different requests)

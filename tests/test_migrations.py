@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from market.cli import alembic_config
-from market.db import Base, make_engine
+from base.db import Base, make_engine
+from shell.cli import alembic_config
 
 
 def test_upgrade_head_matches_the_models_and_downgrade_undoes_it(empty_database_url):
@@ -32,7 +32,7 @@ def test_upgrade_head_matches_the_models_and_downgrade_undoes_it(empty_database_
 
 def _migrated(url: str) -> tuple[Any, Any]:
     """The database at `url` migrated to head: (its Alembic config, a Database on it)."""
-    from market.db import Database
+    from base.db import Database
 
     cfg = alembic_config(url)
     cfg.attributes["configure_logger"] = False
@@ -46,9 +46,9 @@ def test_stored_runs_learn_why_dawid_skene_stopped(empty_database_url):
     from alembic.script import ScriptDirectory
 
     from aggregation.models import AggregationRun, RunStatus
-    from market.db import utcnow
+    from base.clock import utcnow
+    from base.identity import Role
     from tests.factories import project
-    from workers.models import Role
     from workers.service import create_account
 
     cfg, database = _migrated(empty_database_url)
@@ -81,12 +81,15 @@ def test_existing_gold_hits_are_pooled_with_their_slots(empty_database_url):
     from alembic.script import ScriptDirectory
     from sqlalchemy import func, select
 
-    from market import service, work
-    from market.db import utcnow
-    from market.imports import import_items
-    from market.models import Assignment, GoldPool, HitSlot, Item, SlotState
-    from tests.factories import jsonl, project
-    from workers.models import Role
+    from base.clock import utcnow
+    from base.identity import Role
+    from market.catalogue.batches import publish_batch
+    from market.catalogue.imports import import_items
+    from market.catalogue.models import Assignment, GoldPool, HitSlot, Item, SlotState
+    from market.engine import next_task
+    from market.engine.next_task import next_assignment
+    from market.engine.submit import submit
+    from tests.factories import TEST_GOLD_KEY, jsonl, project
     from workers.service import create_account
 
     cfg, database = _migrated(empty_database_url)
@@ -98,17 +101,17 @@ def test_existing_gold_hits_are_pooled_with_their_slots(empty_database_url):
             records = [{"external_id": f"r{i}", "data": {}} for i in range(6)]
             records += [{"external_id": f"g{i}", "data": {}, "gold": "pos"} for i in range(3)]
             import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=now)
-            service.publish_batch(session, project_id=proj.id, account=owner, now=now)
+            publish_batch(session, project_id=proj.id, account=owner, now=now)
             worker = create_account(session, role=Role.WORKER, username="wm", now=now)
             session.commit()
-            work.is_gold_turn, real_turn = (lambda *a, **k: True), work.is_gold_turn
+            next_task.is_gold_turn, real_turn = (lambda *a, **k: True), next_task.is_gold_turn
             try:
-                done = work.next_assignment(session, worker=worker, now=now)
-                work.submit(session, worker=worker, assignment_id=done.id, now=now,
+                done = next_assignment(session, gold_key=TEST_GOLD_KEY, worker=worker, now=now)
+                submit(session, worker=worker, assignment_id=done.id, now=now,
                             answers=[{"item_id": i["id"], "answer": "pos"} for i in done.items])
-                held = work.next_assignment(session, worker=worker, now=now)
+                held = next_assignment(session, gold_key=TEST_GOLD_KEY, worker=worker, now=now)
             finally:
-                work.is_gold_turn = real_turn
+                next_task.is_gold_turn = real_turn
             assert session.get(Assignment, held.id).is_gold
             before = session.execute(select(HitSlot.hit_id, HitSlot.state, HitSlot.assignment_id).where(
                 HitSlot.gold_pool_id.is_not(None)).order_by(HitSlot.hit_id, HitSlot.slot_no)).all()

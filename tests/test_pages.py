@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from market import pages
+from base.identity import Role
+from shell import pages
 from tests.factories import account, auth, project
-from workers.models import Role
 
 # Routes outside /api/ that are not HTML pages; every other one must be listed in `html_urls`.
 NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>"}
@@ -74,7 +74,7 @@ def test_other_responses_are_not_sniffed_or_framed_either(client):
 def test_redoc_is_the_published_bundle_with_its_licences():
     folder = Path(pages.__file__).parent / "static" / Path(pages.REDOC).parent
     bundle = (folder / Path(pages.REDOC).name).read_text()
-    # The one change to the published file (see market/pages.py): the logo no longer comes from a CDN.
+    # The one change to the published file (see shell/pages.py): the logo no longer comes from a CDN.
     assert bundle.count('src:"data:,"') == 1
     published = bundle.replace('src:"data:,"', 'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"')
     assert hashlib.sha256(published.encode()).hexdigest() == \

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from market import jobs
+from edge import jobs
 from tests.conftest import REDIS_URL, clear_redis, keys_without_ttl, make_app
 from tests.factories import answered_project, auth
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from market.app import create_app
-from market.config import PUBLISHED_SECRET_KEYS, SECRET_KEY_FILE, ConfigError, instance_secret_key
+from base.identity import Role
+from shell.app import create_app
+from shell.config import PUBLISHED_SECRET_KEYS, SECRET_KEY_FILE, ConfigError, instance_secret_key
 from tests.conftest import make_app
 from tests.factories import account, auth, items, project
-from workers.models import Role
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,9 +106,9 @@ def test_rotating_the_key_a_worker_holding_a_task_refetches_it_and_submits(datab
     owner, _ = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock(), items_per_hit=2)
     items(session, proj, 2, now=clock())
-    from market import service
+    from market.catalogue.batches import publish_batch
 
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     _, token = account(session, Role.WORKER, now=clock())
     before = make_app({"DATABASE": database, "CLOCK": clock, "SECRET_KEY": "before rotation " * 3}).test_client()
     after = make_app({"DATABASE": database, "CLOCK": clock, "SECRET_KEY": "after rotation " * 3}).test_client()

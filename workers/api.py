@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app, request
 from flask.views import MethodView
 
-from market.app import clock, db_session
-from market.auth import current_account, requires
-from market.edge import Blueprint
+from base.errors import NotFound, TooManyRequests
+from base.identity import Role
+from edge.auth import current_account, requires
+from edge.blueprint import Blueprint
+from edge.openapi import problems
+from edge.ratelimit import LoginLimits, acquire_all
+from edge.request import clock, db_session
 from workers import service
-from workers.models import Account, Role
-from workers.schemas import AccountSchema, NewTokenSchema, TokenCreateSchema, TokenSchema
+from workers.models import Account, username_key
+from workers.schemas import (
+    AccountSchema,
+    IdentitySchema,
+    LoginSchema,
+    NewTokenSchema,
+    NewWorkerTokenSchema,
+    RegisterSchema,
+    TokenCreateSchema,
+    TokenSchema,
+)
 
 blp = Blueprint("accounts", __name__, url_prefix="/api/v1", description="Your account and API tokens.")
 ANY = tuple(Role)
@@ -53,3 +67,76 @@ class TokenDetail(MethodView):
     def delete(self, token_id: int):
         """Revoke a token at once."""
         return service.revoke_token(db_session(), account_id=current_account().id, token_id=token_id, now=clock())
+
+
+def _limits() -> LoginLimits:
+    limits: LoginLimits = current_app.extensions["crowdmarket.login_limits"]
+    return limits
+
+
+def _address() -> str:
+    """The client's address: the peer's, or with CROWDMARKET_PROXY_HOPS the one the trusted proxies report."""
+    return request.remote_addr or "unknown"
+
+
+@blp.route("/workers")
+class Workers(MethodView):
+    @blp.arguments(RegisterSchema)
+    @blp.response(201, NewWorkerTokenSchema)
+    @blp.doc(security=[])
+    @problems(409, 429)
+    def post(self, data: dict[str, Any]):
+        """Sign up as a crowd worker; the response holds your first API token. Sign-ups are limited per client
+        address (429 with Retry-After); usernames are unique ignoring case."""
+        limits, now = _limits(), clock()
+        wait = limits.signup.acquire(_address(), now)
+        if wait is not None:
+            raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
+        session = db_session()
+        account = service.register_worker(session, username=data["username"], password=data["password"],
+                                           display_name=data["display_name"], now=now,
+                                           password_hash=current_app.config["PASSWORD_HASH"])
+        _, token = service.issue_token(session, account=account, now=now, name="sign-up", login=True)
+        session.commit()
+        return {"account_id": account.id, "username": account.username, "token": token}
+
+
+@blp.route("/auth/token")
+class Login(MethodView):
+    @blp.arguments(LoginSchema)
+    @blp.response(201, NewWorkerTokenSchema)
+    @blp.doc(security=[])
+    @problems(401, 429)
+    def post(self, data: dict[str, Any]):
+        """Log in with username (any case) and password; get a new API token (an account keeps its newest 5 login
+        tokens). Failed logins are limited per username and address, per username and per address (429 with
+        Retry-After)."""
+        limits, now = _limits(), clock()
+        user, address = username_key(data["username"]), _address()
+        # Counted before the password is checked, so parallel guesses cannot all pass a check made before any
+        # of them was counted.
+        wait = acquire_all(limits.login_checks(user, address), now)
+        if wait is not None:
+            raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
+        account, token = service.login(db_session(), username=data["username"], password=data["password"],
+                                        now=now, password_hash=current_app.config["PASSWORD_HASH"])
+        limits.login_succeeded(user, address)
+        return {"account_id": account.id, "username": account.username, "token": token}
+
+
+@blp.route("/workers/<int:worker_id>/identities")
+class Identities(MethodView):
+    @requires(Role.OPS)
+    @blp.arguments(IdentitySchema)
+    @blp.response(201, IdentitySchema)
+    @problems(409)
+    def post(self, data: dict[str, Any], worker_id: int):
+        """Map a worker's id on another platform (e.g. MTurk) to their account (ops)."""
+        session = db_session()
+        target = session.get(Account, worker_id)
+        if target is None or target.role != Role.WORKER:
+            raise NotFound(f"Worker {worker_id} not found.")
+        identity = service.link_identity(session, account_id=worker_id, platform=data["platform"],
+                                          external_id=data["external_id"], now=clock())
+        session.commit()
+        return identity

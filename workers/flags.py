@@ -9,18 +9,10 @@ from typing import Any
 from sqlalchemy import column, select, table
 from sqlalchemy.orm import Session
 
-from market.db import keyset_page
-from market.problems import Conflict, InvalidInput, NotFound
-from workers.models import (
-    Account,
-    Actor,
-    FlagReason,
-    FlagState,
-    Role,
-    WorkerBlock,
-    WorkerFlag,
-    WorkerFlagEvent,
-)
+from base.errors import Conflict, InvalidInput, NotFound
+from base.identity import Actor, Role
+from base.paging import keyset_page
+from workers.models import Account, FlagReason, FlagState, WorkerBlock, WorkerFlag, WorkerFlagEvent
 
 _PROJECT = table("project", column("id"))  # the market's table, named without importing the market
 

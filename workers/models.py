@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ColumnElement,
-    Enum,
+    Float,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -23,38 +23,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
-from market.db import Base, JSONDoc, UTCDateTime, utcnow
-
-
-class Role(enum.StrEnum):
-    REQUESTER = "requester"
-    OPS = "ops"
-    WORKER = "worker"
-
-
-def enum_column(enum_cls: type[enum.Enum], name: str) -> Enum:
-    """A portable enum column: VARCHAR + CHECK holding the members' values."""
-    return Enum(enum_cls, name=name, native_enum=False, create_constraint=True, length=20,
-                values_callable=lambda members: [m.value for m in members], validate_strings=True)
-
-
-class Actor(Protocol):
-    """What services need of whoever acts: an `Account`, or the `Caller` that authentication yields."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def role(self) -> Role: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """The account behind a request's token, as authentication reads it: its id and role, without loading the
-    ORM entity (that load was a fifth of a worker request's CPU)."""
-
-    id: int
-    role: Role
+from base.clock import utcnow
+from base.db import Base, JSONDoc, UTCDateTime, enum_column
+from base.identity import Role
 
 
 class Account(Base):
@@ -190,3 +161,36 @@ class WorkerFlagEvent(Base):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
     note: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerStats(Base):
+    """A worker's quality in one project, recomputed from their answers after each submit (so a lost update is
+    mended by the next one); overall figures are sums over projects. The model figures are the posterior of the
+    worker's accuracy given their gold answers and their agreement with the crowd (qualification/judgement.py)."""
+
+    __tablename__ = "worker_stats"
+    __table_args__ = (Index("ix_worker_stats_project", "project_id", "worker_id"),)
+
+    worker_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), primary_key=True)
+    gold_seen: Mapped[int] = mapped_column(Integer, default=0)
+    gold_correct: Mapped[int] = mapped_column(Integer, default=0)
+    rolling_seen: Mapped[int] = mapped_column(Integer, default=0)
+    rolling_correct: Mapped[int] = mapped_column(Integer, default=0)
+    tasks: Mapped[int] = mapped_column(Integer, default=0)
+    median_ms: Mapped[int | None] = mapped_column(Integer)
+    fast_answers: Mapped[int] = mapped_column(Integer, default=0)
+    # Answers compared with the other workers' majority on items with enough answers, and how many agreed.
+    agreement_counted: Mapped[int] = mapped_column(Integer, default=0)
+    agreement_agreed: Mapped[int] = mapped_column(Integer, default=0)
+    # The posterior mean and 90% credible interval of the worker's accuracy, the probability that it is below the
+    # project's minimum, and how many answers (gold, and compared with the crowd) it rests on.
+    model_accuracy: Mapped[float | None] = mapped_column(Float)
+    model_low: Mapped[float | None] = mapped_column(Float)
+    model_high: Mapped[float | None] = mapped_column(Float)
+    p_below: Mapped[float | None] = mapped_column(Float)
+    judged_answers: Mapped[int] = mapped_column(Integer, default=0)
+    # Tasks leased in the project, and how many of them the worker gave back (returned or let lapse).
+    leases: Mapped[int] = mapped_column(Integer, default=0)
+    given_back: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -6,8 +6,9 @@ import datetime as dt
 
 from marshmallow import Schema, fields, validate
 
-from market.edge import Id, JSONObject, PageQuerySchema, Text
+from edge.fields import FullMatch, Id, JSONObject, PageQuerySchema, Text
 from workers.models import FlagReason, FlagState
+from workers.service import MIN_PASSWORD, USERNAME, USERNAME_RULE
 
 
 class AccountSchema(Schema):
@@ -42,6 +43,7 @@ class TokenCreateSchema(Schema):
 
 
 # ---- ops: flags and blocks ---------------------------------------------------------------------------------
+
 
 class FlagCreateSchema(Schema):
     worker_id = Id(required=True, strict=True)
@@ -102,3 +104,27 @@ class FlagSchema(Schema):
 class FlagListSchema(Schema):
     data = fields.List(fields.Nested(FlagSchema))
     next_after = fields.Integer(allow_none=True)
+
+
+class RegisterSchema(Schema):
+    username = Text(required=True, validate=FullMatch(USERNAME, error=USERNAME_RULE))
+    password = Text(required=True, validate=validate.Length(MIN_PASSWORD, 1024,
+                                                            error=f"{MIN_PASSWORD}-1024 characters"), load_only=True)
+    display_name = Text(load_default="", validate=validate.Length(max=200))
+
+
+class LoginSchema(Schema):
+    username = Text(required=True, validate=validate.Length(1, 64))
+    password = Text(required=True, validate=validate.Length(1, 1024), load_only=True)
+
+
+class NewWorkerTokenSchema(Schema):
+    account_id = fields.Integer()
+    username = Text()
+    token = Text(metadata={"description": "Shown once; only its hash is stored."})
+
+
+class IdentitySchema(Schema):
+    platform = Text(required=True, validate=FullMatch("[a-z][a-z0-9_-]{1,31}"))
+    external_id = Text(required=True, validate=validate.Length(1, 255))
+    account_id = fields.Integer(dump_only=True)

@@ -13,10 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from market.config import DEFAULT_PASSWORD_HASH
-from market.db import HotStatement
-from market.problems import Conflict, InvalidInput, NotFound, Unauthorized
-from workers.models import Account, Actor, ApiToken, Caller, ExternalIdentity, Role, username_key
+from base.db import HotStatement
+from base.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from base.identity import DEFAULT_PASSWORD_HASH, Actor, Caller, Role
+from workers.models import Account, ApiToken, ExternalIdentity, username_key
 
 TOKEN_PREFIX = "cm_"
 # Refresh last_used_at at most this often, so authentication is not a write on every request.
@@ -112,6 +112,7 @@ def find_account(session: Session, *, email: str) -> Account:
 
 
 # ---- workers ----------------------------------------------------------------------------------------------
+
 
 USERNAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{2,63}"
 USERNAME_RULE = "3-64 letters, digits, '_', '.', '-', starting with a letter or digit"

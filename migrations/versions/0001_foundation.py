@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import market.db
+import base.db
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("display_name", sa.String(length=200), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("email IS NOT NULL OR username IS NOT NULL", name=op.f("ck_account_has_login")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_account")),
         sa.UniqueConstraint("email", name=op.f("uq_account_email")),
@@ -47,9 +47,9 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_used_at", market.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", market.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", base.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", base.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"], ["account.id"], name=op.f("fk_api_token_account_id_account"), ondelete="CASCADE"
         ),
@@ -81,8 +81,8 @@ def upgrade() -> None:
         sa.Column("auto_approval_delay_seconds", sa.Integer(), nullable=False),
         sa.Column("gold_rate", sa.Numeric(precision=4, scale=3), nullable=False),
         sa.Column("guideline_version", sa.Integer(), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("assignment_duration_seconds > 0", name=op.f("ck_project_lease_positive")),
         sa.CheckConstraint("assignments_per_item BETWEEN 1 AND 50", name=op.f("ck_project_redundancy_range")),
         sa.CheckConstraint("auto_approval_delay_seconds >= 0", name=op.f("ck_project_approval_delay_nonnegative")),
@@ -130,9 +130,9 @@ def upgrade() -> None:
         sa.Column("auto_approval_delay_seconds", sa.Integer(), nullable=False),
         sa.Column("item_count", sa.Integer(), nullable=False),
         sa.Column("hit_count", sa.Integer(), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("status_changed_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("status_changed_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["created_by_id"], ["account.id"], name=op.f("fk_batch_created_by_id_account")),
         sa.ForeignKeyConstraint(
             ["project_id"], ["project.id"], name=op.f("fk_batch_project_id_project"), ondelete="CASCADE"
@@ -150,7 +150,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("instructions", sa.Text(), nullable=False),
         sa.Column("created_by_id", sa.Integer(), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["created_by_id"], ["account.id"], name=op.f("fk_guideline_version_created_by_id_account")
         ),
@@ -166,7 +166,7 @@ def upgrade() -> None:
         sa.Column("batch_id", sa.Integer(), nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("max_assignments", sa.Integer(), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["batch_id"], ["batch.id"], name=op.f("fk_hit_batch_id_batch"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["project_id"], ["project.id"], name=op.f("fk_hit_project_id_project"), ondelete="CASCADE"
@@ -200,9 +200,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("guideline_version", sa.Integer(), nullable=False),
-        sa.Column("leased_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("submitted_at", market.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("leased_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("submitted_at", base.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["hit_id"], ["hit.id"], name=op.f("fk_assignment_hit_id_hit"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["project_id"], ["project.id"], name=op.f("fk_assignment_project_id_project"), ondelete="CASCADE"
@@ -239,7 +239,7 @@ def upgrade() -> None:
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("batch_id", sa.Integer(), nullable=True),
         sa.Column("hit_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
             "(is_gold AND gold_answer IS NOT NULL) OR (NOT is_gold AND gold_answer IS NULL)",
             name=op.f("ck_item_gold_has_answer"),
@@ -272,7 +272,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("guideline_version", sa.Integer(), nullable=False),
-        sa.Column("submitted_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("submitted_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("duration_ms", sa.Integer(), nullable=False),
         sa.Column(
             "client_meta",

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import market.db
+import base.db
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("account_id", sa.Integer(), nullable=False),
         sa.Column("platform", sa.String(length=32), nullable=False),
         sa.Column("external_id", sa.String(length=255), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["account.id"], name=op.f("fk_external_identity_account_id_account"), ondelete="CASCADE"
         ),
@@ -42,9 +42,9 @@ def upgrade() -> None:
         sa.Column("project_id", sa.Integer(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("created_by_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", market.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("lifted_at", market.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", base.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lifted_at", base.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"], ["account.id"], name=op.f("fk_worker_block_account_id_account"), ondelete="CASCADE"
         ),
@@ -70,7 +70,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("assignment_id", sa.Integer(), nullable=True),
-        sa.Column("lease_expires_at", market.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_expires_at", base.db.UTCDateTime(timezone=True), nullable=True),
         sa.CheckConstraint("(state = 'free') = (assignment_id IS NULL)", name=op.f("ck_hit_slot_lease_matches_state")),
         sa.ForeignKeyConstraint(
             ["assignment_id"], ["assignment.id"], name=op.f("fk_hit_slot_assignment_id_assignment")
@@ -92,7 +92,7 @@ def upgrade() -> None:
         )
 
     with op.batch_alter_table("assignment", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("returned_at", market.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("returned_at", base.db.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("duration_ms", sa.Integer(), nullable=True))
         batch_op.add_column(
             sa.Column(

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import market.db
+import base.db
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("retry_delay_seconds", sa.Integer(), nullable=False),
         sa.Column("max_attempts", sa.Integer(), nullable=True),
         sa.Column("auto_grant", sa.Boolean(), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
             "max_attempts IS NULL OR max_attempts >= 1", name=op.f("ck_qualification_type_max_attempts_positive")
         ),
@@ -71,9 +71,9 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("started_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("submitted_at", market.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("started_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("submitted_at", base.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column(
             "answers",
             sa.JSON(none_as_null=True).with_variant(
@@ -147,8 +147,8 @@ def upgrade() -> None:
         sa.Column("attempt_id", sa.Integer(), nullable=True),
         sa.Column("granted_by_id", sa.Integer(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
-        sa.Column("granted_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", market.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("granted_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", base.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("revoked_by_id", sa.Integer(), nullable=True),
         sa.Column("revoke_reason", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(

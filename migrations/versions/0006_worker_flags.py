@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import market.db
+import base.db
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -56,8 +56,8 @@ def upgrade() -> None:
         ),
         sa.Column("block_id", sa.Integer(), nullable=True),
         sa.Column("created_by_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["account.id"], name=op.f("fk_worker_flag_account_id_account"), ondelete="CASCADE"
         ),
@@ -79,7 +79,7 @@ def upgrade() -> None:
         sa.Column("action", sa.String(length=20), nullable=False),
         sa.Column("actor_id", sa.Integer(), nullable=True),
         sa.Column("note", sa.Text(), nullable=False),
-        sa.Column("at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["actor_id"], ["account.id"], name=op.f("fk_worker_flag_event_actor_id_account")),
         sa.ForeignKeyConstraint(
             ["flag_id"], ["worker_flag.id"], name=op.f("fk_worker_flag_event_flag_id_worker_flag"), ondelete="CASCADE"

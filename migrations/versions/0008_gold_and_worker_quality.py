@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import market.db
+import base.db
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("tasks", sa.Integer(), nullable=False),
         sa.Column("golds", sa.Integer(), nullable=False),
-        sa.Column("exhausted_at", market.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("exhausted_at", base.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["project_id"], ["project.id"], name=op.f("fk_gold_stream_project_id_project"), ondelete="CASCADE"
         ),
@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("fast_answers", sa.Integer(), nullable=False),
         sa.Column("agreement_counted", sa.Integer(), nullable=False),
         sa.Column("agreement_agreed", sa.Integer(), nullable=False),
-        sa.Column("updated_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["project_id"], ["project.id"], name=op.f("fk_worker_stats_project_id_project"), ondelete="CASCADE"
         ),
@@ -91,9 +91,9 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("resolved_by_id", sa.Integer(), nullable=True),
-        sa.Column("resolved_at", market.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("resolved_at", base.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("resolution", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["assignment_id"],
@@ -163,7 +163,7 @@ def upgrade() -> None:
 
     op.execute("UPDATE hit SET item_count = (SELECT count(*) FROM item WHERE item.hit_id = hit.id)")
     with op.batch_alter_table("item", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("gold_retired_at", market.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("gold_retired_at", base.db.UTCDateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table("project", schema=None) as batch_op:
         batch_op.add_column(

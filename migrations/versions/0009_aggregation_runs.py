@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import market.db
+import base.db
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("requested_by_id", sa.Integer(), nullable=False),
         sa.Column("method", sa.String(length=16), nullable=False),
-        sa.Column("params", market.db.JSONDoc, nullable=False),
+        sa.Column("params", base.db.JSONDoc, nullable=False),
         sa.Column(
             "status",
             sa.Enum(
@@ -42,10 +42,10 @@ def upgrade() -> None:
         ),
         sa.Column("idempotency_key", sa.String(length=255), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", market.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", market.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("classes", market.db.JSONDoc, nullable=True),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", base.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", base.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("classes", base.db.JSONDoc, nullable=True),
         sa.Column("answers", sa.Integer(), nullable=True),
         sa.Column("items", sa.Integer(), nullable=True),
         sa.Column("workers", sa.Integer(), nullable=True),
@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("gold_accuracy", sa.Float(), nullable=True),
         sa.Column("iterations", sa.Integer(), nullable=True),
         sa.Column("seconds", sa.Float(), nullable=True),
-        sa.Column("priors", market.db.JSONDoc, nullable=True),
+        sa.Column("priors", base.db.JSONDoc, nullable=True),
         sa.CheckConstraint(
             "method IN ('mv', 'wmv', 'ds', 'ds-gold', 'onecoin')", name=op.f("ck_aggregation_run_method_known")
         ),
@@ -77,7 +77,7 @@ def upgrade() -> None:
         sa.Column("worker_id", sa.Integer(), nullable=False),
         sa.Column("answers", sa.Integer(), nullable=False),
         sa.Column("accuracy", sa.Float(), nullable=False),
-        sa.Column("confusion", market.db.JSONDoc, nullable=True),
+        sa.Column("confusion", base.db.JSONDoc, nullable=True),
         sa.ForeignKeyConstraint(
             ["run_id"],
             ["aggregation_run.id"],

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import market.db
+import base.db
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -62,7 +62,7 @@ def upgrade() -> None:
     _fill_username_keys()
     op.create_index("uq_account_username_key", "account", ["username_key"], unique=True)
     with op.batch_alter_table("api_token", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("expires_at", market.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("expires_at", base.db.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("login", sa.Boolean(), server_default=sa.false(), nullable=False))
     # Tokens that logins and sign-ups issued so far, by the names those gave them.
     op.execute(sa.text("UPDATE api_token SET login = :yes WHERE name IN ('login', 'sign-up')")

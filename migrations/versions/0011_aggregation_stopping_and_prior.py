@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import market.db
+import base.db
 
 revision: str = "0011"
 down_revision: str | None = "0010"
@@ -28,7 +28,7 @@ def upgrade() -> None:
     op.add_column("aggregation_run", sa.Column("stop_reason", sa.String(length=16), nullable=True))
     op.add_column("aggregation_run", sa.Column("log_likelihood", sa.Float(), nullable=True))
     runs = sa.table("aggregation_run", sa.column("id", sa.Integer), sa.column("method", sa.String),
-                    sa.column("params", market.db.JSONDoc), sa.column("iterations", sa.Integer),
+                    sa.column("params", base.db.JSONDoc), sa.column("iterations", sa.Integer),
                     sa.column("stop_reason", sa.String))
     conn = op.get_bind()
     done = conn.execute(sa.select(runs.c.id, runs.c.params, runs.c.iterations).where(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import market.db
+import base.db
 
 revision: str = "0012"
 down_revision: str | None = "0011"
@@ -62,7 +62,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("items_per_hit", sa.Integer(), nullable=False),
         sa.Column("assignments_per_item", sa.Integer(), nullable=False),
-        sa.Column("created_at", market.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["project_id"], ["project.id"], name=op.f("fk_gold_pool_project_id_project"),
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_gold_pool")),

@@ -17,7 +17,7 @@ import aggregation.cli
 from aggregation import csvfile, engine
 from aggregation import io as aggregation_io
 from aggregation.io import InputError, read_answers, read_gold
-from market.cli import cli
+from shell.cli import cli
 
 # Three workers; t1 and t3 split 2:1, t2 is unanimous. Every method agrees with the majority here.
 ANSWERS = """worker,task,label
@@ -444,13 +444,13 @@ def test_cli_choices_and_defaults_are_the_engines():
 def imported_after(code: str) -> list[str]:
     """Which heavy packages a fresh interpreter has imported after running `code`."""
     probe = (f"import sys\n{code}\nprint('LOADED', *sorted(m for m in ('flask', 'sqlalchemy', 'numpy', 'scipy', "
-             "'werkzeug', 'market.app') if m in sys.modules))")
+             "'werkzeug', 'shell.app') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()[-1].split()[1:]
 
 
-RUN_MAIN = "from market.cli import main\nsys.argv = {argv!r}\ntry:\n    main()\nexcept SystemExit:\n    pass"
+RUN_MAIN = "from shell.cli import main\nsys.argv = {argv!r}\ntry:\n    main()\nexcept SystemExit:\n    pass"
 
 
 def test_the_offline_aggregator_imports_only_what_it_uses(tmp_path):

@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from aggregation import api as aggregation_api
-from market import service
-from market.models import Item, Project
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import Item, Project
 from tests.aggregation.test_runs import GOLD, VOTES, crowd, start  # noqa: F401 - the fixture
 from tests.factories import account, auth, items
-from workers.models import Account, Role
+from workers.models import Account
 
 CLASSES = ["pos", "neg", "neu"]
 
@@ -31,7 +32,7 @@ def reported(client, app, crowd, session, clock):  # noqa: F811 - crowd is the i
     proj, token, workers, by_ext = crowd
     # Two more items in a second batch nobody has answered: coverage must show them below redundancy.
     items(session, proj, 2, now=clock(), prefix="late")
-    service.publish_batch(session, project_id=proj.id, account=session.get(Account, proj.owner_id), now=clock())
+    publish_batch(session, project_id=proj.id, account=session.get(Account, proj.owner_id), now=clock())
     session.get(Project, proj.id).assignments_per_item = 4  # Fleiss' kappa: items with exactly 4 answers
     session.commit()
     _, mv = start(client, app, proj, token, method="mv")

@@ -14,12 +14,14 @@ from aggregation import service as agg
 from aggregation.engine import aggregate
 from aggregation.methods import Prior
 from aggregation.models import AggregatedLabel, AggregationRun
-from market import jobs, service
-from market.imports import import_items
-from market.models import Answer, AssignmentStatus, Item
+from base.identity import Role
+from edge import jobs
+from market.catalogue.batches import publish_batch
+from market.catalogue.imports import import_items
+from market.catalogue.models import Answer, AssignmentStatus, Item
 from tests.conftest import REDIS_URL
 from tests.factories import account, answer, auth, items, jsonl, project
-from workers.models import Account, Role
+from workers.models import Account
 
 # Five items, five workers (w0..w4); w4 is blocked and answers "neu" everywhere.
 VOTES = {
@@ -37,7 +39,7 @@ def crowd(session, clock):
     owner, token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock())
     items(session, proj, 5, now=clock(), gold=2)
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     workers = [account(session, Role.WORKER, now=clock())[0] for _ in range(5)]
     by_ext = {i.external_id: i for i in session.scalars(select(Item).where(Item.project_id == proj.id))}
     for ext, votes in {**VOTES, **GOLD}.items():
@@ -167,7 +169,7 @@ def test_csv_label_export_escapes_external_ids_that_spreadsheets_would_run(clien
     ids = ["=HYPERLINK(\"http://example.com\")", "@cmd", "-1", "+2", "plain"]
     import_items(session, project=proj, stream=io.BytesIO(jsonl([{"external_id": e, "data": {}} for e in ids])),
                  fmt="jsonl", now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     worker, _ = account(session, Role.WORKER, now=clock())
     for item in session.scalars(select(Item).where(Item.project_id == proj.id)):
         answer(session, item, worker, -2, now=clock())
@@ -206,7 +208,7 @@ def test_failed_run_says_why_and_has_no_results(client, app, session, clock):
     owner, token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock())
     items(session, proj, 2, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     worker = account(session, Role.WORKER, now=clock())[0]
     answer(session, session.scalars(select(Item).where(Item.project_id == proj.id)).first(), worker, "pos",
            now=clock())
@@ -262,7 +264,7 @@ def test_rating_projects_aggregate_their_values(client, app, session, clock):
     owner, token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock(), label_schema={"type": "rating", "min": 1, "max": 5})
     items(session, proj, 2, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     workers = [account(session, Role.WORKER, now=clock())[0] for _ in range(3)]
     by_ext = {i.external_id: i for i in session.scalars(select(Item).where(Item.project_id == proj.id))}
     for ext, values in {"it0": [4, 4, 2], "it1": [1, 5, 5]}.items():
@@ -307,7 +309,7 @@ def test_no_path_through_the_service_repeats_an_answer(client, app, session, clo
     owner, token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock(), items_per_hit=1, assignments_per_item=2, gold_rate=0)
     items(session, proj, 4, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     (bob, bob_token), *others = [account(session, Role.WORKER, now=clock()) for _ in range(3)]
     _, ops = account(session, Role.OPS, now=clock())
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from market import service
-from market.models import Batch, Hit, Item
+from base.identity import Role
+from market.catalogue import batches
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import Batch, Hit, Item
 from tests.factories import account, answer, auth, items, lease, project
-from workers.models import Role
 
 
 @pytest.fixture
@@ -146,10 +147,10 @@ def test_progress_counts_answers_items_and_assignments(client, session, clock, o
 
 
 def test_publishing_many_items_in_chunks(session, clock, owner, monkeypatch):
-    monkeypatch.setattr(service, "PUBLISH_CHUNK", 10)
+    monkeypatch.setattr(batches, "PUBLISH_CHUNK", 10)
     proj = project(session, owner[0], now=clock(), items_per_hit=4)
     items(session, proj, 45, now=clock())
-    batch, created = service.publish_batch(session, project_id=proj.id, account=owner[0], now=clock())
+    batch, created = publish_batch(session, project_id=proj.id, account=owner[0], now=clock())
     assert created and (batch.item_count, batch.hit_count) == (45, 12)
     per_hit = session.execute(select(func.count()).select_from(Item).where(Item.batch_id == batch.id)
                               .group_by(Item.hit_id)).scalars().all()

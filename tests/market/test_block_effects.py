@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from market import service
-from market.models import Answer, HitSlot, SlotState
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import Answer, HitSlot, SlotState
 from tests.factories import account, auth, items, project
-from workers.models import Role
 
 OPS = "/api/v1/ops/flags"
 
@@ -36,7 +36,7 @@ def market(client, session, clock):
     for n in range(2):
         proj = project(session, owner, now=clock(), title=f"p{n}", assignments_per_item=2, items_per_hit=1)
         items(session, proj, 3, now=clock(), prefix=f"p{n}-")
-        batch, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+        batch, _ = publish_batch(session, project_id=proj.id, account=owner, now=clock())
         projects.append((proj, batch))
     _, ops_token = account(session, Role.OPS, now=clock())
     workers = [account(session, Role.WORKER, now=clock()) for _ in range(4)]

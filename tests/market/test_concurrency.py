@@ -8,13 +8,14 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import delete, func, select
 
-from market import service
-from market.db import Database
-from market.models import Batch, Hit, Item, Project
-from market.problems import InvalidInput
+from base.db import Database
+from base.errors import InvalidInput
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import Batch, Hit, Item, Project
 from tests.conftest import START
 from tests.factories import account, items, project
-from workers.models import Account, ApiToken, Role
+from workers.models import Account, ApiToken
 
 THREADS = 8
 
@@ -47,7 +48,7 @@ def _race(db: Database, owner_id: int, project_id: int, key: str | None) -> list
         with db.session_scope() as s:
             owner = s.get(Account, owner_id)
             try:
-                batch, created = service.publish_batch(s, project_id=project_id, account=owner, now=START,
+                batch, created = publish_batch(s, project_id=project_id, account=owner, now=START,
                                                        idempotency_key=key)
                 outcomes[i] = (batch.id, created)
             except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from market.models import Answer, Assignment, GoldStream, Item, WorkerStats
+from base.identity import Role
+from market.catalogue.models import Answer, Assignment, Item
+from qualification.models import GoldStream
 from tests.factories import account, auth, item_id, public_item_id
 from tests.market.test_scoring import gold_project
-from workers.models import Role
+from workers.models import WorkerStats
 
 
 def take(client, token, value_for):

@@ -1,4 +1,4 @@
-"""Judging workers after the response (market/evaluation.py): in process, or as coalesced jobs on the queue."""
+"""Judging workers after the response (market/quality/evaluation.py): in process, or as coalesced jobs on the queue."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from market import jobs, service
-from market.models import WorkerStats
+from base.identity import Role
+from edge import jobs
+from market.catalogue.batches import publish_batch
 from tests.conftest import REDIS_URL, make_app
 from tests.factories import account, auth, items, project
-from workers.models import Role
+from workers.models import WorkerStats
 
 
 def _work(client, token, n: int) -> None:
@@ -28,7 +29,7 @@ def test_in_process_the_worker_is_judged_once_the_response_is_closed(database, s
     owner, _ = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock())
     items(session, proj, 3, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     worker, token = account(session, Role.WORKER, now=clock())
     app.test_client_class = FlaskClient  # one that leaves closing the response to the test
     client = app.test_client()
@@ -49,7 +50,7 @@ def test_with_redis_judging_is_a_job_coalesced_per_worker(database, session, clo
     owner, _ = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock(), assignments_per_item=1)
     items(session, proj, 6, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     (first, first_token), (second, second_token) = (account(session, Role.WORKER, now=clock()) for _ in range(2))
     client = app.test_client()
     try:

@@ -10,12 +10,17 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from market import service, work
-from market.imports import import_items
-from market.models import Answer, Assignment, GoldStream, Hit, Item
+from base.identity import Role
+from market.catalogue.batches import batch_progress, publish_batch
+from market.catalogue.gold import gold_supply
+from market.catalogue.imports import import_items
+from market.catalogue.models import Answer, Assignment, Hit, Item
+from market.engine import next_task as engine_next
+from market.engine import submit as engine_submit
+from market.engine.next_task import next_assignment
 from qualification import gold as schedule
-from tests.factories import account, auth, item_id, jsonl, project, public_item_id
-from workers.models import Role
+from qualification.models import GoldStream
+from tests.factories import TEST_GOLD_KEY, account, auth, item_id, jsonl, project, public_item_id
 
 KEY = schedule.schedule_key("test seed")
 LABELS = ("pos", "neg", "neu")
@@ -34,6 +39,7 @@ def stream(rate: Decimal, worker_id: int, n: int = 1000, key: bytes = KEY) -> li
 
 
 # ---- the schedule ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("rate", ["0.05", "0.075", "0.10"])
 def test_realized_rate_converges_to_the_configured_rate_for_every_worker(rate):
@@ -78,6 +84,7 @@ def test_gold_tasks_needed():
 
 # ---- the engine ---------------------------------------------------------------------------------------------
 
+
 def gold_project(session, clock, *, real: int, gold: int, items_per_hit: int = 1, redundancy: int = 1,
                  rate: str = "0.10", **settings):
     """A published project whose gold items are interleaved with the real ones (one id sequence)."""
@@ -89,7 +96,7 @@ def gold_project(session, clock, *, real: int, gold: int, items_per_hit: int = 1
         records.insert(min(len(records), g * 3 + 1), {"external_id": f"g{g}", "data": {"text": f"review g{g}"},
                                                   "gold": LABELS[g % 3], "explanation": f"because {g}"})
     import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
-    batch, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    batch, _ = publish_batch(session, project_id=proj.id, account=owner, now=clock())
     return owner, owner_token, proj, batch
 
 
@@ -97,9 +104,9 @@ def work_through(session, clock, worker, n: int) -> list[tuple[int, bool]]:
     """Claim and submit n tasks as the worker; (hit_id, is_gold) of each."""
     served = []
     for _ in range(n):
-        task = work.next_assignment(session, worker=worker, now=clock())
+        task = next_assignment(session, gold_key=TEST_GOLD_KEY, worker=worker, now=clock())
         clock.advance(seconds=5)
-        work.submit(session, worker=worker, assignment_id=task.id, now=clock(),
+        engine_submit.submit(session, worker=worker, assignment_id=task.id, now=clock(),
                     answers=[{"item_id": i["id"], "answer": "pos"} for i in task.items])
         served.append((task.hit_id, session.get(Assignment, task.id).is_gold))
     return served
@@ -117,7 +124,7 @@ def test_the_engine_injects_gold_at_the_rate_never_twice(session, clock):
     stream_row = session.get(GoldStream, (worker.id, proj.id))
     assert (stream_row.tasks, stream_row.golds) == (1000, len(gold_hits))
     # Gold answers are scored and stay out of the batch's redundancy and progress.
-    progress = service.batch_progress(session, batch, now=clock())
+    progress = batch_progress(session, batch, now=clock())
     assert progress.answers == 1000 - len(gold_hits) and progress.items == 1000
     assert progress.assignments_by_status["submitted"] == 1000 - len(gold_hits)
     scored = session.scalar(select(func.count()).select_from(Answer).where(Answer.gold_correct.is_not(None)))
@@ -135,7 +142,7 @@ def test_gold_hits_have_the_batch_size_and_stay_out_of_the_batch(session, clock)
 @pytest.fixture
 def always_gold(monkeypatch):
     """Every turn a gold turn: the engine's handling of gold, apart from the schedule's odds."""
-    monkeypatch.setattr(work, "is_gold_turn", lambda *args, **kwargs: True)
+    monkeypatch.setattr(engine_next, "is_gold_turn", lambda *args, **kwargs: True)
 
 
 def next_task(client, token, **query):
@@ -160,7 +167,7 @@ def test_gold_is_indistinguishable_in_every_worker_payload(client, session, cloc
     _, _, proj, _ = gold_project(session, clock, real=30, gold=10, items_per_hit=2, redundancy=1)
     worker, token = account(session, Role.WORKER, now=clock())
     turns = iter([False, True, False, True])
-    monkeypatch.setattr(work, "is_gold_turn", lambda *args, **kwargs: next(turns))
+    monkeypatch.setattr(engine_next, "is_gold_turn", lambda *args, **kwargs: next(turns))
     tasks, details, results = [], [], []
     for _ in range(4):
         task = next_task(client, token).get_json()
@@ -245,7 +252,7 @@ def test_the_batch_tells_the_requester_how_much_gold_it_needs(client, session, c
                             "short_hit": False, "warning": body["gold"]["warning"]}
     assert "24 gold items" in body["gold"]["warning"]
     _, _, proj2, batch2 = gold_project(session, clock, real=20, gold=5)
-    rich = service.gold_supply(session, batch2, proj2)
+    rich = gold_supply(session, batch2, proj2)
     assert rich.hits_needed == 3 and rich.hits_available == 5
 
 
@@ -304,7 +311,7 @@ def test_gold_hits_are_served_breadth_first_and_capped_like_real_ones(session, c
     picks = []
     for _ in range(40):
         worker, _ = account(session, Role.WORKER, now=clock())
-        task = work.next_assignment(session, worker=worker, now=clock())
+        task = next_assignment(session, gold_key=TEST_GOLD_KEY, worker=worker, now=clock())
         picks.append((task.hit_id, session.get(Assignment, task.id).is_gold))
     gold = [hit for hit, is_gold in picks if is_gold]
     assert len(gold) == 30 and not any(is_gold for _, is_gold in picks[30:])

@@ -14,14 +14,18 @@ import pytest
 from flask import request_finished, request_started
 from sqlalchemy import event, func, insert, select
 
-from market import db as market_db
-from market import service, work
-from market.imports import import_items
-from market.models import Assignment, AssignmentStatus, GoldPool, GoldStream, Hit, HitSlot, Item, SlotState
+from base import db as market_db
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.imports import import_items
+from market.catalogue.models import Assignment, AssignmentStatus, GoldPool, Hit, HitSlot, Item, SlotState
+from market.catalogue.projects import update_project
+from market.engine import next_task as engine_next
 from qualification import gold as schedule
+from qualification.models import GoldStream
 from tests.factories import account, auth, item_id, jsonl
 from tests.market.test_gold import gold_project as shared_gold_project
-from workers.models import Account, FlagReason, Role, WorkerFlag
+from workers.models import Account, FlagReason, WorkerFlag
 
 LABELS = ("pos", "neg", "neu")
 
@@ -49,6 +53,7 @@ def is_gold(session, task) -> bool:
 
 
 # ---- returning, lapsing, coming back -----------------------------------------------------------------------
+
 
 def test_returns_and_lapses_never_change_which_submitted_tasks_are_gold(client, session, clock):
     """Whatever a worker gives back, the k-th task they submit is gold exactly when position k of their stream is:
@@ -179,6 +184,7 @@ def test_next_never_stores_a_lease_it_cannot_serve(client, session, clock):
 
 # ---- shape and size -------------------------------------------------------------------------------------
 
+
 def test_every_task_of_a_batch_has_its_size_the_last_one_too(client, session, clock):
     """7 items in HITs of 3: the last HIT is filled up with spare gold, so no task is short (a short one would be
     certainly real) and gold tasks have the same size."""
@@ -205,7 +211,7 @@ def test_without_spare_gold_the_short_hit_is_reported(client, session, clock):
     owner_token, proj, _ = gold_project(session, clock, real=6, gold=3, items_per_hit=3, redundancy=2)
     records = [{"external_id": f"later{i}", "data": {"text": f"later {i}"}} for i in range(7)]
     import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
-    batch, _ = service.publish_batch(session, project_id=proj.id, account=session.get(Account, proj.owner_id),
+    batch, _ = publish_batch(session, project_id=proj.id, account=session.get(Account, proj.owner_id),
                                      now=clock())
     body = client.get(f"/api/v1/projects/{proj.id}/batches/{batch.id}", headers=auth(owner_token)).get_json()
     assert body["gold"]["short_hit"] is True and "can tell it is not gold" in body["gold"]["warning"]
@@ -213,9 +219,10 @@ def test_without_spare_gold_the_short_hit_is_reported(client, session, clock):
 
 # ---- timing ---------------------------------------------------------------------------------------------
 
+
 def _statements(app, session, monkeypatch) -> list[str]:
     """The SQL a request runs before its response is sent, in order (what runs after it, judging the worker, is
-    left out): through SQLAlchemy and straight on the driver (market.db.HotStatement) alike."""
+    left out): through SQLAlchemy and straight on the driver (base.db.HotStatement) alike."""
     seen: list[str] = []
     live = {"on": False}
     engine = session.get_bind().engine if hasattr(session.get_bind(), "engine") else session.get_bind()
@@ -272,6 +279,7 @@ def test_gold_and_real_tasks_cost_the_same_statements(client, session, clock, mo
 
 # ---- cross-worker counts: colluding accounts -------------------------------------------------------------
 
+
 def test_colluding_accounts_see_no_item_more_often_than_the_redundancy(client, session, clock):
     """Twelve accounts work through a project in turns and pool the item ids they were served: no item, gold or
     real, was served to more accounts than the redundancy (3), and gold items reach it as real ones do. (With three
@@ -300,14 +308,14 @@ def test_each_batch_serves_gold_of_its_own_shape(client, session, clock, monkeyp
     """Two open batches of one project, HITs of 1 and of 2 items: a gold task always has the size of the batch it
     replaces work of (the pool is looked up per batch; read once for every batch, a gold task of the wrong size
     would be told apart at a glance)."""
-    monkeypatch.setattr(work, "is_gold_turn", lambda *args, **kwargs: True)
+    monkeypatch.setattr(engine_next, "is_gold_turn", lambda *args, **kwargs: True)
     owner_token, proj, first = gold_project(session, clock, real=4, gold=4, items_per_hit=1, redundancy=3)
     owner = session.get(Account, proj.owner_id)
-    service.update_project(session, project=proj, account=owner, data={"items_per_hit": 2}, now=clock())
+    update_project(session, project=proj, account=owner, data={"items_per_hit": 2}, now=clock())
     records = [{"external_id": f"two{i}", "data": {"text": f"two {i}"}} for i in range(4)]
     records += [{"external_id": f"gold-two{i}", "data": {"text": f"gold two {i}"}, "gold": "pos"} for i in range(4)]
     import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
-    second, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    second, _ = publish_batch(session, project_id=proj.id, account=owner, now=clock())
     sizes = {first.id: 1, second.id: 2}
     for _ in range(6):
         _, token = account(session, Role.WORKER, now=clock())

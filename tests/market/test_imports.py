@@ -8,11 +8,11 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from market.imports import CHUNK, import_items
-from market.models import Item
-from market.problems import InvalidInput
+from base.errors import InvalidInput
+from base.identity import Role
+from market.catalogue.imports import CHUNK, import_items
+from market.catalogue.models import Item
 from tests.factories import account, auth, jsonl, project
-from workers.models import Role
 
 
 @pytest.fixture

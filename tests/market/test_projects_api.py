@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from base.identity import Role
 from tests.factories import SENTIMENT, account, auth, items, project, project_payload
-from workers.models import Role
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ import json
 import pytest
 from sqlalchemy import select
 
-from market import results, service
-from market.imports import import_items
-from market.models import Item
+from base.identity import Role
+from market.catalogue import results
+from market.catalogue.batches import publish_batch
+from market.catalogue.imports import import_items
+from market.catalogue.models import Item
 from tests.factories import account, answer, auth, items, jsonl, project
-from workers.models import Role
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def setup(session, clock):
     owner, token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock())
     items(session, proj, 3, now=clock())
-    batch, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    batch, _ = publish_batch(session, project_id=proj.id, account=owner, now=clock())
     workers = [account(session, Role.WORKER, now=clock())[0] for _ in range(2)]
     its = list(session.scalars(select(Item).where(Item.batch_id == batch.id).order_by(Item.id)))
     made = []
@@ -95,7 +96,7 @@ def test_csv_export_escapes_text_that_spreadsheets_would_run(session, clock):
     texts = FORMULAS + [p for p in PLAIN if p]  # an answer is never empty
     import_items(session, project=proj, stream=io.BytesIO(jsonl(
         [{"external_id": t, "data": {}} for t in texts])), fmt="jsonl", now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     worker, _ = account(session, Role.WORKER, now=clock())
     by_ext = {i.external_id: i for i in session.scalars(select(Item).where(Item.project_id == proj.id))}
     for text in texts:
@@ -113,7 +114,7 @@ def test_negative_ratings_are_numbers_in_the_csv_export(session, clock):
     owner, _ = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock(), label_schema={"type": "rating", "min": -3, "max": 3})
     items(session, proj, 1, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     worker, _ = account(session, Role.WORKER, now=clock())
     answer(session, session.scalar(select(Item).where(Item.project_id == proj.id)), worker, -3, now=clock())
     text = "".join(results.export_lines(session, project=proj, fmt="csv"))
@@ -125,7 +126,7 @@ def test_multi_choice_answers_in_csv_use_pipes(session, clock):
     proj = project(session, owner, now=clock(), label_schema={
         "type": "multi_choice", "categories": [{"key": "a", "name": "A"}, {"key": "b", "name": "B"}]})
     items(session, proj, 1, now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     worker, _ = account(session, Role.WORKER, now=clock())
     answer(session, session.scalar(select(Item).where(Item.project_id == proj.id)), worker, ["a", "b"], now=clock())
     text = "".join(results.export_lines(session, project=proj, fmt="csv"))

@@ -9,15 +9,20 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from market import scoring, service, work
-from market.imports import import_items
-from market.models import Answer, Assignment, Item
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.imports import import_items
+from market.catalogue.models import Answer, Assignment, Item
+from market.engine import next_task
+from market.engine.next_task import next_assignment
+from market.engine.submit import submit
+from market.quality import scoring
 from qualification import gold as schedule
 from qualification.accuracy import wilson_interval
 from qualification.judgement import judge
-from tests.factories import account, auth, item_id, jsonl, project
+from tests.factories import TEST_GOLD_KEY, account, auth, item_id, jsonl, project
 from workers import flags
-from workers.models import Account, FlagReason, FlagState, Role, WorkerBlock, WorkerFlag
+from workers.models import Account, FlagReason, FlagState, WorkerBlock, WorkerFlag
 
 LABELS = ("pos", "neg", "neu")
 
@@ -32,7 +37,7 @@ def gold_project(session, clock, *, real: int, gold: int, items_per_hit: int = 1
     records += [{"external_id": f"g{g}", "data": {"text": f"review g{g}"}, "gold": LABELS[g % 3],
                  "explanation": f"it reads {LABELS[g % 3]}"} for g in range(gold)]
     import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     return owner, owner_token, proj
 
 
@@ -218,7 +223,7 @@ def test_agreement_with_the_other_workers_majority(client, session, clock, turns
     # Gold comes only in place of real work: one more item, then a gold task each recomputes the figures.
     records = [{"external_id": "more", "data": {"text": "one more"}}]
     import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
-    service.publish_batch(session, project_id=proj.id, account=session.get(Account, proj.owner_id), now=clock())
+    publish_batch(session, project_id=proj.id, account=session.get(Account, proj.owner_id), now=clock())
     for _, token in tokens:
         turns.append(True)
         do_task(client, session, clock, token)
@@ -269,14 +274,14 @@ def simulated_crowd(session, clock, monkeypatch, seed: int, *, tasks: int = 60) 
     records += [{"external_id": f"g{g}", "data": {"text": f"review g{g}"}, "gold": LABELS[g % 3]} for g in range(130)]
     rng.shuffle(records)
     import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
-    service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     kinds = [("honest", rng.uniform(0.70, 0.95)) for _ in range(16)] + [("random", 0.0)] * 3 + [("same", 0.0)] * 3
     rng.shuffle(kinds)
     crowd = [(account(session, Role.WORKER, now=clock())[0], kind, accuracy, random.Random(f"{seed}-{n}"))
              for n, (kind, accuracy) in enumerate(kinds)]
     place = {w.id: n for n, (w, *_) in enumerate(crowd)}
     key = schedule.schedule_key(f"crowd {seed}")
-    monkeypatch.setattr(work, "is_gold_turn", lambda _key, *, worker_id, **turn: schedule.is_gold_turn(
+    monkeypatch.setattr(next_task, "is_gold_turn", lambda _key, *, worker_id, **turn: schedule.is_gold_turn(
         key, worker_id=place[worker_id], **turn))
 
     def answer(kind: str, accuracy: float, item: Item, luck: random.Random) -> str:
@@ -289,10 +294,10 @@ def simulated_crowd(session, clock, monkeypatch, seed: int, *, tasks: int = 60) 
 
     for _ in range(tasks):
         for worker, kind, accuracy, luck in rng.sample(crowd, len(crowd)):
-            task = work.next_assignment(session, worker=worker, now=clock(), project_id=proj.id)
+            task = next_assignment(session, gold_key=TEST_GOLD_KEY, worker=worker, now=clock(), project_id=proj.id)
             clock.advance(seconds=luck.uniform(20, 40))
             shown = [session.get(Item, i["id"]) for i in task.items]
-            work.submit(session, worker=worker, assignment_id=task.id, now=clock(),
+            submit(session, worker=worker, assignment_id=task.id, now=clock(),
                         answers=[{"item_id": i.id, "answer": answer(kind, accuracy, i, luck)} for i in shown])
             scoring.evaluate(session, worker_id=worker.id, project_id=proj.id, now=clock())
             session.commit()

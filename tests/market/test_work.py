@@ -7,11 +7,14 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from market import service, work
-from market.models import Answer, Assignment, AssignmentStatus, HitSlot, Item, SlotState
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import Answer, Assignment, AssignmentStatus, HitSlot, Item, SlotState
+from market.engine.next_task import next_assignment
+from market.engine.submit import sweep_expired
 from tests.conftest import make_app
-from tests.factories import account, auth, item_id, items, project
-from workers.models import Role, WorkerBlock
+from tests.factories import TEST_GOLD_KEY, account, auth, item_id, items, project
+from workers.models import WorkerBlock
 from workers.service import link_identity, worker_for_identity
 
 PROBLEM = "application/problem+json"
@@ -23,7 +26,7 @@ def setup(session, clock):
     # Gold off: the engine's rules are tested here on a predictable stream; gold injection in test_gold.py.
     proj = project(session, owner, now=clock(), assignments_per_item=2, gold_rate=Decimal(0))
     items(session, proj, 3, now=clock(), gold=1)
-    batch, _ = service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    batch, _ = publish_batch(session, project_id=proj.id, account=owner, now=clock())
     workers = [account(session, Role.WORKER, now=clock()) for _ in range(4)]
     return {"owner": owner, "owner_token": owner_token, "project": proj, "batch": batch, "workers": workers}
 
@@ -267,10 +270,10 @@ def test_answers_record_the_guideline_version_of_their_lease(client, session, se
 
 def test_sweeper_tidies_lapsed_leases(session, clock, setup):
     worker, _ = setup["workers"][0]
-    assignment = work.next_assignment(session, worker=worker, now=clock())
-    assert work.sweep_expired(session, now=clock()) == 0
+    assignment = next_assignment(session, gold_key=TEST_GOLD_KEY, worker=worker, now=clock())
+    assert sweep_expired(session, now=clock()) == 0
     clock.advance(seconds=601)
-    assert work.sweep_expired(session, now=clock()) == 1
+    assert sweep_expired(session, now=clock()) == 1
     assert session.get(Assignment, assignment.id).status == AssignmentStatus.EXPIRED
     assert session.scalar(select(func.count()).select_from(HitSlot).where(HitSlot.state == SlotState.LEASED)) == 0
 
@@ -305,7 +308,7 @@ def _second_project(session, clock, setup, **overrides):
     """Another project of the same requester with one published batch of two plain items."""
     proj = project(session, setup["owner"], now=clock(), assignments_per_item=1, **overrides)
     items(session, proj, 2, now=clock(), prefix="p2-")
-    batch, _ = service.publish_batch(session, project_id=proj.id, account=setup["owner"], now=clock())
+    batch, _ = publish_batch(session, project_id=proj.id, account=setup["owner"], now=clock())
     return proj, batch
 
 

@@ -20,27 +20,32 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, select, text
 
-from market import service, work
-from market.db import Database, make_engine, utcnow
-from market.models import (
+from base.clock import utcnow
+from base.db import Database, make_engine
+from base.errors import Gone
+from base.identity import Role
+from market.catalogue.batches import publish_batch
+from market.catalogue.models import (
     Answer,
     Assignment,
     AssignmentStatus,
     Batch,
     GoldPool,
-    GoldStream,
     GuidelineVersion,
     Hit,
     HitSlot,
     Item,
     Project,
     SlotState,
-    WorkerStats,
 )
-from market.problems import Gone
+from market.engine import next_task
+from market.engine.claim import Task
+from market.engine.next_task import NoWork, load_task, next_assignment
+from market.engine.submit import return_assignment, submit
+from qualification.models import GoldStream
 from tests.conftest import DATABASE_URL, make_app
-from tests.factories import SENTIMENT, item_id, items, project
-from workers.models import Account, ApiToken, Role, WorkerFlag
+from tests.factories import SENTIMENT, TEST_GOLD_KEY, item_id, items, project
+from workers.models import Account, ApiToken, WorkerFlag, WorkerStats
 from workers.service import create_account, issue_token
 
 WORKERS = 40
@@ -99,7 +104,7 @@ def market(db: Database) -> Iterator[Callable[..., Market]]:
             s.commit()
             made.account_ids.extend(w.id for w in workers)
             items(s, proj, n_items, now=now, prefix=f"{tag}-", gold=gold)
-            batch, created = service.publish_batch(s, project_id=proj.id, account=owner, now=now)
+            batch, created = publish_batch(s, project_id=proj.id, account=owner, now=now)
             assert created
             return Market(proj.id, batch.id, owner.id, [w.id for w in workers],
                           dt.timedelta(seconds=batch.assignment_duration_seconds))
@@ -133,11 +138,12 @@ def _run(n: int, target: Callable[[int], None]) -> None:
     assert not any(t.is_alive() for t in threads), "a worker thread hung (deadlock or lock wait)"
 
 
-def _answers(view: work.Task) -> list[dict[str, Any]]:
+def _answers(view: Task) -> list[dict[str, Any]]:
     return [{"item_id": it["id"], "answer": LABEL} for it in view.items]
 
 
 # ---- many workers, one batch with tight redundancy ------------------------------------------------------
+
 
 def test_many_workers_claim_and_submit_without_overfilling_or_losing_answers(db, market):
     started = time.monotonic()
@@ -159,21 +165,22 @@ def test_many_workers_claim_and_submit_without_overfilling_or_losing_answers(db,
                     if time.monotonic() > deadline:
                         raise TimeoutError("worker still finding work at the deadline")
                     try:
-                        asg = work.next_assignment(s, worker=me, now=utcnow(), project_id=m.project_id)
-                    except work.NoWork:
+                        asg = next_assignment(s, gold_key=TEST_GOLD_KEY,
+                                              worker=me, now=utcnow(), project_id=m.project_id)
+                    except NoWork:
                         return
                     assert asg.worker_id == me.id and asg.status == AssignmentStatus.LEASED
                     answers = _answers(asg)
                     roll = rng.random()
                     if roll < RETURN_RATE:
-                        work.return_assignment(s, worker=me, assignment_id=asg.id, now=utcnow())
+                        return_assignment(s, worker=me, assignment_id=asg.id, now=utcnow())
                         returned.append(asg.id)
                         continue
-                    _, replayed = work.submit(s, worker=me, assignment_id=asg.id, answers=answers, now=utcnow())
+                    _, replayed = submit(s, worker=me, assignment_id=asg.id, answers=answers, now=utcnow())
                     assert not replayed, f"first submit of {asg.id} was taken for a replay"
                     acked.append((asg.id, me.id, {a["item_id"]: a["answer"] for a in answers}))
                     if roll > 1 - RESUBMIT_RATE:  # a retried request: must be a harmless replay
-                        _, replayed = work.submit(s, worker=me, assignment_id=asg.id, answers=answers,
+                        _, replayed = submit(s, worker=me, assignment_id=asg.id, answers=answers,
                                                   now=utcnow())
                         assert replayed, f"second submit of {asg.id} was not a replay"
                         replays.append(asg.id)
@@ -218,6 +225,7 @@ def test_many_workers_claim_and_submit_without_overfilling_or_losing_answers(db,
 
 
 # ---- the same through the HTTP API, as served --------------------------------------------------------
+
 
 def test_many_workers_through_the_http_api(db, market):
     """Flask views, token auth and, on PostgreSQL, the autocommit sessions of the hot endpoints: 32 workers ask,
@@ -277,17 +285,19 @@ def test_many_workers_through_the_http_api(db, market):
 
 # ---- a lapsed lease: its slot goes to exactly one new worker, its late submit is refused --------------
 
+
 def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
     t0 = utcnow()
     m = market(n_items=1, per_hit=1, redundancy=2, n_workers=10, now=t0)
     first_id, late_id, racer_ids = m.worker_ids[0], m.worker_ids[1], m.worker_ids[2:]
     with db.session_scope() as s:
         first = s.get_one(Account, first_id)
-        done = work.next_assignment(s, worker=first, now=t0, project_id=m.project_id)
-        work.submit(s, worker=first, assignment_id=done.id, answers=_answers(done),
+        done = next_assignment(s, gold_key=TEST_GOLD_KEY, worker=first, now=t0, project_id=m.project_id)
+        submit(s, worker=first, assignment_id=done.id, answers=_answers(done),
                     now=t0 + dt.timedelta(seconds=1))
         late = s.get_one(Account, late_id)
-        leased = work.next_assignment(s, worker=late, now=t0 + dt.timedelta(seconds=2), project_id=m.project_id)
+        leased = next_assignment(s, gold_key=TEST_GOLD_KEY,
+                                 worker=late, now=t0 + dt.timedelta(seconds=2), project_id=m.project_id)
         late_answers = _answers(leased)
         s.commit()
     t1 = leased.expires_at + dt.timedelta(seconds=1)  # the single remaining slot's lease ran out
@@ -301,19 +311,19 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
             try:
                 if i == len(racer_ids):  # the worker whose lease lapsed submits late, during the race
                     me = s.get_one(Account, late_id)
-                    outcomes[i] = work.submit(s, worker=me, assignment_id=leased.id, answers=late_answers, now=t1)
+                    outcomes[i] = submit(s, worker=me, assignment_id=leased.id, answers=late_answers, now=t1)
                 else:
                     me = s.get_one(Account, racer_ids[i])
-                    outcomes[i] = work.next_assignment(s, worker=me, now=t1, project_id=m.project_id)
+                    outcomes[i] = next_assignment(s, gold_key=TEST_GOLD_KEY, worker=me, now=t1, project_id=m.project_id)
             except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
                 outcomes[i] = exc
 
     _run(len(racer_ids) + 1, racer)
     late_outcome = outcomes.pop(len(racer_ids))
     assert isinstance(late_outcome, Gone), late_outcome
-    wins = [o for o in outcomes.values() if isinstance(o, work.Task)]
+    wins = [o for o in outcomes.values() if isinstance(o, Task)]
     assert len(wins) == 1, outcomes
-    assert all(isinstance(o, work.NoWork) for o in outcomes.values() if not isinstance(o, work.Task)), outcomes
+    assert all(isinstance(o, NoWork) for o in outcomes.values() if not isinstance(o, Task)), outcomes
     winner = wins[0]
     assert winner.hit_id == leased.hit_id and winner.expires_at > t1
 
@@ -324,10 +334,10 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
                                                  .where(HitSlot.hit_id == leased.hit_id).order_by(HitSlot.slot_no))]
         assert slots == [(SlotState.DONE, done.id), (SlotState.LEASED, winner.id)]
         me = s.get_one(Account, winner.worker_id)
-        work.submit(s, worker=me, assignment_id=winner.id, answers=late_answers, now=t1 + dt.timedelta(seconds=1))
+        submit(s, worker=me, assignment_id=winner.id, answers=late_answers, now=t1 + dt.timedelta(seconds=1))
         # A retry of the late submit after the slot was refilled is still refused and still stores nothing.
         with pytest.raises(Gone):
-            work.submit(s, worker=s.get_one(Account, late_id), assignment_id=leased.id, answers=late_answers,
+            submit(s, worker=s.get_one(Account, late_id), assignment_id=leased.id, answers=late_answers,
                         now=t1 + dt.timedelta(seconds=2))
         per_worker = s.execute(select(Answer.worker_id).where(Answer.project_id == m.project_id)
                                .order_by(Answer.id)).scalars().all()
@@ -337,6 +347,7 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
 
 
 # ---- a submit at the very edge of its lease racing claims made just after it ---------------------------
+
 
 def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
     """The holder submits a millisecond before its lease ends (on time by its clock) while others ask for work a
@@ -348,7 +359,8 @@ def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
         m = market(n_items=1, per_hit=1, redundancy=1, n_workers=racers + 1, now=t0)
         holder_id, racer_ids = m.worker_ids[0], m.worker_ids[1:]
         with db.session_scope() as s:
-            asg = work.next_assignment(s, worker=s.get_one(Account, holder_id), now=t0, project_id=m.project_id)
+            asg = next_assignment(s, gold_key=TEST_GOLD_KEY,
+                                  worker=s.get_one(Account, holder_id), now=t0, project_id=m.project_id)
             answers = _answers(asg)
             s.commit()
         edge = asg.expires_at
@@ -362,20 +374,21 @@ def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
                 try:
                     if i == racers:
                         me = s.get_one(Account, asg.worker_id)
-                        outcomes[i] = work.submit(s, worker=me, assignment_id=asg.id, answers=answers,
+                        outcomes[i] = submit(s, worker=me, assignment_id=asg.id, answers=answers,
                                                   now=edge - dt.timedelta(milliseconds=1))
                     else:
                         me = s.get_one(Account, racer_ids[i])
-                        outcomes[i] = work.next_assignment(s, worker=me, now=edge + dt.timedelta(milliseconds=1),
+                        outcomes[i] = next_assignment(s, gold_key=TEST_GOLD_KEY,
+                                                      worker=me, now=edge + dt.timedelta(milliseconds=1),
                                                            project_id=m.project_id)
                 except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
                     outcomes[i] = exc
 
         _run(racers + 1, racer)
         submitted = outcomes.pop(racers)
-        wins = [o for o in outcomes.values() if isinstance(o, work.Task)]
+        wins = [o for o in outcomes.values() if isinstance(o, Task)]
         odd = [f"{who}: {o!r}"[:200] for who, o in [("submit", submitted), *(("claim", o) for o in outcomes.values())]
-               if not isinstance(o, tuple | work.Task | work.NoWork | Gone)]
+               if not isinstance(o, tuple | Task | NoWork | Gone)]
         with db.session_scope() as s:
             stored = s.scalar(select(func.count()).select_from(Answer).where(Answer.project_id == m.project_id))
             live = s.scalar(select(func.count()).select_from(Assignment).where(
@@ -392,6 +405,7 @@ def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
 
 # ---- one worker, many simultaneous requests for work ---------------------------------------------------
 
+
 def test_one_worker_racing_itself_gets_one_lease(db, market):
     threads = 8
     now = utcnow()
@@ -404,7 +418,7 @@ def test_one_worker_racing_itself_gets_one_lease(db, market):
         with db.session_scope() as s:
             try:
                 me = s.get_one(Account, m.worker_ids[0])
-                asg = work.next_assignment(s, worker=me, now=now, project_id=m.project_id)
+                asg = next_assignment(s, gold_key=TEST_GOLD_KEY, worker=me, now=now, project_id=m.project_id)
                 outcomes[i] = (asg.id, asg.hit_id)
             except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
                 outcomes[i] = exc
@@ -425,6 +439,7 @@ def test_one_worker_racing_itself_gets_one_lease(db, market):
 
 # ---- gold under concurrency ----------------------------------------------------------------------------------
 
+
 def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch):
     """Workers racing themselves (two requests at once, half the time) and each other, gold at 10% with a small
     pool: no gold HIT over its redundancy, each stream's counts match its worker's submitted tasks on the
@@ -436,7 +451,7 @@ def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch)
         s.get_one(Project, m.project_id).gold_rate = Decimal("0.10")
         s.commit()
     # A busier schedule than the real one, so the pool runs out during the test: every third turn is gold.
-    monkeypatch.setattr(work, "is_gold_turn", lambda key, *, tasks, **_: tasks % 3 == 1)
+    monkeypatch.setattr(next_task, "is_gold_turn", lambda key, *, tasks, **_: tasks % 3 == 1)
     barrier = threading.Barrier(n_workers)
     errors: list[str] = []
 
@@ -451,7 +466,8 @@ def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch)
                 def claim(out: list[int]) -> None:
                     with db.session_scope() as s:
                         me = s.get_one(Account, m.worker_ids[i])
-                        out.append(work.next_assignment(s, worker=me, now=now, project_id=m.project_id).id)
+                        out.append(next_assignment(s, gold_key=TEST_GOLD_KEY,
+                                                   worker=me, now=now, project_id=m.project_id).id)
 
                 pair = [threading.Thread(target=claim, args=(seen,)) for _ in range(racers)]
                 for t in pair:
@@ -463,8 +479,8 @@ def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch)
                     return
                 with db.session_scope() as s:
                     me = s.get_one(Account, m.worker_ids[i])
-                    view = work.load_task(s, worker_id=me.id, assignment_id=seen[0])
-                    work.submit(s, worker=me, assignment_id=seen[0], answers=_answers(view), now=now)
+                    view = load_task(s, worker_id=me.id, assignment_id=seen[0])
+                    submit(s, worker=me, assignment_id=seen[0], answers=_answers(view), now=now)
         except Exception:  # noqa: BLE001 - reported below
             errors.append(traceback.format_exc())
 
@@ -490,6 +506,7 @@ def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch)
 
 
 # ---- a dead connection in the autocommit pool -------------------------------------------------------------
+
 
 @pytest.mark.skipif(not (DATABASE_URL or "").startswith("postgres"),
                     reason="PostgreSQL only: the autocommit pool (which does not ping) exists only there")
@@ -524,11 +541,12 @@ def test_hot_endpoints_run_again_on_a_fresh_connection_when_theirs_died(db, mark
 
 # ---- gold grouping under concurrent imports ------------------------------------------------------------------
 
+
 def test_concurrent_imports_with_gold_group_each_gold_item_once(db, market):
     """Imports racing each other, each carrying gold, into a project of 2-item HITs: every gold HIT holds exactly
     2 items, no gold item is in two HITs, ranks are 0, 1, 2, ... without gaps or repeats, every HIT has its slots,
     and every claim the pool then serves has items."""
-    from market.imports import import_items
+    from market.catalogue.imports import import_items
     from tests.factories import jsonl
 
     now = utcnow()

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from base.identity import Role
 from qualification import service
 from qualification.models import AttemptStatus, QualificationAttempt, QualificationGrant, QualificationType
 from tests.factories import SENTIMENT, account, auth
-from workers.models import Role
 
 PROBLEM = "application/problem+json"
 TYPES = "/api/v1/qualifications"

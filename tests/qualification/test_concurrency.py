@@ -7,11 +7,13 @@ import uuid
 
 from sqlalchemy import delete, select
 
-from market.db import Database, make_engine, utcnow
+from base.clock import utcnow
+from base.db import Database, make_engine
+from base.identity import Role
 from qualification import service
 from qualification.models import QualificationAttempt, QualificationQuestion, QualificationType
 from tests.factories import SENTIMENT
-from workers.models import Account, Role
+from workers.models import Account
 from workers.service import create_account
 
 THREADS = 8

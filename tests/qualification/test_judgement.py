@@ -69,7 +69,7 @@ LABELS = 3
 def simulate(seed: int, *, tasks: int = 60, items_per_hit: int = 2, redundancy: int = 3, minimum: float = 0.6,
              honest: int = 16, bad: int = 6) -> tuple[float, float, int]:
     """A crowd worked breadth-first, in turns, on the engine's gold schedule (8%), judged after every task with the
-    other workers' current estimates, as the service does (market/scoring.py). (precision, recall) of the flags,
+    other workers' current estimates, as the service does (market/quality/scoring.py). (precision, recall) of the flags,
     and how many honest workers were flagged."""
     rng = random.Random(seed)
     key = schedule.schedule_key(f"seed {seed}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from base.identity import Role
 from qualification import requirements as req
 from tests.factories import account, auth, items, project_payload
 from tests.qualification.test_api import KNOWN, TYPES, submit, type_payload
-from workers.models import Role
 
 PROJECTS = "/api/v1/projects"
 
@@ -34,7 +34,7 @@ def gated(client, session, clock):
         {"qualification_id": qtype["id"], "comparator": "GreaterThanOrEqualTo", "values": [80]}])
     proj = client.post(PROJECTS, json=body, headers=auth(token))
     assert proj.status_code == 201, proj.get_json()
-    from market.models import Project
+    from market.catalogue.models import Project
 
     items(session, session.get(Project, proj.get_json()["id"]), 4, now=clock())
     batch = client.post(f"{PROJECTS}/{proj.get_json()['id']}/batches", json={}, headers=auth(token))
@@ -93,7 +93,7 @@ def test_does_not_exist_keeps_holders_out(client, session, clock, gated):
     patched = client.patch(f"{PROJECTS}/{pid}", headers=auth(gated["token"]), json={"qualification_requirements": [
         {"qualification_id": gated["type"]["id"], "comparator": "DoesNotExist"}]})
     assert patched.status_code == 200
-    from market.models import Project
+    from market.catalogue.models import Project
 
     items(session, session.get(Project, pid), 2, now=clock(), prefix="later")
     newer = client.post(f"{PROJECTS}/{pid}/batches", json={}, headers=auth(gated["token"])).get_json()
@@ -109,7 +109,7 @@ def test_does_not_exist_keeps_holders_out(client, session, clock, gated):
 
 
 def test_an_ungated_batch_still_serves_workers_the_gated_one_turns_away(client, session, clock, gated):
-    from market.models import Project
+    from market.catalogue.models import Project
 
     open_project = client.post(PROJECTS, json=project_payload(title="open to all"), headers=auth(gated["token"]))
     pid = open_project.get_json()["id"]
@@ -124,7 +124,7 @@ def test_an_ungated_batch_still_serves_workers_the_gated_one_turns_away(client, 
 
 
 def test_a_batch_can_be_published_with_its_own_requirements(client, session, clock, gated):
-    from market.models import Project
+    from market.catalogue.models import Project
 
     plain = client.post(PROJECTS, json=project_payload(title="plain"), headers=auth(gated["token"])).get_json()
     items(session, session.get(Project, plain["id"]), 2, now=clock(), prefix="own")

@@ -10,16 +10,17 @@ from alembic import command
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from market.app import create_app
-from market.cli import alembic_config, cli
-from market.config import DEFAULT_PASSWORD_HASH, TEST_SECRET_KEY, ConfigError, load_config
-from market.db import make_engine
-from market.models import Project
+from base.db import make_engine
+from base.identity import DEFAULT_PASSWORD_HASH, Role
+from market.catalogue.models import Project
 from qualification import service as qualifications
+from shell.app import create_app
+from shell.cli import alembic_config, cli
+from shell.config import TEST_SECRET_KEY, ConfigError, load_config
 from tests.conftest import TEST_PASSWORD_HASH
 from tests.factories import account, auth, items, lease, project
 from workers import service
-from workers.models import Account, ApiToken, Role
+from workers.models import Account, ApiToken
 
 PASSWORD = "correct horse battery"
 NOW = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
@@ -34,6 +35,7 @@ def log_in(client, username, password=PASSWORD):
 
 
 # ---- usernames --------------------------------------------------------------------------------------------
+
 
 def test_usernames_are_unique_ignoring_case_and_log_in_in_any_case(client):
     created = sign_up(client, "Ada.Lovelace")
@@ -78,6 +80,7 @@ def test_the_migration_renames_later_accounts_whose_usernames_differ_only_in_cas
 
 # ---- password hashes --------------------------------------------------------------------------------------
 
+
 def test_tests_hash_cheaply_and_production_keeps_the_strong_default(client, session, database, clock):
     assert load_config("/nowhere", environ={})["PASSWORD_HASH"] == DEFAULT_PASSWORD_HASH == "scrypt:32768:8:1"
     sign_up(client, "cheap")
@@ -105,6 +108,7 @@ def test_a_password_hash_that_cannot_work_is_refused_at_start(database, method):
 
 
 # ---- tokens -----------------------------------------------------------------------------------------------
+
 
 def test_a_token_with_an_expiry_stops_working_then(client, session, clock):
     acct, token = account(session, Role.REQUESTER, now=clock())
@@ -165,6 +169,7 @@ def test_logins_keep_only_the_newest_login_tokens(client, session):
 
 # ---- grants: no probing for worker accounts ---------------------------------------------------------------
 
+
 QUALIFICATIONS = "/api/v1/qualifications"
 
 
@@ -184,9 +189,9 @@ def test_a_requester_grants_by_id_only_to_workers_who_worked_for_them(client, se
     mine, _ = account(session, Role.WORKER, now=clock())
     proj = project(session, owner, now=clock())
     items(session, proj, 1, now=clock())
-    from market import service as market
+    from market.catalogue.batches import publish_batch
 
-    market.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    publish_batch(session, project_id=proj.id, account=owner, now=clock())
     hit_id = session.scalar(text("SELECT id FROM hit WHERE project_id = :p"), {"p": proj.id})
     lease(session, hit_id, proj.id, mine, now=clock())
     strangers = client.post(grants, json={"worker_id": stranger.id, "reason": "r"}, headers=auth(token))

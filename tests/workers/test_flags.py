@@ -7,10 +7,11 @@ import datetime as dt
 
 import pytest
 
-from market import service
+from base.identity import Role
+from market.catalogue.batches import publish_batch
 from tests.factories import account, auth, items, project
 from workers import flags
-from workers.models import FlagReason, Role
+from workers.models import FlagReason
 
 OPS = "/api/v1/ops/flags"
 
@@ -22,7 +23,7 @@ def crowd(session, clock):
     for n in range(2):
         proj = project(session, owner, now=clock(), title=f"p{n}")
         items(session, proj, 3, now=clock(), prefix=f"p{n}-")
-        service.publish_batch(session, project_id=proj.id, account=owner, now=clock())
+        publish_batch(session, project_id=proj.id, account=owner, now=clock())
         projects.append(proj)
     ops, ops_token = account(session, Role.OPS, now=clock())
     worker, worker_token = account(session, Role.WORKER, now=clock())

@@ -13,10 +13,11 @@ import redis
 from sqlalchemy import delete
 from werkzeug.security import generate_password_hash
 
-from market.db import Database, make_engine
-from market.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_PAIR, LOGIN_PER_USER, SIGNUP_PER_ADDRESS, Limiter
+from base.db import Database, make_engine
+from base.identity import Role
+from edge.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_PAIR, LOGIN_PER_USER, SIGNUP_PER_ADDRESS, Limiter
 from tests.conftest import REDIS_URL, TEST_PASSWORD_HASH, clear_redis, make_app
-from workers.models import Account, ApiToken, Role
+from workers.models import Account, ApiToken
 from workers.service import create_account
 
 PASSWORD = "correct horse battery"
@@ -107,6 +108,7 @@ def test_a_refused_login_is_not_counted_against_the_username(http):
 
 # ---- the client address behind proxies ------------------------------------------------------------------
 
+
 def test_without_proxy_hops_a_forwarded_address_is_not_believed(http):
     name = sign_up(http)
     for n in range(LOGIN_PER_PAIR[0]):
@@ -127,6 +129,7 @@ def test_with_proxy_hops_each_client_behind_the_proxy_has_its_own_count(database
 
 # ---- sign-ups ---------------------------------------------------------------------------------------------
 
+
 def test_sign_ups_are_limited_per_address(http, session):
     for _ in range(SIGNUP_PER_ADDRESS[0]):
         sign_up(http, address="10.5.0.1")
@@ -139,6 +142,7 @@ def test_sign_ups_are_limited_per_address(http, session):
 
 
 # ---- parallel guesses: counted before they are checked -------------------------------------------------------
+
 
 @pytest.fixture
 def committed(engine, database_url: str) -> Iterator[tuple[Database, str]]:
@@ -188,6 +192,7 @@ def test_parallel_wrong_guesses_get_no_more_than_the_limit_through(store, commit
 
 
 # ---- the limiter itself -----------------------------------------------------------------------------------
+
 
 def _limiters(redis_url: str | None) -> list[Limiter]:
     name = f"test-{uuid.uuid4().hex[:8]}"

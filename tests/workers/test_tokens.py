@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from market.problems import Conflict
+from base.errors import Conflict
+from base.identity import Role
 from tests.factories import account, auth
 from workers import service
-from workers.models import Account, ApiToken, Role
+from workers.models import Account, ApiToken
 
 
 def test_tokens_are_stored_hashed(session, clock):

@@ -1,0 +1,98 @@
+"""Domain events: a room says what happened, and whoever listens acts on it in the same unit of work, without the
+room importing the listener. The engine says "an assignment was submitted"; worker quality schedules judging,
+and payments (#8) will credit the worker, and neither is imported by the engine.
+
+Handlers run synchronously, in the publisher's session and transaction: what they write commits or rolls back
+with the publisher's own writes. They are subscribed by the composition root (shell/app.py) on the database's
+hub, which every session of that database carries (`Database`); a session of a bare database (a script) has a
+hub with no handlers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+HUB_KEY = "crowdmarket.events"
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentSubmitted:
+    """A worker's answers to an assignment were stored (a replayed submit is not an event)."""
+
+    assignment_id: int
+    worker_id: int
+    project_id: int
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentReturned:
+    """A worker gave a leased assignment back."""
+
+    assignment_id: int
+    worker_id: int
+    project_id: int
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LeasesLapsed:
+    """A worker's own leases in a project ran out and were ended (at their next request for work)."""
+
+    worker_id: int
+    project_id: int
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentReviewed:
+    """A requester or ops approved or rejected submitted work: what payments (#8) credits or holds back."""
+
+    assignment_id: int
+    worker_id: int
+    project_id: int
+    approved: bool
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GoldItemChanged:
+    """A gold item's known answer changed or it was retired: answers to it are scored again."""
+
+    item_id: int
+    at: dt.datetime
+
+
+Handler = Callable[[Session, Any], None]
+
+
+class EventHub:
+    """Handlers by event type. Subscribing the same handler twice is harmless (apps built twice on one database,
+    as tests do, subscribe once)."""
+
+    def __init__(self) -> None:
+        self._handlers: defaultdict[type, list[Handler]] = defaultdict(list)
+
+    def subscribe(self, kind: type, handler: Handler) -> None:
+        if handler not in self._handlers[kind]:
+            self._handlers[kind].append(handler)
+
+    def handlers(self, kind: type) -> list[Handler]:
+        return list(self._handlers.get(kind, ()))
+
+    def publish(self, session: Session, event: Any) -> None:
+        for handler in self._handlers.get(type(event), ()):
+            handler(session, event)
+
+
+def publish(session: Session, event: Any) -> None:
+    """Tell the handlers subscribed on the session's hub, in this session (and its transaction)."""
+    hub: EventHub | None = session.info.get(HUB_KEY)
+    if hub is not None:
+        hub.publish(session, event)

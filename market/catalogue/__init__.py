@@ -1,0 +1,1 @@
+"""The catalogue: projects, guidelines, items, imports, batches of HITs, progress, results."""

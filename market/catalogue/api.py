@@ -1,0 +1,324 @@
+"""Requester JSON API: projects, guidelines, items, batches, progress and answers."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from flask import current_app, request
+from flask.views import MethodView
+
+from base.errors import InvalidInput
+from base.identity import Role
+from edge.auth import current_account, requires
+from edge.blueprint import Blueprint, idempotency_doc, idempotency_key, page, streamed
+from edge.fields import PageQuerySchema
+from edge.openapi import download_doc, problems
+from edge.request import clock, db_session
+from market.catalogue import imports, results
+from market.catalogue.batches import (
+    batch_progress,
+    change_batch_status,
+    effective_status,
+    get_batch,
+    list_batches,
+    publish_batch,
+    set_priorities,
+)
+from market.catalogue.gold import gold_supply
+from market.catalogue.models import Batch, Project
+from market.catalogue.projects import (
+    create_project,
+    current_instructions,
+    get_guideline,
+    get_item,
+    get_project,
+    list_guidelines,
+    list_items,
+    list_projects,
+    update_project,
+)
+from market.catalogue.schemas import (
+    AnswerListSchema,
+    AnswerQuerySchema,
+    BatchCreateSchema,
+    BatchListSchema,
+    BatchSchema,
+    ExportQuerySchema,
+    GuidelineVersionSchema,
+    ImportQuerySchema,
+    ImportResultSchema,
+    ItemListSchema,
+    ItemQuerySchema,
+    PriorityResultSchema,
+    PrioritySchema,
+    ProgressSchema,
+    ProjectCreateSchema,
+    ProjectListSchema,
+    ProjectSchema,
+    ProjectUpdateSchema,
+    RequesterItemSchema,
+)
+
+blp = Blueprint("projects", __name__, url_prefix="/api/v1/projects", description="Labeling jobs (requesters).")
+READ = (Role.REQUESTER, Role.OPS)
+WRITE = (Role.REQUESTER,)
+
+
+def _project(project_id: int, *, write: bool = False):
+    return get_project(db_session(), project_id=project_id, account=current_account(), write=write)
+
+
+def _project_body(project) -> dict[str, Any]:
+    body = {c: getattr(project, c) for c in ProjectSchema().fields if hasattr(project, c)}
+    body["instructions"] = current_instructions(db_session(), project)
+    return body
+
+
+@blp.route("")
+class Projects(MethodView):
+    @requires(*READ)
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, ProjectListSchema)
+    def get(self, args: dict[str, Any]):
+        """List your projects (ops: all projects)."""
+        rows = list_projects(db_session(), account=current_account(), after=args.get("after"),
+                                     limit=args["limit"])
+        return page([_project_body(p) for p in rows], args["limit"])
+
+    @requires(*WRITE)
+    @blp.arguments(ProjectCreateSchema)
+    @blp.response(201, ProjectSchema)
+    def post(self, data: dict[str, Any]):
+        """Create a project: a labeling job with its label schema, guidelines and pay."""
+        project = create_project(db_session(), owner=current_account(), data=data, now=clock())
+        return _project_body(project)
+
+
+@blp.route("/<int:project_id>")
+class ProjectDetail(MethodView):
+    @requires(*READ)
+    @blp.response(200, ProjectSchema)
+    def get(self, project_id: int):
+        """A project with its current guidelines."""
+        return _project_body(_project(project_id))
+
+    @requires(*WRITE)
+    @blp.arguments(ProjectUpdateSchema)
+    @blp.response(200, ProjectSchema)
+    @problems(409)
+    def patch(self, data: dict[str, Any], project_id: int):
+        """Change settings or guidelines; changed instructions become a new guideline version."""
+        project = update_project(db_session(), project=_project(project_id, write=True),
+                                         account=current_account(), data=data, now=clock())
+        return _project_body(project)
+
+
+@blp.route("/<int:project_id>/guidelines")
+class Guidelines(MethodView):
+    @requires(*READ)
+    @blp.response(200, GuidelineVersionSchema(many=True))
+    def get(self, project_id: int):
+        """Every version of the project's guidelines, oldest first."""
+        return list_guidelines(db_session(), project=_project(project_id))
+
+
+@blp.route("/<int:project_id>/guidelines/<int:version>")
+class GuidelineDetail(MethodView):
+    @requires(*READ)
+    @blp.response(200, GuidelineVersionSchema)
+    def get(self, project_id: int, version: int):
+        """One version of the guidelines."""
+        return get_guideline(db_session(), project=_project(project_id), version=version)
+
+
+_JSONL_TYPES = {"application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/json-lines",
+                "application/jsonlines"}
+
+
+def _import_source(query_format: str | None) -> tuple[Any, str]:
+    """The uploaded bytes and their format: multipart field `file`, or the raw request body."""
+    request.max_content_length = current_app.config["MAX_IMPORT_BYTES"]
+    fmt = query_format
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise InvalidInput("Upload the file in a multipart field named 'file'.", errors={"file": ["required"]})
+        name = (upload.filename or "").lower()
+        if fmt is None:
+            fmt = "csv" if name.endswith(".csv") else "jsonl" if name.endswith((".jsonl", ".ndjson")) else None
+        stream = upload.stream
+    else:
+        if fmt is None:
+            fmt = "csv" if request.mimetype == "text/csv" else "jsonl" if request.mimetype in _JSONL_TYPES else None
+        stream = io.BufferedReader(request.stream)  # type: ignore[arg-type]
+    if fmt is None:
+        raise InvalidInput("Cannot tell the file format; send Content-Type text/csv or application/x-ndjson, "
+                           "a .csv/.jsonl file name, or ?format=csv|jsonl.",
+                           errors={"format": ["required when the content type does not say"]})
+    return stream, fmt
+
+
+@blp.route("/<int:project_id>/items")
+class Items(MethodView):
+    @requires(*READ)
+    @blp.arguments(ItemQuerySchema, location="query")
+    @blp.response(200, ItemListSchema)
+    def get(self, args: dict[str, Any], project_id: int):
+        """List items (with gold answers: this is the requester's view)."""
+        rows = list_items(db_session(), project=_project(project_id), after=args.get("after"),
+                                  limit=args["limit"], gold=args.get("gold"), batch_id=args.get("batch_id"))
+        return page(rows, args["limit"])
+
+    @requires(*WRITE)
+    @blp.arguments(ImportQuerySchema, location="query")
+    @blp.response(201, ImportResultSchema)
+    @blp.alt_response(200, schema=ImportResultSchema, description="Nothing new: every external_id existed.")
+    @blp.doc(requestBody={"required": True, "content": {
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "text/csv": {"schema": {"type": "string"}},
+        "multipart/form-data": {"schema": {"type": "object",
+                                           "properties": {"file": {"type": "string", "format": "binary"}}}}}})
+    def post(self, args: dict[str, Any], project_id: int):
+        """Import items from JSONL or CSV, atomically: one bad line and nothing is imported."""
+        project = _project(project_id, write=True)
+        stream, fmt = _import_source(args.get("format"))
+        result = imports.import_items(db_session(), project=project, stream=stream, fmt=fmt, now=clock())
+        return result, 201 if result.created else 200
+
+
+@blp.route("/<int:project_id>/items/priority")
+class ItemPriority(MethodView):
+    @requires(*WRITE)
+    @blp.arguments(PrioritySchema)
+    @blp.response(200, PriorityResultSchema)
+    def post(self, data: dict[str, Any], project_id: int):
+        """Set item priorities in bulk; work is served highest priority first (the active-learning hook)."""
+        updated = set_priorities(db_session(), project=_project(project_id, write=True),
+                                         entries=data["items"])
+        return {"updated": updated}
+
+
+@blp.route("/<int:project_id>/items/<int:item_id>")
+class ItemDetail(MethodView):
+    @requires(*READ)
+    @blp.response(200, RequesterItemSchema)
+    def get(self, project_id: int, item_id: int):
+        """One item."""
+        return get_item(db_session(), project=_project(project_id), item_id=item_id)
+
+
+def _batch_body(batch: Batch) -> dict[str, Any]:
+    progress = batch_progress(db_session(), batch, now=clock())
+    body = {c: getattr(batch, c) for c in BatchSchema().fields if c != "gold"}
+    body["status"] = effective_status(batch, now=clock(), complete=progress.complete).value
+    # The caller has checked access; the project is in the session already (no query, unlike `_project`).
+    project = db_session().get(Project, batch.project_id)
+    assert project is not None
+    gold = gold_supply(db_session(), batch, project)
+    body["gold"] = {**vars(gold), "warning": gold.warning(batch.items_per_hit)}
+    return body
+
+
+@blp.route("/<int:project_id>/batches")
+class Batches(MethodView):
+    @requires(*READ)
+    @blp.response(200, BatchListSchema)
+    def get(self, project_id: int):
+        """The project's batches."""
+        return {"data": [_batch_body(b) for b in list_batches(db_session(), project=_project(project_id))]}
+
+    @requires(*WRITE)
+    @blp.arguments(BatchCreateSchema)
+    @blp.response(201, BatchSchema)
+    @blp.alt_response(200, schema=BatchSchema, description="Replay of an earlier request with the same "
+                                                            "Idempotency-Key: the batch it created.")
+    @blp.doc(**idempotency_doc("batch"))
+    def post(self, data: dict[str, Any], project_id: int):
+        """Publish items as HITs: all unpublished items, or the chosen item_ids / external_ids."""
+        key = idempotency_key()
+        batch, created = publish_batch(
+            db_session(), project_id=project_id, account=current_account(), now=clock(), name=data["name"],
+            item_ids=data.get("item_ids"), external_ids=data.get("external_ids"), idempotency_key=key,
+            qualification_requirements=data.get("qualification_requirements"))
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return _batch_body(batch), 201 if created else 200, headers
+
+
+@blp.route("/<int:project_id>/batches/<int:batch_id>")
+class BatchDetail(MethodView):
+    @requires(*READ)
+    @blp.response(200, BatchSchema)
+    def get(self, project_id: int, batch_id: int):
+        """One batch; its status is derived from the clock and answers (expired, complete)."""
+        return _batch_body(get_batch(db_session(), project=_project(project_id), batch_id=batch_id))
+
+
+def _transition(action: str):
+    @requires(*WRITE)
+    @blp.response(200, BatchSchema)
+    @problems(409)
+    def view(project_id: int, batch_id: int):
+        batch = change_batch_status(db_session(), project=_project(project_id, write=True),
+                                            batch_id=batch_id, action=action, now=clock())
+        return _batch_body(batch)
+
+    view.__name__ = f"batch_{action}"
+    view.__doc__ = {"pause": "Pause a batch: workers get no new work from it until it is resumed.",
+                    "resume": "Resume a paused batch.",
+                    "cancel": "Cancel a batch for good; leases already held may still be submitted."}[action]
+    blp.route(f"/<int:project_id>/batches/<int:batch_id>/{action}", methods=["POST"])(view)
+
+
+for _action in ("pause", "resume", "cancel"):
+    _transition(_action)
+
+
+@blp.route("/<int:project_id>/batches/<int:batch_id>/progress")
+class BatchProgress(MethodView):
+    @requires(*READ)
+    @blp.response(200, ProgressSchema)
+    def get(self, project_id: int, batch_id: int):
+        """Items by number of answers, completed items, assignments by state."""
+        batch = get_batch(db_session(), project=_project(project_id), batch_id=batch_id)
+        p = batch_progress(db_session(), batch, now=clock())
+        return {
+            "batch_id": batch.id,
+            "status": effective_status(batch, now=clock(), complete=p.complete).value,
+            "items": p.items, "hits": p.hits, "assignments_per_item": p.assignments_per_item,
+            "answers": p.answers, "items_complete": p.items_complete,
+            "fraction_complete": p.items_complete / p.items if p.items else 0.0,
+            "items_by_answer_count": [{"answers": n, "items": c} for n, c in sorted(p.items_by_answer_count.items())],
+            "assignments_by_status": p.assignments_by_status,
+        }
+
+
+@blp.route("/<int:project_id>/answers")
+class Answers(MethodView):
+    @requires(*READ)
+    @blp.arguments(AnswerQuerySchema, location="query")
+    @blp.response(200, AnswerListSchema)
+    def get(self, args: dict[str, Any], project_id: int):
+        """A page of answers with provenance (worker, time, duration, guideline version)."""
+        filters = {k: args.get(k) for k in ("batch_id", "worker_id", "item_id")}
+        rows = results.list_answers(db_session(), project=_project(project_id), after=args.get("after"),
+                                    limit=args["limit"], **filters)
+        return page(rows, args["limit"], key="answer_id")
+
+
+@blp.route("/<int:project_id>/answers/export")
+class AnswersExport(MethodView):
+    @requires(*READ)
+    @blp.arguments(ExportQuerySchema, location="query")
+    @blp.response(200, description="CSV with a header row, or JSON Lines; streamed.")
+    @blp.doc(**download_doc("text/csv", "application/x-ndjson"))
+    def get(self, args: dict[str, Any], project_id: int):
+        """Stream every answer as CSV or JSONL, in constant memory."""
+        project = _project(project_id)
+        session, fmt = db_session(), args["format"]
+        lines = results.export_lines(session, project=project, fmt=fmt, batch_id=args.get("batch_id"))
+        return streamed(session, lines, mimetype="text/csv" if fmt == "csv" else "application/x-ndjson",
+                        filename=f"project-{project.id}-answers.{fmt}")
+
+
+BLUEPRINTS = (blp,)

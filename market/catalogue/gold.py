@@ -1,0 +1,169 @@
+"""Gold HITs: pooling gold items into gold pools and their slots, and the supply a batch can draw on. No flask here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from market.catalogue.hits import insert_hits
+from market.catalogue.models import (
+    Batch,
+    GoldPool,
+    Hit,
+    HitSlot,
+    Item,
+    Project,
+    SlotState,
+)
+from qualification.gold import gold_tasks_needed
+from qualification.models import GoldStream
+
+
+def _unpooled_gold(session: Session, project_id: int, limit: int | None = None) -> list[int]:
+    stmt = select(Item.id).where(Item.project_id == project_id, Item.is_gold.is_(True), Item.hit_id.is_(None),
+                                 Item.gold_retired_at.is_(None)).order_by(Item.id)
+    return list(session.scalars(stmt if limit is None else stmt.limit(limit)))
+
+
+def _short_hit(session: Session, batch: Batch) -> Hit | None:
+    """The batch's one HIT with fewer items than the others (its last), if any."""
+    return session.scalar(select(Hit).where(Hit.batch_id == batch.id, Hit.is_gold.is_(False),
+                                            Hit.item_count < batch.items_per_hit))
+
+
+def fill_short_hit(session: Session, project: Project, batch: Batch) -> None:
+    """Fill the batch's last, short HIT up to full size with gold items not yet in a gold HIT. A short HIT would
+    otherwise be certainly real (gold HITs are always full), and its gold answers are scored like any other.
+    Without enough such gold it stays short and the batch's gold supply says so."""
+    hit = _short_hit(session, batch) if project.gold_rate > 0 else None
+    if hit is None:
+        return
+    gold = _unpooled_gold(session, project.id, batch.items_per_hit - hit.item_count)
+    if len(gold) < batch.items_per_hit - hit.item_count:
+        return
+    session.execute(update(Item).where(Item.id.in_(gold)).values(hit_id=hit.id))
+    hit.item_count = batch.items_per_hit
+
+
+def _pool(session: Session, project_id: int, items_per_hit: int, redundancy: int, now: dt.datetime) -> GoldPool:
+    """The project's gold pool of this shape, made on first use (callers hold the project's row lock)."""
+    pool = session.scalar(select(GoldPool).where(GoldPool.project_id == project_id,
+                                                 GoldPool.items_per_hit == items_per_hit,
+                                                 GoldPool.assignments_per_item == redundancy))
+    if pool is None:
+        pool = GoldPool(project_id=project_id, items_per_hit=items_per_hit, assignments_per_item=redundancy,
+                        created_at=now)
+        session.add(pool)
+        session.flush()
+    return pool
+
+
+def make_gold_hits(session: Session, project: Project, batch: Batch, now: dt.datetime) -> None:
+    """Group the project's new gold items into gold HITs of this batch's shape (whole HITs only: a short one would
+    stand out), each with the batch's redundancy in slots of the pool's queue, and tell the workers whose gold had
+    run out that there is more. The caller holds the project's row lock, so concurrent imports and publishes
+    group each gold item once and number the pool's HITs without gaps or repeats."""
+    per = batch.items_per_hit
+    ids = _unpooled_gold(session, project.id)
+    groups = [ids[i:i + per] for i in range(0, len(ids) - len(ids) % per, per)]
+    if not groups:
+        return
+    pool = _pool(session, project.id, per, batch.assignments_per_item, now)
+    hit_ids = insert_hits(session, batch, groups, now, pool=pool)
+    session.execute(_MAKE_GOLD_SLOTS, {"slots": pool.assignments_per_item, "pool_id": pool.id,
+                                       "first": min(hit_ids), "last": max(hit_ids)})
+    session.execute(update(GoldStream).where(GoldStream.project_id == project.id,
+                                             GoldStream.exhausted_at.is_not(None)).values(exhausted_at=None))
+
+
+def pool_new_gold(session: Session, project: Project, now: dt.datetime) -> None:
+    """Gold imported after publishing joins the pool at once, in HITs of the newest batch's shape (the batches
+    published before keep their own shape's gold). The caller holds the project's row lock
+    (market/catalogue/imports.py)."""
+    batch = session.scalar(select(Batch).where(Batch.project_id == project.id).order_by(Batch.id.desc()).limit(1))
+    if batch is not None:
+        make_gold_hits(session, project, batch, now)
+
+
+@dataclass(frozen=True)
+class GoldSupply:
+    """What a batch needs of its project's gold pool, and what the pool holds for it."""
+
+    rate: Decimal
+    hits_needed: int  # gold HITs (each served to as many workers as a real HIT) for the batch's gold tasks
+    items_needed: int
+    hits_available: int  # gold HITs of the batch's shape, not retired
+    items_available: int
+    tasks_left: int  # gold tasks those HITs can still serve (slots not yet answered)
+    items_waiting: int  # gold items not yet in a gold HIT (too few to fill one)
+    workers_exhausted: int  # workers whose last gold turn found no gold for them
+    short_hit: bool  # the batch's last HIT is short: with no gold of its size, a worker knows it is real
+
+    def warning(self, items_per_hit: int) -> str | None:
+        notes = []
+        if self.hits_available < self.hits_needed:
+            notes.append(
+                f"At a gold rate of {self.rate}, this batch's workers meet about {self.hits_needed} gold HIT(s) of "
+                f"{items_per_hit} item(s) ({self.items_needed} gold items), each used up like a real HIT; the pool "
+                f"has {self.items_available}. When it runs out, gold turns serve real work and accuracy rests on "
+                "agreement with the crowd; gold items imported now join the pool at once.")
+        if self.short_hit:
+            notes.append("The batch's last HIT holds fewer items than the others and there was no spare gold to "
+                         "fill it: a worker who gets it can tell it is not gold.")
+        return " ".join(notes) or None
+
+
+@dataclass(frozen=True)
+class ExhaustedPool:
+    project_id: int
+    title: str
+    owner_id: int
+    workers_exhausted: int
+    gold_hits: int
+    warning: str
+
+
+def exhausted_gold_pools(session: Session) -> list[ExhaustedPool]:
+    """Projects with workers whose last gold turn found no gold for them (for ops), most workers affected first."""
+    counts = (select(GoldStream.project_id, func.count().label("n")).where(GoldStream.exhausted_at.is_not(None))
+              .group_by(GoldStream.project_id).subquery())
+    gold_hits = (select(func.count()).where(Hit.project_id == Project.id, Hit.is_gold.is_(True))
+                 .scalar_subquery())
+    rows = session.execute(select(Project.id, Project.title, Project.owner_id, counts.c.n, gold_hits)
+                           .join(counts, counts.c.project_id == Project.id).order_by(counts.c.n.desc(), Project.id))
+    return [ExhaustedPool(pid, title, owner, n, hits,
+                          f"gold pool exhausted: {n} worker(s) found none of the {hits} gold HIT(s) left for them "
+                          "and are checked by agreement alone until more gold comes") for pid, title, owner, n, hits
+            in rows]
+
+
+def gold_supply(session: Session, batch: Batch, project: Project) -> GoldSupply:
+    hits_needed = gold_tasks_needed(batch.hit_count, project.gold_rate)
+    pool = (select(GoldPool.id).where(GoldPool.project_id == project.id, GoldPool.items_per_hit == batch.items_per_hit,
+                                      GoldPool.assignments_per_item == batch.assignments_per_item).scalar_subquery())
+    ranked = (Hit.gold_pool_id == pool) & Hit.gold_rank.is_not(None)  # a retired gold HIT has no rank
+    hits_available = session.scalar(select(func.count()).select_from(Hit).where(ranked)) or 0
+    tasks_left = session.scalar(select(func.count()).select_from(HitSlot).join(Hit, Hit.id == HitSlot.hit_id)
+                                .where(ranked, HitSlot.state != SlotState.DONE)) or 0
+    waiting = session.scalar(select(func.count()).select_from(Item).where(
+        Item.project_id == project.id, Item.is_gold.is_(True), Item.hit_id.is_(None),
+        Item.gold_retired_at.is_(None))) or 0
+    exhausted = session.scalar(select(func.count()).select_from(GoldStream).where(
+        GoldStream.project_id == project.id, GoldStream.exhausted_at.is_not(None))) or 0
+    short = project.gold_rate > 0 and hits_available > 0 and _short_hit(session, batch) is not None
+    per = batch.items_per_hit
+    return GoldSupply(project.gold_rate, hits_needed, hits_needed * per, hits_available, hits_available * per,
+                      tasks_left, waiting, exhausted, short)
+
+
+# The gold HITs just inserted (ids first..last of the pool) get the pool's redundancy in slots of its queue.
+_MAKE_GOLD_SLOTS = text("""
+    WITH RECURSIVE n(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k + 1 < :slots)
+    INSERT INTO hit_slot (hit_id, gold_pool_id, slot_no, neg_priority, state)
+    SELECT h.id, :pool_id, n.k, 0, 'free' FROM hit h CROSS JOIN n
+    WHERE h.gold_pool_id = :pool_id AND h.id BETWEEN :first AND :last
+""")

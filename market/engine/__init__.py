@@ -1,0 +1,1 @@
+"""The assignment engine: claims, leases, submits, returns, gold serving."""

@@ -1,0 +1,108 @@
+"""Worker JSON API: get the next task, see one, submit, return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask.views import MethodView
+
+from base.errors import InvalidInput
+from base.identity import Role
+from base.public_ids import ItemIds
+from edge.auth import current_account, requires
+from edge.blueprint import Blueprint
+from edge.openapi import problems
+from edge.request import clock, db_session, item_ids
+from market.engine.claim import Task
+from market.engine.next_task import load_task, next_assignment
+from market.engine.schemas import (
+    NextQuerySchema,
+    ReturnResultSchema,
+    SubmitResultSchema,
+    SubmitSchema,
+    TaskSchema,
+)
+from market.engine.submit import return_assignment, submit
+
+blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Crowd workers: tasks.")
+WORKER = (Role.WORKER,)
+
+
+def _public_answers(answers: dict[int, Any], ids: ItemIds) -> list[dict[str, Any]]:
+    return [{"item_id": ids.public(i), "answer": a} for i, a in answers.items()]
+
+
+def _task(task: Task) -> dict[str, Any]:
+    ids = item_ids()
+    return {
+        "assignment_id": task.id,
+        "status": task.status.value,
+        "project": {"id": task.project_id, "title": task.project_title, "description": task.project_description},
+        "guidelines": {"version": task.guideline_version, "instructions": task.instructions},
+        "label_schema": task.label_schema,
+        "reward": {"cents": task.reward_cents, "currency": task.currency},
+        "leased_at": task.leased_at,
+        "expires_at": task.expires_at,
+        "items": [{"id": ids.public(i["id"]), "data": i["data"]} for i in task.items],
+        "answers": None if task.answers is None else _public_answers(task.answers, ids),
+    }
+
+
+@blp.route("/work/next")
+class NextTask(MethodView):
+    @requires(*WORKER, autocommit=True)
+    @blp.arguments(NextQuerySchema, location="query")
+    @blp.response(200, TaskSchema)
+    @problems(404, 409)
+    def post(self, args: dict[str, Any]):
+        """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
+        task = next_assignment(db_session(), worker=current_account(), now=clock(), project_id=args.get("project_id"),
+                               gold_key=current_app.extensions["crowdmarket.gold_key"])
+        return _task(task)
+
+
+@blp.route("/assignments/<int:assignment_id>")
+class AssignmentDetail(MethodView):
+    @requires(*WORKER)
+    @blp.response(200, TaskSchema)
+    def get(self, assignment_id: int):
+        """One of your assignments."""
+        return _task(load_task(db_session(), worker_id=current_account().id, assignment_id=assignment_id))
+
+
+@blp.route("/assignments/<int:assignment_id>/submit")
+class Submit(MethodView):
+    @requires(*WORKER, autocommit=True)
+    @blp.arguments(SubmitSchema)
+    @blp.response(200, SubmitResultSchema)
+    @problems(409, 410)
+    def post(self, data: dict[str, Any], assignment_id: int):
+        """Submit one answer per item. Idempotent: the same answers again return the same result."""
+        worker, ids = current_account(), item_ids()
+        # internal(), not item_id(): these ids are only compared with the assignment's, never looked up, and an
+        # impossible one must stay distinct to be named in the error.
+        answers = [{"item_id": ids.internal(a["item_id"]), "answer": a["answer"]} for a in data["answers"]]
+        try:
+            result, replayed = submit(db_session(), worker=worker, assignment_id=assignment_id,
+                                           answers=answers, client_meta=data["client"], now=clock())
+        except InvalidInput as exc:  # errors name items by id: the worker's ids
+            exc.errors = {"answers": {str(ids.public(int(k))): v for k, v in exc.errors["answers"].items()}}
+            raise
+        return {"assignment_id": result.assignment_id, "status": result.status.value,
+                "submitted_at": result.submitted_at, "duration_ms": result.duration_ms,
+                "answers": _public_answers(result.answers, ids),
+                "feedback": [{**f, "item_id": ids.public(f["item_id"])} for f in result.feedback]}
+
+
+@blp.route("/assignments/<int:assignment_id>/return")
+class Return(MethodView):
+    @requires(*WORKER)
+    @blp.response(200, ReturnResultSchema)
+    @problems(409, 410)
+    def post(self, assignment_id: int):
+        """Give the task back without penalty; someone else can take it at once (you, once nothing else is left)."""
+        assignment = return_assignment(db_session(), worker=current_account(), assignment_id=assignment_id,
+                                            now=clock())
+        return {"assignment_id": assignment.id, "status": assignment.status.value,
+                "returned_at": assignment.returned_at, "duration_ms": assignment.duration_ms}

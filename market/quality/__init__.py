@@ -1,0 +1,1 @@
+"""Worker quality and ops: scoring, judging, block effects, gold disputes, flags review."""

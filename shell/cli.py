@@ -1,0 +1,292 @@
+"""The `crowdmarket` command: our own commands only, in a plain click group.
+
+Importing this module imports click alone. Commands that need the app build it when they run (`with_app`), so
+`crowdmarket --help` and the offline aggregator never build it, nor import Flask or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from aggregation.cli import aggregate_command
+from base.validation import MAX_ID
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from tqdm import tqdm
+
+    from base.errors import DomainError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# workers.models.Role's requester and ops values (a test keeps them equal): no model import for --help.
+ACCOUNT_ROLES = ("requester", "ops")
+
+
+def _app(ctx: click.Context) -> Flask:
+    """The app for this invocation, built once: by the factory the caller put in `obj` (tests do), else ours."""
+    root = ctx.find_root()
+    app = root.meta.get("crowdmarket.app")
+    if app is None:
+        from shell.config import ConfigError
+
+        factory = root.obj
+        if factory is None:
+            from shell.app import create_app as factory
+        try:
+            app = root.meta["crowdmarket.app"] = factory()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+    return app
+
+
+def with_app(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `command` inside the app's context (its session closes at the end, as after a request)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _app(click.get_current_context()).app_context():
+            return command(*args, **kwargs)
+
+    return run
+
+
+def _fail(exc: DomainError) -> None:
+    message = exc.detail
+    if exc.errors:
+        errors = exc.errors if isinstance(exc.errors, list) else [exc.errors]
+        message += "".join(f"\n  {e}" for e in errors[:20])
+    raise click.ClickException(message)
+
+
+@click.group()
+def cli() -> None:
+    """crowdmarket: a crowdsourcing task market."""
+
+
+cli.add_command(aggregate_command)
+
+
+@cli.group()
+def users() -> None:
+    """Accounts."""
+
+
+@users.command("create")
+@click.option("--role", type=click.Choice(ACCOUNT_ROLES), required=True)
+@click.option("--email", required=True)
+@click.option("--name", "display_name", default="", help="Display name.")
+@with_app
+def users_create(role: str, email: str, display_name: str) -> None:
+    """Create a requester or ops account and print its first API token (shown once)."""
+    from base.errors import DomainError
+    from base.identity import Role
+    from edge.request import clock, db_session
+    from workers import service as accounts
+
+    session = db_session()
+    try:
+        account = accounts.create_account(session, role=Role(role), email=email, display_name=display_name,
+                                          now=clock())
+        _, token = accounts.issue_token(session, account=account, now=clock(), name="created by CLI")
+        session.commit()
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Created {role} account {account.id} <{account.email}>. Its API token, shown only once:", err=True)
+    click.echo(token)
+
+
+@cli.group()
+def tokens() -> None:
+    """API tokens."""
+
+
+def _expiry(expires_in: int | None, expires_at: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+    if expires_in is not None and expires_at is not None:
+        raise click.UsageError("Give --expires-in or --expires-at, not both.")
+    if expires_in is not None:
+        return now + dt.timedelta(days=expires_in)
+    if expires_at is not None and expires_at.tzinfo is None:
+        return expires_at.replace(tzinfo=dt.UTC)
+    return expires_at
+
+
+@tokens.command("create")
+@click.option("--email", required=True)
+@click.option("--name", default="", help="What the token is for.")
+@click.option("--expires-in", type=click.IntRange(min=1), metavar="DAYS", help="The token stops working after this.")
+@click.option("--expires-at", type=dt.datetime.fromisoformat, metavar="WHEN",
+              help="The token stops working then (ISO 8601; UTC unless it says otherwise).")
+@with_app
+def tokens_create(email: str, name: str, expires_in: int | None, expires_at: dt.datetime | None) -> None:
+    """Issue another token for an account and print it (shown once); by default it works until revoked."""
+    from base.errors import DomainError
+    from edge.request import clock, db_session
+    from workers import service as accounts
+
+    session = db_session()
+    try:
+        account = accounts.find_account(session, email=email)
+        _, token = accounts.issue_token(session, account=account, now=clock(), name=name,
+                                        expires_at=_expiry(expires_in, expires_at, clock()))
+        session.commit()
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(token)
+
+
+@tokens.command("revoke")
+@click.option("--email", required=True)
+@click.argument("token_id", type=click.IntRange(1, MAX_ID))
+@with_app
+def tokens_revoke(email: str, token_id: int) -> None:
+    """Revoke one of an account's tokens."""
+    from base.errors import DomainError
+    from edge.request import clock, db_session
+    from workers import service as accounts
+
+    session = db_session()
+    try:
+        account = accounts.find_account(session, email=email)
+        accounts.revoke_token(session, account_id=account.id, token_id=token_id, now=clock())
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Token {token_id} revoked.", err=True)
+
+
+@cli.group()
+def items() -> None:
+    """Items of a project."""
+
+
+class _Counting(io.RawIOBase):
+    """A binary reader that advances a progress bar by the bytes it reads."""
+
+    def __init__(self, raw: IO[bytes], bar: tqdm) -> None:
+        self.raw, self.bar = raw, bar
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        self.bar.update(n or 0)
+        return n
+
+
+@items.command("import")
+@click.argument("project_id", type=click.IntRange(1, MAX_ID))
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), help="Default: from the file name.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@with_app
+def items_import(project_id: int, path: Path, fmt: str | None, quiet: bool) -> None:
+    """Import items from a JSONL or CSV file, atomically, with a progress bar."""
+    from tqdm import tqdm
+
+    from base.errors import DomainError
+    from edge.request import clock, db_session
+    from market.catalogue import imports
+    from market.catalogue.models import Project
+
+    fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    session = db_session()
+    project = session.get(Project, project_id)
+    if project is None:
+        raise click.ClickException(f"Project {project_id} not found.")
+    with path.open("rb") as raw, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=quiet,
+                                       desc=f"importing {path.name}", file=sys.stderr) as bar:
+        try:
+            result = imports.import_items(session, project=project, stream=io.BufferedReader(_Counting(raw, bar)),
+                                          fmt=fmt, now=clock())
+        except DomainError as exc:
+            _fail(exc)
+    click.echo(f"{result.created} created, {result.skipped} skipped (existing), {result.gold} gold, "
+               f"{result.lines} records read.")
+
+
+@cli.group()
+def work() -> None:
+    """The assignment engine."""
+
+
+@work.command("sweep")
+@with_app
+def work_sweep() -> None:
+    """Mark lapsed leases expired and free their slots (optional: claims never wait for it)."""
+    from edge.request import clock, db_session
+    from market.engine.submit import sweep_expired
+
+    click.echo(f"{sweep_expired(db_session(), now=clock())} lapsed lease(s) tidied.", err=True)
+
+
+@cli.group()
+def jobs() -> None:
+    """Background jobs (aggregation runs) on RQ, when Redis is configured."""
+
+
+@jobs.command("work")
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+@with_app
+def jobs_work(burst: bool) -> None:
+    """Run queued jobs in this process (needs CROWDMARKET_REDIS_URL; without Redis jobs run inline)."""
+    from flask import current_app
+
+    from edge import jobs as queue
+
+    try:
+        queue.work(current_app._get_current_object(), burst=burst)  # type: ignore[attr-defined]
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head")
+@with_app
+def db_upgrade(revision: str) -> None:
+    """Migrate the configured database to `revision` (default: the newest)."""
+    from alembic import command
+    from flask import current_app
+
+    command.upgrade(alembic_config(current_app.config["DATABASE_URL"]), revision)
+    click.echo(f"Database at {revision}.", err=True)
+
+
+def alembic_config(url: str) -> Any:
+    """Alembic's config for this project, pointed at `url`."""
+    from alembic.config import Config
+
+    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+@cli.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=5000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes.")
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True, help="Threads per worker.")
+@click.option("--reload", is_flag=True, help="Development: restart the workers when a source file changes.")
+@click.pass_context
+def run(ctx: click.Context, host: str, port: int, workers: int, threads: int, reload: bool) -> None:
+    """Serve the app with gunicorn (threaded workers); --reload for development."""
+    from shell.server import serve
+
+    serve(lambda: _app(ctx), host=host, port=port, workers=workers, threads=threads, reload=reload)
+
+
+def main() -> None:
+    cli()
