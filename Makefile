@@ -28,8 +28,11 @@ run: install
 	@echo ""
 	$(BIN)/crowdmarket run --host $(HOST) --port $(PORT)$(if $(RELOAD), --reload)
 
+# ruff, then the layering contracts of pyproject.toml ([tool.importlinter]): a wrong import fails with the
+# contract's name.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 # Browser tests drive Debian's Chromium through Playwright; no test downloads a browser.
 browser:
