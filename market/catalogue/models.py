@@ -1,4 +1,7 @@
-"""The market: projects (labeling jobs), guideline versions, items, batches of HITs, assignments, answers."""
+"""The market's tables: projects (labeling jobs), guideline versions, items, batches, HITs and their slots, gold
+pools, and the assignments and answers of the work done on them. They live in the lowest room because every room
+reads them (progress and exports read answers); the rules that write them live in the rooms above (the engine
+writes assignments and answers)."""
 
 from __future__ import annotations
 

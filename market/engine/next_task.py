@@ -1,4 +1,4 @@
-"""The assignment engine: hand a worker the next HIT, take their answers, take a HIT back. No flask here.
+"""The assignment engine's front door: hand a worker the next HIT (submit.py takes their answers). No flask here.
 
 Invariants, each defended by the database as well as by this code:
 - an item never has more answers plus live leases than its HIT's slots: one slot row per place, claimed with

@@ -1,4 +1,5 @@
-"""Gold disputes: a worker contesting a gold item they were scored on."""
+"""Gold disputes: a worker contesting a gold item they were scored on. (Per-project worker figures are
+workers/models.py's `WorkerStats`; the gold stream is qualification/models.py's `GoldStream`.)"""
 
 from __future__ import annotations
 
