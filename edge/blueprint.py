@@ -65,7 +65,20 @@ def _refuse_unframed_body() -> None:
 
 
 class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint with strict JSON bodies. `doc_tag`: document this blueprint's operations under
+    another blueprint's tag (its name), for routes that live in another room than the paths they extend (the
+    quality room's /projects/... paths are the requester API's): the OpenAPI groups, and clients generated from
+    them, stay as they were."""
+
     ARGUMENTS_PARSER = StrictParser()
+
+    def __init__(self, *args: Any, doc_tag: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.doc_tag = doc_tag
+
+    def route(self, rule: str, *, parameters: Any = None, tags: list[str] | None = None, **options: Any) -> Any:
+        return super().route(rule, parameters=parameters, tags=tags or ([self.doc_tag] if self.doc_tag else None),
+                             **options)
 
     def arguments(self, schema: type[Schema] | Schema, *args: Any, **kwargs: Any) -> Any:
         """As flask-smorest's, but a schema class is instantiated once, here: webargs would build an instance

@@ -65,6 +65,17 @@ class Api(flask_smorest.Api):
 
     ERROR_SCHEMA = ProblemSchema
 
+    def register_blueprint(self, blp: flask_smorest.Blueprint, **options: Any) -> None:
+        """As flask-smorest's; a blueprint with a `doc_tag` adds no tag of its own to the document."""
+        if getattr(blp, "doc_tag", None) is None:
+            super().register_blueprint(blp, **options)
+            return
+        self.spec.tag = lambda _tag: self.spec  # type: ignore[method-assign]  # its operations carry doc_tag
+        try:
+            super().register_blueprint(blp, **options)
+        finally:
+            del self.spec.tag
+
     def _register_responses(self) -> None:
         for status in (*(s for s in HTTPStatus if s >= 400), None):
             response = {"description": status.phrase if status else "Unexpected error",

@@ -79,7 +79,7 @@ def _address() -> str:
     return request.remote_addr or "unknown"
 
 
-@blp.route("/workers")
+@blp.route("/workers", tags=["work"])  # documented with the worker API, as it always was
 class Workers(MethodView):
     @blp.arguments(RegisterSchema)
     @blp.response(201, NewWorkerTokenSchema)
@@ -101,7 +101,7 @@ class Workers(MethodView):
         return {"account_id": account.id, "username": account.username, "token": token}
 
 
-@blp.route("/auth/token")
+@blp.route("/auth/token", tags=["work"])
 class Login(MethodView):
     @blp.arguments(LoginSchema)
     @blp.response(201, NewWorkerTokenSchema)
@@ -124,7 +124,7 @@ class Login(MethodView):
         return {"account_id": account.id, "username": account.username, "token": token}
 
 
-@blp.route("/workers/<int:worker_id>/identities")
+@blp.route("/workers/<int:worker_id>/identities", tags=["work"])
 class Identities(MethodView):
     @requires(Role.OPS)
     @blp.arguments(IdentitySchema)

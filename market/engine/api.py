@@ -25,7 +25,7 @@ from market.engine.schemas import (
 )
 from market.engine.submit import return_assignment, submit
 
-blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Crowd workers: tasks.")
+blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Crowd workers: accounts and tasks.")
 WORKER = (Role.WORKER,)
 
 

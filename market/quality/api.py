@@ -237,8 +237,7 @@ def _project(project_id: int, *, write: bool = False) -> Project:
 
 
 # Requesters: their projects' workers and gold items (the catalogue's /projects paths, this room's rules).
-projects_blp = Blueprint("project-quality", __name__, url_prefix="/api/v1/projects",
-                         description="Worker quality and gold corrections in your projects (requesters).")
+projects_blp = Blueprint("project-quality", __name__, url_prefix="/api/v1/projects", doc_tag="projects")
 
 
 @projects_blp.route("/<int:project_id>/workers")
@@ -270,7 +269,7 @@ class GoldCorrection(MethodView):
 
 
 # Crowd workers: contesting gold answers.
-workers_blp = Blueprint("disputes", __name__, url_prefix="/api/v1", description="Crowd workers: contest gold answers.")
+workers_blp = Blueprint("disputes", __name__, url_prefix="/api/v1", doc_tag="work")
 WORKER = (Role.WORKER,)
 
 
