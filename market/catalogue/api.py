@@ -18,6 +18,7 @@ from edge.request import clock, db_session
 from market.catalogue import imports, results
 from market.catalogue.batches import (
     batch_progress,
+    batch_progress_many,
     change_batch_status,
     effective_status,
     get_batch,
@@ -25,11 +26,11 @@ from market.catalogue.batches import (
     publish_batch,
     set_priorities,
 )
-from market.catalogue.gold import gold_supply
+from market.catalogue.gold import gold_supply_many
 from market.catalogue.models import Batch, Project
 from market.catalogue.projects import (
     create_project,
-    current_instructions,
+    current_instructions_many,
     get_guideline,
     get_item,
     get_project,
@@ -69,10 +70,16 @@ def _project(project_id: int, *, write: bool = False):
     return get_project(db_session(), project_id=project_id, account=current_account(), write=write)
 
 
-def _project_body(project) -> dict[str, Any]:
-    body = {c: getattr(project, c) for c in ProjectSchema().fields if hasattr(project, c)}
-    body["instructions"] = current_instructions(db_session(), project)
-    return body
+def _project_bodies(projects: list[Project]) -> list[dict[str, Any]]:
+    """Projects with their current instructions, loaded for them all in one query."""
+    instructions = current_instructions_many(db_session(), projects)
+    fields = ProjectSchema().fields
+    return [{c: getattr(p, c) for c in fields if hasattr(p, c)} | {"instructions": instructions[p.id]}
+            for p in projects]
+
+
+def _project_body(project: Project) -> dict[str, Any]:
+    return _project_bodies([project])[0]
 
 
 @blp.route("")
@@ -84,7 +91,7 @@ class Projects(MethodView):
         """List your projects (ops: all projects)."""
         rows = list_projects(db_session(), account=current_account(), after=args.get("after"),
                                      limit=args["limit"])
-        return page([_project_body(p) for p in rows], args["limit"])
+        return page(_project_bodies(rows), args["limit"])
 
     @requires(*WRITE)
     @blp.arguments(ProjectCreateSchema)
@@ -208,16 +215,28 @@ class ItemDetail(MethodView):
         return get_item(db_session(), project=_project(project_id), item_id=item_id)
 
 
-def _batch_body(batch: Batch) -> dict[str, Any]:
-    progress = batch_progress(db_session(), batch, now=clock())
-    body = {c: getattr(batch, c) for c in BatchSchema().fields if c != "gold"}
-    body["status"] = effective_status(batch, now=clock(), complete=progress.complete).value
-    # The caller has checked access; the project is in the session already (no query, unlike `_project`).
-    project = db_session().get(Project, batch.project_id)
+def _batch_bodies(project: Project, batches: list[Batch]) -> list[dict[str, Any]]:
+    """The bodies of batches of the project (access checked by the caller): what they need is loaded for them all
+    at once, so a list costs a fixed number of queries whatever its length (tests/test_list_queries.py)."""
+    session, now = db_session(), clock()
+    progress = batch_progress_many(session, batches, now=now)
+    gold = gold_supply_many(session, batches, project)
+    bodies = []
+    for batch in batches:
+        body = {c: getattr(batch, c) for c in BatchSchema().fields if c != "gold"}
+        body["status"] = effective_status(batch, now=now, complete=progress[batch.id].complete).value
+        supply = gold[batch.id]
+        body["gold"] = {**vars(supply), "warning": supply.warning(batch.items_per_hit)}
+        bodies.append(body)
+    return bodies
+
+
+def _batch_body(batch: Batch, project: Project | None = None) -> dict[str, Any]:
+    # The caller has checked access. Without the project at hand, it is loaded (the session holds it only
+    # while something refers to it).
+    project = project or db_session().get(Project, batch.project_id)
     assert project is not None
-    gold = gold_supply(db_session(), batch, project)
-    body["gold"] = {**vars(gold), "warning": gold.warning(batch.items_per_hit)}
-    return body
+    return _batch_bodies(project, [batch])[0]
 
 
 @blp.route("/<int:project_id>/batches")
@@ -226,7 +245,8 @@ class Batches(MethodView):
     @blp.response(200, BatchListSchema)
     def get(self, project_id: int):
         """The project's batches."""
-        return {"data": [_batch_body(b) for b in list_batches(db_session(), project=_project(project_id))]}
+        project = _project(project_id)
+        return {"data": _batch_bodies(project, list_batches(db_session(), project=project))}
 
     @requires(*WRITE)
     @blp.arguments(BatchCreateSchema)
@@ -251,7 +271,8 @@ class BatchDetail(MethodView):
     @blp.response(200, BatchSchema)
     def get(self, project_id: int, batch_id: int):
         """One batch; its status is derived from the clock and answers (expired, complete)."""
-        return _batch_body(get_batch(db_session(), project=_project(project_id), batch_id=batch_id))
+        project = _project(project_id)
+        return _batch_body(get_batch(db_session(), project=project, batch_id=batch_id), project)
 
 
 def _transition(action: str):
@@ -259,9 +280,9 @@ def _transition(action: str):
     @blp.response(200, BatchSchema)
     @problems(409)
     def view(project_id: int, batch_id: int):
-        batch = change_batch_status(db_session(), project=_project(project_id, write=True),
-                                            batch_id=batch_id, action=action, now=clock())
-        return _batch_body(batch)
+        project = _project(project_id, write=True)
+        batch = change_batch_status(db_session(), project=project, batch_id=batch_id, action=action, now=clock())
+        return _batch_body(batch, project)
 
     view.__name__ = f"batch_{action}"
     view.__doc__ = {"pause": "Pause a batch: workers get no new work from it until it is resumed.",

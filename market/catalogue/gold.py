@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -142,22 +143,46 @@ def exhausted_gold_pools(session: Session) -> list[ExhaustedPool]:
 
 
 def gold_supply(session: Session, batch: Batch, project: Project) -> GoldSupply:
-    hits_needed = gold_tasks_needed(batch.hit_count, project.gold_rate)
-    pool = (select(GoldPool.id).where(GoldPool.project_id == project.id, GoldPool.items_per_hit == batch.items_per_hit,
-                                      GoldPool.assignments_per_item == batch.assignments_per_item).scalar_subquery())
-    ranked = (Hit.gold_pool_id == pool) & Hit.gold_rank.is_not(None)  # a retired gold HIT has no rank
-    hits_available = session.scalar(select(func.count()).select_from(Hit).where(ranked)) or 0
-    tasks_left = session.scalar(select(func.count()).select_from(HitSlot).join(Hit, Hit.id == HitSlot.hit_id)
-                                .where(ranked, HitSlot.state != SlotState.DONE)) or 0
-    waiting = session.scalar(select(func.count()).select_from(Item).where(
-        Item.project_id == project.id, Item.is_gold.is_(True), Item.hit_id.is_(None),
-        Item.gold_retired_at.is_(None))) or 0
-    exhausted = session.scalar(select(func.count()).select_from(GoldStream).where(
-        GoldStream.project_id == project.id, GoldStream.exhausted_at.is_not(None))) or 0
-    short = project.gold_rate > 0 and hits_available > 0 and _short_hit(session, batch) is not None
-    per = batch.items_per_hit
-    return GoldSupply(project.gold_rate, hits_needed, hits_needed * per, hits_available, hits_available * per,
-                      tasks_left, waiting, exhausted, short)
+    """What the batch needs of its project's gold pool, and what the pool holds for it."""
+    return gold_supply_many(session, [batch], project)[batch.id]
+
+
+def gold_supply_many(session: Session, batches: Sequence[Batch], project: Project) -> dict[int, GoldSupply]:
+    """`gold_supply` of each of the project's batches, by batch id: three queries for the lot, however many
+    batches (the pools of every shape with their counts, the project's loose gold, the short HITs)."""
+    if not batches:
+        return {}
+    ranked = (Hit.gold_pool_id == GoldPool.id) & Hit.gold_rank.is_not(None)  # a retired gold HIT has no rank
+    hits = select(func.count()).select_from(Hit).where(ranked).scalar_subquery()
+    slots = (select(func.count()).select_from(HitSlot).join(Hit, Hit.id == HitSlot.hit_id)
+             .where(ranked, HitSlot.state != SlotState.DONE).scalar_subquery())
+    pools = {(per, redundancy): (int(n or 0), int(left or 0)) for per, redundancy, n, left in session.execute(
+        select(GoldPool.items_per_hit, GoldPool.assignments_per_item, hits, slots)
+        .where(GoldPool.project_id == project.id))}
+    waiting = select(func.count()).select_from(Item).where(
+        Item.project_id == project.id, Item.is_gold.is_(True), Item.hit_id.is_(None), Item.gold_retired_at.is_(None))
+    exhausted = select(func.count()).select_from(GoldStream).where(
+        GoldStream.project_id == project.id, GoldStream.exhausted_at.is_not(None))
+    loose, stuck = session.execute(select(waiting.scalar_subquery(), exhausted.scalar_subquery())).one()
+    supply = {}
+    for batch in batches:
+        per = batch.items_per_hit
+        hits_needed = gold_tasks_needed(batch.hit_count, project.gold_rate)
+        available, left = pools.get((per, batch.assignments_per_item), (0, 0))
+        supply[batch.id] = (hits_needed, available, left)
+    short = _short_hits(session, [b for b in batches if project.gold_rate > 0 and supply[b.id][1] > 0])
+    return {b.id: GoldSupply(project.gold_rate, needed, needed * b.items_per_hit, available,
+                             available * b.items_per_hit, left, int(loose or 0), int(stuck or 0), b.id in short)
+            for b in batches for needed, available, left in [supply[b.id]]}
+
+
+def _short_hits(session: Session, batches: Sequence[Batch]) -> set[int]:
+    """The batches (of these) whose last HIT is short; no query when none could matter."""
+    if not batches:
+        return set()
+    return set(session.scalars(select(Hit.batch_id).join(Batch, Batch.id == Hit.batch_id).where(
+        Hit.batch_id.in_([b.id for b in batches]), Hit.is_gold.is_(False), Hit.item_count < Batch.items_per_hit)
+        .distinct()))
 
 
 # The gold HITs just inserted (ids first..last of the pool) get the pool's redundancy in slots of its queue.

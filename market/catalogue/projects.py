@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -81,8 +82,20 @@ def create_project(session: Session, *, owner: Actor, data: dict[str, Any], now:
 
 
 def current_instructions(session: Session, project: Project) -> str:
-    return session.scalar(select(GuidelineVersion.instructions).where(
-        GuidelineVersion.project_id == project.id, GuidelineVersion.version == project.guideline_version)) or ""
+    """The instructions of the project's current guideline version."""
+    return current_instructions_many(session, [project])[project.id]
+
+
+def current_instructions_many(session: Session, projects: Sequence[Project]) -> dict[int, str]:
+    """Each project's current instructions, by project id: one query for the lot."""
+    if not projects:
+        return {}
+    # Any query flushes first (autoflush), so the projects' rows hold their current guideline versions.
+    found = dict(session.execute(select(GuidelineVersion.project_id, GuidelineVersion.instructions)
+                                 .join(Project, (Project.id == GuidelineVersion.project_id)
+                                       & (Project.guideline_version == GuidelineVersion.version))
+                                 .where(GuidelineVersion.project_id.in_([p.id for p in projects]))).all())
+    return {p.id: found.get(p.id) or "" for p in projects}
 
 
 def has_published(session: Session, project: Project) -> bool:
