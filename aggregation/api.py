@@ -27,6 +27,7 @@ from aggregation.schemas import (
 )
 from base.errors import Gone, NotFound
 from base.identity import Role
+from base.uow import UnitOfWork
 from edge import jobs
 from edge.auth import current_account, requires
 from edge.blueprint import Blueprint, idempotency_doc, idempotency_key, page, streamed
@@ -74,8 +75,11 @@ class Runs(MethodView):
         session = db_session()
         project = _project(project_id, write=True)
         params = {k: v for k, v in data.items() if k != "method"}
-        run, created = service.request_run(session, project=project, account=current_account(),
-                                           method=data["method"], params=params, idempotency_key=key, now=clock())
+        # The run is committed before its job is handed out: the job reads it in a session of its own.
+        with UnitOfWork(session):
+            run, created = service.request_run(session, project=project, account=current_account(),
+                                               method=data["method"], params=params, idempotency_key=key,
+                                               now=clock())
         if created:
             jobs.enqueue(run_aggregation, run.id)
             session.refresh(run)  # an inline job has finished it

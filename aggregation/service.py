@@ -28,6 +28,7 @@ from aggregation.models import AggregatedLabel, AggregationRun, AggregationWorke
 from base.errors import IdempotencyConflict, InvalidInput, NotFound
 from base.paging import keyset_page
 from base.spreadsheet import cell
+from base.uow import savepoint
 from market.catalogue.models import Answer, Item, Project
 from workers.models import Account
 
@@ -69,11 +70,11 @@ def request_run(session: Session, *, project: Project, account: Account, method:
     run = AggregationRun(project_id=project.id, requested_by_id=account.id, method=method,
                          params={**DEFAULT_PARAMS, **params}, idempotency_key=idempotency_key, created_at=now,
                          status=RunStatus.QUEUED)
-    session.add(run)
     try:
-        session.commit()
+        with savepoint(session):
+            session.add(run)
+            session.flush()
     except IntegrityError:  # the same key raced in from another request
-        session.rollback()
         return request_run(session, project=project, account=account, method=method, params=params,
                            idempotency_key=idempotency_key, now=now)
     return run, True
@@ -134,29 +135,29 @@ def _check_once(project: Project, inputs: Inputs) -> None:
                        "should never store; nothing was aggregated, and the operators' log has the details.")
 
 
-def execute_run(session: Session, run_id: int, *, clock: Callable[[], dt.datetime]) -> None:
-    """Run a queued aggregation. Idempotent: a run that is not queued (done, failed, or taken by another worker)
-    is left alone."""
-    claimed = session.execute(update(AggregationRun).where(AggregationRun.id == run_id,
-                                                           AggregationRun.status == RunStatus.QUEUED)
-                              .values(status=RunStatus.RUNNING, started_at=clock())).rowcount
-    session.commit()
-    if not claimed:
-        return
-    run = session.get(AggregationRun, run_id)
-    project = session.get(Project, run.project_id)
-    try:
-        _execute(session, run, project, clock)
-    except Exception as exc:  # noqa: BLE001 - any failure is recorded on the run for the requester to see
-        session.rollback()
-        if isinstance(exc, RunError):
-            error = str(exc)
-        else:
-            log.exception("aggregation run %s failed", run_id)
-            error = f"internal error ({type(exc).__name__}); the operators' log has the details"
-        session.execute(update(AggregationRun).where(AggregationRun.id == run_id).values(
-            status=RunStatus.FAILED, error=error, finished_at=clock()))
-        session.commit()
+def claim_run(session: Session, run_id: int, *, now: dt.datetime) -> bool:
+    """Take a queued run for this job: whether it was queued (a run done, failed, or taken by another job is left
+    alone). The job commits the claim before computing, so others see the run running."""
+    return bool(session.execute(update(AggregationRun).where(AggregationRun.id == run_id,
+                                                             AggregationRun.status == RunStatus.QUEUED)
+                                .values(status=RunStatus.RUNNING, started_at=now)).rowcount)
+
+
+def compute_run(session: Session, run_id: int, *, clock: Callable[[], dt.datetime]) -> None:
+    """Aggregate a claimed run and store its labels and figures; raises (`RunError` and others) if it cannot."""
+    run = session.get_one(AggregationRun, run_id)
+    _execute(session, run, session.get_one(Project, run.project_id), clock)
+
+
+def fail_run(session: Session, run_id: int, exc: Exception, *, now: dt.datetime) -> None:
+    """Record why a run failed, for the requester to see (after the failed computation was rolled back)."""
+    if isinstance(exc, RunError):
+        error = str(exc)
+    else:
+        log.error("aggregation run %s failed", run_id, exc_info=exc)
+        error = f"internal error ({type(exc).__name__}); the operators' log has the details"
+    session.execute(update(AggregationRun).where(AggregationRun.id == run_id).values(
+        status=RunStatus.FAILED, error=error, finished_at=now))
 
 
 def _execute(session: Session, run: AggregationRun, project: Project, clock: Callable[[], dt.datetime]) -> None:
@@ -204,7 +205,7 @@ def _execute(session: Session, run: AggregationRun, project: Project, clock: Cal
     run.priors = None if labels.priors is None else np.round(labels.priors, 6).tolist()
     run.seconds = round(time.perf_counter() - started, 3)
     run.finished_at = clock()
-    session.commit()
+    session.flush()
 
 
 def get_run(session: Session, *, project: Project, run_id: int) -> AggregationRun:

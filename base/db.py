@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from base.events import HUB_KEY, EventHub
+from base.uow import AUTOCOMMIT_KEY
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -187,7 +188,8 @@ class Database:
         if self._autocommit is None:
             engine = make_engine(self.engine.url.render_as_string(hide_password=False),
                                  pool_size=self.engine.pool.size(), autocommit=True)
-            self._autocommit = sessionmaker(bind=engine, expire_on_commit=False, info={HUB_KEY: self.events})
+            self._autocommit = sessionmaker(bind=engine, expire_on_commit=False,
+                                            info={HUB_KEY: self.events, AUTOCOMMIT_KEY: True})
         return self._autocommit()
 
     def engines(self) -> list[Engine]:
@@ -200,7 +202,8 @@ class Database:
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
-        """A session that is closed (and rolled back if uncommitted) when the block ends."""
+        """A session that is closed (and rolled back if uncommitted) when the block ends; a job opens its units of
+        work on it (base/uow.py)."""
         session = self.session()
         try:
             yield session

@@ -1,8 +1,13 @@
-"""Domain errors: services raise these; the edge (edge/problems.py) turns them into problem+json."""
+"""Domain errors: services raise these; the edge (edge/problems.py) turns them into problem+json.
+
+A domain error ends the unit of work (base/uow.py) it is raised in with a rollback: a refused request changes
+nothing. A refusal whose bookkeeping must outlive it says so where it is raised, `raise Gone(...).keep_writes()`:
+then the unit of work commits what was flushed before the refusal (a lapsed lease marked expired, a worker's
+lapsed leases ended before "no work"). `grep -rn "keep_writes()"` lists every such place."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 PROBLEM_MIMETYPE = "application/problem+json"
 
@@ -14,6 +19,8 @@ class DomainError(Exception):
     title = "Bad request"
 
     headers: dict[str, str] = {}
+    # Whether the unit of work commits what was flushed before this refusal (see the module docstring).
+    keeps_writes = False
 
     def __init__(self, detail: str, *, errors: Any = None, headers: dict[str, str] | None = None,
                  **extra: Any) -> None:
@@ -23,6 +30,13 @@ class DomainError(Exception):
         self.extra = extra
         if headers:
             self.headers = {**self.headers, **headers}
+
+    def keep_writes(self) -> Self:
+        """Mark this refusal as one that keeps the writes made before it: the unit of work around it commits them,
+        then the refusal reaches the caller as ever. Use it only for bookkeeping that is true whatever the answer
+        (a lease that ran out), never for part of what was refused."""
+        self.keeps_writes = True
+        return self
 
 
 class InvalidInput(DomainError):

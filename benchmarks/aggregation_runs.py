@@ -33,6 +33,7 @@ from import_items import DEFAULT_PG_URL, fresh_database  # noqa: E402
 
 from aggregation import report  # noqa: E402
 from aggregation import service as runs  # noqa: E402
+from aggregation.jobs import execute_run  # noqa: E402
 from base.clock import utcnow
 from base.db import Database
 from base.identity import Role
@@ -112,7 +113,7 @@ def bench(backend: str, n_items: int) -> list[tuple[str, float, str]]:
             for method in ("mv", "ds"):
                 run, _ = runs.request_run(session, project=project, account=owner, method=method, params={},
                                           idempotency_key=None, now=utcnow())
-                seconds, _ = timed(lambda run=run: runs.execute_run(session, run.id, clock=utcnow))
+                seconds, _ = timed(lambda run=run: execute_run(session, run.id, clock=utcnow))
                 session.refresh(run)
                 rows.append((f"run {method} (load, aggregate, store)", seconds, f"{run.status}, "
                              f"{run.iterations} iterations"))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import flask_smorest
-from flask import Flask, Request, Response, request, stream_with_context
+from flask import Flask, Request, Response, g, request, stream_with_context
 from flask.json.provider import DefaultJSONProvider
 from marshmallow import Schema, ValidationError
 from sqlalchemy.orm import Session
@@ -130,8 +130,12 @@ def idempotency_key() -> str | None:
 def streamed(session: Session, chunks: Iterator[str], *, mimetype: str, filename: str) -> Response:
     """A download streamed from `chunks`, which read through `session`. The first chunk is taken here, so an
     error it raises is an ordinary error response; the stream closes the session when it ends, because it
-    outlives the view (on SQLite an open transaction holds the write lock and stalls every other writer)."""
+    outlives the view (on SQLite an open transaction holds the write lock and stalls every other writer). The
+    stream takes the session over from the request's unit of work: its reads stay one transaction, as before,
+    and a download writes nothing (closing it ends that transaction)."""
     first = next(chunks, "")  # an export with nothing to say (JSON Lines of no rows) is an empty body
+    if g.get("db_session") is session:
+        g.pop("db_session")
 
     def stream() -> Iterator[str]:
         try:

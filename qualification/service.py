@@ -15,6 +15,7 @@ from base.errors import Conflict, DomainError, Gone, InvalidInput, NotFound
 from base.identity import Actor, Role
 from base.labels import AnswerError, same_answer, validate_answer, validate_answer_set
 from base.paging import keyset_page
+from base.uow import savepoint
 from qualification.models import (
     AttemptStatus,
     GrantSource,
@@ -59,11 +60,10 @@ def create_type(session: Session, *, owner: Actor, data: dict[str, Any], now: dt
     try:
         session.flush()
     except IntegrityError as exc:
-        session.rollback()
         raise Conflict(f"You have a qualification type named {data['name']!r} already.") from exc
     session.add_all(QualificationQuestion(type_id=qtype.id, position=n, data=q["data"], answer=answer)
                     for n, (q, answer) in enumerate(zip(data["questions"], answers, strict=True)))
-    session.commit()
+    session.flush()
     return qtype
 
 
@@ -204,25 +204,23 @@ def start_attempt(session: Session, *, worker: Actor, type_id: int,
     for attempt in attempts:
         if attempt.status == AttemptStatus.STARTED:
             if attempt.expires_at > now:
-                session.commit()
                 return attempt, items, False  # resume: the clock keeps running from the first start
             attempt.status = AttemptStatus.EXPIRED
     status = _status(qtype, attempts, len(items), None, now)
+    # Refusals keep the writes before them (`keep_writes`): attempts whose time ran out are marked expired.
     if status.available_at is None:
-        session.commit()
         raise AttemptRefused(f"You have used all {qtype.max_attempts} attempts at this test.",
-                             reason="no_attempts_left")
+                             reason="no_attempts_left").keep_writes()
     if status.available_at > now:
-        session.commit()
         raise AttemptRefused("You can retake this test after its retry delay.", reason="retry_delay",
-                             available_at=status.available_at.isoformat())
+                             available_at=status.available_at.isoformat()).keep_writes()
     attempt = QualificationAttempt(type_id=type_id, worker_id=worker.id, status=AttemptStatus.STARTED,
                                    started_at=now, expires_at=now + dt.timedelta(seconds=qtype.test_duration_seconds))
-    session.add(attempt)
     try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # the worker's simultaneous request started one first: hand out that one
+        with savepoint(session):
+            session.add(attempt)
+            session.flush()
+    except IntegrityError:  # the worker's simultaneous request started one first: hand out that one
         return start_attempt(session, worker=worker, type_id=type_id, now=now)
     return attempt, items, True
 
@@ -246,7 +244,6 @@ def submit_attempt(session: Session, *, worker: Actor, attempt_id: int, answers:
     attempt = session.scalar(select(QualificationAttempt).where(QualificationAttempt.id == attempt_id)
                              .with_for_update())
     if attempt is None or attempt.worker_id != worker.id:
-        session.rollback()
         raise NotFound(f"Attempt {attempt_id} not found.")
     qtype = session.get_one(QualificationType, attempt.type_id)
     items = questions(session, attempt.type_id)
@@ -255,16 +252,14 @@ def submit_attempt(session: Session, *, worker: Actor, attempt_id: int, answers:
     if errors:
         raise InvalidInput("Some answers are invalid; nothing was scored.", errors={"answers": errors})
     if attempt.status == AttemptStatus.SUBMITTED:
-        session.commit()
         if attempt.answers != {str(k): v for k, v in values.items()}:
             raise Conflict("This attempt was submitted already with different answers.",
                            errors={"answers": ["differ from the submitted ones"]})
         return attempt, True
     if attempt.status == AttemptStatus.EXPIRED or now >= attempt.expires_at:
-        attempt.status = AttemptStatus.EXPIRED
-        session.commit()
+        attempt.status = AttemptStatus.EXPIRED  # true whatever the answers: kept though they are refused
         raise Gone("The time for this attempt ran out; its answers were not scored.", reason="expired",
-                   expired_at=attempt.expires_at.isoformat())
+                   expired_at=attempt.expires_at.isoformat()).keep_writes()
     correct = sum(same_answer(qtype.label_schema, values[q.id], q.answer) for q in items)
     attempt.status, attempt.submitted_at = AttemptStatus.SUBMITTED, now
     attempt.answers = {str(k): v for k, v in values.items()}
@@ -273,7 +268,7 @@ def submit_attempt(session: Session, *, worker: Actor, attempt_id: int, answers:
     if attempt.passed and qtype.auto_grant:
         _set_grant(session, qtype.id, worker.id, value=attempt.score, source=GrantSource.TEST, by=None,
                    reason=f"passed the test with {attempt.score}", attempt_id=attempt.id, now=now)
-    session.commit()
+    session.flush()
     return attempt, False
 
 
@@ -331,9 +326,7 @@ def grant(session: Session, *, type_id: int, account: Actor, value: int, reason:
     try:
         result = _set_grant(session, type_id, worker_id, value=value, source=GrantSource.MANUAL, by=account.id,
                             reason=reason, now=now)
-        session.commit()
     except IntegrityError as exc:  # a simultaneous grant to the same worker won
-        session.rollback()
         raise Conflict("The worker was granted this qualification just now; try again.") from exc
     return result
 
@@ -346,7 +339,7 @@ def revoke(session: Session, *, type_id: int, account: Actor, worker_id: int, re
     if held is None:
         raise NotFound(f"Worker {worker_id} does not hold qualification {type_id}.")
     held.revoked_at, held.revoked_by_id, held.revoke_reason = now, account.id, reason
-    session.commit()
+    session.flush()
     return held
 
 

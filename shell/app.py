@@ -21,6 +21,7 @@ from edge import blueprint, openapi
 from edge.auth import AUTHENTICATE
 from edge.problems import register_error_handlers
 from edge.ratelimit import LoginLimits
+from edge.request import App
 from market.catalogue import api as market_api
 from market.catalogue.results import worked_for
 from market.engine import api as work_api
@@ -55,7 +56,7 @@ def subscribe(hub: EventHub) -> None:
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, SECRET_KEY, ...)."""
-    app = Flask(__name__, instance_path=os.environ.get("CROWDMARKET_INSTANCE_PATH") or None)
+    app = App(__name__, instance_path=os.environ.get("CROWDMARKET_INSTANCE_PATH") or None)
     app.session_interface = SessionCookies()
     app.config.update(load_config(app.instance_path))
     app.config.update(overrides or {})

@@ -48,11 +48,15 @@ def _app(ctx: click.Context) -> Flask:
 
 
 def with_app(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Run `command` inside the app's context (its session closes at the end, as after a request)."""
+    """Run `command` inside the app's context, as one unit of work (base/uow.py): it commits when the command
+    succeeds and rolls back when it fails; its session closes at the end, as after a request. A command that
+    prints what it stored ends its unit of work first (`UnitOfWork`), so it never reports what was not kept."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with _app(click.get_current_context()).app_context():
+        from edge.request import unit_of_work
+
+        with _app(click.get_current_context()).app_context(), unit_of_work():
             return command(*args, **kwargs)
 
     return run
@@ -88,15 +92,16 @@ def users_create(role: str, email: str, display_name: str) -> None:
     """Create a requester or ops account and print its first API token (shown once)."""
     from base.errors import DomainError
     from base.identity import Role
+    from base.uow import UnitOfWork
     from edge.request import clock, db_session
     from workers import service as accounts
 
     session = db_session()
     try:
-        account = accounts.create_account(session, role=Role(role), email=email, display_name=display_name,
-                                          now=clock())
-        _, token = accounts.issue_token(session, account=account, now=clock(), name="created by CLI")
-        session.commit()
+        with UnitOfWork(session):
+            account = accounts.create_account(session, role=Role(role), email=email, display_name=display_name,
+                                              now=clock())
+            _, token = accounts.issue_token(session, account=account, now=clock(), name="created by CLI")
     except DomainError as exc:
         _fail(exc)
     click.echo(f"Created {role} account {account.id} <{account.email}>. Its API token, shown only once:", err=True)
@@ -128,15 +133,16 @@ def _expiry(expires_in: int | None, expires_at: dt.datetime | None, now: dt.date
 def tokens_create(email: str, name: str, expires_in: int | None, expires_at: dt.datetime | None) -> None:
     """Issue another token for an account and print it (shown once); by default it works until revoked."""
     from base.errors import DomainError
+    from base.uow import UnitOfWork
     from edge.request import clock, db_session
     from workers import service as accounts
 
     session = db_session()
     try:
-        account = accounts.find_account(session, email=email)
-        _, token = accounts.issue_token(session, account=account, now=clock(), name=name,
-                                        expires_at=_expiry(expires_in, expires_at, clock()))
-        session.commit()
+        with UnitOfWork(session):
+            account = accounts.find_account(session, email=email)
+            _, token = accounts.issue_token(session, account=account, now=clock(), name=name,
+                                            expires_at=_expiry(expires_in, expires_at, clock()))
     except DomainError as exc:
         _fail(exc)
     click.echo(token)
@@ -149,13 +155,15 @@ def tokens_create(email: str, name: str, expires_in: int | None, expires_at: dt.
 def tokens_revoke(email: str, token_id: int) -> None:
     """Revoke one of an account's tokens."""
     from base.errors import DomainError
+    from base.uow import UnitOfWork
     from edge.request import clock, db_session
     from workers import service as accounts
 
     session = db_session()
     try:
-        account = accounts.find_account(session, email=email)
-        accounts.revoke_token(session, account_id=account.id, token_id=token_id, now=clock())
+        with UnitOfWork(session):
+            account = accounts.find_account(session, email=email)
+            accounts.revoke_token(session, account_id=account.id, token_id=token_id, now=clock())
     except DomainError as exc:
         _fail(exc)
     click.echo(f"Token {token_id} revoked.", err=True)
@@ -192,6 +200,7 @@ def items_import(project_id: int, path: Path, fmt: str | None, quiet: bool) -> N
     from tqdm import tqdm
 
     from base.errors import DomainError
+    from base.uow import UnitOfWork
     from edge.request import clock, db_session
     from market.catalogue import imports
     from market.catalogue.models import Project
@@ -204,8 +213,9 @@ def items_import(project_id: int, path: Path, fmt: str | None, quiet: bool) -> N
     with path.open("rb") as raw, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=quiet,
                                        desc=f"importing {path.name}", file=sys.stderr) as bar:
         try:
-            result = imports.import_items(session, project=project, stream=io.BufferedReader(_Counting(raw, bar)),
-                                          fmt=fmt, now=clock())
+            with UnitOfWork(session):
+                result = imports.import_items(session, project=project,
+                                              stream=io.BufferedReader(_Counting(raw, bar)), fmt=fmt, now=clock())
         except DomainError as exc:
             _fail(exc)
     click.echo(f"{result.created} created, {result.skipped} skipped (existing), {result.gold} gold, "
@@ -221,10 +231,13 @@ def work() -> None:
 @with_app
 def work_sweep() -> None:
     """Mark lapsed leases expired and free their slots (optional: claims never wait for it)."""
+    from base.uow import UnitOfWork
     from edge.request import clock, db_session
     from market.engine.submit import sweep_expired
 
-    click.echo(f"{sweep_expired(db_session(), now=clock())} lapsed lease(s) tidied.", err=True)
+    with UnitOfWork(session := db_session()):
+        tidied = sweep_expired(session, now=clock())
+    click.echo(f"{tidied} lapsed lease(s) tidied.", err=True)
 
 
 @cli.group()

@@ -121,3 +121,12 @@ def item_id(client: Any, public_id: int) -> int:
 
 def public_item_id(client: Any, internal_id: int) -> int:
     return client.application.extensions["crowdmarket.item_ids"].public(internal_id)
+
+
+def in_uow(fn: Any, session: Session, *args: Any, **kwargs: Any) -> Any:
+    """Call a service as the edge does: in a unit of work of its own (base/uow.py), committed when it returns (or
+    refuses keeping its writes), rolled back when it raises."""
+    from base.uow import UnitOfWork
+
+    with UnitOfWork(session):
+        return fn(session, *args, **kwargs)

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from aggregation import service as aggregation
+from aggregation.jobs import execute_run
 from base.db import Base, Database
 from base.identity import Role
 from market.catalogue.batches import change_batch_status, publish_batch
@@ -122,7 +123,7 @@ def world(session: Session, clock) -> World:
     gold_item = session.scalar(select(Item.id).where(Item.project_id == proj.id, Item.is_gold))
     run, _ = aggregation.request_run(session, project=proj, account=owner, method="mv", params={},
                                      idempotency_key=None, now=now)
-    aggregation.execute_run(session, run.id, clock=clock)
+    execute_run(session, run.id, clock=clock)
     return World(owner=owner, owner_token=owner_token, other=other, other_token=other_token, ops_token=ops_token,
                  worker_token=worker_token, revoked_token=revoked_token, project=proj, other_project=other_project,
                  params={"project_id": proj.id, "batch_id": batch.id, "item_id": gold_item, "version": 2,

@@ -110,6 +110,7 @@ def test_existing_gold_hits_are_pooled_with_their_slots(empty_database_url):
                 submit(session, worker=worker, assignment_id=done.id, now=now,
                             answers=[{"item_id": i["id"], "answer": "pos"} for i in done.items])
                 held = next_assignment(session, gold_key=TEST_GOLD_KEY, worker=worker, now=now)
+                session.commit()  # the test is the unit of work here: what the migration reads must be stored
             finally:
                 next_task.is_gold_turn = real_turn
             assert session.get(Assignment, held.id).is_gold

@@ -56,7 +56,6 @@ class Tokens(MethodView):
         session = db_session()
         token, plaintext = service.issue_token(session, account=current_account(), now=clock(), name=data["name"],
                                                expires_at=data["expires_at"])
-        session.commit()
         return {**{c: getattr(token, c) for c in TokenSchema().fields}, "token": plaintext}
 
 
@@ -97,7 +96,6 @@ class Workers(MethodView):
                                            display_name=data["display_name"], now=now,
                                            password_hash=current_app.config["PASSWORD_HASH"])
         _, token = service.issue_token(session, account=account, now=now, name="sign-up", login=True)
-        session.commit()
         return {"account_id": account.id, "username": account.username, "token": token}
 
 
@@ -138,5 +136,4 @@ class Identities(MethodView):
             raise NotFound(f"Worker {worker_id} not found.")
         identity = service.link_identity(session, account_id=worker_id, platform=data["platform"],
                                           external_id=data["external_id"], now=clock())
-        session.commit()
         return identity

@@ -27,7 +27,8 @@ def record(session: Session, flag: WorkerFlag, action: str, actor: Actor | None,
 
 def raise_flag(session: Session, *, worker_id: int, project_id: int | None, reason: FlagReason, note: str,
                now: dt.datetime, evidence: dict[str, Any] | None = None, actor: Actor | None = None) -> WorkerFlag:
-    """Put a worker up for review (by ops, or by the system when `actor` is None). The caller commits."""
+    """Put a worker up for review (by ops, or by the system when `actor` is None); flushes, the unit of work
+    commits (base/uow.py)."""
     worker = session.get(Account, worker_id)
     if worker is None or worker.role != Role.WORKER:
         raise NotFound(f"Worker {worker_id} not found.")
@@ -80,7 +81,6 @@ def blocks_of(session: Session, flags: Sequence[WorkerFlag]) -> dict[int, Worker
 
 def _expect(session: Session, flag: WorkerFlag, state: FlagState, action: str) -> None:
     if flag.state != state:
-        session.rollback()
         raise Conflict(f"Cannot {action} a flag that is {flag.state.value}.",
                        errors={"state": [f"is {flag.state.value}"]})
 
@@ -88,16 +88,14 @@ def _expect(session: Session, flag: WorkerFlag, state: FlagState, action: str) -
 def block(session: Session, *, flag_id: int, actor: Actor | None, scope: str, reason: str, now: dt.datetime,
           expires_at: dt.datetime | None = None) -> WorkerFlag:
     """Block the flagged worker at once: from the flag's project, or from all work; until `expires_at` if given.
-    The caller commits (the market applies the block to the worker's answers in the same transaction). No actor:
-    the system blocks (a project's auto-block rule)."""
+    Flushes: the unit of work commits, with the market's applying the block to the worker's answers in the same
+    transaction. No actor: the system blocks (a project's auto-block rule)."""
     flag = get_flag(session, flag_id=flag_id, lock=True)
     _expect(session, flag, FlagState.OPEN, "block")
     if scope == "project" and flag.project_id is None:
-        session.rollback()
         raise InvalidInput("This flag names no project; block from all work instead.",
                            errors={"scope": ["the flag has no project"]})
     if expires_at is not None and expires_at <= now:
-        session.rollback()
         raise InvalidInput("A block must end in the future.", errors={"expires_at": ["is not in the future"]})
     blocked = WorkerBlock(account_id=flag.account_id, project_id=flag.project_id if scope == "project" else None,
                           reason=reason, created_by_id=actor.id if actor else None, created_at=now,
@@ -112,8 +110,8 @@ def block(session: Session, *, flag_id: int, actor: Actor | None, scope: str, re
 
 
 def unblock(session: Session, *, flag_id: int, actor: Actor, reason: str, now: dt.datetime) -> WorkerFlag:
-    """Lift the flag's block; the flag goes back to open for review (dismiss it to close it). The caller
-    commits."""
+    """Lift the flag's block; the flag goes back to open for review (dismiss it to close it). Flushes: the unit of
+    work commits."""
     flag = get_flag(session, flag_id=flag_id, lock=True)
     _expect(session, flag, FlagState.BLOCKED, "unblock")
     held = block_of(session, flag)
@@ -131,5 +129,5 @@ def dismiss(session: Session, *, flag_id: int, actor: Actor, reason: str, now: d
     _expect(session, flag, FlagState.OPEN, "dismiss")
     flag.state, flag.updated_at = FlagState.DISMISSED, now
     record(session, flag, "dismissed", actor, reason, now)
-    session.commit()
+    session.flush()
     return flag

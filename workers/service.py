@@ -16,6 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from base.db import HotStatement
 from base.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from base.identity import DEFAULT_PASSWORD_HASH, Actor, Caller, Role
+from base.uow import savepoint
 from workers.models import Account, ApiToken, ExternalIdentity, username_key
 
 TOKEN_PREFIX = "cm_"
@@ -37,11 +38,11 @@ def create_account(session: Session, *, role: Role, now: dt.datetime, email: str
         raise InvalidInput("An account needs an email or a username.", errors={"email": ["required"]})
     account = Account(role=role, email=email.lower() if email else None, username=username,
                       display_name=display_name, created_at=now)
-    session.add(account)
     try:
-        session.flush()
+        with savepoint(session):  # the failed insert alone is undone: the session stays usable
+            session.add(account)
+            session.flush()
     except IntegrityError as exc:
-        session.rollback()
         raise Conflict("An account with that email or username exists already.") from exc
     return account
 
@@ -83,7 +84,6 @@ def authenticate(session: Session, plaintext: str, *, now: dt.datetime) -> Calle
         return None
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
         session.execute(_TOUCH, {"token_id": row.token_id, "now": now})
-        session.commit()
     return Caller(row.id, Role(row.role))
 
 
@@ -100,7 +100,7 @@ def revoke_token(session: Session, *, account_id: int, token_id: int, now: dt.da
         raise NotFound(f"Token {token_id} not found.")
     if token.revoked_at is None:
         token.revoked_at = now
-    session.commit()
+    session.flush()
     return token
 
 
@@ -147,7 +147,6 @@ def login(session: Session, *, username: str, password: str, now: dt.datetime, n
     if not check_password_hash(stored, password) or account is None or not account.is_active:
         raise Unauthorized("Unknown username or wrong password.")
     _, token = issue_token(session, account=account, now=now, name=name or "login", login=True)
-    session.commit()
     return account, token
 
 
@@ -172,11 +171,11 @@ def link_identity(session: Session, *, account_id: int, platform: str, external_
             raise Conflict(f"{platform} id {external_id} belongs to another account.")
         return existing
     identity = ExternalIdentity(account_id=account_id, platform=platform, external_id=external_id, created_at=now)
-    session.add(identity)
     try:
-        session.flush()
+        with savepoint(session):
+            session.add(identity)
+            session.flush()
     except IntegrityError as exc:
-        session.rollback()
         raise Conflict(f"The account has a {platform} id already.") from exc
     return identity
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from base.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
 from base.identity import Actor
+from base.uow import savepoint
 from market.catalogue.gold import fill_short_hit, make_gold_hits
 from market.catalogue.hits import _MAKE_SLOTS, insert_hits
 from market.catalogue.models import (
@@ -63,11 +64,11 @@ def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.
                   qualification_requirements=requirements,
                   created_at=now, status_changed_at=now,
                   expires_at=now + dt.timedelta(seconds=project.lifetime_seconds))
-    session.add(batch)
     try:
-        session.flush()
+        with savepoint(session):
+            session.add(batch)
+            session.flush()
     except IntegrityError:  # the same key won a race in another transaction
-        session.rollback()
         replay = _replay(session, project_id, idempotency_key or "", request_print)
         if replay is None:
             raise
@@ -79,13 +80,12 @@ def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.
     for ids in chunks:
         make_hits(session, batch, ids, now)
     if batch.item_count == 0:
-        session.rollback()
         raise InvalidInput("There are no unpublished items to publish; import items first.",
                            errors={"item_ids": ["no unpublished, non-gold items selected"]})
     fill_short_hit(session, project, batch)
     make_slots(session, batch)
     make_gold_hits(session, project, batch, now)
-    session.commit()
+    session.flush()
     return batch, True
 
 
@@ -194,7 +194,7 @@ def change_batch_status(session: Session, *, project: Project, batch_id: int, ac
                        errors={"status": [f"is {current.value}"]})
     batch.status = target
     batch.status_changed_at = now
-    session.commit()
+    session.flush()
     return batch
 
 
@@ -270,7 +270,7 @@ def set_priorities(session: Session, *, project: Project, entries: Sequence[dict
     hit_ids = list(session.scalars(select(Item.hit_id).where(Item.id.in_(list(found)), Item.hit_id.is_not(None))
                                    .distinct())) if len(found) <= PUBLISH_CHUNK else None
     _refresh_slot_priorities(session, project, hit_ids)
-    session.commit()
+    session.flush()
     return len(found)
 
 

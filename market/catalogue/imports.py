@@ -309,16 +309,14 @@ def import_items(session: Session, *, project: Project, stream: IO[bytes], fmt: 
         if len(chunk) >= CHUNK:
             flush()
     if error_count:
-        session.rollback()
         raise InvalidInput(f"{error_count} line(s) are invalid; nothing was imported.",
                            errors=errors, error_count=error_count)
     if result.lines == 0:
-        session.rollback()
         raise InvalidInput("The file has no items.", errors=[{"line": 1, "field": None, "message": "empty"}])
     if chunk:
         flush()
     if result.gold:
         pool_new_gold(session, project, now)
-    session.commit()
+    session.flush()
     result.skipped = result.lines - result.created
     return result

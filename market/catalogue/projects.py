@@ -77,7 +77,7 @@ def create_project(session: Session, *, owner: Actor, data: dict[str, Any], now:
     session.flush()
     session.add(GuidelineVersion(project_id=project.id, version=1, instructions=data.get("instructions", ""),
                                  created_by_id=owner.id, created_at=now))
-    session.commit()
+    session.flush()
     return project
 
 
@@ -112,7 +112,6 @@ def update_project(session: Session, *, project: Project, account: Actor, data: 
     if schema_changed:
         orphaned = _orphaned(session, project, data["label_schema"])
         if orphaned:
-            session.rollback()
             raise Conflict("The new label schema does not fit answers the project holds; nothing was changed. "
                            "Keep their keys (add categories, reword names), correct the gold items first, or "
                            "create a new project.", errors=orphaned)
@@ -133,7 +132,7 @@ def update_project(session: Session, *, project: Project, account: Actor, data: 
         session.flush()
         for item_id in session.scalars(select(Item.id).where(Item.project_id == project.id, Item.is_gold.is_(True))):
             events.publish(session, GoldItemChanged(item_id=item_id, at=now))
-    session.commit()
+    session.flush()
     return project
 
 

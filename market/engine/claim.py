@@ -199,14 +199,13 @@ def _task_of(row: Any, p: dict[str, Any]) -> Task:
 
 def lease(session: Session, p: dict[str, Any], *, gold: bool) -> tuple[Task | None, bool]:
     """Lease a HIT off the batch's queue (`p["batch_id"]`), or, for a gold task, off the gold pool's
-    (`p["pool_id"]`) in place of the batch's real work; commits. Returns (the task or None, whether the batch had
+    (`p["pool_id"]`) in place of the batch's real work; no commit. Returns (the task or None, whether the batch had
     real work for the worker)."""
     p = {"stream_position": None, "pool_id": None, **p}
     if postgres(session):
         row = claim_pg(gold).first(session, p)
         if row.id is None:
             return None, bool(row.open)
-        session.commit()
         return _task_of(row, p), True
     if not session.execute(_OPEN_WORK, p).scalar():  # a real claim tests it too, as on PostgreSQL
         return None, False
@@ -221,7 +220,6 @@ def lease(session: Session, p: dict[str, Any], *, gold: bool) -> tuple[Task | No
         "is_gold": gold, "status": AssignmentStatus.LEASED, "guideline_version": info.guideline_version,
         "leased_at": p["now"], "expires_at": expires_at, "stream_position": p["stream_position"]}).scalar_one()
     session.execute(_TAKE_SLOT, {"slot_id": slot.id, "b_assignment_id": assignment_id, "b_expires_at": expires_at})
-    session.commit()
     return Task(assignment_id, p["worker_id"], slot.hit_id, info.project_id, AssignmentStatus.LEASED, p["now"],
                 expires_at, info.guideline_version, info.instructions, info.title, info.description,
                 info.label_schema, info.reward_cents, info.currency, shown), True

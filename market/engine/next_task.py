@@ -43,6 +43,7 @@ from base.db import HotStatement
 from base.errors import Conflict, DomainError, Forbidden, NotFound
 from base.events import LeasesLapsed
 from base.identity import Actor
+from base.uow import savepoint
 from market.catalogue.models import (
     Answer,
     Assignment,
@@ -198,17 +199,14 @@ def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, gold_k
         held_id, held_project, has_lapsed, blocked, batch_ids, gated, streams, project_found, shut = _checks(
             claim.postgres(session), project_id is not None).first(session, params)
         if not project_found:
-            session.rollback()
             raise NotFound(f"Project {project_id} not found.")
         if blocked:
-            session.rollback()
             scope = "all work" if project_id is None else "this project"
             raise Forbidden(f"You are blocked from {scope}.", reason="blocked")
         if held_id is not None:
-            session.commit()
             if project_id is not None and held_project != project_id:
                 raise Conflict("You hold a task of another project; submit or return it first.",
-                               reason="task_held", assignment_id=held_id)
+                               reason="task_held", assignment_id=held_id).keep_writes()
             return load_task(session, worker_id=worker.id, assignment_id=held_id)
         if has_lapsed:  # the worker's own lapsed leases end now, so the HITs they held can be offered again
             ended = session.execute(_EXPIRE_OWN_LAPSED, {"b_worker_id": worker.id, "b_now": now}).scalars().all()
@@ -217,23 +215,24 @@ def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, gold_k
         batch_ids, missing = _parse_ids(batch_ids), []
         if gated is not None and (gated := _parse_ids(gated)):
             batch_ids, missing = _admitted(session, worker.id, batch_ids, gated)
+        # Refusals from here on keep the writes before them (`keep_writes`): the worker's lapsed leases ended.
         if not batch_ids and missing:
-            session.commit()
             raise Forbidden("This work needs qualifications you do not have; the tests listed can grant them.",
-                            reason="qualification_required", missing=missing)
+                            reason="qualification_required", missing=missing).keep_writes()
         if not batch_ids:
-            session.commit()
             if shut:
-                raise Forbidden("You are blocked from the projects that have work open.", reason="blocked")
+                raise Forbidden("You are blocked from the projects that have work open.",
+                                reason="blocked").keep_writes()
             raise NoWork("No batch is open for work right now (none published, or all paused, cancelled or "
-                         "expired).", reason="no_open_batches")
+                         "expired).", reason="no_open_batches").keep_writes()
         try:
-            return _claim(session, params, batch_ids, _parse_streams(streams), gold_key)
+            with savepoint(session):
+                return _claim(session, params, batch_ids, _parse_streams(streams), gold_key)
         except IntegrityError:
             # The same worker's other request took a lease first (one live task per worker): go round again,
             # and hand out that lease.
-            session.rollback()
-    raise Conflict("Too many simultaneous requests for work; try again.")
+            pass
+    raise Conflict("Too many simultaneous requests for work; try again.").keep_writes()
 
 
 def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], streams: dict[int, _Stream],
@@ -258,8 +257,8 @@ def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], strea
         task, _ = claim.lease(session, p, gold=False)
         if task is not None:
             return task
-    session.commit()
-    raise NoWork("Every open HIT is fully assigned or already done by you; try again later.", reason="all_assigned")
+    raise NoWork("Every open HIT is fully assigned or already done by you; try again later.",
+                 reason="all_assigned").keep_writes()  # lapsed leases ended, a gold stream marked exhausted
 
 
 def load_task(session: Session, *, worker_id: int, assignment_id: int) -> Task:

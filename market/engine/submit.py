@@ -114,7 +114,6 @@ def _read(session: Session, worker_id: int, assignment_id: int, *, lock: bool) -
     each, first row included)."""
     rows = (_LOCKED if lock else _READ).rows(session, {"b_assignment_id": assignment_id})
     if not rows or rows[0].worker_id != worker_id:
-        session.rollback()
         raise NotFound(f"Assignment {assignment_id} not found.")
     return rows[0], rows
 
@@ -147,8 +146,8 @@ def _gone(session: Session, assignment_id: int, expires_at: dt.datetime, detail:
     session.execute(update(Assignment).where(Assignment.id == assignment_id,
                                              Assignment.status == AssignmentStatus.LEASED)
                     .values(status=AssignmentStatus.EXPIRED))
-    session.commit()
-    return Gone(detail, reason="expired", expired_at=expires_at.isoformat())
+    # The lease ran out whatever the worker sent: it stays expired though the request is refused.
+    return Gone(detail, reason="expired", expired_at=expires_at.isoformat()).keep_writes()
 
 
 def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list[dict[str, Any]],
@@ -160,14 +159,9 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
     for attempt in range(2):
         # PostgreSQL reads without a lock: the one-statement write below re-checks everything it relies on.
         row, items = _read(session, worker.id, assignment_id, lock=not postgres)
-        try:
-            values = _validated(row.label_schema, [i.item_id for i in items], answers)
-        except InvalidInput:
-            session.rollback()
-            raise
+        values = _validated(row.label_schema, [i.item_id for i in items], answers)
         if row.status in DONE:
             stored = stored_answers(session, assignment_id)
-            session.commit()
             if stored != values:
                 raise Conflict("This assignment was submitted already with different answers.",
                                errors={"answers": ["differ from the submitted ones"]})
@@ -175,7 +169,6 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
             return Submitted(assignment_id, status, row.submitted_at, row.duration_ms, stored, row.project_id,
                              _scored(row, items, stored)[1]), True
         if row.status == AssignmentStatus.RETURNED:
-            session.rollback()
             raise Conflict("This assignment was returned; ask for new work.", reason="returned")
         gone = "The lease on this assignment ran out; its answers were not saved."
         if row.status == AssignmentStatus.EXPIRED or now >= row.expires_at or attempt == 1:
@@ -193,7 +186,6 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
                 "client_meta": None if client_meta is None else json.dumps(client_meta),
                 "answers": json.dumps([{"item_id": k, "value": v, "correct": outcome[k]}
                                        for k, v in values.items()])}).written
-            session.commit()
             if written == 1:
                 events.publish(session, AssignmentSubmitted(assignment_id, worker.id, row.project_id, now))
                 return result, False
@@ -212,7 +204,6 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
             session.execute(_ADVANCE, {"worker_id": worker.id, "project_id": row.project_id,
                                        "golds": int(row.is_gold), "position": row.stream_position})
         events.publish(session, AssignmentSubmitted(assignment_id, worker.id, row.project_id, now))
-        session.commit()
         return result, False
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -231,10 +222,8 @@ def return_assignment(session: Session, *, worker: Actor, assignment_id: int, no
     """Give a HIT back: its slot is free at once, no penalty; the time spent is recorded."""
     assignment = get_assignment(session, worker=worker, assignment_id=assignment_id, lock=True)
     if assignment.status == AssignmentStatus.RETURNED:
-        session.commit()
         return assignment
     if assignment.status in DONE:
-        session.rollback()
         raise Conflict("This assignment was submitted; it cannot be returned.", reason="submitted")
     if assignment.status == AssignmentStatus.EXPIRED or now >= assignment.expires_at:
         raise _gone(session, assignment.id, assignment.expires_at, "The lease on this assignment ran out already.")
@@ -245,7 +234,6 @@ def return_assignment(session: Session, *, worker: Actor, assignment_id: int, no
     session.execute(update(HitSlot).where(HitSlot.assignment_id == assignment.id, HitSlot.state == SlotState.LEASED)
                     .values(state=SlotState.FREE, assignment_id=None, lease_expires_at=None))
     events.publish(session, AssignmentReturned(assignment.id, worker.id, assignment.project_id, now))
-    session.commit()
     return assignment
 
 
@@ -263,5 +251,4 @@ def sweep_expired(session: Session, *, now: dt.datetime) -> int:
         Assignment.status == AssignmentStatus.LEASED, Assignment.expires_at <= now)
         .values(status=AssignmentStatus.EXPIRED).returning(Assignment.id)))
     release_slots(session, lapsed)
-    session.commit()
     return len(lapsed)

@@ -86,7 +86,6 @@ class Flags(MethodView):
         flag = flags.raise_flag(db_session(), worker_id=data["worker_id"], project_id=data["project_id"],
                                 reason=FlagReason.MANUAL, note=data["note"], evidence=data["evidence"],
                                 actor=current_account(), now=clock())
-        db_session().commit()
         return _flag_body(flag)
 
 

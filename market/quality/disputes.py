@@ -21,6 +21,7 @@ from base.errors import Conflict, InvalidInput, NotFound
 from base.identity import Actor
 from base.labels import AnswerError, validate_answer
 from base.paging import keyset_page
+from base.uow import savepoint
 from market.catalogue.models import Answer, Assignment, Hit, HitSlot, Item, Project, SlotState
 from market.quality.models import DisputeState, GoldDispute
 from market.quality.scoring import rescore_item
@@ -45,11 +46,11 @@ def open_dispute(session: Session, *, worker: Actor, assignment_id: int, item_id
         raise Conflict(_NOTHING_TO_CONTEST, errors={"item_id": ["not an answer marked wrong"]})
     dispute = GoldDispute(item_id=item_id, project_id=assignment.project_id, worker_id=worker.id,
                           assignment_id=assignment_id, note=note, state=DisputeState.OPEN, created_at=now)
-    session.add(dispute)
     try:
-        session.commit()
+        with savepoint(session):
+            session.add(dispute)
+            session.flush()
     except IntegrityError:  # the same dispute, sent twice at once
-        session.rollback()
         return open_dispute(session, worker=worker, assignment_id=assignment_id, item_id=item_id, note=note,
                             now=now)
     return dispute, True
@@ -100,7 +101,6 @@ def _settle(session: Session, dispute: GoldDispute, state: DisputeState, *, acto
             now: dt.datetime, whole_item: bool) -> None:
     """Close this dispute (and, when the item itself changed, every open dispute of the item)."""
     if dispute.state != DisputeState.OPEN:
-        session.rollback()
         raise Conflict(f"This dispute is {dispute.state.value} already.", errors={"state": [dispute.state.value]})
     target = (GoldDispute.item_id == dispute.item_id) if whole_item else (GoldDispute.id == dispute.id)
     session.execute(update(GoldDispute).where(target, GoldDispute.state == DisputeState.OPEN).values(
@@ -110,12 +110,10 @@ def _settle(session: Session, dispute: GoldDispute, state: DisputeState, *, acto
 
 def _set_gold(session: Session, item: Item, project: Project, gold: Any, explanation: str | None) -> None:
     if item.gold_retired_at is not None:
-        session.rollback()
         raise Conflict("This gold item is retired; it cannot be corrected.", errors={"state": ["retired"]})
     try:
         item.gold_answer = validate_answer(project.label_schema, gold)
     except AnswerError as exc:
-        session.rollback()
         raise InvalidInput("The corrected answer does not fit the label schema.", errors={"gold": [str(exc)]}) \
             from exc
     if explanation is not None:
@@ -132,7 +130,7 @@ def correct(session: Session, *, dispute_id: int, actor: Actor, gold: Any, expla
     _set_gold(session, item, project, gold, explanation)
     _settle(session, dispute, DisputeState.CORRECTED, actor=actor, note=note, now=now, whole_item=True)
     rescored = rescore_item(session, item=item, now=now)
-    session.commit()
+    session.flush()
     return dispute, rescored
 
 
@@ -142,17 +140,15 @@ def correct_item(session: Session, *, project: Project, item_id: int, actor: Act
     it is re-scored, its workers' figures recomputed and its open disputes settled as corrected."""
     item = session.scalar(select(Item).where(Item.id == item_id, Item.project_id == project.id).with_for_update())
     if item is None:
-        session.rollback()
         raise NotFound(f"Item {item_id} not found.")
     if not item.is_gold:
-        session.rollback()
         raise Conflict("Only a gold item has a known answer to correct.", errors={"gold": ["not a gold item"]})
     _set_gold(session, item, project, gold, explanation)
     session.execute(update(GoldDispute).where(GoldDispute.item_id == item.id, GoldDispute.state == DisputeState.OPEN)
                     .values(state=DisputeState.CORRECTED, resolved_by_id=actor.id, resolved_at=now,
                             resolution="The requester corrected the known answer."))
     rescored = rescore_item(session, item=item, now=now)
-    session.commit()
+    session.flush()
     return item, rescored
 
 
@@ -165,7 +161,7 @@ def retire(session: Session, *, dispute_id: int, actor: Actor, note: str, now: d
     retire_hit(session, item.hit_id)
     _settle(session, dispute, DisputeState.RETIRED, actor=actor, note=note, now=now, whole_item=True)
     rescored = rescore_item(session, item=item, now=now)
-    session.commit()
+    session.flush()
     return dispute, rescored
 
 
@@ -184,5 +180,5 @@ def reject(session: Session, *, dispute_id: int, actor: Actor, note: str, now: d
     """The known answer stands."""
     dispute = get_dispute(session, dispute_id, lock=True)
     _settle(session, dispute, DisputeState.REJECTED, actor=actor, note=note, now=now, whole_item=False)
-    session.commit()
+    session.flush()
     return dispute

@@ -74,7 +74,7 @@ def lift_block(session: Session, *, block: WorkerBlock) -> tuple[int, int]:
 def block_and_apply(session: Session, *, flag_id: int, actor: Actor | None, scope: str, reason: str,
                     now: dt.datetime, expires_at: dt.datetime | None = None) -> WorkerFlag:
     """Block a flagged worker (by ops, or by the system when `actor` is None), apply the block to their work and
-    record what it did in the flag's trail. The caller commits."""
+    record what it did in the flag's trail. Its unit of work commits (base/uow.py)."""
     flag = flags.block(session, flag_id=flag_id, actor=actor, scope=scope, reason=reason, now=now,
                        expires_at=expires_at)
     held = flags.block_of(session, flag)
@@ -90,7 +90,7 @@ def block_flagged(session: Session, *, flag_id: int, actor: Actor, scope: str, r
     """Block a flagged worker and apply the block to their work, in one transaction."""
     flag = block_and_apply(session, flag_id=flag_id, actor=actor, scope=scope, reason=reason, now=now,
                            expires_at=expires_at)
-    session.commit()
+    session.flush()
     return flag
 
 
@@ -102,5 +102,5 @@ def unblock_flagged(session: Session, *, flag_id: int, actor: Actor, reason: str
         restored, removed = lift_block(session, block=held)
         flags.record(session, flag, "restored", actor, f"restored {restored} answer(s), took back {removed} "
                      "unused item slot(s)", now)
-    session.commit()
+    session.flush()
     return flag

@@ -11,7 +11,8 @@ the next. Where it runs (CROWDMARKET_EVALUATION):
 - `thread` (`auto` without Redis): a thread of the serving process, one per process;
 - `inline`: in the request's own thread once its response is closed (the tests' choice: done when the call
   returns).
-Each run has a session of its own; two runs for one worker take their turns on the worker's row lock.
+Each run has a session and a unit of work of its own (base/uow.py); two runs for one worker take their turns on
+the worker's row lock.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from flask import Flask, Response, current_app, g, has_app_context
 from sqlalchemy.orm import Session
 
 from base.events import AssignmentReturned, AssignmentSubmitted, LeasesLapsed
+from base.uow import UnitOfWork
 from edge import jobs
 from market.quality import scoring
 
@@ -98,13 +100,14 @@ def evaluate_now(worker_id: int, project_id: int) -> None:
             client.delete(_pending_key(app, worker_id, project_id))
         except redis.RedisError:
             log.warning("could not clear the evaluation marker of worker %s in project %s", worker_id, project_id)
+    # Its own unit of work, apart from the request's: the submit has stored (and scored) the answers already, and
+    # judging them there would make a gold task's response slower than any other's.
     with app.extensions["crowdmarket.db"].session_scope() as session:
         try:
-            scoring.evaluate(session, worker_id=worker_id, project_id=project_id,
-                             now=app.extensions["crowdmarket.clock"]())
-            session.commit()
+            with UnitOfWork(session):
+                scoring.evaluate(session, worker_id=worker_id, project_id=project_id,
+                                 now=app.extensions["crowdmarket.clock"]())
         except Exception:
-            session.rollback()
             log.exception("evaluating worker %s in project %s failed", worker_id, project_id)
 
 

@@ -194,7 +194,7 @@ def _durations(session: Session, *where: Any) -> list[int]:
 
 
 def recompute(session: Session, *, worker_id: int, project: Project, now: dt.datetime) -> Evaluation:
-    """Recompute, judge and store the worker's figures in the project (flushes; the caller commits)."""
+    """Recompute, judge and store the worker's figures in the project (flushes; its unit of work commits)."""
     outcomes = list(session.scalars(select(Answer.gold_correct).where(
         Answer.worker_id == worker_id, Answer.project_id == project.id, Answer.gold_correct.is_not(None))
         .order_by(Answer.id)))
@@ -269,7 +269,7 @@ def _finding(session: Session, *, worker_id: int, project: Project, held: list[W
 
 
 def apply_rules(session: Session, *, project: Project, evaluation: Evaluation, now: dt.datetime) -> Decision:
-    """Flag, block or close flags on the worker's evaluation (flushes; the caller commits)."""
+    """Flag, block or close flags on the worker's evaluation (flushes; its unit of work commits)."""
     stats, verdict = evaluation.stats, evaluation.judgement
     worker_id, minimum = stats.worker_id, float(project.min_gold_accuracy)
     decision = verdict.decision
@@ -338,7 +338,7 @@ def _patterns(session: Session, *, project: Project, evaluation: Evaluation, hel
 
 
 def evaluate(session: Session, *, worker_id: int, project_id: int, now: dt.datetime) -> Decision:
-    """Recompute the worker's figures in the project and apply its rules (flushes; the caller commits). The
+    """Recompute the worker's figures in the project and apply its rules (flushes; its unit of work commits). The
     worker's account row is locked first, so two evaluations of one worker run one after the other."""
     session.execute(select(Account.id).where(Account.id == worker_id).with_for_update())
     project = session.get(Project, project_id)

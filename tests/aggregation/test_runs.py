@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 
 from aggregation import service as agg
 from aggregation.engine import aggregate
+from aggregation.jobs import execute_run
 from aggregation.methods import Prior
 from aggregation.models import AggregatedLabel, AggregationRun
 from base.identity import Role
@@ -198,7 +199,7 @@ def test_idempotency_key_replays_the_same_run(client, app, crowd, session):
 def test_a_run_executes_once(client, app, crowd, session, clock):
     proj, token, *_ = crowd
     _, run = start(client, app, proj, token, method="mv")
-    agg.execute_run(session, run["id"], clock=clock)  # a job delivered twice
+    execute_run(session, run["id"], clock=clock)  # a job delivered twice
     count = session.scalar(select(func.count()).select_from(AggregatedLabel)
                            .where(AggregatedLabel.run_id == run["id"]))
     assert count == 7

@@ -14,7 +14,7 @@ from base.identity import Role
 from market.catalogue.batches import publish_batch
 from market.catalogue.models import Batch, Hit, Item, Project
 from tests.conftest import START
-from tests.factories import account, items, project
+from tests.factories import account, in_uow, items, project
 from workers.models import Account, ApiToken
 
 THREADS = 8
@@ -25,8 +25,8 @@ def committed(engine) -> Iterator[tuple[Database, int, int]]:
     db = Database(engine)
     with db.session_scope() as s:
         owner, _ = account(s, Role.REQUESTER, now=START)
-        proj = project(s, owner, now=START)
-        items(s, proj, 40, now=START)
+        proj = in_uow(project, s, owner, now=START)
+        in_uow(items, s, proj, 40, now=START)
         ids = (owner.id, proj.id)
     yield db, *ids
     with db.session_scope() as s:
@@ -48,7 +48,7 @@ def _race(db: Database, owner_id: int, project_id: int, key: str | None) -> list
         with db.session_scope() as s:
             owner = s.get(Account, owner_id)
             try:
-                batch, created = publish_batch(s, project_id=project_id, account=owner, now=START,
+                batch, created = in_uow(publish_batch, s, project_id=project_id, account=owner, now=START,
                                                        idempotency_key=key)
                 outcomes[i] = (batch.id, created)
             except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw

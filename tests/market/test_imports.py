@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from base.errors import InvalidInput
 from base.identity import Role
+from base.uow import UnitOfWork
 from market.catalogue.imports import CHUNK, import_items
 from market.catalogue.models import Item
 from tests.factories import account, auth, jsonl, project
@@ -68,7 +69,7 @@ def test_duplicate_ids_within_a_file_keep_the_first(session, proj, clock):
 def test_one_bad_line_after_many_chunks_imports_nothing(session, proj, clock):
     records = [{"external_id": f"ok{i}", "data": {"i": i}} for i in range(CHUNK * 2 + 5)]
     body = jsonl(records) + b'{"external_id": "bad", "data": "not an object"}\n'
-    with pytest.raises(InvalidInput) as exc:
+    with pytest.raises(InvalidInput) as exc, UnitOfWork(session):  # as the edge runs it: the refusal rolls back
         run(session, proj, clock, body)
     assert exc.value.errors == [{"line": CHUNK * 2 + 6, "field": "data", "message": "data must be a JSON object"}]
     assert count(session, proj) == 0

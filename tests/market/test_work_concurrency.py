@@ -44,7 +44,7 @@ from market.engine.next_task import NoWork, load_task, next_assignment
 from market.engine.submit import return_assignment, submit
 from qualification.models import GoldStream
 from tests.conftest import DATABASE_URL, make_app
-from tests.factories import SENTIMENT, TEST_GOLD_KEY, item_id, items, project
+from tests.factories import SENTIMENT, TEST_GOLD_KEY, in_uow, item_id, items, project
 from workers.models import Account, ApiToken, WorkerFlag, WorkerStats
 from workers.service import create_account, issue_token
 
@@ -92,19 +92,19 @@ def market(db: Database) -> Iterator[Callable[..., Market]]:
               gold: int = 0) -> Market:
         tag = uuid.uuid4().hex[:10]
         with db.session_scope() as s:
-            owner = create_account(s, role=Role.REQUESTER, email=f"req-{tag}@example.com", now=now)
-            issue_token(s, account=owner, now=now)
+            owner = in_uow(create_account, s, role=Role.REQUESTER, email=f"req-{tag}@example.com", now=now)
+            in_uow(issue_token, s, account=owner, now=now)
             s.commit()
             made.account_ids.append(owner.id)
-            proj = project(s, owner, now=now, items_per_hit=per_hit, assignments_per_item=redundancy)
+            proj = in_uow(project, s, owner, now=now, items_per_hit=per_hit, assignments_per_item=redundancy)
             made.project_ids.append(proj.id)
             workers = []
             for i in range(n_workers):
-                workers.append(create_account(s, role=Role.WORKER, username=f"w-{tag}-{i}", now=now))
+                workers.append(in_uow(create_account, s, role=Role.WORKER, username=f"w-{tag}-{i}", now=now))
             s.commit()
             made.account_ids.extend(w.id for w in workers)
-            items(s, proj, n_items, now=now, prefix=f"{tag}-", gold=gold)
-            batch, created = publish_batch(s, project_id=proj.id, account=owner, now=now)
+            in_uow(items, s, proj, n_items, now=now, prefix=f"{tag}-", gold=gold)
+            batch, created = in_uow(publish_batch, s, project_id=proj.id, account=owner, now=now)
             assert created
             return Market(proj.id, batch.id, owner.id, [w.id for w in workers],
                           dt.timedelta(seconds=batch.assignment_duration_seconds))
@@ -165,7 +165,7 @@ def test_many_workers_claim_and_submit_without_overfilling_or_losing_answers(db,
                     if time.monotonic() > deadline:
                         raise TimeoutError("worker still finding work at the deadline")
                     try:
-                        asg = next_assignment(s, gold_key=TEST_GOLD_KEY,
+                        asg = in_uow(next_assignment, s, gold_key=TEST_GOLD_KEY,
                                               worker=me, now=utcnow(), project_id=m.project_id)
                     except NoWork:
                         return
@@ -173,14 +173,14 @@ def test_many_workers_claim_and_submit_without_overfilling_or_losing_answers(db,
                     answers = _answers(asg)
                     roll = rng.random()
                     if roll < RETURN_RATE:
-                        return_assignment(s, worker=me, assignment_id=asg.id, now=utcnow())
+                        in_uow(return_assignment, s, worker=me, assignment_id=asg.id, now=utcnow())
                         returned.append(asg.id)
                         continue
-                    _, replayed = submit(s, worker=me, assignment_id=asg.id, answers=answers, now=utcnow())
+                    _, replayed = in_uow(submit, s, worker=me, assignment_id=asg.id, answers=answers, now=utcnow())
                     assert not replayed, f"first submit of {asg.id} was taken for a replay"
                     acked.append((asg.id, me.id, {a["item_id"]: a["answer"] for a in answers}))
                     if roll > 1 - RESUBMIT_RATE:  # a retried request: must be a harmless replay
-                        _, replayed = submit(s, worker=me, assignment_id=asg.id, answers=answers,
+                        _, replayed = in_uow(submit, s, worker=me, assignment_id=asg.id, answers=answers,
                                                   now=utcnow())
                         assert replayed, f"second submit of {asg.id} was not a replay"
                         replays.append(asg.id)
@@ -233,7 +233,7 @@ def test_many_workers_through_the_http_api(db, market):
     n_workers, n_items = 32, 48
     m = market(n_items=n_items, per_hit=1, redundancy=REDUNDANCY, n_workers=n_workers, now=utcnow())
     with db.session_scope() as s:
-        tokens = [issue_token(s, account=s.get_one(Account, wid), now=utcnow())[1] for wid in m.worker_ids]
+        tokens = [in_uow(issue_token, s, account=s.get_one(Account, wid), now=utcnow())[1] for wid in m.worker_ids]
         s.commit()
     app = make_app({"DATABASE": db})
     barrier = threading.Barrier(n_workers)
@@ -292,11 +292,11 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
     first_id, late_id, racer_ids = m.worker_ids[0], m.worker_ids[1], m.worker_ids[2:]
     with db.session_scope() as s:
         first = s.get_one(Account, first_id)
-        done = next_assignment(s, gold_key=TEST_GOLD_KEY, worker=first, now=t0, project_id=m.project_id)
-        submit(s, worker=first, assignment_id=done.id, answers=_answers(done),
+        done = in_uow(next_assignment, s, gold_key=TEST_GOLD_KEY, worker=first, now=t0, project_id=m.project_id)
+        in_uow(submit, s, worker=first, assignment_id=done.id, answers=_answers(done),
                     now=t0 + dt.timedelta(seconds=1))
         late = s.get_one(Account, late_id)
-        leased = next_assignment(s, gold_key=TEST_GOLD_KEY,
+        leased = in_uow(next_assignment, s, gold_key=TEST_GOLD_KEY,
                                  worker=late, now=t0 + dt.timedelta(seconds=2), project_id=m.project_id)
         late_answers = _answers(leased)
         s.commit()
@@ -311,10 +311,11 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
             try:
                 if i == len(racer_ids):  # the worker whose lease lapsed submits late, during the race
                     me = s.get_one(Account, late_id)
-                    outcomes[i] = submit(s, worker=me, assignment_id=leased.id, answers=late_answers, now=t1)
+                    outcomes[i] = in_uow(submit, s, worker=me, assignment_id=leased.id, answers=late_answers, now=t1)
                 else:
                     me = s.get_one(Account, racer_ids[i])
-                    outcomes[i] = next_assignment(s, gold_key=TEST_GOLD_KEY, worker=me, now=t1, project_id=m.project_id)
+                    outcomes[i] = in_uow(next_assignment, s, gold_key=TEST_GOLD_KEY, worker=me, now=t1,
+                                         project_id=m.project_id)
             except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
                 outcomes[i] = exc
 
@@ -334,10 +335,10 @@ def test_lapsed_lease_goes_to_one_racer_and_its_late_submit_is_gone(db, market):
                                                  .where(HitSlot.hit_id == leased.hit_id).order_by(HitSlot.slot_no))]
         assert slots == [(SlotState.DONE, done.id), (SlotState.LEASED, winner.id)]
         me = s.get_one(Account, winner.worker_id)
-        submit(s, worker=me, assignment_id=winner.id, answers=late_answers, now=t1 + dt.timedelta(seconds=1))
+        in_uow(submit, s, worker=me, assignment_id=winner.id, answers=late_answers, now=t1 + dt.timedelta(seconds=1))
         # A retry of the late submit after the slot was refilled is still refused and still stores nothing.
         with pytest.raises(Gone):
-            submit(s, worker=s.get_one(Account, late_id), assignment_id=leased.id, answers=late_answers,
+            in_uow(submit, s, worker=s.get_one(Account, late_id), assignment_id=leased.id, answers=late_answers,
                         now=t1 + dt.timedelta(seconds=2))
         per_worker = s.execute(select(Answer.worker_id).where(Answer.project_id == m.project_id)
                                .order_by(Answer.id)).scalars().all()
@@ -359,7 +360,7 @@ def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
         m = market(n_items=1, per_hit=1, redundancy=1, n_workers=racers + 1, now=t0)
         holder_id, racer_ids = m.worker_ids[0], m.worker_ids[1:]
         with db.session_scope() as s:
-            asg = next_assignment(s, gold_key=TEST_GOLD_KEY,
+            asg = in_uow(next_assignment, s, gold_key=TEST_GOLD_KEY,
                                   worker=s.get_one(Account, holder_id), now=t0, project_id=m.project_id)
             answers = _answers(asg)
             s.commit()
@@ -374,11 +375,11 @@ def test_submit_at_lease_edge_racing_reclaims_never_deadlocks(db, market):
                 try:
                     if i == racers:
                         me = s.get_one(Account, asg.worker_id)
-                        outcomes[i] = submit(s, worker=me, assignment_id=asg.id, answers=answers,
+                        outcomes[i] = in_uow(submit, s, worker=me, assignment_id=asg.id, answers=answers,
                                                   now=edge - dt.timedelta(milliseconds=1))
                     else:
                         me = s.get_one(Account, racer_ids[i])
-                        outcomes[i] = next_assignment(s, gold_key=TEST_GOLD_KEY,
+                        outcomes[i] = in_uow(next_assignment, s, gold_key=TEST_GOLD_KEY,
                                                       worker=me, now=edge + dt.timedelta(milliseconds=1),
                                                            project_id=m.project_id)
                 except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
@@ -418,7 +419,7 @@ def test_one_worker_racing_itself_gets_one_lease(db, market):
         with db.session_scope() as s:
             try:
                 me = s.get_one(Account, m.worker_ids[0])
-                asg = next_assignment(s, gold_key=TEST_GOLD_KEY, worker=me, now=now, project_id=m.project_id)
+                asg = in_uow(next_assignment, s, gold_key=TEST_GOLD_KEY, worker=me, now=now, project_id=m.project_id)
                 outcomes[i] = (asg.id, asg.hit_id)
             except Exception as exc:  # noqa: BLE001 - the test inspects what each thread saw
                 outcomes[i] = exc
@@ -466,7 +467,7 @@ def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch)
                 def claim(out: list[int]) -> None:
                     with db.session_scope() as s:
                         me = s.get_one(Account, m.worker_ids[i])
-                        out.append(next_assignment(s, gold_key=TEST_GOLD_KEY,
+                        out.append(in_uow(next_assignment, s, gold_key=TEST_GOLD_KEY,
                                                    worker=me, now=now, project_id=m.project_id).id)
 
                 pair = [threading.Thread(target=claim, args=(seen,)) for _ in range(racers)]
@@ -479,8 +480,8 @@ def test_gold_streams_stay_consistent_under_concurrency(db, market, monkeypatch)
                     return
                 with db.session_scope() as s:
                     me = s.get_one(Account, m.worker_ids[i])
-                    view = load_task(s, worker_id=me.id, assignment_id=seen[0])
-                    submit(s, worker=me, assignment_id=seen[0], answers=_answers(view), now=now)
+                    view = in_uow(load_task, s, worker_id=me.id, assignment_id=seen[0])
+                    in_uow(submit, s, worker=me, assignment_id=seen[0], answers=_answers(view), now=now)
         except Exception:  # noqa: BLE001 - reported below
             errors.append(traceback.format_exc())
 
@@ -515,7 +516,7 @@ def test_hot_endpoints_run_again_on_a_fresh_connection_when_theirs_died(db, mark
     `next` and `submit` run once more on a fresh one instead of failing."""
     m = market(n_items=4, per_hit=1, redundancy=1, n_workers=1, now=utcnow())
     with db.session_scope() as s:
-        token = issue_token(s, account=s.get_one(Account, m.worker_ids[0]), now=utcnow())[1]
+        token = in_uow(issue_token, s, account=s.get_one(Account, m.worker_ids[0]), now=utcnow())[1]
         s.commit()
     http = make_app({"DATABASE": db}).test_client()
     headers = {"Authorization": f"Bearer {token}"}
@@ -564,7 +565,7 @@ def test_concurrent_imports_with_gold_group_each_gold_item_once(db, market):
         barrier.wait()
         try:
             with db.session_scope() as s:
-                import_items(s, project=s.get_one(Project, m.project_id), stream=io.BytesIO(jsonl(records)),
+                in_uow(import_items, s, project=s.get_one(Project, m.project_id), stream=io.BytesIO(jsonl(records)),
                              fmt="jsonl", now=now)
         except Exception:  # noqa: BLE001 - reported below
             errors.append(traceback.format_exc())

@@ -12,7 +12,7 @@ from base.db import Database, make_engine
 from base.identity import Role
 from qualification import service
 from qualification.models import QualificationAttempt, QualificationQuestion, QualificationType
-from tests.factories import SENTIMENT
+from tests.factories import SENTIMENT, in_uow
 from workers.models import Account
 from workers.service import create_account
 
@@ -23,9 +23,9 @@ def test_simultaneous_starts_share_one_attempt(engine, database_url):
     db = Database(make_engine(database_url, pool_size=THREADS + 2))
     tag, now = uuid.uuid4().hex[:8], utcnow()
     with db.session_scope() as s:
-        owner = create_account(s, role=Role.REQUESTER, email=f"q-{tag}@example.com", now=now)
-        worker = create_account(s, role=Role.WORKER, username=f"q-{tag}", now=now)
-        qtype = service.create_type(s, owner=owner, now=now, data={
+        owner = in_uow(create_account, s, role=Role.REQUESTER, email=f"q-{tag}@example.com", now=now)
+        worker = in_uow(create_account, s, role=Role.WORKER, username=f"q-{tag}", now=now)
+        qtype = in_uow(service.create_type, s, owner=owner, now=now, data={
             "name": f"race {tag}", "description": "", "label_schema": SENTIMENT, "passing_score": 50,
             "test_duration_seconds": 600, "retry_delay_seconds": 0, "max_attempts": 1, "auto_grant": True,
             "questions": [{"data": {"text": "x"}, "answer": "pos"}]})
@@ -36,7 +36,7 @@ def test_simultaneous_starts_share_one_attempt(engine, database_url):
         barrier.wait()
         with db.session_scope() as s:
             try:
-                attempt, _, _ = service.start_attempt(s, worker=s.get_one(Account, ids[1]), type_id=ids[2],
+                attempt, _, _ = in_uow(service.start_attempt, s, worker=s.get_one(Account, ids[1]), type_id=ids[2],
                                                       now=now)
                 got.append(attempt.id)
             except Exception as exc:  # noqa: BLE001 - the test reports what each thread saw
