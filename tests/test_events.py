@@ -14,7 +14,7 @@ from market.catalogue.batches import publish_batch
 from market.catalogue.models import Assignment, AssignmentStatus
 from market.engine.next_task import next_assignment
 from market.engine.submit import submit
-from tests.factories import TEST_GOLD_KEY, account, auth, items, project
+from tests.factories import TEST_GOLD_KEY, account, auth, in_uow, items, project
 
 
 @pytest.fixture
@@ -53,14 +53,13 @@ def test_a_listener_acts_in_the_publishers_transaction(database, session, clock,
 
     database.events.subscribe(AssignmentSubmitted, ledger)
     for expected in ("stored", "rolled back"):
-        task = next_assignment(session, worker=worker, now=clock(), gold_key=TEST_GOLD_KEY)
+        task = in_uow(next_assignment, session, worker=worker, now=clock(), gold_key=TEST_GOLD_KEY)
         answers = [{"item_id": i["id"], "answer": "pos"} for i in task.items]
         if expected == "stored":
-            submit(session, worker=worker, assignment_id=task.id, answers=answers, now=clock())
+            in_uow(submit, session, worker=worker, assignment_id=task.id, answers=answers, now=clock())
         else:
             with pytest.raises(RuntimeError):
-                submit(session, worker=worker, assignment_id=task.id, answers=answers, now=clock())
-            session.rollback()
+                in_uow(submit, session, worker=worker, assignment_id=task.id, answers=answers, now=clock())
         status = session.scalar(select(Assignment.status).where(Assignment.id == task.id))
         assert status == (AssignmentStatus.SUBMITTED if expected == "stored" else AssignmentStatus.LEASED)
     assert seen == [AssignmentStatus.SUBMITTED, AssignmentStatus.SUBMITTED]
