@@ -22,6 +22,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import make_url
@@ -227,6 +228,12 @@ def scratch_database(server_url: str, name: str) -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def dialect_insert(dialect: str) -> Any:
+    """The dialect's own `insert` (the one with ON CONFLICT clauses): PostgreSQL's, else SQLite's. Build the
+    statement once per dialect (`functools.cache`), not per execution."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def enum_column(enum_cls: type[enum.Enum], name: str) -> Enum:

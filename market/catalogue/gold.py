@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Integer, bindparam, func, literal_column, null, select, true, update
 from sqlalchemy.orm import Session
 
-from market.catalogue.hits import insert_hits
+from market.catalogue.hits import insert_hits, make_slots, slot_numbers
 from market.catalogue.models import (
     Batch,
     GoldPool,
@@ -186,9 +186,8 @@ def _short_hits(session: Session, batches: Sequence[Batch]) -> set[int]:
 
 
 # The gold HITs just inserted (ids first..last of the pool) get the pool's redundancy in slots of its queue.
-_MAKE_GOLD_SLOTS = text("""
-    WITH RECURSIVE n(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k + 1 < :slots)
-    INSERT INTO hit_slot (hit_id, gold_pool_id, slot_no, neg_priority, state)
-    SELECT h.id, :pool_id, n.k, 0, 'free' FROM hit h CROSS JOIN n
-    WHERE h.gold_pool_id = :pool_id AND h.id BETWEEN :first AND :last
-""")
+_N = slot_numbers()
+_MAKE_GOLD_SLOTS = make_slots(
+    select(Hit.id, null(), bindparam("pool_id", type_=Integer), _N.c.k, literal_column("0"))
+    .select_from(Hit).join(_N, true())
+    .where(Hit.gold_pool_id == bindparam("pool_id"), Hit.id.between(bindparam("first"), bindparam("last"))))

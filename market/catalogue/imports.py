@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import ARRAY, Boolean, Integer, Text, bindparam, cast, column, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from base.db import UTCDateTime, dialect_insert
 from base.errors import InvalidInput
 from base.labels import AnswerError, parse_csv_answer, validate_answer
 from base.validation import JSONValueError, json_error, loads_strict
@@ -231,19 +232,27 @@ def _csv_rows(lines: _Lines, schema: dict[str, Any]) -> Iterator[tuple[int, dict
             yield line_no, exc
 
 
+_ITEM = Item.__table__
+
+
+def _skipping_existing(stmt: Any) -> Any:
+    """`stmt` (the dialect's insert of items) adding only new external_ids; returns is_gold of each created row."""
+    return stmt.on_conflict_do_nothing(index_elements=[_ITEM.c.project_id, _ITEM.c.external_id]).returning(
+        _ITEM.c.is_gold)
+
+
 # On PostgreSQL one statement per chunk with an array per column: a multi-VALUES insert would bind
 # 8 parameters a row, and psycopg's re-parsing of such long statements dominated the import.
-_PG_INSERT = text("""
-    INSERT INTO item (project_id, external_id, data, is_gold, gold_answer, gold_explanation, priority, created_at)
-    SELECT :project_id, u.external_id, CAST(u.data AS jsonb), u.is_gold, CAST(u.gold_answer AS jsonb),
-           u.gold_explanation, u.priority, :created_at
-    FROM unnest(CAST(:external_id AS text[]), CAST(:data AS text[]), CAST(:is_gold AS boolean[]),
-                CAST(:gold_answer AS text[]), CAST(:gold_explanation AS text[]), CAST(:priority AS integer[]))
-         WITH ORDINALITY AS u(external_id, data, is_gold, gold_answer, gold_explanation, priority, n)
-    ORDER BY u.n
-    ON CONFLICT (project_id, external_id) DO NOTHING
-    RETURNING is_gold
-""")
+_COLUMNS = (("external_id", Text), ("data", Text), ("is_gold", Boolean), ("gold_answer", Text),
+            ("gold_explanation", Text), ("priority", Integer))
+_CHUNK = func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in _COLUMNS)).table_valued(
+    *(column(name, kind) for name, kind in _COLUMNS), with_ordinality="n").render_derived(name="u")
+_PG_INSERT = _skipping_existing(dialect_insert("postgresql")(_ITEM).from_select(
+    ["project_id", "external_id", "data", "is_gold", "gold_answer", "gold_explanation", "priority", "created_at"],
+    select(bindparam("project_id", type_=Integer), _CHUNK.c.external_id, cast(_CHUNK.c.data, JSONB),
+           _CHUNK.c.is_gold, cast(_CHUNK.c.gold_answer, JSONB), _CHUNK.c.gold_explanation, _CHUNK.c.priority,
+           bindparam("created_at", type_=UTCDateTime())).order_by(_CHUNK.c.n)))
+_SQLITE_INSERT = _skipping_existing(dialect_insert("sqlite")(_ITEM))
 
 
 def _inserter(session: Session, project_id: int, now: dt.datetime) -> Callable[[list[dict[str, Any]]], list[bool]]:
@@ -262,14 +271,10 @@ def _inserter(session: Session, project_id: int, now: dt.datetime) -> Callable[[
             return list(session.scalars(_PG_INSERT, params))
         return insert_pg
 
-    table = Item.__table__
-    stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["project_id", "external_id"]).returning(
-        table.c.is_gold)
-
     def insert_generic(rows: list[dict[str, Any]]) -> list[bool]:
         for r in rows:
             r.update(project_id=project_id, created_at=now)
-        return list(session.scalars(stmt, rows))
+        return list(session.scalars(_SQLITE_INSERT, rows))
     return insert_generic
 
 

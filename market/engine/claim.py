@@ -18,14 +18,29 @@ in one BEGIN IMMEDIATE transaction. The statements are `HotStatement`s, compiled
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, literal_column, select, text
+from sqlalchemy import (
+    Integer,
+    Select,
+    Update,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
-from base.db import HotStatement, UTCDateTime
+from base.db import HotStatement, UTCDateTime, dialect_insert
 from market.catalogue.models import (
     Assignment,
     AssignmentStatus,
@@ -35,11 +50,12 @@ from market.catalogue.models import (
     HitSlot,
     Item,
     Project,
+    SlotState,
 )
+from qualification.models import GoldStream
 
 ACTIVE = (AssignmentStatus.LEASED, AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED,
           AssignmentStatus.REJECTED)
-_ACTIVE_SQL = ", ".join(f"'{st.value}'" for st in ACTIVE)
 
 
 @dataclass(frozen=True)
@@ -68,106 +84,65 @@ def postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+_ASSIGNMENT, _SLOT = Assignment.__table__, HitSlot.__table__
+_S, _A = _SLOT.alias("s"), _ASSIGNMENT.alias("a")
+_ONE = literal_column("1")  # LIMIT 1 as a literal: a generic plan cannot know a bound limit, and costs it as 10%
+
+
+def _literal(state: enum.Enum) -> Any:
+    """A state as an SQL literal, never a parameter: the planner then matches it to the partial indexes (free
+    slots, a worker's active assignments) whatever the statistics said when the plan was cached."""
+    return literal_column(f"'{state.value}'")
+
+
 # The queues: a batch's real slots, a gold pool's slots (of gold HITs still ranked: a retired one has no rank).
-# Each tests its HIT's rank, so both kinds of claim do the same work (real HITs have none).
+# Each tests its HIT's rank, so both kinds of claim do the same work (real HITs have none). This one leaf is text:
+# it is what tells a gold claim from a real one, and tests/market/test_gold_channels.py recognises it by its text
+# (Core would render newlines and bind casts into it).
 _RANK = "(SELECT h.gold_rank FROM hit AS h WHERE h.id = s.hit_id)"
-_QUEUES = {False: f"s.batch_id = :batch_id AND {_RANK} IS NULL",
-           True: f"s.gold_pool_id = :pool_id AND {_RANK} IS NOT NULL"}
-# Which HITs a pass may take. First pass: none the worker ever had, in any state. Second pass (only when the first
-# finds nothing): any the worker does not hold or has not answered, so what they returned or let lapse comes back
-# only when nothing else is left. Each is a scalar probe of (hit_id, worker_id) per candidate slot: written as NOT
-# EXISTS it becomes an anti-join that reads all of the worker's assignments first, a cost that grows with every
-# task they do.
-_PASSES = (
-    ("", "(SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.worker_id = :worker_id LIMIT 1) IS NULL"),
-    ("_again", f"""(SELECT 1 FROM assignment AS a WHERE a.hit_id = s.hit_id AND a.worker_id = :worker_id
-                    AND a.status IN ({_ACTIVE_SQL}) LIMIT 1) IS NULL"""),
-)
+_QUEUES = {False: text(f"s.batch_id = :batch_id AND {_RANK} IS NULL"),
+           True: text(f"s.gold_pool_id = :pool_id AND {_RANK} IS NOT NULL")}
+
+
+def _probe(*, again: bool) -> Any:
+    """Which HITs a pass may take. First pass: none the worker ever had, in any state. Second pass (only when the
+    first finds nothing): any the worker does not hold or has not answered, so what they returned or let lapse
+    comes back only when nothing else is left. A scalar probe of (hit_id, worker_id) per candidate slot: written as
+    NOT EXISTS it becomes an anti-join that reads all of the worker's assignments first, a cost that grows with
+    every task they do."""
+    mine = select(_ONE).select_from(_A).where(_A.c.hit_id == _S.c.hit_id, _A.c.worker_id == bindparam("worker_id"))
+    if again:
+        mine = mine.where(_A.c.status.in_([_literal(st) for st in ACTIVE]))
+    return mine.limit(_ONE).scalar_subquery().is_(None)
+
+
 _STATES = (
-    ("lapsed", "s.state = 'leased' AND s.lease_expires_at <= :now", "s.lease_expires_at"),
-    ("free", "s.state = 'free'", "s.neg_priority, s.slot_no, s.id"),
+    ("lapsed", (_S.c.state == _literal(SlotState.LEASED), _S.c.lease_expires_at <= bindparam("now")),
+     (_S.c.lease_expires_at,)),
+    ("free", (_S.c.state == _literal(SlotState.FREE),), (_S.c.neg_priority, _S.c.slot_no, _S.c.id)),
 )
 
 
-def _picks(gold: bool) -> list[tuple[str, str]]:
+def _pick(gold: bool, state: int, *, again: bool) -> Select:
+    _, where, order = _STATES[state]
+    return (select(_S.c.id, _S.c.hit_id).where(_QUEUES[gold], *where, _probe(again=again)).order_by(*order)
+            .limit(_ONE))
+
+
+def _picks(gold: bool) -> list[tuple[str, Select]]:
     """The four picks of a queue in serving order, as (name, SELECT ... WHERE ... ORDER BY ... LIMIT 1) without
     the lock clause; a later pick runs only when the earlier ones found nothing."""
-    picks = []
-    for suffix, probe in _PASSES:
-        for state, where, order in _STATES:
-            picks.append((f"{state}{suffix}", f"""SELECT s.id, s.hit_id FROM hit_slot AS s
-    WHERE {_QUEUES[gold]} AND {where} AND {probe} {{guard}}
-    ORDER BY {order} LIMIT 1"""))
-    return picks
+    return [(f"{name}{'_again' if again else ''}", _pick(gold, state, again=again))
+            for again in (False, True) for state, (name, _, _) in enumerate(_STATES)]
 
 
-def _open_work_sql() -> str:
-    """Whether the batch has any real work for the worker (a gold task is served only in place of real work): the
-    real claim's own picks, unlocked, each a walk of its ordered index that stops at the first slot. (As a bare
-    EXISTS the planner may scan the table instead and test the worker's probe on every row it passes.)"""
-    probe = _PASSES[1][1]
-    return " OR ".join(f"EXISTS (SELECT s.id FROM hit_slot AS s WHERE {_QUEUES[False]} AND {where} AND {probe} "
-                       f"ORDER BY {order} LIMIT 1)" for _, where, order in _STATES)
+# Whether the batch has any real work for the worker (a gold task is served only in place of real work): the real
+# claim's own picks, unlocked, each a walk of its ordered index that stops at the first slot. (As a bare EXISTS
+# the planner may scan the table instead and test the worker's probe on every row it passes.)
+_OPEN_WORK = or_(*(_pick(False, state, again=True).exists() for state in range(len(_STATES))))
 
-
-@cache
-def claim_pg(gold: bool) -> HotStatement:
-    """PostgreSQL: the claim in one statement. The batch's real work is tested first in the same statement (a gold
-    task is served only where there is real work to replace), and the statement always returns one row, whose
-    `open` says whether there was, and whose `id` is NULL when the queue had nothing for the worker. A real claim
-    runs the same test, needless for it, so that both kinds do the same work: a gold claim would otherwise be
-    half a millisecond slower, measurably (benchmarks/gold_timing.py)."""
-    ctes = [f"work AS MATERIALIZED (SELECT {_open_work_sql()} AS open)"]
-    guards = ["(SELECT open FROM work)"]
-    for name, sql in _picks(gold):
-        guard = "".join(f" AND {g}" for g in guards)
-        ctes.append(f"{name} AS ({sql.format(guard=guard)} FOR UPDATE OF s SKIP LOCKED)")
-        guards.append(f"NOT EXISTS (SELECT 1 FROM {name})")
-    union = " UNION ALL ".join(f"SELECT id, hit_id FROM {name}" for name, _ in _picks(gold))
-    ctes.append(f"cand AS ({union})")
-    ctes.append("""info AS (
-    SELECT cand.id AS slot_id, cand.hit_id, b.project_id, p.guideline_version, p.title, p.description,
-           p.label_schema, g.instructions, b.reward_cents, b.currency, it.items,
-           CAST(:now AS timestamptz) + b.assignment_duration_seconds * interval '1 second' AS expires_at
-    FROM cand JOIN batch AS b ON b.id = :batch_id AND b.status = 'open' AND b.expires_at > :now
-    JOIN project AS p ON p.id = b.project_id
-    JOIN guideline_version AS g ON g.project_id = p.id AND g.version = p.guideline_version
-    CROSS JOIN LATERAL (SELECT json_agg(json_build_object('id', i.id, 'data', i.data) ORDER BY i.id) AS items
-                        FROM item AS i WHERE i.hit_id = cand.hit_id) AS it
-    WHERE it.items IS NOT NULL
-)""")
-    ctes.append(f"""lease AS (
-    INSERT INTO assignment (hit_id, batch_id, project_id, worker_id, is_gold, status, guideline_version, leased_at,
-                            expires_at, stream_position)
-    SELECT hit_id, :batch_id, project_id, :worker_id, {str(gold).lower()}, 'leased', guideline_version, :now,
-           expires_at, CAST(:stream_position AS integer) FROM info
-    RETURNING id
-)""")
-    ctes.append("""taken AS (
-    UPDATE hit_slot SET state = 'leased', assignment_id = lease.id, lease_expires_at = info.expires_at
-    FROM lease, info WHERE hit_slot.id = info.slot_id
-)""")
-    columns = ("work.open, lease.id, info.hit_id, info.project_id, info.guideline_version, info.title, "
-               "info.description, info.label_schema, info.instructions, info.reward_cents, info.currency, "
-               "info.expires_at, info.items")
-    return HotStatement(text(f"WITH {', '.join(ctes)}\nSELECT {columns} FROM work LEFT JOIN (lease CROSS JOIN info) "
-                             "ON true"))
-
-
-def _sqlite_text(sql: str) -> Any:
-    stmt = text(sql)  # `now` is bound as the column type does: stored naive, in UTC
-    return stmt.bindparams(bindparam("now", type_=UTCDateTime())) if ":now" in sql else stmt
-
-
-# SQLite: the same picks, one statement each, run in order until one finds a slot.
-@cache
-def _picks_sqlite(gold: bool) -> tuple[Any, ...]:
-    return tuple(_sqlite_text(sql.format(guard="")) for _, sql in _picks(gold))
-
-
-_OPEN_WORK = _sqlite_text(f"SELECT {_open_work_sql()}")
-_OPEN_BATCH = (Batch.id == bindparam("batch_id")) & (Batch.status == BatchStatus.OPEN) & (Batch.expires_at >
-                                                                                             bindparam("now"))
+_OPEN_BATCH = ((Batch.id == bindparam("batch_id")) & (Batch.status == _literal(BatchStatus.OPEN))
+               & (Batch.expires_at > bindparam("now")))
 # What a task shows besides the assignment itself; read in the claim and in `market.engine.next_task.load_task`.
 SHOWN = (Project.title, Project.description, Project.label_schema, GuidelineVersion.instructions,
          Batch.reward_cents, Batch.currency)
@@ -178,13 +153,71 @@ def shown_joins(stmt: Select, version: Any) -> Select:
     return stmt.join(Project, Project.id == Batch.project_id).join(GuidelineVersion, shown)
 
 
+def _new_lease(hit_id: Any, project_id: Any, version: Any, expires_at: Any, is_gold: Any) -> dict[str, Any]:
+    """The assignment a claim stores, column by column (the batch, worker, time and stream position are the
+    claim's parameters)."""
+    return {"hit_id": hit_id, "batch_id": bindparam("batch_id", type_=Integer), "project_id": project_id,
+            "worker_id": bindparam("worker_id", type_=Integer), "is_gold": is_gold,
+            "status": _literal(AssignmentStatus.LEASED), "guideline_version": version,
+            "leased_at": bindparam("now", type_=UTCDateTime()), "expires_at": expires_at,
+            "stream_position": cast(bindparam("stream_position"), Integer)}
+
+
+def _take_slot(slot_id: Any, assignment_id: Any, expires_at: Any) -> Update:
+    return _SLOT.update().where(_SLOT.c.id == slot_id).values(
+        state=_literal(SlotState.LEASED), assignment_id=assignment_id, lease_expires_at=expires_at)
+
+
+def _shown_items(hit_id: Any) -> Any:
+    """The HIT's items as one JSON array, in id order (PostgreSQL)."""
+    item = Item.__table__.alias("i")
+    shown = func.json_build_object(literal_column("'id'"), item.c.id, literal_column("'data'"), item.c.data)
+    return select(func.json_agg(aggregate_order_by(shown, item.c.id)).label("items")).where(
+        item.c.hit_id == hit_id).lateral("it")
+
+
+@cache
+def claim_pg(gold: bool) -> HotStatement:
+    """PostgreSQL: the claim in one statement. The batch's real work is tested first in the same statement (a gold
+    task is served only where there is real work to replace), and the statement always returns one row, whose
+    `open` says whether there was, and whose `id` is NULL when the queue had nothing for the worker. A real claim
+    runs the same test, needless for it, so that both kinds do the same work: a gold claim would otherwise be
+    half a millisecond slower, measurably (benchmarks/gold_timing.py)."""
+    work = select(_OPEN_WORK.label("open")).cte("work").prefix_with("MATERIALIZED")
+    guards, picks = [select(work.c.open).scalar_subquery()], []
+    for name, pick in _picks(gold):
+        picks.append(pick.where(*guards).with_for_update(of=_S, skip_locked=True).cte(name))
+        guards.append(~select(_ONE).select_from(picks[-1]).exists())
+    cand = union_all(*(select(c.c.id, c.c.hit_id) for c in picks)).cte("cand")
+    items = _shown_items(cand.c.hit_id)
+    expires_at = (bindparam("now", type_=UTCDateTime())
+                  + Batch.assignment_duration_seconds * literal_column("interval '1 second'")).label("expires_at")
+    info = (shown_joins(select(cand.c.id.label("slot_id"), cand.c.hit_id, Batch.project_id,
+                               Project.guideline_version, *SHOWN, items.c["items"], expires_at)
+                        .select_from(cand).join(Batch, _OPEN_BATCH), Project.guideline_version)
+            .join(items, true()).where(items.c["items"].is_not(None)).cte("info"))
+    row = _new_lease(info.c.hit_id, info.c.project_id, info.c.guideline_version, info.c.expires_at,
+                     literal_column(str(gold).lower()))
+    lease = (_ASSIGNMENT.insert().from_select(list(row), select(*row.values()).select_from(info))
+             .returning(_ASSIGNMENT.c.id).cte("lease"))
+    taken = _take_slot(info.c.slot_id, lease.c.id, info.c.expires_at).cte("taken")
+    shown = [info.c[c.name] for c in SHOWN]
+    return HotStatement(
+        select(work.c.open, lease.c.id, info.c.hit_id, info.c.project_id, info.c.guideline_version, *shown,
+               info.c.expires_at, info.c["items"])
+        .select_from(work.outerjoin(lease.join(info, true()), true())).add_cte(taken))
+
+
+# SQLite: the same picks, one statement each, run in order until one finds a slot; then the lease and the slot.
+_PICKS_SQLITE = {gold: tuple(pick for _, pick in _picks(gold)) for gold in (False, True)}
+_OPEN_WORK_SQLITE = select(_OPEN_WORK)
 _BATCH_INFO = shown_joins(select(Batch.project_id, Batch.assignment_duration_seconds, Project.guideline_version,
                                  *SHOWN).where(_OPEN_BATCH), Project.guideline_version)
 _ITEMS = select(Item.id, Item.data).where(Item.hit_id == bindparam("hit_id")).order_by(Item.id)
-_ASSIGNMENT, _SLOT = Assignment.__table__, HitSlot.__table__
-_NEW_LEASE = _ASSIGNMENT.insert().returning(_ASSIGNMENT.c.id)
-_TAKE_SLOT = _SLOT.update().where(_SLOT.c.id == bindparam("slot_id")).values(
-    state="leased", assignment_id=bindparam("b_assignment_id"), lease_expires_at=bindparam("b_expires_at"))
+_NEW_LEASE = _ASSIGNMENT.insert().values(_new_lease(
+    bindparam("b_hit_id"), bindparam("b_project_id"), bindparam("b_version"), bindparam("b_expires_at"),
+    bindparam("b_is_gold"))).returning(_ASSIGNMENT.c.id)
+_TAKE_SLOT = _take_slot(bindparam("b_slot_id"), bindparam("b_assignment_id"), bindparam("b_expires_at"))
 
 
 def items(session: Session, hit_id: int) -> list[dict[str, Any]]:
@@ -207,19 +240,18 @@ def lease(session: Session, p: dict[str, Any], *, gold: bool) -> tuple[Task | No
         if row.id is None:
             return None, bool(row.open)
         return _task_of(row, p), True
-    if not session.execute(_OPEN_WORK, p).scalar():  # a real claim tests it too, as on PostgreSQL
+    if not session.execute(_OPEN_WORK_SQLITE, p).scalar():  # a real claim tests it too, as on PostgreSQL
         return None, False
-    slot = next((found for pick in _picks_sqlite(gold) if (found := session.execute(pick, p).first())), None)
+    slot = next((found for pick in _PICKS_SQLITE[gold] if (found := session.execute(pick, p).first())), None)
     info = session.execute(_BATCH_INFO, p).first() if slot is not None else None
     shown = items(session, slot.hit_id) if info is not None else []
     if not shown:  # nothing to lease, or (never by design) a HIT without items: store no lease
         return None, gold
     expires_at = p["now"] + dt.timedelta(seconds=info.assignment_duration_seconds)
     assignment_id = session.execute(_NEW_LEASE, {
-        "hit_id": slot.hit_id, "batch_id": p["batch_id"], "project_id": info.project_id, "worker_id": p["worker_id"],
-        "is_gold": gold, "status": AssignmentStatus.LEASED, "guideline_version": info.guideline_version,
-        "leased_at": p["now"], "expires_at": expires_at, "stream_position": p["stream_position"]}).scalar_one()
-    session.execute(_TAKE_SLOT, {"slot_id": slot.id, "b_assignment_id": assignment_id, "b_expires_at": expires_at})
+        **p, "b_hit_id": slot.hit_id, "b_project_id": info.project_id, "b_version": info.guideline_version,
+        "b_expires_at": expires_at, "b_is_gold": gold}).scalar_one()
+    session.execute(_TAKE_SLOT, {"b_slot_id": slot.id, "b_assignment_id": assignment_id, "b_expires_at": expires_at})
     return Task(assignment_id, p["worker_id"], slot.hit_id, info.project_id, AssignmentStatus.LEASED, p["now"],
                 expires_at, info.guideline_version, info.instructions, info.title, info.description,
                 info.label_schema, info.reward_cents, info.currency, shown), True
@@ -257,6 +289,12 @@ def batch_order(session: Session, params: dict[str, Any], batch_ids: list[int]) 
 
 # A gold turn that found no gold for the worker: ops see the stream as exhausted until a gold task is submitted or
 # new gold is pooled.
-EXHAUSTED = text("""INSERT INTO gold_stream (worker_id, project_id, tasks, golds, exhausted_at)
-    VALUES (:worker_id, :gold_project_id, 0, 0, :now) ON CONFLICT (worker_id, project_id)
-    DO UPDATE SET exhausted_at = excluded.exhausted_at""").bindparams(bindparam("now", type_=UTCDateTime()))
+@cache
+def exhausted(dialect: str) -> Any:
+    """The statement marking the worker's gold stream (`gold_project_id`) exhausted `now`, for `dialect`."""
+    stmt = dialect_insert(dialect)(GoldStream).values(
+        worker_id=bindparam("worker_id"), project_id=bindparam("gold_project_id"), tasks=literal_column("0"),
+        golds=literal_column("0"),
+        exhausted_at=bindparam("now"))
+    return stmt.on_conflict_do_update(index_elements=[GoldStream.worker_id, GoldStream.project_id],
+                                      set_={"exhausted_at": stmt.excluded.exhausted_at})

@@ -252,7 +252,7 @@ def _claim(session: Session, params: dict[str, Any], batch_ids: list[int], strea
                     continue  # gold only in place of real work: a batch with nothing left to do serves no gold
                 # No gold left for the worker: real work, off the schedule (the position stays gold for the next).
                 if not stream.exhausted:
-                    session.execute(claim.EXHAUSTED, p)
+                    session.execute(claim.exhausted(session.get_bind().dialect.name), p)
                 p["stream_position"] = None
         task, _ = claim.lease(session, p, gold=False)
         if task is not None:

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    Update,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    literal_column,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from base import events
-from base.db import HotStatement
+from base.db import HotStatement, dialect_insert
 from base.errors import Conflict, Gone, InvalidInput, NotFound
 from base.events import AssignmentReturned, AssignmentSubmitted
 from base.identity import Actor
@@ -27,6 +42,7 @@ from market.catalogue.models import (
 )
 from market.engine import claim
 from market.engine.next_task import DONE, elapsed_ms, stored_answers
+from qualification.models import GoldStream
 
 _ASSIGNMENT, _SLOT = Assignment.__table__, HitSlot.__table__  # Core tables: no ORM bookkeeping on hot writes
 
@@ -57,56 +73,86 @@ _LOCKED = HotStatement(_READ.with_for_update(of=Assignment))
 
 _READ = HotStatement(_READ)
 
-# The lease must still own its slot: a claim made after the lease ran out (by its clock) may have taken it.
-_FINISH_SLOT = _SLOT.update().where(_SLOT.c.assignment_id == _A, _SLOT.c.state == SlotState.LEASED).values(
-    state=SlotState.DONE, lease_expires_at=None)
+_GOLD_STREAM = GoldStream.__table__
+_ONE = literal_column("1")
 
-_STORE_ANSWER = Answer.__table__.insert()
 
-_MARK_SUBMITTED = _ASSIGNMENT.update().where(_ASSIGNMENT.c.id == _A).values(
-    status=AssignmentStatus.SUBMITTED, submitted_at=bindparam("now"), duration_ms=bindparam("b_duration_ms"),
-    client_meta=bindparam("b_client_meta"))
+def _literal(state: enum.Enum) -> Any:
+    return literal_column(f"'{state.value}'")  # states as literals, as in the claim (market/engine/claim.py)
 
-# A task submitted at its stream position moves the stream on by one (and a gold one ends an exhausted spell);
-# the guard makes a repeat harmless.
-_ADVANCE_SQL = """INSERT INTO gold_stream (worker_id, project_id, tasks, golds)
-    {source} ON CONFLICT (worker_id, project_id) DO UPDATE
-    SET tasks = gold_stream.tasks + 1, golds = gold_stream.golds + excluded.golds,
-        exhausted_at = CASE WHEN excluded.golds = 1 THEN NULL ELSE gold_stream.exhausted_at END
-    WHERE gold_stream.tasks = {position}"""
 
-_ADVANCE = text(_ADVANCE_SQL.format(source="VALUES (:worker_id, :project_id, 1, :golds)", position=":position"))
+def _finish_slot(assignment_id: Any) -> Update:
+    """The lease must still own its slot: a claim made after the lease ran out (by its clock) may have taken it."""
+    return _SLOT.update().where(
+        _SLOT.c.hit_id == bindparam("b_hit_id"), _SLOT.c.assignment_id == assignment_id,
+        _SLOT.c.state == _literal(SlotState.LEASED)).values(state=_literal(SlotState.DONE), lease_expires_at=null())
 
-# PostgreSQL: the submit in one statement. The assignment is locked first (the lock order), then its slot is
-# finished only if the lease still owns it, and only then are the assignment and its answers written and the
-# worker's gold stream moved on: all of it, or (lease lapsed and its slot taken, or submitted meanwhile) none of
-# it. Gold and real tasks run this same statement. The assignment is read by its key alone (its status is tested
-# after the lock): with the status in the lookup, the planner may walk the partial index of every live lease.
-_SUBMIT_PG = HotStatement(text(f"""
-WITH mine AS MATERIALIZED (
-    SELECT id, status, is_gold, stream_position FROM assignment WHERE id = :assignment_id FOR UPDATE
-), slot AS (
-    UPDATE hit_slot SET state = 'done', lease_expires_at = NULL
-    WHERE hit_id = :hit_id AND assignment_id = (SELECT id FROM mine WHERE status = 'leased') AND state = 'leased'
-    RETURNING assignment_id
-), done AS (
-    UPDATE assignment SET status = 'submitted', submitted_at = :now, duration_ms = :duration_ms,
-                          client_meta = CAST(:client_meta AS jsonb)
-    FROM slot WHERE assignment.id = slot.assignment_id RETURNING assignment.id
-), stored AS (
-    INSERT INTO answer (assignment_id, item_id, worker_id, project_id, value, guideline_version, submitted_at,
-                        duration_ms, client_meta, gold_correct)
-    SELECT done.id, v.item_id, :worker_id, :project_id, v.value, :guideline_version, :now, :duration_ms,
-           CAST(:client_meta AS jsonb), v.correct
-    FROM done, jsonb_to_recordset(CAST(:answers AS jsonb)) AS v(item_id integer, value jsonb, correct boolean)
-), advanced AS (
-    {_ADVANCE_SQL.format(
-        source="SELECT :worker_id, :project_id, 1, CAST(mine.is_gold AS integer) FROM done, mine "
-               "WHERE mine.stream_position IS NOT NULL",
-        position="(SELECT stream_position FROM mine)")}
-)
-SELECT count(*) AS written FROM done
-"""))
+
+def _mark_submitted(which: Any, client_meta: Any) -> Update:
+    return _ASSIGNMENT.update().where(which).values(
+        status=_literal(AssignmentStatus.SUBMITTED), submitted_at=bindparam("now"),
+        duration_ms=bindparam("b_duration_ms"), client_meta=client_meta)
+
+
+def _answer(assignment_id: Any, item_id: Any, value: Any, correct: Any, client_meta: Any) -> dict[str, Any]:
+    """An answer row, column by column (worker, project, guideline version, time and duration are parameters)."""
+    return {"assignment_id": assignment_id, "item_id": item_id, "worker_id": bindparam("b_worker_id", type_=Integer),
+            "project_id": bindparam("b_project_id", type_=Integer), "value": value,
+            "guideline_version": bindparam("b_version", type_=Integer), "submitted_at": bindparam("now"),
+            "duration_ms": bindparam("b_duration_ms", type_=Integer), "client_meta": client_meta,
+            "gold_correct": correct}
+
+
+def _advance(stmt: Any, position: Any) -> Any:
+    """A task submitted at its stream position moves the stream on by one (and a gold one ends an exhausted spell);
+    the guard makes a repeat harmless. `stmt`: the dialect's insert of (worker_id, project_id, tasks, golds)."""
+    gs, new = _GOLD_STREAM.c, stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[gs.worker_id, gs.project_id],
+        set_={"tasks": gs.tasks + _ONE, "golds": gs.golds + new.golds,
+              "exhausted_at": case((new.golds == _ONE, null()), else_=gs.exhausted_at)},
+        where=gs.tasks == position)
+
+
+_STREAM_COLUMNS = ["worker_id", "project_id", "tasks", "golds"]
+
+# SQLite: the same steps as successive statements, in the transaction the locked read began.
+_FINISH_SLOT = _finish_slot(_A)
+_STORE_ANSWER = Answer.__table__.insert().values(_answer(
+    _A, bindparam("b_item_id"), bindparam("b_value"), bindparam("b_correct"), bindparam("b_client_meta")))
+_MARK_SUBMITTED = _mark_submitted(_ASSIGNMENT.c.id == _A, bindparam("b_client_meta"))
+_ADVANCE = _advance(dialect_insert("sqlite")(_GOLD_STREAM).values(
+    worker_id=bindparam("b_worker_id"), project_id=bindparam("b_project_id"), tasks=_ONE,
+    golds=bindparam("b_golds")), bindparam("b_position"))
+
+
+def _submit_pg() -> HotStatement:
+    """PostgreSQL: the submit in one statement. The assignment is locked first (the lock order), then its slot is
+    finished only if the lease still owns it, and only then are the assignment and its answers written and the
+    worker's gold stream moved on: all of it, or (lease lapsed and its slot taken, or submitted meanwhile) none of
+    it. Gold and real tasks run this same statement. The assignment is read by its key alone (its status is tested
+    after the lock): with the status in the lookup, the planner may walk the partial index of every live lease."""
+    mine = (select(_ASSIGNMENT.c.id, _ASSIGNMENT.c.status, _ASSIGNMENT.c.is_gold, _ASSIGNMENT.c.stream_position)
+            .where(_ASSIGNMENT.c.id == _A).with_for_update().cte("mine").prefix_with("MATERIALIZED"))
+    live = select(mine.c.id).where(mine.c.status == _literal(AssignmentStatus.LEASED)).scalar_subquery()
+    slot = _finish_slot(live).returning(_SLOT.c.assignment_id).cte("slot")
+    client_meta = cast(bindparam("b_client_meta"), JSONB)
+    done = (_mark_submitted(_ASSIGNMENT.c.id == slot.c.assignment_id, client_meta).returning(_ASSIGNMENT.c.id)
+            .cte("done"))
+    given = func.jsonb_to_recordset(cast(bindparam("b_answers"), JSONB)).table_valued(
+        column("item_id", Integer), column("value", JSONB), column("correct", Boolean)).render_derived(
+        name="v", with_types=True)
+    row = _answer(done.c.id, given.c.item_id, given.c.value, given.c.correct, client_meta)
+    stored = Answer.__table__.insert().from_select(list(row), select(*row.values()).select_from(done, given))
+    moved = select(bindparam("b_worker_id", type_=Integer), bindparam("b_project_id", type_=Integer), _ONE,
+                   cast(mine.c.is_gold, Integer)).select_from(done, mine).where(mine.c.stream_position.is_not(None))
+    advanced = _advance(dialect_insert("postgresql")(_GOLD_STREAM).from_select(_STREAM_COLUMNS, moved),
+                        select(mine.c.stream_position).scalar_subquery())
+    return HotStatement(select(func.count().label("written")).select_from(done)
+                        .add_cte(stored.cte("stored"), advanced.cte("advanced")))
+
+
+_SUBMIT_PG = _submit_pg()
 
 
 def _read(session: Session, worker_id: int, assignment_id: int, *, lock: bool) -> tuple[Any, list[Any]]:
@@ -178,31 +224,25 @@ def submit(session: Session, *, worker: Actor, assignment_id: int, answers: list
         outcome, feedback = _scored(row, items, values)
         result = Submitted(assignment_id, AssignmentStatus.SUBMITTED, now, duration, values, row.project_id,
                            feedback)
+        common = {"b_assignment_id": assignment_id, "b_hit_id": row.hit_id, "now": now, "b_duration_ms": duration,
+                  "b_worker_id": worker.id, "b_project_id": row.project_id, "b_version": row.guideline_version}
         if postgres:
             written = _SUBMIT_PG.first(session, {
-                "assignment_id": assignment_id, "hit_id": row.hit_id, "now": now, "duration_ms": duration,
-                "worker_id": worker.id,
-                "project_id": row.project_id, "guideline_version": row.guideline_version,
-                "client_meta": None if client_meta is None else json.dumps(client_meta),
-                "answers": json.dumps([{"item_id": k, "value": v, "correct": outcome[k]}
-                                       for k, v in values.items()])}).written
+                **common, "b_client_meta": None if client_meta is None else json.dumps(client_meta),
+                "b_answers": json.dumps([{"item_id": k, "value": v, "correct": outcome[k]}
+                                         for k, v in values.items()])}).written
             if written == 1:
                 events.publish(session, AssignmentSubmitted(assignment_id, worker.id, row.project_id, now))
                 return result, False
             continue  # something changed since the read: read again and answer from what is there now
-        if session.execute(_FINISH_SLOT, {"b_assignment_id": assignment_id}).rowcount != 1:
+        if session.execute(_FINISH_SLOT, common).rowcount != 1:
             raise _gone(session, assignment_id, row.expires_at, gone)
-        session.execute(_STORE_ANSWER, [
-            {"assignment_id": assignment_id, "item_id": item_id, "worker_id": worker.id,
-             "project_id": row.project_id, "value": value, "guideline_version": row.guideline_version,
-             "submitted_at": now, "duration_ms": duration, "client_meta": client_meta,
-             "gold_correct": outcome[item_id]}
-            for item_id, value in values.items()])
-        session.execute(_MARK_SUBMITTED, {"b_assignment_id": assignment_id, "now": now, "b_duration_ms": duration,
-                                          "b_client_meta": client_meta})
+        session.execute(_STORE_ANSWER, [{**common, "b_client_meta": client_meta, "b_item_id": item_id,
+                                         "b_value": value, "b_correct": outcome[item_id]}
+                                        for item_id, value in values.items()])
+        session.execute(_MARK_SUBMITTED, {**common, "b_client_meta": client_meta})
         if row.stream_position is not None:
-            session.execute(_ADVANCE, {"worker_id": worker.id, "project_id": row.project_id,
-                                       "golds": int(row.is_gold), "position": row.stream_position})
+            session.execute(_ADVANCE, {**common, "b_golds": int(row.is_gold), "b_position": row.stream_position})
         events.publish(session, AssignmentSubmitted(assignment_id, worker.id, row.project_id, now))
         return result, False
     raise AssertionError("unreachable")  # pragma: no cover
