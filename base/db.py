@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from base.events import HUB_KEY, EventHub
-from base.uow import AUTOCOMMIT_KEY
+from base.uow import AUTOCOMMIT_KEY, UnitOfWork
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -210,6 +210,13 @@ class Database:
             yield session
         finally:
             session.close()
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """A session in one unit of work (base/uow.py): committed when the block ends, rolled back if it raises,
+        then closed. For scripts (benchmarks) that call services outside the app."""
+        with self.session_scope() as session, UnitOfWork(session):
+            yield session
 
 
 @contextmanager

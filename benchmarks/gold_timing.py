@@ -72,7 +72,7 @@ def main() -> int:
         config.attributes["configure_logger"] = False
         command.upgrade(config, "head")
         database = Database.from_url(url, pool_size=2)
-        with database.session_scope() as s:
+        with database.unit_of_work() as s:
             owner = create_account(s, role=Role.REQUESTER, email="gold-bench@example.com", now=utcnow())
             project = create_project(s, owner=owner, now=utcnow(), data={
                 "title": "gold timing", "label_schema": LABEL_SCHEMA, "reward_cents": 5, "assignments_per_item": 3,
@@ -90,7 +90,7 @@ def main() -> int:
             for n in range(args.workers):
                 worker = create_account(s, role=Role.WORKER, username=f"gw{n}", now=utcnow())
                 workers.append((worker.id, issue_token(s, account=worker, now=utcnow())[1]))
-            s.commit()
+            s.flush()
             gold_hits = s.execute(text("SELECT count(*) FROM hit WHERE is_gold")).scalar_one()
         with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))

@@ -134,7 +134,7 @@ def prepare(url: str, env: dict[str, str], tmp: Path) -> int:
     run_cli(["users", "create", "--role", "requester", "--email", EMAIL], env, tmp)
     database = Database.from_url(url, pool_size=1)
     try:
-        with database.session_scope() as session:
+        with database.unit_of_work() as session:
             owner = find_account(session, email=EMAIL)
             project = create_project(session, owner=owner, now=utcnow(), data={
                 "title": "Import benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5})

@@ -490,7 +490,7 @@ def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[
     timings: dict[str, float] = {}
     database = Database.from_url(url, pool_size=1)
     try:
-        with database.session_scope() as session:
+        with database.unit_of_work() as session:
             owner = create_account(session, role=Role.REQUESTER, email=EMAIL, now=utcnow())
             project = create_project(session, owner=owner, now=utcnow(), data={
                 "title": "next/submit benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5,
