@@ -51,13 +51,34 @@ class LeasesLapsed:
 
 
 @dataclass(frozen=True, slots=True)
-class AssignmentReviewed:
-    """A requester or ops approved or rejected submitted work: what payments (#8) credits or holds back."""
+class AssignmentsReviewed:
+    """A requester, ops or the auto-approval job approved or rejected submitted work (one event per review call,
+    however many assignments: bulk approval of 100,000 is one event). Platforms (#10) mirror it to other crowds."""
 
-    assignment_id: int
-    worker_id: int
-    project_id: int
+    assignment_ids: tuple[int, ...]
     approved: bool
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPublished:
+    """A batch was published (not a replay): payments checks its pay against the wage floor and holds its maximum
+    cost in escrow, in the publisher's transaction, so a refusal (402, 422) publishes nothing."""
+
+    batch_id: int
+    project_id: int
+    requester_id: int
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatusChanged:
+    """A requester paused, resumed or cancelled a batch (expiry and completion follow from the clock and the
+    answers, and are found by the payments cycle instead)."""
+
+    batch_id: int
+    project_id: int
+    status: str
     at: dt.datetime
 
 

@@ -16,6 +16,7 @@ MODEL_MODULES = (
     "market.catalogue.models",
     "market.quality.models",
     "aggregation.models",
+    "payments.models",
 )
 
 

@@ -74,6 +74,8 @@ class Project(Base):
         CheckConstraint("flag_confidence >= 0.5 AND flag_confidence <= action_confidence",
                         name="flag_confidence_range"),
         CheckConstraint("fast_answer_fraction BETWEEN 0 AND 1", name="fast_answer_fraction_range"),
+        CheckConstraint("target_wage_cents_per_hour >= 0", name="target_wage_nonnegative"),
+        CheckConstraint("estimated_seconds IS NULL OR estimated_seconds > 0", name="estimate_positive"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -105,6 +107,13 @@ class Project(Base):
     # Copied onto each batch at publish; NULL: anyone may work.
     qualification_requirements: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
     guideline_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Pay (payments/wage/): the requester's estimate of a HIT's working time, checked against the wage floor at
+    # publish; the hourly wage that measured times are topped up to (auto_top_up off: only up to the floor).
+    estimated_seconds: Mapped[int | None] = mapped_column(Integer)
+    target_wage_cents_per_hour: Mapped[int] = mapped_column(Integer, default=1500)
+    auto_top_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Opt-in: the auto-approval job rejects a submitted assignment that missed a gold item (feedback says so).
+    reject_gold_misses: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -179,6 +188,14 @@ class Batch(Base):
     qualification_requirements: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
     item_count: Mapped[int] = mapped_column(Integer)
     hit_count: Mapped[int] = mapped_column(Integer)
+    # Pay terms copied at publish (payments/wage/, base/money.py): the fee model ("platform" at our rate, or
+    # "mturk" for a burst batch), the wage target and floor, the requester's time estimate.
+    estimated_seconds: Mapped[int | None] = mapped_column(Integer)
+    target_wage_cents_per_hour: Mapped[int] = mapped_column(Integer, default=1500)
+    wage_floor_cents_per_hour: Mapped[int] = mapped_column(Integer, default=800)
+    auto_top_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    fee_model: Mapped[str] = mapped_column(String(20), default="platform")
+    fee_rate: Mapped[Decimal] = mapped_column(Numeric(5, 4), default=Decimal(0))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     status_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -291,6 +308,10 @@ class Assignment(Base):
         # Every assignment of a worker on a HIT, whatever its state: a claim passes over HITs the worker returned
         # or let lapse while it finds anything else.
         Index("ix_assignment_hit_worker", "hit_id", "worker_id"),
+        # Submitted work waiting for review, oldest first: what auto-approval and bulk reviews walk.
+        Index("ix_assignment_awaiting_review", "batch_id", "submitted_at",
+              postgresql_where=text("status = 'submitted'"), sqlite_where=text("status = 'submitted'")),
+        CheckConstraint("status <> 'rejected' OR review_feedback IS NOT NULL", name="rejection_has_feedback"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -314,6 +335,12 @@ class Assignment(Base):
     # stream on. NULL: served off the schedule (no gold to inject), so it moves nothing. A returned or lapsed task
     # gives its position back: the next task is drawn for the same position, gold or not alike.
     stream_position: Mapped[int | None] = mapped_column(Integer)
+    # Review (payments/review/): when and by whom (NULL: the auto-approval job), and the feedback the worker
+    # sees on a rejection. A reversed rejection is approved, and keeps its reversal time.
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
+    review_feedback: Mapped[str | None] = mapped_column(Text)
+    rejection_reversed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Answer(Base):
