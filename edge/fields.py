@@ -152,3 +152,16 @@ class LabelSchemaSchema(Schema):
         if kind == "rating":
             if not data["min"] < data["max"] or data["max"] - data["min"] > 100:
                 raise ValidationError({"max": ["need min < max and at most 100 steps"]})
+
+
+class MoneySchema(Schema):
+    """Every amount of money in the API: integer cents (never a float) and an ISO 4217 currency code."""
+
+    cents = fields.Integer(required=True, strict=True, validate=validate.Range(-(10**15), 10**15),
+                           metadata={"description": "Integer minor units (cents); never a float."})
+    currency = Text(required=True, validate=FullMatch("[A-Z]{3}", error="an ISO 4217 code like USD"))
+
+
+def money(cents: int, currency: str) -> dict[str, Any]:
+    """A money field's JSON."""
+    return {"cents": cents, "currency": currency}

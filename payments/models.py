@@ -162,7 +162,8 @@ class AssignmentPay(Base):
     project_id: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     reward_cents: Mapped[int] = mapped_column(Integer)
-    reward_transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transaction.id"))
+    # NULL for a reward of 0 (nothing moved).
+    reward_transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transaction.id"))
     top_up_cents: Mapped[int | None] = mapped_column(Integer)
     top_up_transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transaction.id"))
     # Server-measured time of the work (the assignment's), for earnings reports and realized rates.

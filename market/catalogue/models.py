@@ -196,6 +196,9 @@ class Batch(Base):
     auto_top_up: Mapped[bool] = mapped_column(Boolean, default=True)
     fee_model: Mapped[str] = mapped_column(String(20), default="platform")
     fee_rate: Mapped[Decimal] = mapped_column(Numeric(5, 4), default=Decimal(0))
+    # The measured working time of a HIT (the median of per-HIT medians, once 10 submissions exist), kept fresh by
+    # the payments cycle so that a task shows its measured hourly rate without computing it.
+    measured_seconds: Mapped[Decimal | None] = mapped_column(Numeric(10, 3))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     status_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -198,7 +198,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("reward_cents", sa.Integer(), nullable=False),
-        sa.Column("reward_transaction_id", sa.Integer(), nullable=False),
+        sa.Column("reward_transaction_id", sa.Integer(), nullable=True),
         sa.Column("top_up_cents", sa.Integer(), nullable=True),
         sa.Column("top_up_transaction_id", sa.Integer(), nullable=True),
         sa.Column("duration_ms", sa.Integer(), nullable=False),
@@ -306,6 +306,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("batch", schema=None) as batch_op:
         batch_op.add_column(sa.Column("estimated_seconds", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("measured_seconds", sa.Numeric(precision=10, scale=3), nullable=True))
         batch_op.add_column(
             sa.Column("target_wage_cents_per_hour", sa.Integer(), nullable=False, server_default="1500")
         )
@@ -366,6 +367,7 @@ def downgrade() -> None:
         batch_op.drop_column("estimated_seconds")
 
     with op.batch_alter_table("batch", schema=None) as batch_op:
+        batch_op.drop_column("measured_seconds")
         batch_op.drop_column("fee_rate")
         batch_op.drop_column("fee_model")
         batch_op.drop_column("auto_top_up")
