@@ -31,6 +31,11 @@ def _queue(app: Flask) -> Queue | None:
     return queue
 
 
+def queue(app: Flask) -> Queue | None:
+    """The app's job queue (None without Redis): for jobs scheduled on it (payments/jobs.py)."""
+    return _queue(app)
+
+
 def enqueue(func: Callable[..., Any], *args: Any) -> bool:
     """Queue `func(*args)`; True when queued, False when it ran inline (no Redis configured)."""
     queue = _queue(current_app)
@@ -42,11 +47,13 @@ def enqueue(func: Callable[..., Any], *args: Any) -> bool:
 
 
 def work(app: Flask, *, burst: bool = False) -> None:
-    """Run queued jobs in this process, inside `app`'s context (burst: until the queue is empty)."""
+    """Run queued jobs in this process, inside `app`'s context (burst: until the queue is empty), with RQ's
+    scheduler, which moves scheduled jobs (the payments cycle) onto the queue when they are due (in burst mode:
+    those due when it starts)."""
     queue = _queue(app)
     if queue is None:
         raise RuntimeError("no Redis configured (CROWDMARKET_REDIS_URL): jobs run inline, there is no queue")
     # SimpleWorker runs each job in this process, where the app and its database pool live; a forking worker
     # would share pooled connections with its children.
     with app.app_context():
-        SimpleWorker([queue], connection=queue.connection).work(burst=burst, with_scheduler=False)
+        SimpleWorker([queue], connection=queue.connection).work(burst=burst, with_scheduler=True)

@@ -249,15 +249,41 @@ def jobs() -> None:
 @click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
 @with_app
 def jobs_work(burst: bool) -> None:
-    """Run queued jobs in this process (needs CROWDMARKET_REDIS_URL; without Redis jobs run inline)."""
+    """Run queued jobs in this process, and the payments cycle every PAYMENTS_CYCLE_SECONDS (needs
+    CROWDMARKET_REDIS_URL; without Redis jobs run inline, and cron runs `crowdmarket payments cycle`)."""
     from flask import current_app
 
     from edge import jobs as queue
+    from payments.jobs import ensure_scheduled
 
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        queue.work(current_app._get_current_object(), burst=burst)  # type: ignore[attr-defined]
+        if app.config.get("REDIS_URL"):
+            ensure_scheduled(app)
+        queue.work(app, burst=burst)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@cli.group()
+def payments() -> None:
+    """Payments: approvals, top-ups, holds."""
+
+
+@payments.command("cycle")
+@with_app
+def payments_cycle() -> None:
+    """Run one payments cycle (auto-approval, ...) and print what it did: for cron when Redis is not configured
+    (with Redis, `crowdmarket jobs work` runs it on RQ's scheduler)."""
+    import json
+
+    from base.uow import UnitOfWork
+    from edge.request import clock, db_session
+    from payments import cycle
+
+    with UnitOfWork(session := db_session()):
+        done = cycle.run(session, now=clock())
+    click.echo(json.dumps(done, sort_keys=True, default=str))
 
 
 @cli.group("db")

@@ -51,6 +51,8 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
     # thread of each serving process), "inline" (the request's thread, once the response is sent); "auto": queue
     # with Redis configured, else thread.
     "EVALUATION": ("auto", str),
+    # How often RQ's scheduler runs the payments cycle (payments/cycle.py: auto-approval, ...).
+    "PAYMENTS_CYCLE_SECONDS": (300, int),
 }
 EVALUATION_MODES = ("auto", "queue", "thread", "inline")
 

@@ -1,0 +1,1 @@
+"""Reviewing submitted work: approve (and pay), reject with feedback, reverse a rejection, auto-approve."""

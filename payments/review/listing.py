@@ -1,0 +1,69 @@
+"""Reviewed and awaiting work as requesters and workers see it: a project's assignments by status, with when they
+will be auto-approved and what they pay; a worker's own reviewed work (never gold flags, never others')."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from market.catalogue.models import Assignment, AssignmentStatus, Batch, Project
+from payments.models import AssignmentPay
+
+REVIEWED = (AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
+
+
+def project_assignments(session: Session, *, project: Project, status: str, after: int | None,
+                        limit: int) -> list[dict[str, Any]]:
+    """One keyset page (by id) of the project's assignments in `status` ("all": every status), with the pay of
+    each: the reward it earns when approved, what it was paid once approved, and when the job approves it."""
+    stmt = (select(Assignment, Batch.reward_cents, Batch.currency, Batch.auto_approval_delay_seconds,
+                   AssignmentPay.reward_cents, AssignmentPay.top_up_cents)
+            .join(Batch, Batch.id == Assignment.batch_id)
+            .outerjoin(AssignmentPay, AssignmentPay.assignment_id == Assignment.id)
+            .where(Assignment.project_id == project.id).order_by(Assignment.id).limit(limit))
+    if status != "all":
+        stmt = stmt.where(Assignment.status == AssignmentStatus(status))
+    if after is not None:
+        stmt = stmt.where(Assignment.id > after)
+    out = []
+    for a, reward, currency, delay, paid, top_up in session.execute(stmt):
+        due = (a.submitted_at + dt.timedelta(seconds=delay)
+               if a.status == AssignmentStatus.SUBMITTED and a.submitted_at else None)
+        out.append({"id": a.id, "assignment_id": a.id, "worker_id": a.worker_id, "batch_id": a.batch_id,
+                    "hit_id": a.hit_id, "is_gold": a.is_gold, "status": a.status.value,
+                    "submitted_at": a.submitted_at, "duration_ms": a.duration_ms, "auto_approve_at": due,
+                    "reviewed_at": a.reviewed_at, "reviewed_by_id": a.reviewed_by_id,
+                    "review_feedback": a.review_feedback, "rejection_reversed_at": a.rejection_reversed_at,
+                    "reward": {"cents": reward, "currency": currency},
+                    "paid": None if paid is None else {"cents": paid, "currency": currency},
+                    "top_up": None if top_up is None else {"cents": top_up, "currency": currency}})
+    return out
+
+
+def worker_reviewed(session: Session, *, worker_id: int, after: int | None, limit: int) -> list[dict[str, Any]]:
+    """One keyset page (by id) of the worker's own reviewed work: status, the feedback of a rejection, what it
+    paid. Gold flags are never part of it."""
+    stmt = (select(Assignment.id, Assignment.status, Assignment.project_id, Project.title, Assignment.submitted_at,
+                   Assignment.reviewed_at, Assignment.review_feedback, Assignment.rejection_reversed_at,
+                   Batch.currency, AssignmentPay.reward_cents, AssignmentPay.top_up_cents)
+            .join(Project, Project.id == Assignment.project_id).join(Batch, Batch.id == Assignment.batch_id)
+            .outerjoin(AssignmentPay, AssignmentPay.assignment_id == Assignment.id)
+            .where(Assignment.worker_id == worker_id, Assignment.status.in_(REVIEWED))
+            .order_by(Assignment.id).limit(limit))
+    if after is not None:
+        stmt = stmt.where(Assignment.id > after)
+    out = []
+    for row in session.execute(stmt):
+        rejected = row.status == AssignmentStatus.REJECTED
+        out.append({"id": row.id, "assignment_id": row.id, "status": row.status.value,
+                    "project": {"id": row.project_id, "title": row.title}, "submitted_at": row.submitted_at,
+                    "reviewed_at": row.reviewed_at, "feedback": row.review_feedback if rejected else None,
+                    "rejection_reversed_at": row.rejection_reversed_at,
+                    "reward": None if row.reward_cents is None else {"cents": row.reward_cents,
+                                                                      "currency": row.currency},
+                    "top_up": None if row.top_up_cents is None else {"cents": row.top_up_cents,
+                                                                      "currency": row.currency}})
+    return out
