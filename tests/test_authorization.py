@@ -21,8 +21,10 @@ from base.identity import Role
 from market.catalogue.batches import change_batch_status, publish_batch
 from market.catalogue.models import Item, Project
 from market.catalogue.projects import update_project
+from payments import ledger
+from payments.review.approve import reject
 from tests.conftest import make_app
-from tests.factories import account, answer, auth, items, jsonl, project, project_payload
+from tests.factories import account, answer, auth, in_uow, items, jsonl, project, project_payload
 from workers.models import Account, ApiToken
 from workers.service import issue_token, revoke_token
 
@@ -71,10 +73,16 @@ KNOWN = {
     (f"{PREFIX}/<int:project_id>/quality-report", "GET"),
     (f"{PREFIX}/<int:project_id>/quality-report/download", "GET"),
     (f"{PREFIX}/<int:project_id>/quality-report/link", "GET"),
+    (f"{PREFIX}/<int:project_id>/assignments", "GET"),
+    (f"{PREFIX}/<int:project_id>/assignments/<int:assignment_id>/approve", "POST"),
+    (f"{PREFIX}/<int:project_id>/assignments/<int:assignment_id>/reject", "POST"),
+    (f"{PREFIX}/<int:project_id>/assignments/<int:assignment_id>/reverse-rejection", "POST"),
+    (f"{PREFIX}/<int:project_id>/reviews", "POST"),
 }
 PROJECT_SCOPED = [e for e in ENDPOINTS if "<int:project_id>" in e[0]]
 # Routes whose path also names a child of the project: another project's id plus the owner's child id must 404.
-NESTED = [e for e in PROJECT_SCOPED if any(f"<int:{child}>" in e[0] for child in ("batch_id", "item_id", "run_id"))]
+NESTED = [e for e in PROJECT_SCOPED if any(f"<int:{child}>" in e[0] for child in ("batch_id", "item_id", "run_id",
+                                                                                "assignment_id"))]
 GETS = [e for e in ENDPOINTS if e[1] == "GET"]
 WRITES = [e for e in ENDPOINTS if e[1] != "GET"]
 
@@ -115,7 +123,9 @@ def world(session: Session, clock) -> World:
     assert created and batch.item_count == 4
     item = session.scalars(select(Item).where(Item.batch_id == batch.id).order_by(Item.id)).first()
     assert item is not None
-    answer(session, item, worker, "pos", now=now)
+    submitted = answer(session, item, worker, "pos", now=now).assignment_id
+    ledger.fund(session, requester_id=owner.id, cents=10_000, currency="USD", key=f"world-{owner.id}", now=now,
+                actor_id=None)  # approving pays
     items(session, proj, 1, now=now, prefix="fresh")  # unpublished, so the owner can publish another batch
     other_project = project(session, other, now=now, title="Someone else's")
     items(session, other_project, 2, now=now)
@@ -127,7 +137,7 @@ def world(session: Session, clock) -> World:
     return World(owner=owner, owner_token=owner_token, other=other, other_token=other_token, ops_token=ops_token,
                  worker_token=worker_token, revoked_token=revoked_token, project=proj, other_project=other_project,
                  params={"project_id": proj.id, "batch_id": batch.id, "item_id": gold_item, "version": 2,
-                         "run_id": run.id})
+                         "run_id": run.id, "assignment_id": submitted})
 
 
 def _url(rule: str, params: dict[str, int]) -> str:
@@ -159,14 +169,20 @@ def _request(rule: str, method: str) -> dict[str, Any]:
         return {"json": {"method": "mv"}}
     if (rule, method) == (f"{PREFIX}/<int:project_id>/items/priority", "POST"):
         return {"json": {"items": [{"external_id": "it0", "priority": 3}]}}
-    if method == "POST" and rule.endswith(("/pause", "/resume", "/cancel")):
+    if method == "POST" and rule.endswith(("/pause", "/resume", "/cancel", "/approve", "/reverse-rejection")):
         return {}
+    if method == "POST" and rule.endswith("/reject"):
+        return {"json": {"feedback": "Not what was asked."}}
+    if (rule, method) == (f"{PREFIX}/<int:project_id>/reviews", "POST"):
+        return {"json": {"decision": "approve", "assignment_ids": ["assignment_id"]}}  # filled in by _call
     return {"json": {}, "unknown": True}
 
 
 def _call(client, rule: str, method: str, params: dict[str, int], token: str | None = None,
           headers: dict[str, str] | None = None):
     kwargs = {k: v for k, v in _request(rule, method).items() if k != "unknown"}
+    if kwargs.get("json", {}).get("assignment_ids") == ["assignment_id"]:
+        kwargs["json"] = {**kwargs["json"], "assignment_ids": [params["assignment_id"]]}
     all_headers = {**(auth(token) if token else {}), **(headers or {})}
     return client.open(_url(rule, params), method=method, headers=all_headers, **kwargs)
 
@@ -257,6 +273,9 @@ def test_the_owner_can_write(client, session, connection, clock, world, rule, me
     if rule.endswith("/resume"):
         change_batch_status(session, project=world.project, batch_id=world.params["batch_id"],
                                     action="pause", now=clock())
+    if rule.endswith("/reverse-rejection"):
+        in_uow(reject, session, actor=world.owner, now=clock(), feedback="No.",
+               assignment_ids=[world.params["assignment_id"]])
     before = _snapshot(connection)
     resp = _call(client, rule, method, world.params, token=world.owner_token)
     assert 200 <= resp.status_code < 300, resp.get_data(as_text=True)
