@@ -101,7 +101,9 @@ def account_ids(session: Session, refs: Iterable[AccountRef]) -> dict[AccountRef
     if not wanted:
         return {}
     found = _ids_by_code(session, list(wanted))
-    missing = [ref for code, ref in wanted.items() if code not in found]
+    # In code order: two transactions creating the same accounts wait for each other's rows in one order, never
+    # in a cycle (unordered, concurrent approvals creating workers' payable accounts deadlocked).
+    missing = sorted((ref for code, ref in wanted.items() if code not in found), key=lambda ref: ref.code)
     if missing:
         insert = dialect_insert(session.get_bind().dialect.name)
         session.execute(insert(LedgerAccount).on_conflict_do_nothing(index_elements=["code"]), [
@@ -187,10 +189,13 @@ def _apply(session: Session, deltas: dict[int, int], *, currency: str) -> None:
     if not changed:
         return
     if session.get_bind().dialect.name == "postgresql":
-        # Lock in id order: two posters touching the same accounts queue up rather than deadlock.
+        # Lock in id order: two posters touching the same accounts queue up rather than deadlock. FOR NO KEY
+        # UPDATE (SQLAlchemy's key_share=True), the lock the balance UPDATE takes anyway: FOR UPDATE would also
+        # conflict with the KEY SHARE locks that the entries' foreign keys took on these accounts just before, in
+        # posting order, and two concurrent posters deadlocked on them.
         for start in range(0, len(changed), 10_000):
             session.execute(select(LedgerAccount.id).where(LedgerAccount.id.in_(changed[start:start + 10_000]))
-                            .order_by(LedgerAccount.id).with_for_update())
+                            .order_by(LedgerAccount.id).with_for_update(key_share=True))
     try:
         with savepoint(session):
             session.execute(_ADD,

@@ -144,8 +144,9 @@ def review_where(session: Session, crit: Sequence[ColumnElement[bool]], *, appro
     table); `named`: the ids the caller asked for, to say why those not reviewed were skipped."""
     where = (*crit, _A.c.status == AssignmentStatus.SUBMITTED.value)
     if session.get_bind().dialect.name == "postgresql":
-        # Lock the rows in id order first (LockRows above the sort), so overlapping reviews never deadlock.
-        where = (_A.c.id.in_(select(_A.c.id).where(*where).order_by(_A.c.id).with_for_update()),
+        # Lock the rows in id order first (LockRows above the sort), so overlapping reviews never deadlock; FOR NO
+        # KEY UPDATE, the lock the UPDATE takes anyway (it lets foreign keys to the rows be checked meanwhile).
+        where = (_A.c.id.in_(select(_A.c.id).where(*where).order_by(_A.c.id).with_for_update(key_share=True)),
                  _A.c.status == AssignmentStatus.SUBMITTED.value)
     status = AssignmentStatus.APPROVED if approve else AssignmentStatus.REJECTED
     rows = session.execute(update(_A).where(*where).values(
@@ -167,9 +168,11 @@ def reverse_rejection(session: Session, *, actor: Actor, now: dt.datetime, assig
                       project_id: int | None = None) -> ReviewResult:
     """Reverse a rejection within 30 days of it: the assignment is approved and paid like an approval (a repeat
     is a replay that pays nothing more). 409 for work that is not rejected, or rejected more than 30 days ago."""
+    if project_id is not None:
+        reviewable_project(session, actor, project_id)
     found = session.execute(select(_A.c.status, _A.c.reviewed_at, _A.c.rejection_reversed_at, Project.owner_id,
                                    _A.c.project_id).join(Project, Project.id == _A.c.project_id)
-                            .where(_A.c.id == assignment_id).with_for_update(of=_A)).first()
+                            .where(_A.c.id == assignment_id).with_for_update(of=_A, key_share=True)).first()
     if found is None or not _may_review(actor, found.owner_id) or \
             (project_id is not None and found.project_id != project_id):
         raise NotFound(f"Assignment {assignment_id} not found.")
