@@ -136,7 +136,7 @@ class OpsBulkReview(MethodView):
     @requires(Role.OPS)
     @ops_blp.arguments(OpsBulkReviewSchema)
     @ops_blp.response(200, ReviewResultSchema)
-    @problems(402)
+    @problems(402, 404)
     def post(self, data: dict[str, Any]):
         """Approve or reject submitted work of any project: by ids, by batch, or by workers of a project."""
         return _bulk(data, data.get("project_id"))
