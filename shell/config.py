@@ -175,6 +175,8 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("request size limits must be positive")
     if config["PROXY_HOPS"] < 0:
         raise ConfigError("CROWDMARKET_PROXY_HOPS must be 0 or more")
+    if config["PAYMENTS_CYCLE_SECONDS"] < 1:
+        raise ConfigError("CROWDMARKET_PAYMENTS_CYCLE_SECONDS must be 1 or more")
     if config["EVALUATION"] not in EVALUATION_MODES:
         raise ConfigError(f"CROWDMARKET_EVALUATION must be one of {', '.join(EVALUATION_MODES)}")
     _check_password_hash(config)

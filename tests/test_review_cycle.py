@@ -10,7 +10,7 @@ import pytest
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from base.identity import Role
 from edge import jobs
@@ -192,4 +192,13 @@ def test_jobs_work_schedules_the_cycle(app, session, clock):
         assert Queue(queue.name, connection=client).scheduled_job_registry.count == 1
     finally:
         client.close()
-    assert select(Assignment.id) is not None
+
+
+def test_the_cycle_period_is_configured_and_checked(tmp_path):
+    from shell.config import ConfigError, check_config, load_config
+
+    config = load_config(str(tmp_path), {})
+    assert config["PAYMENTS_CYCLE_SECONDS"] == 300
+    config = load_config(str(tmp_path), {"CROWDMARKET_PAYMENTS_CYCLE_SECONDS": "0"})
+    with pytest.raises(ConfigError, match="PAYMENTS_CYCLE_SECONDS"):
+        check_config({**config, "SECRET_KEY": "k" * 40})
