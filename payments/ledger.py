@@ -155,6 +155,11 @@ def post(session: Session, postings: Sequence[Posting], *, now: dt.datetime) -> 
             raise ValueError(f"unbalanced or malformed transaction {p.key!r}: {p.legs!r}")
         if unknown := set(p.meta) - set(_META):
             raise ValueError(f"unknown transaction fields {sorted(unknown)}")
+    deltas: defaultdict[int, int] = defaultdict(int)
+    for p in postings:
+        for account, cents in p.legs:
+            deltas[account] += cents
+    _lock(session, sorted(a for a, d in deltas.items() if d))
     rows = [{"idempotency_key": p.key, "kind": p.kind, "currency": p.currency, "created_at": now,
              "reason": p.meta.get("reason", ""), **{k: p.meta.get(k) for k in _META if k != "reason"}}
             for p in postings]
@@ -169,11 +174,7 @@ def post(session: Session, postings: Sequence[Posting], *, now: dt.datetime) -> 
     session.execute(LedgerEntry.__table__.insert(), [
         {"transaction_id": tid, "account_id": account, "amount": cents}
         for tid, p in zip(ids, postings, strict=True) for account, cents in p.legs if cents != 0])
-    deltas: defaultdict[int, int] = defaultdict(int)
-    for p in postings:
-        for account, cents in p.legs:
-            deltas[account] += cents
-    _apply(session, deltas, currency=postings[0].currency)
+    _apply(session, deltas)
     return ids
 
 
@@ -182,15 +183,21 @@ _ADD = _ACCOUNTS.update().where(_ACCOUNTS.c.id == bindparam("aid")).values(balan
                                                                             + bindparam("delta"))
 
 
-def _apply(session: Session, deltas: dict[int, int], *, currency: str) -> None:
+def _lock(session: Session, accounts: list[int]) -> None:
+    """Lock the accounts in id order before anything else touches them: two posters touching the same accounts
+    queue up rather than deadlock. NO KEY UPDATE, the lock the balance update takes anyway, so the foreign-key
+    checks of the entries' inserts (KEY SHARE) do not conflict with it."""
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite has one writer at a time
+    for start in range(0, len(accounts), 10_000):
+        session.execute(select(LedgerAccount.id).where(LedgerAccount.id.in_(accounts[start:start + 10_000]))
+                        .order_by(LedgerAccount.id).with_for_update(key_share=True))
+
+
+def _apply(session: Session, deltas: dict[int, int]) -> None:
     changed = sorted(a for a, d in deltas.items() if d)
     if not changed:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        # Lock in id order: two posters touching the same accounts queue up rather than deadlock.
-        for start in range(0, len(changed), 10_000):
-            session.execute(select(LedgerAccount.id).where(LedgerAccount.id.in_(changed[start:start + 10_000]))
-                            .order_by(LedgerAccount.id).with_for_update())
     try:
         with savepoint(session):
             session.execute(_ADD,
