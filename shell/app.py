@@ -27,6 +27,7 @@ from market.catalogue.results import worked_for
 from market.engine import api as work_api
 from market.quality import api as ops_api
 from market.quality import evaluation, scoring
+from payments.books import api as books_api
 from qualification import api as qualification_api
 from qualification.api import WORKED_FOR
 from qualification.gold import schedule_key
@@ -106,7 +107,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.blp)
     app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
-                qualification_api.tests_blp, *ops_api.BLUEPRINTS, aggregation_api.blp):
+                qualification_api.tests_blp, *ops_api.BLUEPRINTS, aggregation_api.blp,
+                *books_api.BLUEPRINTS):
         api.register_blueprint(blp)
     register_error_handlers(app)
     evaluation.install(app)
