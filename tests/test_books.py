@@ -184,7 +184,7 @@ def test_cli_fund_is_idempotent_by_key(invoke, session, clock):
     again = invoke("ledger", "fund", "--email", owner.email, "--cents", "1200", "--key", "cli-1")
     assert again.exit_code == 0 and "replay" in again.output
     other = invoke("ledger", "fund", "--email", owner.email, "--cents", "1300", "--key", "cli-1")
-    assert other.exit_code == 1 and "funded something else" in other.output
+    assert other.exit_code == 1 and "different request" in other.output
     assert invoke("ledger", "fund", "--email", "nobody@example.com", "--cents", "5").exit_code == 1
     assert ledger.balance(session, ledger.available(owner.id, "USD")) == 1200
     txns = balances.list_transactions(session, after=None, limit=10, requester_id=owner.id,

@@ -9,6 +9,7 @@ import random
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,12 @@ def _random_books(session, clock, seed: int, steps: int = 60) -> dict[str, int]:
     workers = [factories.account(session, Role.WORKER, now=clock())[0] for _ in range(5)]
     batches, used, worked = [], set(), {}
 
-    def attempt(name, fn):
+    @contextmanager
+    def attempt(name):
+        """Run the block in a savepoint; a 402 undoes it alone (as a refused request changes nothing)."""
         try:
             with session.begin_nested():
-                fn()
+                yield
             done[name] = done.get(name, 0) + 1
         except InsufficientFunds:
             done[f"{name} (402)"] = done.get(f"{name} (402)", 0) + 1
@@ -56,9 +59,9 @@ def _random_books(session, clock, seed: int, steps: int = 60) -> dict[str, int]:
                          "payout"])
         if op == "fund":
             who = rng.choice(requesters)
-            attempt(op, lambda who=who: ledger.fund(session, requester_id=who.id, cents=rng.randint(50, 3000),
-                                                    currency="USD", key=f"r{seed}-{step}", now=clock(),
-                                                    actor_id=ops.id))
+            with attempt(op):
+                ledger.fund(session, requester_id=who.id, cents=rng.randint(50, 3000), currency="USD",
+                            key=f"r{seed}-{step}", now=clock(), actor_id=ops.id)
         elif op == "publish":
             owner = rng.choice(requesters)
             cents = rng.randint(100, 1500)
@@ -72,15 +75,16 @@ def _random_books(session, clock, seed: int, steps: int = 60) -> dict[str, int]:
             used.add((batch.id, worker.id, n))
             asg = books.assignment(session, batch, worker, clock(), duration_ms=rng.randint(5_000, 200_000), n=n)
             worked.setdefault(batch.id, set()).add(worker.id)
-            attempt(op, lambda: books.pay(session, batch, asg, reward=rng.randint(1, 80), fee=rng.randint(0, 9),
-                                          now=clock()))
+            with attempt(op):
+                books.pay(session, batch, asg, reward=rng.randint(1, 80), fee=rng.randint(0, 9), now=clock())
         elif op == "bonus" and worked:
             chosen = rng.choice(sorted(worked))
             batch = next(b for b in batches if b.id == chosen)
             worker_id = rng.choice(sorted(worked[batch.id]))
             if ledger.find(session, f"topup:{batch.id}:{worker_id}:{clock().date().isoformat()}") is None:
-                attempt(op, lambda: books.bonus(session, batch, worker_id, cents=rng.randint(1, 40),
-                                                fee=rng.randint(0, 3), now=clock()))
+                with attempt(op):
+                    books.bonus(session, batch, worker_id, cents=rng.randint(1, 40), fee=rng.randint(0, 3),
+                                now=clock())
         elif op == "reverse":
             candidates = list(session.scalars(select(LedgerTransaction.id).where(
                 LedgerTransaction.kind.in_([TransactionKind.FUNDING, TransactionKind.REWARD, TransactionKind.BONUS]),
@@ -88,13 +92,14 @@ def _random_books(session, clock, seed: int, steps: int = 60) -> dict[str, int]:
                 .correlate_except(LedgerTransaction).exists())))
             if candidates:
                 tid = rng.choice(candidates)
-                attempt(op, lambda: balances.reverse(session, transaction_id=tid, reason="random", now=clock(),
-                                                     actor_id=ops.id))
+                with attempt(op):
+                    balances.reverse(session, transaction_id=tid, reason="random", now=clock(), actor_id=ops.id)
         elif op == "release":
             hold = session.scalar(select(Hold).where(Hold.state == HoldState.OPEN).order_by(Hold.id))
             if hold is not None:
-                attempt(op, lambda: ledger.release(session, hold, ledger.remaining(hold), now=clock(),
-                                                   key=f"release:{hold.batch_id}:closed", close=True))
+                with attempt(op):
+                    ledger.release(session, hold, ledger.remaining(hold), now=clock(),
+                                   key=f"release:{hold.batch_id}:closed", close=True)
         elif op == "payout":
             batch, _ = payouts.create_batch(session, actor_id=ops.id, currency="USD", period_end=clock(),
                                             minimum_cents=rng.choice([0, 20, 100]), now=clock())

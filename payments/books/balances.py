@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from base.errors import Conflict, InvalidInput, NotFound
+from base.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
 from base.identity import Role
 from base.paging import keyset_page
 from payments import ledger
@@ -43,8 +43,11 @@ def fund(session: Session, *, requester_id: int, cents: int, currency: str, key:
     _account(session, requester_id, Role.REQUESTER)
     if type(cents) is not int or cents <= 0:
         raise InvalidInput("Fund a positive number of cents.", errors={"cents": ["must be positive"]})
-    return ledger.fund(session, requester_id=requester_id, cents=cents, currency=currency, key=key, now=now,
-                       actor_id=actor_id, reason=reason)
+    try:
+        return ledger.fund(session, requester_id=requester_id, cents=cents, currency=currency, key=key, now=now,
+                           actor_id=actor_id, reason=reason)
+    except Conflict as exc:  # the key funded another amount, currency or requester
+        raise IdempotencyConflict() from exc
 
 
 def find_requester(session: Session, *, email: str) -> Account:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -132,8 +132,6 @@ def lines_of(session: Session, batch_id: int, *, status: PayoutLineStatus | None
 def summary(session: Session, batch_id: int) -> dict[str, dict[str, int]]:
     """Lines and cents per line status."""
     out: dict[str, dict[str, int]] = {}
-    from sqlalchemy import func
-
     for status, n, cents in session.execute(
             select(PayoutLine.status, func.count(), func.sum(PayoutLine.amount_cents))
             .where(PayoutLine.payout_batch_id == batch_id).group_by(PayoutLine.status)):
@@ -153,7 +151,8 @@ def approve(session: Session, *, batch_id: int, actor_id: int, now: dt.datetime)
     refs = {w: (ledger.payable(w, batch.currency), ledger.paid_out(w, batch.currency)) for w in
             sorted({line.worker_id for line in lines})}
     ids = ledger.account_ids(session, [r for pair in refs.values() for r in pair])
-    balances = _locked_balances(session, [ids[p] for p, _ in refs.values()])
+    # Lock every account the payouts touch, in id order, as post() does: no deadlock with other posters.
+    balances = _locked_balances(session, sorted(ids.values()))
     postings, paid, short = [], [], []
     for line in lines:
         payable_id, paid_out_id = (ids[r] for r in refs[line.worker_id])
@@ -171,8 +170,6 @@ def approve(session: Session, *, batch_id: int, actor_id: int, now: dt.datetime)
              "reason": f"Payout batch {batch.id}", "detail": {"payout_batch_id": batch.id}}))
     tids = ledger.post(session, postings, now=now)
     lines_table = PayoutLine.__table__
-    from sqlalchemy import bindparam
-
     if paid:
         session.execute(lines_table.update().where(lines_table.c.id == bindparam("lid"))
                         .values(status=PayoutLineStatus.APPROVED, transaction_id=bindparam("tid")),

@@ -98,7 +98,7 @@ def _rated(r: dict[str, Any]) -> dict[str, Any]:
 
 def _titles(session: Session, data: list[dict[str, Any]]) -> None:
     ids = sorted({r["project_id"] for r in data if r["project_id"] is not None})
-    titles = dict(session.execute(select(Project.id, Project.title).where(Project.id.in_(ids)))) if ids else {}
+    titles = {i: t for i, t in session.execute(select(Project.id, Project.title).where(Project.id.in_(ids)))}
     for r in data:
         r["project_title"] = titles.get(r["project_id"])
 
@@ -136,8 +136,8 @@ def requester_spend(session: Session, *, requester_id: int) -> dict[str, Any]:
     for r in data:
         r["total"] = r["rewards"] + r["bonuses"] + r["fees"]
     _titles(session, data)
-    names = dict(session.execute(select(Batch.id, Batch.name).where(
-        Batch.id.in_([r["batch_id"] for r in data if r["batch_id"] is not None])))) if data else {}
+    names = {i: n for i, n in session.execute(select(Batch.id, Batch.name).where(
+        Batch.id.in_([r["batch_id"] for r in data if r["batch_id"] is not None])))}
     for r in data:
         r["batch_name"] = names.get(r["batch_id"])
     return {"requester_id": requester_id, "data": data}
