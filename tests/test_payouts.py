@@ -199,3 +199,37 @@ def test_payout_endpoints_are_for_ops_only(client, session, clock, world, who):
         resp = getattr(client, method)(url, headers=headers, json=body)
         assert resp.status_code == expected, (url, resp.get_json())
     assert session.get(type(batch), batch.id).status == PayoutBatchStatus.DRAFT
+
+
+class InstantProvider:
+    """A provider that pays at once and answers with its references (a real one would call an API)."""
+
+    name = "instant"
+    confirmation = "webhook"
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, batch, lines):
+        self.submitted.append((batch.id, [line.id for line in lines]))
+        return {line.id: f"inst-{line.id}" for line in lines}
+
+
+def test_a_provider_chosen_per_batch_pays_and_confirms(session, clock, world, monkeypatch):
+    from payments.books import providers
+
+    instant = InstantProvider()
+    monkeypatch.setitem(providers.PROVIDERS, "instant", instant)
+    batch, _ = in_uow(payouts.create_batch, session, actor_id=world["ops"].id, currency="USD", period_end=PERIOD,
+                      minimum_cents=100, now=clock(), provider="instant")
+    assert batch.provider == "instant"
+    in_uow(payouts.approve, session, batch_id=batch.id, actor_id=world["ops"].id, now=clock())
+    in_uow(payouts.approve, session, batch_id=batch.id, actor_id=world["ops"].id, now=clock())
+    lines = payouts.lines_of(session, batch.id)
+    assert instant.submitted == [(batch.id, [line.id for line in lines])]  # once, with the approved lines
+    assert {(line.status, line.external_reference) for line in lines} == {
+        (PayoutLineStatus.PAID, f"inst-{line.id}") for line in lines}
+    assert session.get(type(batch), batch.id).status == PayoutBatchStatus.PAID
+    with pytest.raises(Exception, match="Unknown payout provider"):
+        in_uow(payouts.create_batch, session, actor_id=world["ops"].id, currency="USD", period_end=PERIOD,
+               minimum_cents=100, now=clock(), provider="nope")
