@@ -151,7 +151,7 @@ def approve(session: Session, *, batch_id: int, actor_id: int, now: dt.datetime)
     refs = {w: (ledger.payable(w, batch.currency), ledger.paid_out(w, batch.currency)) for w in
             sorted({line.worker_id for line in lines})}
     ids = ledger.account_ids(session, [r for pair in refs.values() for r in pair])
-    # Lock every account the payouts touch, in id order, as post() does: no deadlock with other posters.
+    # Lock every account the payouts touch, in id order and NO KEY UPDATE, as post() does: no deadlock.
     balances = _locked_balances(session, sorted(ids.values()))
     postings, paid, short = [], [], []
     for line in lines:
@@ -195,7 +195,7 @@ def _locked_balances(session: Session, account_ids: list[int]) -> dict[int, int]
     for start in range(0, len(account_ids), 10_000):
         stmt = (select(LedgerAccount.id, LedgerAccount.balance)
                 .where(LedgerAccount.id.in_(account_ids[start:start + 10_000])).order_by(LedgerAccount.id))
-        out.update({a: int(b) for a, b in session.execute(stmt.with_for_update() if postgres else stmt)})
+        out.update({a: int(b) for a, b in session.execute(stmt.with_for_update(key_share=True) if postgres else stmt)})
     return out
 
 
