@@ -18,7 +18,7 @@ from tests import factories
 
 
 def requester(session: Session, now: dt.datetime, cents: int = 0, key: str | None = None):
-    acct, token = factories.account(session, Role.REQUESTER, now=now)
+    acct, token = factories.account(session, Role.REQUESTER, now=now, funded=False)
     if cents:
         ledger.fund(session, requester_id=acct.id, cents=cents, currency="USD", key=key or f"seed-{acct.id}",
                     now=now, actor_id=None)
@@ -28,9 +28,9 @@ def requester(session: Session, now: dt.datetime, cents: int = 0, key: str | Non
 
 def batch(session: Session, owner, now: dt.datetime, *, items: int = 4, hold_cents: int = 0,
           title: str = "Sentiment of reviews") -> Batch:
-    """A published batch of `items` items with a hold of at least `hold_cents` (placed here unless publishing
-    placed one already)."""
-    proj = factories.project(session, owner, now=now, title=title)
+    """A published batch of `items` items with a hold of `hold_cents` placed here: its reward is 0, so publishing
+    holds nothing (the tests pay what they choose, through the ledger)."""
+    proj = factories.project(session, owner, now=now, title=title, reward_cents=0)
     proj.estimated_seconds = 30
     session.flush()
     factories.items(session, proj, items, now=now, prefix=f"p{proj.id}-")
@@ -39,6 +39,8 @@ def batch(session: Session, owner, now: dt.datetime, *, items: int = 4, hold_cen
     if hold is None and hold_cents:
         ledger.place_hold(session, requester_id=owner.id, batch_id=published.id, currency="USD", cents=hold_cents,
                           now=now)
+    elif hold is not None and hold_cents > hold.held:
+        ledger.extend_hold(session, hold, hold_cents - hold.held, now=now, key=f"hold:{published.id}")
     session.commit()
     return published
 

@@ -64,7 +64,7 @@ def test_funding_a_non_requester_is_404(client, session, clock, ops):
 def test_ops_endpoints_refuse_everyone_else(client, session, clock, ops, who):
     owner, owner_token = books.requester(session, clock(), cents=100)
     tokens = {"worker": factories.account(session, Role.WORKER, now=clock())[1], "requester": owner_token,
-              "other_requester": factories.account(session, Role.REQUESTER, now=clock())[1]}
+              "other_requester": factories.account(session, Role.REQUESTER, now=clock(), funded=False)[1]}
     headers = auth(tokens[who]) if who in tokens else {}
     expected = 401 if who == "anonymous" else 403
     txn = ledger.find(session, f"fund:seed-{owner.id}")

@@ -87,7 +87,7 @@ def test_reports_over_the_api_as_json_and_csv(client, session, clock, world):
 
 
 def test_reports_are_for_their_own_audience(client, session, clock, world):
-    other, other_token = factories.account(session, Role.REQUESTER, now=clock())
+    other, other_token = factories.account(session, Role.REQUESTER, now=clock(), funded=False)
     assert client.get("/api/v1/reports/spend", headers=auth(other_token)).get_json()["data"] == []
     assert client.get("/api/v1/reports/earnings", headers=auth(world["owner_token"])).status_code == 403
     assert client.get("/api/v1/reports/spend", headers=auth(world["worker_token"])).status_code == 403

@@ -187,7 +187,7 @@ def test_the_api_creates_approves_marks_and_exports_csv(client, session, clock, 
 @pytest.mark.parametrize("who", ["worker", "requester", "anonymous"])
 def test_payout_endpoints_are_for_ops_only(client, session, clock, world, who):
     token = {"worker": world["workers"][0][1],
-             "requester": factories.account(session, Role.REQUESTER, now=clock())[1]}.get(who)
+             "requester": factories.account(session, Role.REQUESTER, now=clock(), funded=False)[1]}.get(who)
     headers = auth(token) if token else {}
     batch = _create(session, world, clock)
     expected = 401 if who == "anonymous" else 403
