@@ -108,6 +108,36 @@ def top_up_cents(*, reward_cents: int, target_cents_per_hour: int, seconds: Deci
     return max(0, ceil_cents(pay_at_rate(target_cents_per_hour, seconds) - _check_cents(reward_cents)))
 
 
+def effective_target(*, target_cents_per_hour: int, floor_cents_per_hour: int, auto_top_up: bool) -> int:
+    """The hourly wage a batch's work is topped up to: the requester's target (auto top-up on) or only the floor
+    (off); never below the floor, which is not optional."""
+    return max(floor_cents_per_hour, target_cents_per_hour if auto_top_up else 0)
+
+
+def expected_rate(reward_cents: int, *, measured_seconds: Decimal | int | None,
+                  estimated_seconds: Decimal | int | None) -> tuple[int, str] | None:
+    """What a task of a batch pays per hour, in cents (half up), and on what time: the measured median once there
+    is one ("measured"), else the requester's estimate ("estimated"); None with neither. Read from the batch's
+    columns alone, so a worker's task shows it at no cost."""
+    for seconds, basis in ((measured_seconds, "measured"), (estimated_seconds, "estimated")):
+        if seconds is not None and (rate := hourly_rate(reward_cents, seconds)) is not None:
+            return round_cents(rate), basis
+    return None
+
+
+def rate_warnings(rate_cents_per_hour: Decimal | int | None, *, target_cents_per_hour: int,
+                  floor_cents_per_hour: int) -> list[str]:
+    """`below_target` and `below_floor` for a live rate (nothing is known without one)."""
+    if rate_cents_per_hour is None:
+        return []
+    warnings = []
+    if rate_cents_per_hour < target_cents_per_hour:
+        warnings.append("below_target")
+    if rate_cents_per_hour < floor_cents_per_hour:
+        warnings.append("below_floor")
+    return warnings
+
+
 # --- fees -----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)

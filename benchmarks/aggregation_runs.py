@@ -41,6 +41,7 @@ from market.catalogue.batches import publish_batch
 from market.catalogue.imports import import_items
 from market.catalogue.models import Answer, Assignment, AssignmentStatus, Hit, Item, Project
 from market.catalogue.projects import create_project
+from payments import ledger
 from shell.cli import alembic_config
 from shell.config import normalize_database_url
 from workers import service as accounts  # noqa: E402
@@ -62,7 +63,8 @@ def populate(database: Database, n_items: int):
     schema = {"type": "single_choice", "categories": [{"key": k, "name": k} for k in LABELS]}
     project = create_project(session, owner=owner, now=now, data={
         "title": "bench", "instructions": "Pick one.", "label_schema": schema, "reward_cents": 1,
-        "assignments_per_item": PER_ITEM})
+        "estimated_seconds": 4, "assignments_per_item": PER_ITEM})  # 1c / 4 s = $9.00/h: above the wage floor
+    ledger.fund(session, requester_id=owner.id, cents=10**9, currency="USD", key="bench", now=now, actor_id=None)
     records = [{"external_id": f"x{i}", "data": {"i": i}} for i in range(n_items)]
     records += [{"external_id": f"g{i}", "data": {"i": i}, "gold": "a"} for i in range(n_items // 20)]
     import_items(session, project=project, fmt="jsonl", now=now,

@@ -63,6 +63,7 @@ def main() -> int:
     from market.catalogue.imports import import_items
     from market.catalogue.projects import create_project
     from market.engine import next_task
+    from payments import ledger
     from shell.app import create_app
     from shell.cli import alembic_config
     from workers.service import create_account, issue_token
@@ -76,7 +77,9 @@ def main() -> int:
             owner = create_account(s, role=Role.REQUESTER, email="gold-bench@example.com", now=utcnow())
             project = create_project(s, owner=owner, now=utcnow(), data={
                 "title": "gold timing", "label_schema": LABEL_SCHEMA, "reward_cents": 5, "assignments_per_item": 3,
-                "items_per_hit": 2, "gold_rate": Decimal("0.10")})
+                "items_per_hit": 2, "gold_rate": Decimal("0.10"), "estimated_seconds": 20})  # $9.00/h
+            ledger.fund(s, requester_id=owner.id, cents=10**9, currency="USD", key="bench", now=utcnow(),
+                        actor_id=None)
             lines, every = [], (args.real + args.gold) // args.gold  # gold spread through the file
             for i in range(args.real + args.gold):
                 doc: dict[str, object] = {"external_id": f"i{i}", "data": {"text": WORDS[i % len(WORDS)]}}

@@ -485,6 +485,7 @@ def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[
     from market.catalogue.batches import publish_batch
     from market.catalogue.imports import import_items
     from market.catalogue.projects import create_project
+    from payments import ledger
     from workers.service import create_account
 
     timings: dict[str, float] = {}
@@ -494,7 +495,10 @@ def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[
             owner = create_account(session, role=Role.REQUESTER, email=EMAIL, now=utcnow())
             project = create_project(session, owner=owner, now=utcnow(), data={
                 "title": "next/submit benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5,
-                "assignments_per_item": 5, "items_per_hit": 1, "instructions": "Is the review positive?"})
+                "assignments_per_item": 5, "items_per_hit": 1, "instructions": "Is the review positive?",
+                "estimated_seconds": 20})  # 5c / 20 s = $9.00/h: above the wage floor
+            ledger.fund(session, requester_id=owner.id, cents=10**9, currency="USD", key="bench", now=utcnow(),
+                        actor_id=None)
             start = time.perf_counter()
             stream: IO[bytes] = GeneratedItems(n_items, gold_every)  # type: ignore[assignment]
             result = import_items(session, project=project, stream=stream, fmt="jsonl", now=utcnow())

@@ -7,6 +7,7 @@ and returns a summary of what it did; every step is idempotent, so a cycle run t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -14,12 +15,25 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from payments.review.auto import auto_approve
+from payments.wage.settle import settle_holds
+from payments.wage.topups import pay_top_ups
 
 Step = Callable[..., dict[str, Any]]
+
+
+def top_ups(session: Session, *, now: dt.datetime) -> dict[str, Any]:
+    return dataclasses.asdict(pay_top_ups(session, now=now))
+
+
+def settle(session: Session, *, now: dt.datetime) -> dict[str, Any]:
+    return {"holds_settled": settle_holds(session, now=now)}
+
 
 # In order: approvals first, so that top-ups see the work approved this cycle, and holds are settled last.
 STEPS: list[tuple[str, Step]] = [
     ("auto_approve", auto_approve),
+    ("top_ups", top_ups),
+    ("settle_holds", settle),
 ]
 
 

@@ -15,7 +15,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from aggregation import api as aggregation_api
 from base.clock import utcnow
 from base.db import Database
-from base.events import AssignmentReturned, AssignmentSubmitted, EventHub, GoldItemChanged, LeasesLapsed
+from base.events import (
+    AssignmentReturned,
+    AssignmentSubmitted,
+    BatchPublished,
+    BatchStatusChanged,
+    EventHub,
+    GoldItemChanged,
+    LeasesLapsed,
+)
 from base.public_ids import ItemIds
 from edge import blueprint, openapi
 from edge.auth import AUTHENTICATE
@@ -27,7 +35,10 @@ from market.catalogue.results import worked_for
 from market.engine import api as work_api
 from market.quality import api as ops_api
 from market.quality import evaluation, scoring
+from payments.books import api as books_api
 from payments.review import api as review_api
+from payments.wage import api as wage_api
+from payments.wage import holds, settle
 from qualification import api as qualification_api
 from qualification.api import WORKED_FOR
 from qualification.gold import schedule_key
@@ -53,6 +64,8 @@ def subscribe(hub: EventHub) -> None:
     for kind in (AssignmentSubmitted, AssignmentReturned, LeasesLapsed):
         hub.subscribe(kind, evaluation.on_work_done)
     hub.subscribe(GoldItemChanged, scoring.on_gold_item_changed)
+    hub.subscribe(BatchPublished, holds.on_batch_published)
+    hub.subscribe(BatchStatusChanged, settle.on_batch_status_changed)
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -107,8 +120,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.blp)
     app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
-                qualification_api.tests_blp, *ops_api.BLUEPRINTS, aggregation_api.blp,
-                *review_api.BLUEPRINTS):
+                qualification_api.tests_blp, *ops_api.BLUEPRINTS, aggregation_api.blp, wage_api.blp,
+                *books_api.BLUEPRINTS, *review_api.BLUEPRINTS):
         api.register_blueprint(blp)
     register_error_handlers(app)
     evaluation.install(app)

@@ -327,5 +327,232 @@ def run(ctx: click.Context, host: str, port: int, workers: int, threads: int, re
     serve(lambda: _app(ctx), host=host, port=port, workers=workers, threads=threads, reload=reload)
 
 
+# --- payments: the books (ledger) and payouts (issue 13, payments/books) ---------------------------------------
+
+@cli.group()
+def ledger() -> None:
+    """The books: funding, reconciliation, audit export."""
+
+
+@ledger.command("fund")
+@click.option("--email", required=True, help="The requester's email.")
+@click.option("--cents", type=click.IntRange(min=1), required=True)
+@click.option("--currency", default="USD", show_default=True)
+@click.option("--key", default=None, help="Idempotency key (default: a new one); the same key never funds twice.")
+@click.option("--reason", default="", help="What the money is for.")
+@with_app
+def ledger_fund(email: str, cents: int, currency: str, key: str | None, reason: str) -> None:
+    """Credit a requester's available money (ops, for the embedded default)."""
+    import uuid
+
+    from base.errors import DomainError
+    from base.uow import UnitOfWork
+    from edge.request import clock, db_session
+    from payments.books import balances
+
+    session = db_session()
+    key = key or f"cli-{uuid.uuid4().hex}"
+    try:
+        with UnitOfWork(session):
+            requester = balances.find_requester(session, email=email)
+            txn, created = balances.fund(session, requester_id=requester.id, cents=cents, currency=currency.upper(),
+                                         key=key, now=clock(), actor_id=None, reason=reason)
+            available = balances.requester_balances(session, requester_id=requester.id)["balances"]
+    except DomainError as exc:
+        _fail(exc)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    now_has = next((b["available"] for b in available if b["currency"] == currency.upper()), 0)
+    click.echo(f"{'Funded' if created else 'Already funded (replay)'}: transaction {txn.id}, {cents} "
+               f"{currency.upper()} cents to {email} (key {key}); available now {now_has}.")
+
+
+@ledger.command("reconcile")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@with_app
+def ledger_reconcile(as_json: bool) -> None:
+    """Check that payouts, holds and ledger totals agree, per currency; exit code 1 when anything disagrees."""
+    import json
+
+    from edge.request import db_session
+    from payments.books.reconcile import reconcile
+
+    report = reconcile(db_session())
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        for currency, part in report["currencies"].items():
+            t = part["totals"]
+            click.echo(f"{currency}: funding {t['funding']}, rewards {t['rewards']}, bonuses {t['bonuses']}, fees "
+                       f"{t['fees']}, payouts {t['payouts']}; paid out {part['paid_out']} vs payout lines "
+                       f"{part['payout_lines_paid']}; escrow {part['escrow']} vs open holds "
+                       f"{part['open_holds_remaining']}")
+        for problem in report["problems"]:
+            click.echo(f"PROBLEM: {problem}", err=True)
+        click.echo("The books agree." if report["ok"] else f"{len(report['problems'])} problem(s).", err=True)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@ledger.command("export")
+@click.option("--format", "fmt", type=click.Choice(["beancount"]), default="beancount", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
+@with_app
+def ledger_export(fmt: str, output: Path | None) -> None:
+    """Write the books as a Beancount file (check it with `bean-check FILE`)."""
+    from edge.request import db_session
+    from payments.books.export import beancount_lines
+
+    chunks = beancount_lines(db_session())
+    if output is None:
+        for chunk in chunks:
+            click.echo(chunk, nl=False)
+        return
+    with output.open("w", encoding="utf-8") as out:
+        for chunk in chunks:
+            out.write(chunk)
+    click.echo(f"Wrote {output}.", err=True)
+
+
+@cli.group()
+def payouts() -> None:
+    """Payout batches (ops)."""
+
+
+def _ops_id(session: Any, email: str | None) -> int:
+    from workers import service as accounts
+
+    if email is None:
+        raise click.UsageError("Give --ops-email: the ops account that acts.")
+    account = accounts.find_account(session, email=email)
+    if account.role.value != "ops":
+        raise click.ClickException(f"{email} is not an ops account.")
+    return account.id
+
+
+@payouts.command("create")
+@click.option("--ops-email", required=True, help="The ops account that creates the batch.")
+@click.option("--period-end", type=dt.datetime.fromisoformat, required=True, metavar="WHEN",
+              help="ISO 8601; UTC unless it says otherwise.")
+@click.option("--minimum-cents", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--currency", default="USD", show_default=True)
+@click.option("--provider", default="manual", show_default=True)
+@click.option("--key", default=None, help="Idempotency key: the same key returns the same batch.")
+@with_app
+def payouts_create(ops_email: str, period_end: dt.datetime, minimum_cents: int, currency: str, provider: str,
+                   key: str | None) -> None:
+    """Create a draft payout batch and print its lines."""
+    from base.errors import DomainError
+    from base.uow import UnitOfWork
+    from edge.request import clock, db_session
+    from payments.books import payouts as service
+
+    session = db_session()
+    if period_end.tzinfo is None:
+        period_end = period_end.replace(tzinfo=dt.UTC)
+    try:
+        with UnitOfWork(session):
+            batch, created = service.create_batch(session, actor_id=_ops_id(session, ops_email),
+                                                  currency=currency.upper(), period_end=period_end,
+                                                  minimum_cents=minimum_cents, provider=provider, key=key,
+                                                  now=clock())
+            summary = service.summary(session, batch.id)
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Payout batch {batch.id} ({'created' if created else 'replay'}): "
+               + (", ".join(f"{s} {v['lines']} line(s) {v['cents']} cents" for s, v in summary.items()) or "empty"))
+
+
+@payouts.command("approve")
+@click.option("--ops-email", required=True)
+@click.argument("batch_id", type=click.IntRange(1, MAX_ID))
+@with_app
+def payouts_approve(ops_email: str, batch_id: int) -> None:
+    """Approve a draft batch: each pending line moves payable -> paid out."""
+    from base.errors import DomainError
+    from base.uow import UnitOfWork
+    from edge.request import clock, db_session
+    from payments.books import payouts as service
+
+    session = db_session()
+    try:
+        with UnitOfWork(session):
+            batch = service.approve(session, batch_id=batch_id, actor_id=_ops_id(session, ops_email), now=clock())
+            status, summary = batch.status.value, service.summary(session, batch_id)
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Payout batch {batch_id} {status}: "
+               + ", ".join(f"{s} {v['lines']} line(s) {v['cents']} cents" for s, v in summary.items()))
+
+
+@payouts.command("mark-paid")
+@click.argument("batch_id", type=click.IntRange(1, MAX_ID))
+@click.option("--reference", required=True, help="The external reference (bank transfer, provider id).")
+@click.option("--line", "line_id", type=click.IntRange(1, MAX_ID), help="One line only (default: every approved).")
+@with_app
+def payouts_mark_paid(batch_id: int, reference: str, line_id: int | None) -> None:
+    """Mark an approved batch's lines (or one line) paid with an external reference."""
+    from base.errors import DomainError
+    from base.uow import UnitOfWork
+    from edge.request import clock, db_session
+    from payments.books import payouts as service
+
+    session = db_session()
+    try:
+        with UnitOfWork(session):
+            if line_id is None:
+                service.mark_batch_paid(session, batch_id=batch_id, reference=reference, now=clock())
+            else:
+                service.mark_paid(session, batch_id=batch_id, line_id=line_id, reference=reference, now=clock())
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Marked paid ({reference}).", err=True)
+
+
+@payouts.command("mark-failed")
+@click.argument("batch_id", type=click.IntRange(1, MAX_ID))
+@click.argument("line_id", type=click.IntRange(1, MAX_ID))
+@click.option("--reason", default="")
+@with_app
+def payouts_mark_failed(batch_id: int, line_id: int, reason: str) -> None:
+    """A line could not be paid: reverse its payout (the money is payable again)."""
+    from base.errors import DomainError
+    from base.uow import UnitOfWork
+    from edge.request import clock, db_session
+    from payments.books import payouts as service
+
+    session = db_session()
+    try:
+        with UnitOfWork(session):
+            service.mark_failed(session, batch_id=batch_id, line_id=line_id, reason=reason, now=clock(),
+                                actor_id=None)
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Line {line_id} failed; its payout reversed.", err=True)
+
+
+@payouts.command("export")
+@click.argument("batch_id", type=click.IntRange(1, MAX_ID))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
+@with_app
+def payouts_export(batch_id: int, output: Path | None) -> None:
+    """Write a payout batch as CSV (what ops pay from)."""
+    from base.errors import DomainError
+    from edge.request import db_session
+    from payments.books.payouts import csv_lines
+
+    try:
+        text = "".join(csv_lines(db_session(), batch_id))
+    except DomainError as exc:
+        _fail(exc)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+# --- end of payments ------------------------------------------------------------------------------------------
+
+
 def main() -> None:
     cli()

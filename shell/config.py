@@ -12,6 +12,7 @@ import re
 import secrets
 import stat
 import tempfile
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,11 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
     # thread of each serving process), "inline" (the request's thread, once the response is sent); "auto": queue
     # with Redis configured, else thread.
     "EVALUATION": ("auto", str),
-    # How often RQ's scheduler runs the payments cycle (payments/cycle.py: auto-approval, ...).
+    # Pay (payments/wage/): the platform's wage floor in integer cents per hour (publishing below it is refused,
+    # top-ups to it are never optional), and our fee on rewards and bonuses, a Decimal rate in [0, 1).
+    "WAGE_FLOOR_CENTS_PER_HOUR": (800, int),
+    "PLATFORM_FEE_RATE": (Decimal(0), Decimal),
+    # How often RQ's scheduler runs the payments cycle (payments/cycle.py: auto-approval, top-ups, holds).
     "PAYMENTS_CYCLE_SECONDS": (300, int),
 }
 EVALUATION_MODES = ("auto", "queue", "thread", "inline")
@@ -69,6 +74,11 @@ def _parse(name: str, raw: str, kind: type) -> Any:
             return int(raw)
         except ValueError as exc:
             raise ConfigError(f"CROWDMARKET_{name} must be an integer, got {raw!r}") from exc
+    if kind is Decimal:
+        try:
+            return Decimal(raw)
+        except InvalidOperation as exc:
+            raise ConfigError(f"CROWDMARKET_{name} must be a decimal number like 0.05, got {raw!r}") from exc
     return raw
 
 
@@ -164,6 +174,16 @@ def _check_password_hash(config: dict[str, Any]) -> None:
                           "which production requires at least")
 
 
+def _check_pay(config: dict[str, Any]) -> None:
+    floor, rate = config["WAGE_FLOOR_CENTS_PER_HOUR"], config["PLATFORM_FEE_RATE"]
+    if type(floor) is not int or not 0 <= floor <= 100_000:
+        raise ConfigError("CROWDMARKET_WAGE_FLOOR_CENTS_PER_HOUR must be whole cents per hour from 0 to 100000")
+    if not isinstance(rate, Decimal) or not rate.is_finite() or not Decimal(0) <= rate < Decimal(1):
+        raise ConfigError("CROWDMARKET_PLATFORM_FEE_RATE must be a decimal rate from 0 up to (not including) 1")
+    if rate != rate.quantize(Decimal("0.0001")):
+        raise ConfigError("CROWDMARKET_PLATFORM_FEE_RATE has at most four decimal places (0.0525)")
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Refuse settings that are unsafe for the configured environment."""
     key = config["SECRET_KEY"]
@@ -175,8 +195,9 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("request size limits must be positive")
     if config["PROXY_HOPS"] < 0:
         raise ConfigError("CROWDMARKET_PROXY_HOPS must be 0 or more")
-    if config["PAYMENTS_CYCLE_SECONDS"] < 1:
+    if config.get("PAYMENTS_CYCLE_SECONDS", 300) < 1:
         raise ConfigError("CROWDMARKET_PAYMENTS_CYCLE_SECONDS must be 1 or more")
     if config["EVALUATION"] not in EVALUATION_MODES:
         raise ConfigError(f"CROWDMARKET_EVALUATION must be one of {', '.join(EVALUATION_MODES)}")
+    _check_pay(config)
     _check_password_hash(config)

@@ -29,16 +29,31 @@ SENTIMENT = {
 }
 
 
-def account(session: Session, role: Role = Role.REQUESTER, *, now: dt.datetime) -> tuple[Account, str]:
-    """An account and a live API token for it."""
+# What every requester made by `account` is funded with (publishing holds a batch's maximum cost).
+REQUESTER_FUNDS_CENTS = 10_000_000
+
+
+def account(session: Session, role: Role = Role.REQUESTER, *, now: dt.datetime,
+            funded: bool = True) -> tuple[Account, str]:
+    """An account and a live API token for it; a requester is funded with $100,000 (`funded=False`: nothing)."""
     n = next(_seq)
     if role == Role.WORKER:
         acct = create_account(session, role=role, username=f"worker{n}", now=now)
     else:
         acct = create_account(session, role=role, email=f"{role.value}{n}@example.com", now=now)
     _, token = issue_token(session, account=acct, now=now)
+    if role == Role.REQUESTER and funded:
+        fund(session, acct, REQUESTER_FUNDS_CENTS, now=now)
     session.commit()
     return acct, token
+
+
+def fund(session: Session, requester: Account, cents: int, *, now: dt.datetime, currency: str = "USD") -> None:
+    """Credit a requester's available money (test setup: the ops funding API is not under test here)."""
+    from payments import ledger
+
+    ledger.fund(session, requester_id=requester.id, cents=cents, currency=currency, now=now, actor_id=None,
+                key=f"test:{requester.id}:{next(_seq)}", reason="test setup")
 
 
 def auth(token: str) -> dict[str, str]:
@@ -47,7 +62,7 @@ def auth(token: str) -> dict[str, str]:
 
 def project_payload(**overrides: Any) -> dict[str, Any]:
     body = {"title": "Sentiment of reviews", "instructions": "Pick the sentiment.", "label_schema": SENTIMENT,
-            "reward_cents": 12, "assignments_per_item": 3}
+            "reward_cents": 12, "assignments_per_item": 3, "estimated_seconds": 30}
     body.update(overrides)
     return body
 

@@ -54,7 +54,8 @@ def world(client, session, clock) -> World:
     w = World({Role.REQUESTER: owner, Role.OPS: ops, Role.WORKER: worker})
     labels = {"type": "single_choice", "categories": [{"key": k, "name": k} for k in ("pos", "neg")]}
     proj = _ok(client.post("/api/v1/projects", headers=req, json={
-        "title": "Fuzzed", "label_schema": labels, "reward_cents": 5, "gold_rate": 0.1, "gold_feedback": True}), 201)
+        "title": "Fuzzed", "label_schema": labels, "reward_cents": 5, "estimated_seconds": 20, "gold_rate": 0.1,
+        "gold_feedback": True}), 201)
     p = f"/api/v1/projects/{proj['id']}"
     records = [{"external_id": f"r{i}", "data": {"text": f"real {i}"}} for i in range(20)]
     records += [{"external_id": f"g{i}", "data": {"text": f"gold {i}"}, "gold": "pos"} for i in range(10)]

@@ -22,7 +22,15 @@ BODIES: dict[str, tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] =
     # A run is the same run when its method and parameters are, defaults filled in.
     f"{PROJECT}/aggregations": ({"method": "mv"}, {"method": "mv", "seed": 0},
                                 [{"method": "ds"}, {"method": "mv", "seed": 7}, {"method": "mv", "max_iter": 5}]),
+    # Ops endpoints (payments/books): funding a requester, a payout batch.
+    "/api/v1/ledger/requesters/{requester_id}/funding": ({"cents": 500}, {"cents": 500, "currency": "USD"},
+                                                         [{"cents": 600}, {"cents": 500, "currency": "EUR"}]),
+    "/api/v1/payouts/batches": ({"period_end": "2026-01-31T00:00:00Z"},
+                                {"period_end": "2026-01-31T00:00:00Z", "minimum_cents": 0, "currency": "USD"},
+                                [{"period_end": "2026-01-31T00:00:00Z", "minimum_cents": 100},
+                                 {"period_end": "2026-02-28T00:00:00Z"}]),
 }
+OPS_ONLY = {"/api/v1/ledger/requesters/{requester_id}/funding", "/api/v1/payouts/batches"}
 
 
 def _keyed_operations(client) -> set[str]:
@@ -41,7 +49,9 @@ def test_same_key_replays_and_a_different_request_is_409(client, session: Sessio
     owner, token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock())
     items(session, proj, 3, now=clock())
-    url, (first, retry, others) = path.format(project_id=proj.id), BODIES[path]
+    if path in OPS_ONLY:
+        _, token = account(session, Role.OPS, now=clock())
+    url, (first, retry, others) = path.format(project_id=proj.id, requester_id=owner.id), BODIES[path]
     headers = {**auth(token), "Idempotency-Key": "k-1"}
     created = client.post(url, json=first, headers=headers)
     assert created.status_code in (201, 202), created.get_json()

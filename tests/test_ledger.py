@@ -18,7 +18,7 @@ from tests import factories
 
 @pytest.fixture
 def requester(session):
-    acct, _ = factories.account(session, Role.REQUESTER, now=utcnow())
+    acct, _ = factories.account(session, Role.REQUESTER, now=utcnow(), funded=False)
     return acct
 
 

@@ -10,6 +10,7 @@ from flask.views import MethodView
 
 from base.errors import InvalidInput
 from base.identity import Role
+from base.money import effective_target, expected_rate, rate_warnings
 from edge.auth import current_account, requires
 from edge.blueprint import Blueprint, idempotency_doc, idempotency_key, page, streamed
 from edge.fields import PageQuerySchema
@@ -223,12 +224,26 @@ def _batch_bodies(project: Project, batches: list[Batch]) -> list[dict[str, Any]
     gold = gold_supply_many(session, batches, project)
     bodies = []
     for batch in batches:
-        body = {c: getattr(batch, c) for c in BatchSchema().fields if c != "gold"}
+        body = {c: getattr(batch, c) for c in BatchSchema().fields if c not in ("gold", "pay_warnings")}
+        body["pay_warnings"] = _pay_warnings(batch)
         body["status"] = effective_status(batch, now=now, complete=progress[batch.id].complete).value
         supply = gold[batch.id]
         body["gold"] = {**vars(supply), "warning": supply.warning(batch.items_per_hit)}
         bodies.append(body)
     return bodies
+
+
+def _pay_warnings(batch: Batch) -> list[str]:
+    """From the batch's own columns (no query): its rate on the measured time, else the estimate (unpaid work,
+    reward 0, has no wage to warn about)."""
+    if not batch.reward_cents:
+        return []
+    rate = expected_rate(batch.reward_cents, measured_seconds=batch.measured_seconds,
+                         estimated_seconds=batch.estimated_seconds)
+    target = effective_target(target_cents_per_hour=batch.target_wage_cents_per_hour,
+                              floor_cents_per_hour=batch.wage_floor_cents_per_hour, auto_top_up=batch.auto_top_up)
+    return rate_warnings(None if rate is None else rate[0], target_cents_per_hour=target,
+                         floor_cents_per_hour=batch.wage_floor_cents_per_hour)
 
 
 def _batch_body(batch: Batch, project: Project | None = None) -> dict[str, Any]:
@@ -260,7 +275,9 @@ class Batches(MethodView):
         batch, created = publish_batch(
             db_session(), project_id=project_id, account=current_account(), now=clock(), name=data["name"],
             item_ids=data.get("item_ids"), external_ids=data.get("external_ids"), idempotency_key=key,
-            qualification_requirements=data.get("qualification_requirements"))
+            qualification_requirements=data.get("qualification_requirements"),
+            wage_floor_cents_per_hour=current_app.config["WAGE_FLOOR_CENTS_PER_HOUR"],
+            platform_fee_rate=current_app.config["PLATFORM_FEE_RATE"])
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return _batch_body(batch), 201 if created else 200, headers
 

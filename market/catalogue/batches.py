@@ -7,14 +7,18 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from base import events
 from base.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
+from base.events import BatchPublished, BatchStatusChanged
 from base.identity import Actor
+from base.money import Money, hourly_rate, platform_fee
 from base.uow import savepoint
 from market.catalogue.gold import fill_short_hit, make_gold_hits
 from market.catalogue.hits import _MAKE_SLOTS, insert_hits
@@ -33,6 +37,9 @@ from market.catalogue.projects import MAX_LISTED_ERRORS, get_project
 from qualification.service import check_requirements
 
 PUBLISH_CHUNK = 10_000
+# The platform's defaults (shell/config.py: WAGE_FLOOR_CENTS_PER_HOUR, PLATFORM_FEE_RATE); the edge passes the
+# configured values.
+DEFAULT_WAGE_FLOOR_CENTS_PER_HOUR = 800
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -42,9 +49,14 @@ def fingerprint(payload: dict[str, Any]) -> str:
 def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.datetime, name: str = "",
                   item_ids: Sequence[int] | None = None, external_ids: Sequence[str] | None = None,
                   idempotency_key: str | None = None,
-                  qualification_requirements: list[dict[str, Any]] | None = None) -> tuple[Batch, bool]:
+                  qualification_requirements: list[dict[str, Any]] | None = None,
+                  wage_floor_cents_per_hour: int = DEFAULT_WAGE_FLOOR_CENTS_PER_HOUR,
+                  platform_fee_rate: Decimal = Decimal(0)) -> tuple[Batch, bool]:
     """Publish items as HITs; returns (batch, created). A repeated idempotency key returns the first batch.
-    The batch takes the project's qualification requirements unless given its own ([]: none)."""
+    The batch takes the project's qualification requirements unless given its own ([]: none), and its pay terms:
+    paid work needs the requester's time estimate, and reward / estimate must reach the wage floor (422). The new
+    batch is announced (`BatchPublished`): payments holds its maximum cost in the same transaction, or refuses
+    (402) and nothing is published."""
     request_print = fingerprint({"name": name, "item_ids": item_ids, "external_ids": external_ids,
                                  "qualification_requirements": qualification_requirements})
     # Lock the project row: concurrent publishes of one project queue up instead of racing for items.
@@ -53,6 +65,8 @@ def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.
         replay = _replay(session, project.id, idempotency_key, request_print)
         if replay is not None:
             return replay, False
+    fee = platform_fee(platform_fee_rate)
+    _check_wage_floor(project, wage_floor_cents_per_hour)
     requirements = (project.qualification_requirements if qualification_requirements is None else
                     check_requirements(session, owner_id=project.owner_id, requirements=qualification_requirements))
     batch = Batch(project_id=project.id, name=name, status=BatchStatus.OPEN, created_by_id=account.id,
@@ -62,6 +76,10 @@ def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.
                   assignment_duration_seconds=project.assignment_duration_seconds,
                   auto_approval_delay_seconds=project.auto_approval_delay_seconds, item_count=0, hit_count=0,
                   qualification_requirements=requirements,
+                  estimated_seconds=project.estimated_seconds,
+                  target_wage_cents_per_hour=project.target_wage_cents_per_hour,
+                  wage_floor_cents_per_hour=wage_floor_cents_per_hour, auto_top_up=project.auto_top_up,
+                  fee_model=fee.name, fee_rate=fee.rate,
                   created_at=now, status_changed_at=now,
                   expires_at=now + dt.timedelta(seconds=project.lifetime_seconds))
     try:
@@ -86,7 +104,30 @@ def publish_batch(session: Session, *, project_id: int, account: Actor, now: dt.
     make_slots(session, batch)
     make_gold_hits(session, project, batch, now)
     session.flush()
+    events.publish(session, BatchPublished(batch_id=batch.id, project_id=project.id, requester_id=project.owner_id,
+                                           at=now))
     return batch, True
+
+
+def _check_wage_floor(project: Project, floor_cents_per_hour: int) -> None:
+    """Paid work must say how long it takes, and pay at least the floor for that time (unpaid work, reward 0, is
+    the requester's own team labeling: no wage applies)."""
+    if project.reward_cents == 0:
+        return
+    if project.estimated_seconds is None:
+        raise InvalidInput("Paid work needs your estimate of a HIT's working time to be published: set the "
+                           "project's estimated_seconds.",
+                           errors={"estimated_seconds": ["required to publish paid work"]})
+    rate = hourly_rate(project.reward_cents, project.estimated_seconds)
+    assert rate is not None  # the estimate is positive (schema and CHECK)
+    if rate < floor_cents_per_hour:
+        floor = Money(floor_cents_per_hour, project.currency)
+        earns = f"{project.reward_cents} cents for {project.estimated_seconds} s is {rate.quantize(Decimal('0.01'))}"
+        raise InvalidInput(f"The reward is below the platform's wage floor of {floor}/h: {earns} cents per hour. "
+                           "Raise reward_cents or correct estimated_seconds.",
+                           errors={"reward_cents": [f"below the wage floor of {floor_cents_per_hour} cents per hour "
+                                                    f"for {project.estimated_seconds} s"]},
+                           wage_floor={"cents": floor_cents_per_hour, "currency": project.currency})
 
 
 def _replay(session: Session, project_id: int, key: str, request_print: str) -> Batch | None:
@@ -195,6 +236,8 @@ def change_batch_status(session: Session, *, project: Project, batch_id: int, ac
     batch.status = target
     batch.status_changed_at = now
     session.flush()
+    events.publish(session, BatchStatusChanged(batch_id=batch.id, project_id=batch.project_id, status=target.value,
+                                               at=now))
     return batch
 
 

@@ -55,7 +55,7 @@ def list_projects(session: Session, *, account: Actor, after: int | None, limit:
 _SETTINGS = ("reward_cents", "currency", "items_per_hit", "assignments_per_item", "assignment_duration_seconds",
              "lifetime_seconds", "auto_approval_delay_seconds", "gold_rate", "min_gold_accuracy", "min_judged_answers",
              "flag_confidence", "quality_action", "action_confidence", "accuracy_window", "fast_answer_fraction",
-             "gold_feedback")
+             "gold_feedback", "estimated_seconds", "target_wage_cents_per_hour", "auto_top_up", "reject_gold_misses")
 
 
 def _check_confidences(flag: Decimal, action: Decimal) -> None:

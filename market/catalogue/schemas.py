@@ -63,6 +63,17 @@ class ProjectSettingsSchema(Schema):
                        "(default 0.25)."})
     gold_feedback = fields.Boolean(metadata={
         "description": "Show workers the correct answer and explanation right after they miss a gold item."})
+    estimated_seconds = fields.Integer(strict=True, validate=validate.Range(1, 86_400), metadata={
+        "description": "Your estimate of a HIT's working time in whole seconds: required to publish paid work, "
+                       "whose reward / estimate must reach the platform's wage floor."})
+    target_wage_cents_per_hour = fields.Integer(strict=True, validate=validate.Range(0, 100_000), metadata={
+        "description": "The hourly wage (integer cents per hour, default 1500 = $15.00/h) that approved work is "
+                       "topped up to once measured times are known."})
+    auto_top_up = fields.Boolean(metadata={
+        "description": "Top up to the target automatically (default true); off, work is topped up only to the "
+                       "platform's wage floor, which is never optional."})
+    reject_gold_misses = fields.Boolean(metadata={
+        "description": "Let auto-approval reject submitted work that missed a gold item (default false)."})
 
 
 class ProjectCreateSchema(ProjectSettingsSchema):
@@ -107,6 +118,10 @@ class ProjectSchema(Schema):
     accuracy_window = fields.Integer()
     fast_answer_fraction = fields.Float()
     gold_feedback = fields.Boolean()
+    estimated_seconds = fields.Integer(allow_none=True)
+    target_wage_cents_per_hour = fields.Integer()
+    auto_top_up = fields.Boolean()
+    reject_gold_misses = fields.Boolean()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -224,6 +239,17 @@ class BatchSchema(Schema):
     assignment_duration_seconds = fields.Integer()
     auto_approval_delay_seconds = fields.Integer()
     qualification_requirements = fields.List(fields.Dict(), allow_none=True, metadata={"description": "null: none."})
+    estimated_seconds = fields.Integer(allow_none=True, metadata={"description": "The requester's estimate."})
+    measured_seconds = fields.Float(allow_none=True, metadata={
+        "description": "Median of per-HIT median working times (10+ submissions), refreshed by the payments cycle."})
+    target_wage_cents_per_hour = fields.Integer()
+    wage_floor_cents_per_hour = fields.Integer()
+    auto_top_up = fields.Boolean()
+    fee_model = Text()
+    pay_warnings = fields.List(Text(), metadata={
+        "description": "below_target / below_floor: the batch's hourly rate (measured, else estimated) is below the "
+                       "target or the platform's floor (top-ups to the floor are paid and cannot be turned off). "
+                       "Details: GET .../batches/<id>/pay."})
     gold = fields.Nested(GoldSupplySchema, metadata={
         "description": "The gold this batch needs at the project's gold rate and what the project's pool of the "
                        "batch's shape holds for it."})

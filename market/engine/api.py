@@ -42,6 +42,8 @@ def _task(task: Task) -> dict[str, Any]:
         "guidelines": {"version": task.guideline_version, "instructions": task.instructions},
         "label_schema": task.label_schema,
         "reward": {"cents": task.reward_cents, "currency": task.currency},
+        "hourly_rate": None if task.hourly_rate is None else {
+            "cents": task.hourly_rate[0], "currency": task.currency, "basis": task.hourly_rate[1]},
         "leased_at": task.leased_at,
         "expires_at": task.expires_at,
         "items": [{"id": ids.public(i["id"]), "data": i["data"]} for i in task.items],

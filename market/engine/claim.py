@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from base.db import HotStatement, UTCDateTime, dialect_insert
+from base.money import expected_rate
 from market.catalogue.models import (
     Assignment,
     AssignmentStatus,
@@ -78,6 +79,14 @@ class Task:
     currency: str
     items: list[dict[str, Any]]
     answers: dict[int, Any] | None = None
+    # The task's expected pay per hour (cents, and "measured" or "estimated"), from the batch's columns.
+    hourly_rate: tuple[int, str] | None = None
+
+
+def rate_of(row: Any) -> tuple[int, str] | None:
+    """The expected hourly rate of a row carrying SHOWN's columns."""
+    return expected_rate(row.reward_cents, measured_seconds=row.measured_seconds,
+                         estimated_seconds=row.estimated_seconds)
 
 
 def postgres(session: Session) -> bool:
@@ -145,7 +154,7 @@ _OPEN_BATCH = ((Batch.id == bindparam("batch_id")) & (Batch.status == _literal(B
                & (Batch.expires_at > bindparam("now")))
 # What a task shows besides the assignment itself; read in the claim and in `market.engine.next_task.load_task`.
 SHOWN = (Project.title, Project.description, Project.label_schema, GuidelineVersion.instructions,
-         Batch.reward_cents, Batch.currency)
+         Batch.reward_cents, Batch.currency, Batch.estimated_seconds, Batch.measured_seconds)
 
 
 def shown_joins(stmt: Select, version: Any) -> Select:
@@ -227,7 +236,7 @@ def items(session: Session, hit_id: int) -> list[dict[str, Any]]:
 def _task_of(row: Any, p: dict[str, Any]) -> Task:
     return Task(row.id, p["worker_id"], row.hit_id, row.project_id, AssignmentStatus.LEASED, p["now"],
                 row.expires_at, row.guideline_version, row.instructions, row.title, row.description, row.label_schema,
-                row.reward_cents, row.currency, row.items)
+                row.reward_cents, row.currency, row.items, hourly_rate=rate_of(row))
 
 
 def lease(session: Session, p: dict[str, Any], *, gold: bool) -> tuple[Task | None, bool]:
@@ -254,7 +263,7 @@ def lease(session: Session, p: dict[str, Any], *, gold: bool) -> tuple[Task | No
     session.execute(_TAKE_SLOT, {"b_slot_id": slot.id, "b_assignment_id": assignment_id, "b_expires_at": expires_at})
     return Task(assignment_id, p["worker_id"], slot.hit_id, info.project_id, AssignmentStatus.LEASED, p["now"],
                 expires_at, info.guideline_version, info.instructions, info.title, info.description,
-                info.label_schema, info.reward_cents, info.currency, shown), True
+                info.label_schema, info.reward_cents, info.currency, shown, hourly_rate=rate_of(info)), True
 
 
 # Serving order across several open batches: those with a lapsed slot first, then by their best free slot. Each

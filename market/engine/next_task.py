@@ -274,7 +274,8 @@ def load_task(session: Session, *, worker_id: int, assignment_id: int) -> Task:
     answers = stored_answers(session, assignment_id) if row.status in DONE else None
     return Task(row.id, row.worker_id, row.hit_id, row.project_id, row.status, row.leased_at, row.expires_at,
                 row.guideline_version, row.instructions, row.title, row.description, row.label_schema,
-                row.reward_cents, row.currency, claim.items(session, row.hit_id), answers)
+                row.reward_cents, row.currency, claim.items(session, row.hit_id), answers,
+                hourly_rate=claim.rate_of(row))
 
 
 def stored_answers(session: Session, assignment_id: int) -> dict[int, Any]:

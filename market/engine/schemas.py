@@ -34,6 +34,14 @@ class RewardSchema(Schema):
     currency = Text()
 
 
+class HourlyRateSchema(Schema):
+    cents = fields.Integer(metadata={"description": "Integer cents per hour (half up)."})
+    currency = Text()
+    basis = Text(validate=validate.OneOf(("measured", "estimated")), metadata={
+        "description": "measured: the median working time of this batch's HITs so far (10 submissions or more); "
+                       "estimated: the requester's estimate, until then."})
+
+
 class TaskSchema(Schema):
     assignment_id = fields.Integer()
     status = Text()
@@ -41,6 +49,8 @@ class TaskSchema(Schema):
     guidelines = fields.Nested(GuidelinesSchema)
     label_schema = fields.Dict()
     reward = fields.Nested(RewardSchema)
+    hourly_rate = fields.Nested(HourlyRateSchema, allow_none=True, metadata={
+        "description": "What this task is expected to pay per hour (before any fair-wage top-up)."})
     leased_at = fields.DateTime()
     expires_at = fields.DateTime()
     items = fields.List(fields.Nested(WorkerItemSchema))

@@ -70,7 +70,7 @@ def test_next_gives_a_worker_facing_task(client, setup):
     assert resp.status_code == 200
     task = resp.get_json()
     assert set(task) == {"assignment_id", "status", "project", "guidelines", "label_schema", "reward", "leased_at",
-                         "expires_at", "items", "answers"}
+                         "expires_at", "items", "answers", "hourly_rate"}
     assert task["status"] == "leased" and task["answers"] is None
     assert task["guidelines"] == {"version": 1, "instructions": "Pick the sentiment."}
     assert task["reward"] == {"cents": 12, "currency": "USD"}
