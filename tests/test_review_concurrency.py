@@ -1,11 +1,12 @@
 """Concurrent reviewers on PostgreSQL: 16 threads, each with its own session and unit of work, approve (in bulk and
-one by one) and reject overlapping sets of one batch's work. No assignment is paid twice, none both paid and
-rejected, no balance goes negative, the books balance, and nobody deadlocks."""
+one by one) and reject overlapping sets of one batch's work, while ops run payouts. No assignment is paid twice,
+none both paid and rejected, no balance goes negative, the books balance, and nobody deadlocks."""
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -18,7 +19,16 @@ from base.identity import Caller, Role
 from market.catalogue.batches import publish_batch
 from market.catalogue.models import Assignment, AssignmentStatus, Item
 from payments import ledger
-from payments.models import AssignmentPay, LedgerAccount, LedgerTransaction, TransactionKind
+from payments.books import payouts
+from payments.books.reconcile import reconcile
+from payments.models import (
+    AssignmentPay,
+    LedgerAccount,
+    LedgerTransaction,
+    PayoutLine,
+    PayoutLineStatus,
+    TransactionKind,
+)
 from payments.review.approve import approve, reject
 from shell.app import subscribe
 from shell.cli import alembic_config
@@ -28,9 +38,23 @@ from tests.conftest import DATABASE_URL
 THREADS = 16
 ITEMS, PER_ITEM, REWARD = 60, 4, 10
 
-# The lead's hook: a concurrent payout run, started with the reviewers and joined with them. A callable taking the
-# Database; it opens its own units of work. None: no payout run (yet).
-CONCURRENT_PAYOUT_RUN: Callable[[Database], None] | None = None
+
+
+def _payout_runs(db: Database) -> None:
+    """Ops pay out while the reviewers pay in: five payout batches, each created and approved in its own unit of
+    work, each taking whatever payable money exists at that moment."""
+    with db.unit_of_work() as s:
+        ops = factories.account(s, Role.OPS, now=utcnow())[0].id
+    for n in range(5):
+        with db.unit_of_work() as s:
+            batch, _ = payouts.create_batch(s, actor_id=ops, currency="USD", period_end=utcnow(), minimum_cents=1,
+                                            now=utcnow(), key=f"concurrent-{n}")
+            payouts.approve(s, batch_id=batch.id, actor_id=ops, now=utcnow())
+        time.sleep(0.05)
+
+
+# A concurrent payout run, started with the reviewers and joined with them: it opens its own units of work.
+CONCURRENT_PAYOUT_RUN: Callable[[Database], None] | None = _payout_runs
 
 pytestmark = pytest.mark.skipif(not DATABASE_URL or not DATABASE_URL.startswith("postgresql"),
                                 reason="needs PostgreSQL (CROWDMARKET_DATABASE_URL): concurrent reviewers queue on "
@@ -126,8 +150,12 @@ def test_sixteen_concurrent_reviewers_pay_each_assignment_once(db):
         rewards = list(s.scalars(select(LedgerTransaction.assignment_id).where(
             LedgerTransaction.kind == TransactionKind.REWARD)))
         assert sorted(pays) == sorted(rewards) == sorted(approved)  # each approved paid once, nothing else paid
-        paid = s.scalar(select(func.sum(LedgerAccount.balance)).where(LedgerAccount.code.like("worker:%:payable:%")))
-        assert paid == REWARD * len(approved)
+        earned = s.scalar(select(func.sum(LedgerAccount.balance)).where(
+            LedgerAccount.code.like("worker:%:payable:%") | LedgerAccount.code.like("worker:%:paid_out:%")))
+        assert earned == REWARD * len(approved)  # payable + paid out: every reward once, however paid out
+        assert s.scalar(select(func.count()).select_from(PayoutLine)
+                        .where(PayoutLine.status == PayoutLineStatus.APPROVED)) > 0
+        assert reconcile(s)["ok"], reconcile(s)["problems"]
         assert s.scalar(select(func.count()).select_from(LedgerAccount).where(LedgerAccount.balance < 0,
                                                                                 LedgerAccount.nonnegative)) == 0
         assert ledger.check_books(s) == []
