@@ -104,7 +104,7 @@ class ReconcileSchema(Schema):
 class PayoutCreateSchema(Schema):
     currency = Text(load_default="USD", validate=CURRENCY)
     period_end = fields.AwareDateTime(required=True, default_timezone=None)
-    minimum_cents = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 10**12))
+    minimum_cents = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 2**31 - 1))
     provider = Text(load_default="manual", validate=validate.Length(1, 40))
 
 

@@ -22,7 +22,7 @@ class BatchHourlyRateSchema(MoneySchema):
                                           "(the requester's estimate)."})
 
 
-class HoldSchema(Schema):
+class BatchHoldSchema(Schema):
     state = Text()
     held = fields.Nested(MoneySchema)
     posted = fields.Nested(MoneySchema)
@@ -50,7 +50,7 @@ class BatchPaySchema(Schema):
     auto_top_up = fields.Boolean()
     top_ups_paid = fields.Nested(MoneySchema)
     top_up_assignments = fields.Integer()
-    hold = fields.Nested(HoldSchema, allow_none=True)
+    hold = fields.Nested(BatchHoldSchema, allow_none=True)
     warnings = fields.List(fields.Nested(PayWarningSchema))
 
 
