@@ -20,9 +20,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from base.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
 from base.paging import keyset_page
@@ -80,30 +81,36 @@ def _replay(batch: PayoutBatch, wanted: dict[str, Any]) -> PayoutBatch:
 
 
 def _add_lines(session: Session, batch: PayoutBatch) -> None:
+    """One line per worker whose payable balance reaches the minimum, written by one INSERT ... SELECT; then the
+    lines of workers with unresolved flags are held, with the flags as the reason."""
     in_other_drafts = (select(PayoutLine.worker_id).join(PayoutBatch, PayoutBatch.id == PayoutLine.payout_batch_id)
                        .where(PayoutBatch.status == PayoutBatchStatus.DRAFT, PayoutBatch.id != batch.id,
                               PayoutBatch.currency == batch.currency, PayoutLine.status == PayoutLineStatus.PENDING))
-    due = session.execute(select(LedgerAccount.owner_id, LedgerAccount.balance).where(
-        LedgerAccount.kind == AccountKind.WORKER_PAYABLE, LedgerAccount.currency == batch.currency,
-        LedgerAccount.balance >= max(batch.minimum_cents, 1), LedgerAccount.owner_id.not_in(in_other_drafts))
-        .order_by(LedgerAccount.owner_id)).all()
-    if not due:
-        return
-    flagged = _flag_reasons(session, [w for w, _ in due])
-    session.execute(insert(PayoutLine), [
-        {"payout_batch_id": batch.id, "worker_id": worker, "currency": batch.currency, "amount_cents": int(cents),
-         "status": PayoutLineStatus.HELD if worker in flagged else PayoutLineStatus.PENDING,
-         "hold_reason": flagged.get(worker)} for worker, cents in due])
+    due = (select(literal(batch.id), LedgerAccount.owner_id, LedgerAccount.currency, LedgerAccount.balance,
+                  literal(PayoutLineStatus.PENDING.value))
+           .where(LedgerAccount.kind == AccountKind.WORKER_PAYABLE, LedgerAccount.currency == batch.currency,
+                  LedgerAccount.balance >= max(batch.minimum_cents, 1), LedgerAccount.owner_id.not_in(in_other_drafts))
+           .order_by(LedgerAccount.owner_id))
+    session.execute(PayoutLine.__table__.insert().from_select(
+        ["payout_batch_id", "worker_id", "currency", "amount_cents", "status"], due))
+    held = _flag_reasons(session, batch.id)
+    if held:
+        lines = PayoutLine.__table__
+        session.execute(lines.update().where(lines.c.payout_batch_id == batch.id,
+                                             lines.c.worker_id == bindparam("w"))
+                        .values(status=PayoutLineStatus.HELD.value, hold_reason=bindparam("r")),
+                        [{"w": w, "r": r} for w, r in sorted(held.items())])
 
 
-def _flag_reasons(session: Session, workers: list[int]) -> dict[int, str]:
+def _flag_reasons(session: Session, payout_batch_id: int) -> dict[int, str]:
+    """Why each worker of the batch's lines is held back: their unresolved flags."""
     reasons: defaultdict[int, list[str]] = defaultdict(list)
-    for start in range(0, len(workers), 5000):
-        for worker, flag_id, reason, state in session.execute(
-                select(WorkerFlag.account_id, WorkerFlag.id, WorkerFlag.reason, WorkerFlag.state)
-                .where(WorkerFlag.account_id.in_(workers[start:start + 5000]), WorkerFlag.state.in_(UNRESOLVED_FLAGS))
-                .order_by(WorkerFlag.id)):
-            reasons[worker].append(f"flag {flag_id} ({state.value}): {reason.value}")
+    for worker, flag_id, reason, state in session.execute(
+            select(WorkerFlag.account_id, WorkerFlag.id, WorkerFlag.reason, WorkerFlag.state)
+            .join(PayoutLine, PayoutLine.worker_id == WorkerFlag.account_id)
+            .where(PayoutLine.payout_batch_id == payout_batch_id, WorkerFlag.state.in_(UNRESOLVED_FLAGS))
+            .order_by(WorkerFlag.id)):
+        reasons[worker].append(f"flag {flag_id} ({state.value}): {reason.value}")
     return {w: "Held back for review: " + "; ".join(r) for w, r in reasons.items()}
 
 
@@ -170,18 +177,26 @@ def approve(session: Session, *, batch_id: int, actor_id: int, now: dt.datetime)
              "reason": f"Payout batch {batch.id}", "detail": {"payout_batch_id": batch.id}}))
     tids = ledger.post(session, postings, now=now)
     lines_table = PayoutLine.__table__
-    if paid:
+    if paid and session.get_bind().dialect.name == "postgresql":
+        session.execute(_PG_APPROVE_LINES, {"l": [line.id for line in paid], "t": tids})
+    elif paid:
         session.execute(lines_table.update().where(lines_table.c.id == bindparam("lid"))
                         .values(status=PayoutLineStatus.APPROVED, transaction_id=bindparam("tid")),
                         [{"lid": line.id, "tid": tid} for line, tid in zip(paid, tids, strict=True)])
     if short:
         session.execute(lines_table.update().where(lines_table.c.id == bindparam("lid"))
                         .values(status=PayoutLineStatus.HELD, hold_reason=bindparam("reason")), short)
+    # The lines in this session say what the statements above wrote, without reloading 10,000 rows.
+    for line, tid in zip(paid, tids, strict=True):
+        set_committed_value(line, "status", PayoutLineStatus.APPROVED)
+        set_committed_value(line, "transaction_id", tid)
+    held = {entry["lid"] for entry in short}
+    for line in lines:
+        if line.id in held:
+            session.expire(line)
     batch.status, batch.approved_by_id, batch.approved_at = PayoutBatchStatus.APPROVED, actor_id, now
     session.flush()
-    session.expire_all()
-    approved = lines_of(session, batch_id, status=PayoutLineStatus.APPROVED)
-    references = PROVIDERS[batch.provider].submit(batch, approved)
+    references = PROVIDERS[batch.provider].submit(batch, paid)
     if references:
         for line_id, reference in sorted(references.items()):
             mark_paid(session, batch_id=batch_id, line_id=line_id, reference=reference, now=now)
@@ -189,9 +204,18 @@ def approve(session: Session, *, batch_id: int, actor_id: int, now: dt.datetime)
     return batch
 
 
+_PG_LOCKED_BALANCES = text("SELECT id, balance FROM ledger_account WHERE id = ANY(CAST(:ids AS bigint[])) "
+                           "ORDER BY id FOR NO KEY UPDATE")
+# One statement over arrays on PostgreSQL, not an executemany of 10,000 updates.
+_PG_APPROVE_LINES = text("UPDATE payout_line AS l SET status = 'approved', transaction_id = x.t "
+                         "FROM unnest(CAST(:l AS bigint[]), CAST(:t AS bigint[])) AS x(l, t) WHERE l.id = x.l")
+
+
 def _locked_balances(session: Session, account_ids: list[int]) -> dict[int, int]:
     out: dict[int, int] = {}
     postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        return {a: int(b) for a, b in session.execute(_PG_LOCKED_BALANCES, {"ids": account_ids})}
     for start in range(0, len(account_ids), 10_000):
         stmt = (select(LedgerAccount.id, LedgerAccount.balance)
                 .where(LedgerAccount.id.in_(account_ids[start:start + 10_000])).order_by(LedgerAccount.id))
