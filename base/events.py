@@ -1,6 +1,7 @@
 """Domain events: a room says what happened, and whoever listens acts on it in the same unit of work, without the
-room importing the listener. The engine says "an assignment was submitted"; worker quality schedules judging,
-and payments (#8) will credit the worker, and neither is imported by the engine.
+room importing the listener. The engine says "an assignment was submitted" and worker quality schedules judging;
+the catalogue says "a batch was published" and payments holds its cost (or refuses it, which undoes the publish);
+neither listener is imported by the publisher.
 
 Handlers run synchronously, in the publisher's session and transaction: what they write commits or rolls back
 with the publisher's own writes. They are subscribed by the composition root (shell/app.py) on the database's

@@ -13,6 +13,7 @@ from base.identity import Role
 from market.catalogue.batches import publish_batch
 from market.catalogue.models import AssignmentStatus, Batch
 from payments import ledger
+from payments.books import balances
 from payments.models import AssignmentPay, Hold, HoldState, LedgerTransaction, TransactionKind
 from payments.wage.settle import settle_holds
 from payments.wage.topups import estimated_seconds, median_of_medians, pay_top_ups
@@ -149,6 +150,19 @@ def test_hand_computed_top_up_10c_60s_15_an_hour_is_15c(session, requester, work
     assert session.get(Batch, batch.id).measured_seconds == 60
     hold = _hold(session, batch)
     assert hold.posted == 250 and ledger.remaining(hold) == 0  # exactly the headroom: 1.5 x 40 s = 60 s
+    assert ledger.check_books(session) == []
+
+
+def test_a_reward_ops_reversed_earns_no_top_up(session, requester, workers):
+    batch = _publish(session, requester)
+    done = _done(session, batch, workers[:2], [60] * 10)
+    reward = session.scalar(select(LedgerTransaction.id).where(
+        LedgerTransaction.idempotency_key == f"reward:{done[0].id}"))
+    balances.reverse(session, transaction_id=reward, reason="approved by mistake", now=NOW, actor_id=None)
+    summary = pay_top_ups(session, now=NOW)
+    assert summary.assignments == 10 and summary.top_up_cents == 9 * 15
+    assert session.get(AssignmentPay, done[0].id).top_up_cents == 0
+    assert _paid(session, workers[0]) == 4 * (10 + 15)  # its other four assignments, reward and top-up
     assert ledger.check_books(session) == []
 
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from base.errors import Conflict
@@ -113,11 +113,17 @@ def _pay_batch(session: Session, batch: Batch, seconds: Decimal, *, day: str, no
     per = top_up_cents(reward_cents=batch.reward_cents, target_cents_per_hour=target, seconds=seconds) \
         if batch.reward_cents else 0
     hold = ledger.lock_hold(session, batch.id)  # lock order: the hold, then accounts (post)
-    rows = session.execute(select(AssignmentPay.assignment_id, AssignmentPay.worker_id).where(
+    # A reward ops reversed (approved by mistake) earns no top-up either: it is settled at 0.
+    reversed_reward = exists().where(LedgerTransaction.reverses_id == AssignmentPay.reward_transaction_id)
+    rows = session.execute(select(AssignmentPay.assignment_id, AssignmentPay.worker_id, reversed_reward).where(
         AssignmentPay.batch_id == batch.id, AssignmentPay.top_up_cents.is_(None)).order_by(AssignmentPay.assignment_id))
     by_worker: defaultdict[int, list[int]] = defaultdict(list)
-    for assignment_id, worker_id in rows:
-        by_worker[worker_id].append(assignment_id)
+    unpaid: list[int] = []
+    for assignment_id, worker_id, was_reversed in rows:
+        (unpaid if was_reversed else by_worker[worker_id]).append(assignment_id)
+    if unpaid:
+        session.execute(update(AssignmentPay), [{"assignment_id": a, "top_up_cents": 0} for a in unpaid])
+        summary.assignments += len(unpaid)
     if per == 0:
         done = [{"assignment_id": a, "top_up_cents": 0} for ids in by_worker.values() for a in ids]
         if done:
