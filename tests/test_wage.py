@@ -7,11 +7,11 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from base.identity import Role
 from market.catalogue.batches import publish_batch
-from market.catalogue.models import AssignmentStatus, Batch
+from market.catalogue.models import Assignment, AssignmentStatus, Batch
 from payments import ledger
 from payments.books import balances
 from payments.models import AssignmentPay, Hold, HoldState, LedgerTransaction, TransactionKind
@@ -115,6 +115,22 @@ def test_median_of_per_hit_medians_is_robust_to_outliers():
     assert median_of_medians(slow_hit) == 60_000
     mean = sum(sum(d) for d in one_slow.values()) / 15
     assert mean > 2_000_000  # a mean would say 40 minutes
+
+
+def test_a_staller_on_every_hit_cannot_raise_the_measured_time(session, requester, workers):
+    """Think like the crowd: a worker who sits on each task until near the lease's end, to raise the measured time
+    and with it everyone's top-up, moves nothing while the other two of each HIT's three workers work honestly:
+    the estimate is a median of per-HIT medians. (A majority of colluding accounts on a HIT would move it; #11's
+    simulator has colluders.)"""
+    batch = _publish(session, requester, assignments_per_item=3)
+    honest, staller = workers[:2], workers[2]
+    for hit in hits(session, batch.id):
+        for worker in honest:
+            work(session, hit, worker.id, seconds=60, now=NOW)
+        work(session, hit, staller.id, seconds=590, now=NOW)
+    assert estimated_seconds(session, batch.id) == 60
+    # A mean over all work would have let the staller raise it almost fourfold (to 237 s).
+    assert session.scalar(select(func.avg(Assignment.duration_ms)).where(Assignment.batch_id == batch.id)) > 230_000
 
 
 def test_estimated_time_needs_10_submissions_and_ignores_an_outlier(session, requester, workers):
