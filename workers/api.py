@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import current_app, request
@@ -78,6 +79,39 @@ def _address() -> str:
     return request.remote_addr or "unknown"
 
 
+def sign_up(data: dict[str, Any], *, token_name: str, expires_at: dt.datetime | None = None) -> tuple[Account, str]:
+    """Sign a worker up (RegisterSchema's fields) and issue a login token, within the sign-up limit per client
+    address: the API's sign-up and the web page's, one copy."""
+    limits, now = _limits(), clock()
+    wait = limits.signup.acquire(_address(), now)
+    if wait is not None:
+        raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
+    session = db_session()
+    account = service.register_worker(session, username=data["username"], password=data["password"],
+                                       display_name=data["display_name"], now=now,
+                                       password_hash=current_app.config["PASSWORD_HASH"])
+    _, token = service.issue_token(session, account=account, now=now, name=token_name, login=True,
+                                   expires_at=expires_at)
+    return account, token
+
+
+def log_in(username: str, password: str, *, token_name: str = "",
+           expires_at: dt.datetime | None = None) -> tuple[Account, str]:
+    """Check a worker's password and issue a login token, within the failed-login limits: the API's login and
+    the web page's, one copy (so both count against the same limits)."""
+    limits, now = _limits(), clock()
+    user, address = username_key(username), _address()
+    # Counted before the password is checked, so parallel guesses cannot all pass a check made before any
+    # of them was counted.
+    wait = acquire_all(limits.login_checks(user, address), now)
+    if wait is not None:
+        raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
+    account, token = service.login(db_session(), username=username, password=password, now=now, name=token_name,
+                                   expires_at=expires_at, password_hash=current_app.config["PASSWORD_HASH"])
+    limits.login_succeeded(user, address)
+    return account, token
+
+
 @blp.route("/workers", tags=["work"])  # documented with the worker API, as it always was
 class Workers(MethodView):
     @blp.arguments(RegisterSchema)
@@ -87,15 +121,7 @@ class Workers(MethodView):
     def post(self, data: dict[str, Any]):
         """Sign up as a crowd worker; the response holds your first API token. Sign-ups are limited per client
         address (429 with Retry-After); usernames are unique ignoring case."""
-        limits, now = _limits(), clock()
-        wait = limits.signup.acquire(_address(), now)
-        if wait is not None:
-            raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
-        session = db_session()
-        account = service.register_worker(session, username=data["username"], password=data["password"],
-                                           display_name=data["display_name"], now=now,
-                                           password_hash=current_app.config["PASSWORD_HASH"])
-        _, token = service.issue_token(session, account=account, now=now, name="sign-up", login=True)
+        account, token = sign_up(data, token_name="sign-up")
         return {"account_id": account.id, "username": account.username, "token": token}
 
 
@@ -109,16 +135,7 @@ class Login(MethodView):
         """Log in with username (any case) and password; get a new API token (an account keeps its newest 5 login
         tokens). Failed logins are limited per username and address, per username and per address (429 with
         Retry-After)."""
-        limits, now = _limits(), clock()
-        user, address = username_key(data["username"]), _address()
-        # Counted before the password is checked, so parallel guesses cannot all pass a check made before any
-        # of them was counted.
-        wait = acquire_all(limits.login_checks(user, address), now)
-        if wait is not None:
-            raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
-        account, token = service.login(db_session(), username=data["username"], password=data["password"],
-                                        now=now, password_hash=current_app.config["PASSWORD_HASH"])
-        limits.login_succeeded(user, address)
+        account, token = log_in(data["username"], data["password"])
         return {"account_id": account.id, "username": account.username, "token": token}
 
 

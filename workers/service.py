@@ -104,6 +104,13 @@ def revoke_token(session: Session, *, account_id: int, token_id: int, now: dt.da
     return token
 
 
+def revoke_plaintext(session: Session, plaintext: str, *, now: dt.datetime) -> bool:
+    """Revoke the token with this plaintext (a page session's, at log-out); False if none was live."""
+    result = session.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(plaintext),
+                                                    ApiToken.revoked_at.is_(None)).values(revoked_at=now))
+    return bool(result.rowcount)
+
+
 def find_account(session: Session, *, email: str) -> Account:
     account = session.scalar(select(Account).where(Account.email == email.lower()))
     if account is None:
@@ -138,15 +145,16 @@ def register_worker(session: Session, *, username: str, password: str, now: dt.d
 
 
 def login(session: Session, *, username: str, password: str, now: dt.datetime, name: str = "",
-          password_hash: str = DEFAULT_PASSWORD_HASH) -> tuple[Account, str]:
-    """Check a worker's password (the username in any case) and issue a login token; the same answer for unknown
-    users and wrong passwords."""
+          expires_at: dt.datetime | None = None, password_hash: str = DEFAULT_PASSWORD_HASH) -> tuple[Account, str]:
+    """Check a worker's password (the username in any case) and issue a login token, optionally expiring; the
+    same answer for unknown users and wrong passwords."""
     account = session.scalar(select(Account).where(Account.username_key == username_key(username)))
     # Hash even for unknown users, with the method real hashes use, so the time taken does not tell who exists.
     stored = account.password_hash if account and account.password_hash else _dummy_hash(password_hash)
     if not check_password_hash(stored, password) or account is None or not account.is_active:
         raise Unauthorized("Unknown username or wrong password.")
-    _, token = issue_token(session, account=account, now=now, name=name or "login", login=True)
+    _, token = issue_token(session, account=account, now=now, name=name or "login", login=True,
+                           expires_at=expires_at)
     return account, token
 
 
