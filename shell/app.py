@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import redis
-from flask import Flask, g
+from flask import Flask, g, request
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -25,7 +25,7 @@ from base.events import (
     LeasesLapsed,
 )
 from base.public_ids import ItemIds
-from edge import blueprint, openapi
+from edge import blueprint, openapi, web
 from edge.auth import AUTHENTICATE
 from edge.problems import register_error_handlers
 from edge.ratelimit import LoginLimits
@@ -45,6 +45,7 @@ from qualification.gold import schedule_key
 from shell import health, pages
 from shell.config import check_config, load_config, resolve_secret_key
 from workers import api as workers_api
+from workers import views as workers_views
 from workers.service import authenticate
 
 
@@ -57,6 +58,12 @@ class SessionCookies(SecureCookieSessionInterface):
         if serializer is None:
             serializer = app.extensions["crowdmarket.session_serializer"] = super().get_signing_serializer(app)
         return serializer
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure when the request came over HTTPS (behind a proxy: as the trusted hops report it, ProxyFix and
+        CROWDMARKET_PROXY_HOPS), or always with SESSION_COOKIE_SECURE; decided per request, so one deployment
+        serves a plain-HTTP localhost and an HTTPS site right."""
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
 
 def subscribe(hub: EventHub) -> None:
@@ -72,6 +79,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app. `overrides` replaces settings (tests pass DATABASE, CLOCK, SECRET_KEY, ...)."""
     app = App(__name__, instance_path=os.environ.get("CROWDMARKET_INSTANCE_PATH") or None)
     app.session_interface = SessionCookies()
+    # The page session's cookie (workers/views.py, edge/web.py): never readable by scripts, not sent on cross-site
+    # requests other than top-level navigation; Secure per request (SessionCookies.get_cookie_secure).
+    app.config.update(SESSION_COOKIE_NAME="crowdmarket_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax")
     app.config.update(load_config(app.instance_path))
     app.config.update(overrides or {})
     resolve_secret_key(app.config, app.instance_path)
@@ -117,6 +128,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     blueprint.install(app, api)
 
     pages.install(app)
+    web.install(app)
+    app.register_blueprint(workers_views.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,

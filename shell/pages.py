@@ -1,5 +1,5 @@
 """The HTML shell: the index, the API reference (ReDoc, served from our own static files so it works offline),
-and the security headers every response carries."""
+and the security headers: the pages' policy on HTML, a locked-down one on everything else (JSON, static files)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from flask import Blueprint, Flask, Response, render_template, url_for
 # fails to load and ReDoc hides it).
 REDOC = "redoc-2.5.4/redoc.standalone.js"
 
-# Pages run only our own static scripts and styles: no inline script or style, nothing from other hosts, and
-# no framing (clickjacking).
+# MTurk shows an ExternalQuestion (our work page, #14) in a frame on its worker sites.
+MTURK_WORKER_SITES = "https://www.mturk.com https://workersandbox.mturk.com"
+# Pages run only our own static scripts and styles: no inline script or style, nothing from other hosts (stricter
+# than `default-src 'self'`: each kind is allowed by name, the rest is 'none'), and framed only by this site and
+# MTurk's worker sites (clickjacking).
 POLICY = {
     "default-src": "'none'",
     "script-src": "'self'",
@@ -22,13 +25,17 @@ POLICY = {
     "connect-src": "'self'",
     "base-uri": "'none'",
     "form-action": "'self'",
-    "frame-ancestors": "'none'",
+    "frame-ancestors": f"'self' {MTURK_WORKER_SITES}",
 }
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    # Report links carry their signed token in the URL: never send it on to another page.
-    "Referrer-Policy": "no-referrer",
+    # Nothing of a URL leaves the site (report links carry their signed token in it); our own form posts keep
+    # their Referer, which Flask-WTF's CSRF check requires over HTTPS (no-referrer would refuse every one).
+    "Referrer-Policy": "same-origin",
 }
+# Everything that is not a page (the JSON API, static files): never sniffed as HTML, never run or framed as one.
+OTHER_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; "
+                                                                                 "frame-ancestors 'none'"}
 
 blp = Blueprint("pages", __name__)
 
@@ -63,6 +70,10 @@ def docs() -> Response:
 
 
 def _security_headers(response: Response) -> Response:
+    if response.mimetype != "text/html":
+        for name, value in OTHER_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
     response.headers.setdefault("Content-Security-Policy", CSP)
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
@@ -70,6 +81,6 @@ def _security_headers(response: Response) -> Response:
 
 
 def install(app: Flask) -> None:
-    """Register the pages and the headers every response gets (a view may set its own CSP)."""
+    """Register the pages and the headers every response gets (a view may set its own)."""
     app.register_blueprint(blp)
     app.after_request(_security_headers)

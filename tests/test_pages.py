@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from base.identity import Role
 from shell import pages
 from tests.factories import account, auth, project
 
-# Routes outside /api/ that are not HTML pages; every other one must be listed in `html_urls`.
-NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>"}
+# Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
+# listed in `html_urls`.
+NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout"}
+FRAMED_BY = "'self' https://www.mturk.com https://workersandbox.mturk.com"
 
 
 @pytest.fixture
@@ -24,8 +27,15 @@ def html_urls(client, session, clock) -> dict[str, list[str]]:
     session.commit()
     link = client.get(f"/api/v1/projects/{proj.id}/quality-report/link", headers=auth(token)).get_json()["url"]
     report = link[link.index("/reports/"):]
+    html = client.get("/signup").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    signed_in = client.post("/signup", data={"csrf_token": csrf, "username": "pages-worker",
+                                             "password": "correct horse battery"})
+    assert signed_in.status_code == 302
+    # /work signed in, then the form pages (they send a signed-in worker on to /work: logged out first).
     return {"/": ["/", "/no-such-page"], "/docs": ["/docs"],
-            "/reports/quality/<token>": [report, report[:-3] + "abc"]}
+            "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work": ["/work", "/logout-first"],
+            "/signup": ["/signup"], "/login": ["/login"]}
 
 
 class InlineCode(HTMLParser):
@@ -49,26 +59,42 @@ def directives(policy: str) -> dict[str, str]:
 def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, client, html_urls):
     routes = {rule.rule for rule in app.url_map.iter_rules() if not rule.rule.startswith("/api/")}
     assert routes == set(html_urls) | NOT_HTML  # a new page: add it to html_urls
+    csrf_token = ""
     for url in (u for urls in html_urls.values() for u in urls):
+        if url == "/logout-first":
+            client.post("/logout", data={"csrf_token": csrf_token})
+            continue
         resp = client.get(url)
         assert resp.mimetype == "text/html" and resp.status_code in (200, 404), url
         policy = directives(resp.headers["Content-Security-Policy"])
         assert policy["default-src"] == "'none'" and policy["script-src"] == "'self'", url
-        assert policy["frame-ancestors"] == "'none'" and policy["base-uri"] == "'none'", url
+        # Framed only by this site and MTurk's worker sites (the work page is an ExternalQuestion target).
+        assert policy["frame-ancestors"] == FRAMED_BY and policy["base-uri"] == "'none'", url
+        assert policy["form-action"] == "'self'", url
         assert "unsafe" not in resp.headers["Content-Security-Policy"], url
-        assert all("http" not in value for value in policy.values()), url  # nothing from other hosts
+        # Nothing from other hosts.
+        assert all("http" not in value for name, value in policy.items() if name != "frame-ancestors"), url
         assert resp.headers["X-Content-Type-Options"] == "nosniff", url
-        assert resp.headers["Referrer-Policy"] == "no-referrer", url
+        assert resp.headers["Referrer-Policy"] == "same-origin", url
+        html = resp.get_data(as_text=True)
         parser = InlineCode()
-        parser.feed(resp.get_data(as_text=True))
+        parser.feed(html)
         assert parser.found == [], url
+        if 'method="post"' in html:  # every form carries its CSRF token
+            assert html.count('method="post"') == html.count('name="csrf_token"'), url
+        if match := re.search(r'name="csrf_token" value="([^"]+)"', html):
+            csrf_token = match.group(1)
+    assert client.get("/work").status_code == 302  # it was visited signed in, then logged out
 
 
-def test_other_responses_are_not_sniffed_or_framed_either(client):
-    for url in ("/healthz", "/openapi.json", "/api/v1/nope", "/static/base.css"):
-        resp = client.get(url)
+def test_other_responses_are_not_sniffed_or_framed_either_and_get_no_page_policy(client):
+    for url in ("/healthz", "/openapi.json", "/api/v1/nope", "/static/base.css", "/api/v1/workers"):
+        resp = client.get(url) if url != "/api/v1/workers" else client.post(url, json={})
+        assert resp.mimetype != "text/html", url
         assert resp.headers["X-Content-Type-Options"] == "nosniff", url
-        assert directives(resp.headers["Content-Security-Policy"])["frame-ancestors"] == "'none'", url
+        assert directives(resp.headers["Content-Security-Policy"]) == {"default-src": "'none'",
+                                                                       "frame-ancestors": "'none'"}, url
+        assert "Referrer-Policy" not in resp.headers, url
 
 
 def test_redoc_is_the_published_bundle_with_its_licences():
