@@ -190,6 +190,7 @@ def test_a_worker_signs_up_logs_out_and_in_again_in_a_browser(browser, live_serv
     username = name()
     page.goto(live_server + "/signup")
     # Keyboard only: the username field has focus, Tab moves on, Enter submits.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'username'")
     page.keyboard.type(username)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
