@@ -41,7 +41,8 @@ def _form(template: str, status: int = 200, **context: Any) -> tuple[str, int, d
 
 
 def _refused(template: str, exc: DomainError, values: dict[str, str], **context: Any) -> tuple[str, int, dict]:
-    db_session().rollback()  # nothing of a refused attempt is kept
+    # Nothing to undo: a refusal comes before any write (the limits, the password check) or its savepoint took the
+    # write back (a username taken), so the unit of work ends an empty transaction.
     errors = exc.errors if isinstance(exc.errors, dict) else {}
     message = exc.detail
     if "retry_after" in exc.extra:
