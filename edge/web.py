@@ -27,6 +27,19 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 csrf = CSRFProtect()
 
+# Where each role lands after log-in, and what its navigation offers: (label, path) pairs. Paths, not endpoint
+# names, as the rooms that serve them sit above this layer.
+HOME = {Role.WORKER: "/work", Role.OPS: "/ops", Role.REQUESTER: "/requester"}
+NAVIGATION = {
+    Role.WORKER: (("Tasks", "/work"), ("Earnings", "/work/earnings")),
+    Role.OPS: (("Flags", "/ops"), ("Payouts", "/ops/payouts"), ("Projects", "/ops/projects")),
+    Role.REQUESTER: (("Projects", "/requester"),),
+}
+
+
+def home_for(role: Role) -> str:
+    return HOME[role]
+
 
 def install(app: Flask) -> None:
     """CSRF on every state-changing request outside the JSON API. The API authenticates with bearer tokens and

@@ -108,6 +108,36 @@ def users_create(role: str, email: str, display_name: str) -> None:
     click.echo(token)
 
 
+@users.command("set-password")
+@click.option("--email", required=True, help="The requester's or ops account's email.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (scripts).")
+@with_app
+def users_set_password(email: str, password_stdin: bool) -> None:
+    """Set the password a requester or ops account logs in with on the web pages (/login, with the email).
+    Its earlier page sessions end."""
+    from flask import current_app
+
+    from base.errors import DomainError
+    from base.uow import UnitOfWork
+    from edge.request import db_session
+    from workers import service as accounts
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    session = db_session()
+    try:
+        with UnitOfWork(session):
+            account = accounts.find_account(session, email=email)
+            accounts.set_password(session, account=account, password=password,
+                                  password_hash=current_app.config["PASSWORD_HASH"])
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Password set for {account.role.value} account {account.id} <{account.email}>; "
+               "log in at /login with the email.", err=True)
+
+
 @cli.group()
 def tokens() -> None:
     """API tokens."""

@@ -17,8 +17,8 @@ from tests.factories import account, auth, project
 def invoke(app):
     runner = app.test_cli_runner()
 
-    def run(*args: str):
-        return runner.invoke(cli, list(args), obj=lambda: app)
+    def run(*args: str, input: str | None = None):
+        return runner.invoke(cli, list(args), obj=lambda: app, input=input)
 
     return run
 
@@ -42,6 +42,22 @@ def test_tokens_create_and_revoke(invoke, client):
     assert invoke("tokens", "revoke", "--email", "dan@example.com", str(laptop["id"])).exit_code == 0
     assert client.get("/api/v1/me", headers=auth(token)).status_code == 401
     assert invoke("tokens", "create", "--email", "nobody@example.com").exit_code == 1
+
+
+def test_users_set_password_then_log_in_on_the_pages_with_the_email(invoke, client):
+    invoke("users", "create", "--role", "ops", "--email", "erin@example.com")
+    short = invoke("users", "set-password", "--email", "erin@example.com", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "at least 10 characters" in short.output
+    assert invoke("users", "set-password", "--email", "nobody@example.com", "--password-stdin",
+                  input="long enough pass\n").exit_code == 1
+    result = invoke("users", "set-password", "--email", "erin@example.com", "--password-stdin",
+                    input="long enough pass\n")
+    assert result.exit_code == 0 and "log in at /login" in result.output
+    html = client.get("/login").get_data(as_text=True)
+    csrf = html.split('name="csrf_token" value="')[1].split('"')[0]
+    resp = client.post("/login", data={"csrf_token": csrf, "username": "Erin@example.com",
+                                       "password": "long enough pass"})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/ops"
 
 
 def test_items_import(invoke, session, clock, tmp_path):

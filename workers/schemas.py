@@ -114,7 +114,8 @@ class RegisterSchema(Schema):
 
 
 class LoginSchema(Schema):
-    username = Text(required=True, validate=validate.Length(1, 64))
+    username = Text(required=True, validate=validate.Length(1, 320),
+                   metadata={"description": "A worker's username; requesters and ops staff give their email."})
     password = Text(required=True, validate=validate.Length(1, 1024), load_only=True)
 
 

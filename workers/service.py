@@ -8,7 +8,7 @@ import re
 import secrets
 from functools import lru_cache
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -146,9 +146,10 @@ def register_worker(session: Session, *, username: str, password: str, now: dt.d
 
 def login(session: Session, *, username: str, password: str, now: dt.datetime, name: str = "",
           expires_at: dt.datetime | None = None, password_hash: str = DEFAULT_PASSWORD_HASH) -> tuple[Account, str]:
-    """Check a worker's password (the username in any case) and issue a login token, optionally expiring; the
-    same answer for unknown users and wrong passwords."""
-    account = session.scalar(select(Account).where(Account.username_key == username_key(username)))
+    """Check a password and issue a login token, optionally expiring; the same answer for unknown users and wrong
+    passwords. Workers log in by username (any case); requesters and ops staff, who have no username, by email
+    (any case) once `crowdmarket users set-password` gave them a password."""
+    account = session.scalar(select(Account).where(_login_name(username)))
     # Hash even for unknown users, with the method real hashes use, so the time taken does not tell who exists.
     stored = account.password_hash if account and account.password_hash else _dummy_hash(password_hash)
     if not check_password_hash(stored, password) or account is None or not account.is_active:
@@ -156,6 +157,23 @@ def login(session: Session, *, username: str, password: str, now: dt.datetime, n
     _, token = issue_token(session, account=account, now=now, name=name or "login", login=True,
                            expires_at=expires_at)
     return account, token
+
+
+def _login_name(name: str) -> ColumnElement[bool]:
+    if "@" in name:  # usernames never hold '@' (USERNAME_RULE); emails are stored lower-cased
+        return Account.email == name.lower()
+    return Account.username_key == username_key(name)
+
+
+def set_password(session: Session, *, account: Account, password: str,
+                 password_hash: str = DEFAULT_PASSWORD_HASH) -> None:
+    """Give an account a new password (the same rule as sign-up); its login tokens end, so a session signed in
+    with the old one does not outlive the change."""
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput("The password is too short.", errors={"password": [f"at least {MIN_PASSWORD} characters"]})
+    account.password_hash = generate_password_hash(password, method=password_hash)
+    session.execute(delete(ApiToken).where(ApiToken.account_id == account.id, ApiToken.login.is_(True)))
+    session.flush()
 
 
 @lru_cache(maxsize=4)

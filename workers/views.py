@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from base.errors import DomainError
 from base.identity import Role
 from edge.request import clock, db_session
-from edge.web import page_account, safe_next, sign_in, sign_out, signed_in
+from edge.web import NAVIGATION, home_for, is_api_path, page_account, safe_next, sign_in, sign_out, signed_in
 from workers import service
 from workers.api import log_in, sign_up
 from workers.models import Account
@@ -22,6 +22,19 @@ from workers.service import MIN_PASSWORD, USERNAME_RULE
 
 blp = Blueprint("worker_pages", __name__)
 HOME = "worker_pages.work"
+
+
+@blp.app_context_processor
+def _viewer() -> dict[str, Any]:
+    """The signed-in account every page's header shows (base.html): its name, role and navigation."""
+    if request.endpoint is None or is_api_path(request.path):
+        return {"viewer": None}
+    caller = page_account()
+    if caller is None:
+        return {"viewer": None}
+    account = db_session().get_one(Account, caller.id)
+    return {"viewer": {"id": caller.id, "role": caller.role.value, "name": account.username or account.email,
+                       "display_name": account.display_name, "nav": NAVIGATION[caller.role]}}
 
 
 @blp.after_request
@@ -65,8 +78,8 @@ def _expires_at():
 def signup():
     """Sign up as a crowd worker (then signed in)."""
     if request.method == "GET":
-        if page_account() is not None:
-            return redirect(url_for(HOME))
+        if (caller := page_account()) is not None:
+            return redirect(home_for(caller.role))
         return _form("workers/signup.html")
     values = {k: request.form.get(k, "") for k in ("username", "display_name")}
     try:
@@ -86,10 +99,10 @@ def signup():
 @blp.route("/login", methods=["GET", "POST"])
 def login():
     """Log in with username and password."""
-    target = safe_next(request.values.get("next"), url_for(HOME))
+    target = safe_next(request.values.get("next"), "")
     if request.method == "GET":
-        if page_account() is not None:
-            return redirect(target)
+        if (caller := page_account()) is not None:
+            return redirect(target or home_for(caller.role))
         return _form("workers/login.html", next=request.args.get("next", ""))
     values = {"username": request.form.get("username", "")}
     try:
@@ -98,11 +111,11 @@ def login():
         return _form("workers/login.html", 422, values=values, errors=exc.messages, next=request.form.get("next", ""),
                      message="Please fill in your username and password.")
     try:
-        _, token = log_in(data["username"], data["password"], token_name="web", expires_at=_expires_at())
+        account, token = log_in(data["username"], data["password"], token_name="web", expires_at=_expires_at())
     except DomainError as exc:
         return _refused("workers/login.html", exc, values, next=request.form.get("next", ""))
     sign_in(token)
-    return redirect(target)
+    return redirect(target or home_for(account.role))
 
 
 @blp.post("/logout")
@@ -117,7 +130,7 @@ def logout():
 
 @blp.get("/work")
 @signed_in(Role.WORKER)
-def work():
+def work():  # the dashboard replaces this
     """A signed-in worker's landing page."""
     account = db_session().get_one(Account, page_account().id)
     return render_template("workers/work.html", account=account)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from base.identity import Role
 from edge.ratelimit import LOGIN_PER_PAIR, SIGNUP_PER_ADDRESS
+from tests.browser import audit
 from tests.factories import account, auth
 from workers.models import Account, ApiToken
 from workers.service import hash_token
@@ -189,6 +190,7 @@ def test_a_worker_signs_up_logs_out_and_in_again_in_a_browser(browser, live_serv
     page, problems = page
     username = name()
     page.goto(live_server + "/signup")
+    audit(page, "signup")
     # Keyboard only: the username field has focus, Tab moves on, Enter submits.
     page.wait_for_function("document.activeElement && document.activeElement.id === 'username'")
     page.keyboard.type(username)
@@ -207,6 +209,7 @@ def test_a_worker_signs_up_logs_out_and_in_again_in_a_browser(browser, live_serv
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(live_server + "/login")
     assert page.get_by_role("status").inner_text() == "You are logged out."
+    audit(page, "login")
 
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill("wrong password!")
@@ -250,3 +253,26 @@ def test_a_page_asking_for_a_worker_sends_the_browser_to_log_in_and_back(live_se
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(live_server + "/work")
     assert problems == []
+
+
+# ---- requesters and ops staff ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("role", "home"), [(Role.OPS, "/ops"), (Role.REQUESTER, "/requester")])
+def test_staff_log_in_with_their_email_once_a_password_is_set(app, client, session, clock, role, home):
+    from workers.service import set_password
+
+    staff, _ = account(session, role, now=clock())
+    resp = log_in(client, staff.email.upper(), PASSWORD)
+    assert resp.status_code == 401  # no password yet: no way in through the pages
+    with pytest.raises(Exception, match="too short"):
+        set_password(session, account=staff, password="short", password_hash=app.config["PASSWORD_HASH"])
+    set_password(session, account=staff, password=PASSWORD, password_hash=app.config["PASSWORD_HASH"])
+    resp = log_in(client, staff.email.upper(), PASSWORD)
+    assert resp.status_code == 302 and resp.headers["Location"] == home
+    [web] = session.scalars(select(ApiToken).where(ApiToken.account_id == staff.id, ApiToken.login.is_(True)))
+    # A new password ends the sessions signed in with the old one.
+    set_password(session, account=staff, password=PASSWORD + "!", password_hash=app.config["PASSWORD_HASH"])
+    assert session.get(ApiToken, web.id) is None
+    assert client.get(home).status_code in (302, 404)  # signed out again (the page itself is the ops/requester UI's)
+
