@@ -3,7 +3,12 @@ and the security headers: the pages' policy on HTML, a locked-down one on everyt
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from flask import Blueprint, Flask, Response, render_template, url_for
+
+from base.money import Money
 
 # A pinned copy of ReDoc's standalone bundle (the npm package redoc@2.5.4) with its licences beside it; the
 # version is in the path, so browsers never keep an old copy after an upgrade. One change, checked by
@@ -80,7 +85,33 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
+SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€"}
+
+
+def money(value: int | dict[str, Any] | Money | None, currency: str = "USD") -> str:
+    """`{{ cents|money }}`, `{{ {"cents", "currency"}|money }}` or a Money: "$1.23", "1.23 CHF"; never a float."""
+    if value is None:
+        return "–"
+    if isinstance(value, Money):
+        value, currency = value.cents, value.currency
+    elif isinstance(value, dict):
+        value, currency = value["cents"], value["currency"]
+    sign = "−" if value < 0 else ""
+    amount = f"{abs(value) // 100:,}.{abs(value) % 100:02d}"
+    symbol = SYMBOLS.get(currency)
+    return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {currency}"
+
+
+def when(value: dt.datetime | None) -> str:
+    """`{{ moment|when }}`: "2026-12-01 16:55 UTC" (pages state times in UTC, as the API does)."""
+    if value is None:
+        return "–"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def install(app: Flask) -> None:
-    """Register the pages and the headers every response gets (a view may set its own)."""
+    """Register the pages, the filters templates share, and the headers every response gets (a view may set its
+    own)."""
     app.register_blueprint(blp)
+    app.jinja_env.filters.update(money=money, when=when)
     app.after_request(_security_headers)

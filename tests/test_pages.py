@@ -124,3 +124,15 @@ def test_the_pages_work_offline_in_a_browser_under_their_policy(live_server, pag
     assert page.get_by_role("heading").inner_text() == "404 · Not Found"
     assert page.locator("body").evaluate("b => getComputedStyle(b).maxWidth") == "832px"
     assert problems == ["console error: Failed to load resource: the server responded with a status of 404 (NOT FOUND)"]
+
+
+def test_money_and_time_filters_never_use_floats():
+    import datetime as dt
+
+    from base.money import Money
+    from shell.pages import money, when
+
+    assert money(123) == "$1.23" and money(-5) == "−$0.05" and money(123456789) == "$1,234,567.89"
+    assert money({"cents": 250, "currency": "GBP"}) == "£2.50" and money(Money(7, "CHF")) == "0.07 CHF"
+    assert money(None) == "–"
+    assert when(dt.datetime(2026, 12, 1, 17, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))) == "2026-12-01 16:05 UTC"
