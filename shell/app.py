@@ -12,6 +12,7 @@ from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import console
 from aggregation import api as aggregation_api
 from base.clock import utcnow
 from base.db import Database
@@ -130,6 +131,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     pages.install(app)
     web.install(app)
     app.register_blueprint(workers_views.blp)
+    console.install(app)
     app.register_blueprint(health.blp)
     app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("base", "edge", "shell", "market", "workers", "qualification", "aggregation", "payments")
+PACKAGES = ("base", "edge", "shell", "console", "market", "workers", "qualification", "aggregation", "payments")
 DOMAINS = ("market", "workers", "qualification", "aggregation", "payments")
 # Modules of a domain that face HTTP or run jobs in the app's context: they may import flask and the edge.
 EDGE_FACING = {"api", "views", "schemas", "jobs", "evaluation"}
@@ -59,7 +59,7 @@ def test_a_wrong_import_fails_the_contract_that_forbids_it(tmp_path):
         (tmp_path / "market" / "engine" / "submit.py").read_text() + "\nimport edge.request  # noqa\n")
     result = _lint(tmp_path)
     assert result.returncode != 0
-    assert "Layers: the shell on top, then the domains, the HTTP edge, the base BROKEN" in result.stdout
+    assert "Layers: shell, console pages, domains, HTTP edge, base BROKEN" in result.stdout
     assert "Domain services and models never import flask, marshmallow or the edge BROKEN" in result.stdout
     assert "base.paging -> workers.models" in result.stdout
 

@@ -1,0 +1,19 @@
+"""The web pages that compose several rooms: the worker's dashboard and earnings, the ops console (flags, workers,
+payouts, project health) and the requesters' project pages.
+
+Above every domain (it reads the market, qualification, payments and aggregation alike) and below the shell; every
+module here faces HTTP. Pages of one room stay in that room's `views.py` (the work page in market/engine,
+the qualification tests in qualification). Each module here serves one blueprint, `blp`, listed in MODULES."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from flask import Flask
+
+MODULES: tuple[str, ...] = ()
+
+
+def install(app: Flask) -> None:
+    for name in MODULES:
+        app.register_blueprint(import_module(f"console.{name}").blp)
