@@ -17,6 +17,7 @@ MODEL_MODULES = (
     "market.quality.models",
     "aggregation.models",
     "payments.models",
+    "platforms.models",
 )
 
 

@@ -11,8 +11,9 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("base", "edge", "shell", "console", "market", "workers", "qualification", "aggregation", "payments")
-DOMAINS = ("market", "workers", "qualification", "aggregation", "payments")
+PACKAGES = ("base", "edge", "shell", "console", "market", "workers", "qualification", "aggregation", "payments",
+            "platforms")
+DOMAINS = ("market", "workers", "qualification", "aggregation", "payments", "platforms")
 # Modules of a domain that face HTTP or run jobs in the app's context: they may import flask and the edge.
 EDGE_FACING = {"api", "views", "schemas", "jobs", "evaluation"}
 
