@@ -5,18 +5,60 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from base.errors import Conflict, Forbidden
+from base.errors import Conflict, Forbidden, NotFound
+from base.money import expected_rate
 from base.uow import savepoint
+from market.catalogue.models import Batch, BatchStatus, GuidelineVersion, Item, Project
 from market.engine.next_task import Task, load_task, next_assignment
 from platforms.base import Arrival
 from platforms.models import PlatformAssignment
 from workers.models import Account
 from workers.service import worker_for_identity
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a platform worker previewing a HIT sees of it: the batch's terms, the guidelines and one example
+    item (never a gold one), read-only."""
+
+    batch_id: int
+    project_id: int
+    open: bool
+    title: str
+    description: str
+    guideline_version: int
+    instructions: str
+    label_schema: dict[str, Any]
+    reward_cents: int
+    currency: str
+    hourly_rate: tuple[int, str] | None
+    example: dict[str, Any] | None
+
+
+def preview(session: Session, *, batch_id: int) -> Preview:
+    """The preview of a batch's HITs. Gold items are never the example: a previewer sees no answer key, and
+    collecting previews tells no one which items are gold."""
+    row = session.execute(
+        select(Batch, Project, GuidelineVersion.instructions)
+        .join(Project, Project.id == Batch.project_id)
+        .join(GuidelineVersion, (GuidelineVersion.project_id == Project.id)
+              & (GuidelineVersion.version == Project.guideline_version))
+        .where(Batch.id == batch_id)).one_or_none()
+    if row is None:
+        raise NotFound("No such batch.")
+    batch, project, instructions = row
+    example = session.scalar(select(Item.data).where(Item.batch_id == batch_id, Item.is_gold.is_(False))
+                             .order_by(Item.id).limit(1))
+    return Preview(batch.id, project.id, batch.status == BatchStatus.OPEN, project.title, project.description,
+                   project.guideline_version, instructions, project.label_schema, batch.reward_cents,
+                   batch.currency, expected_rate(batch.reward_cents, measured_seconds=batch.measured_seconds,
+                                                 estimated_seconds=batch.estimated_seconds), example)
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,17 @@ def test_two_platform_assignments_cannot_share_one_open_task(session, clock, pub
     arrive(session, clock, published)  # leased, not submitted
     with pytest.raises(Conflict, match="finish or return it first"):
         arrive(session, clock, published, assignment="3ASSIGNMENT2", hit="3HIT2")
+
+
+def test_a_preview_shows_the_batchs_terms_and_a_real_item_never_gold(session, clock):
+    from platforms.arrivals import preview
+
+    owner, _ = account(session, Role.REQUESTER, now=clock())
+    proj = project(session, owner, now=clock(), items_per_hit=1, gold_rate=0.1)
+    items(session, proj, 0, now=clock(), gold=3)  # gold first: the lowest ids are gold
+    items(session, proj, 2, now=clock(), prefix="real")
+    batch, _ = in_uow(publish_batch, session, project_id=proj.id, account=owner, now=clock())
+    shown = preview(session, batch_id=batch.id)
+    assert shown.open and shown.title == proj.title and shown.reward_cents == 12
+    assert shown.example == {"text": "text 0"}  # the first real item, though gold came first
+    assert shown.hourly_rate == (1440, "estimated")  # 12 cents per 30 s
