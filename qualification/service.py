@@ -24,7 +24,7 @@ from qualification.models import (
     QualificationQuestion,
     QualificationType,
 )
-from qualification.requirements import unmet
+from qualification.requirements import meets, unmet
 from workers.models import Account
 from workers.service import find_worker
 
@@ -369,3 +369,32 @@ def list_holders(session: Session, *, type_id: int, account: Actor, revoked: boo
         select(QualificationAttempt.worker_id, func.max(QualificationAttempt.score), func.count())
         .where(QualificationAttempt.type_id == type_id).group_by(QualificationAttempt.worker_id))}
     return [Holder(g, username, *scores.get(g.worker_id, (None, 0))) for g, username in session.execute(stmt)]
+
+
+@dataclass(frozen=True)
+class RequirementStatus:
+    """One qualification requirement as a worker sees it: met or not, and where its test stands for them."""
+
+    requirement: dict[str, Any]
+    name: str | None
+    met: bool
+    held_value: int | None
+    test: Standing | None  # None: the type has no test (granted by hand only)
+
+
+def requirement_statuses(session: Session, *, worker: Actor, requirements: list[dict[str, Any]],
+                         now: dt.datetime) -> list[RequirementStatus]:
+    """Each requirement with the worker's standing: whether they meet it (requirements.meets, as the engine
+    decides), their value, the type's name and, when it has a test, whether they may take it now (list_tests)."""
+    ids = {r["qualification_id"] for r in requirements}
+    if not ids:
+        return []
+    names = dict(session.execute(select(QualificationType.id, QualificationType.name)
+                                 .where(QualificationType.id.in_(ids))).all())
+    held = dict(session.execute(select(QualificationGrant.type_id, QualificationGrant.value).where(
+        QualificationGrant.worker_id == worker.id, QualificationGrant.revoked_at.is_(None),
+        QualificationGrant.type_id.in_(ids))).all())
+    tests = {s.qtype.id: s for s in list_tests(session, worker=worker, now=now) if s.qtype.id in ids}
+    return [RequirementStatus(r, names.get(r["qualification_id"]), meets(r, held.get(r["qualification_id"])),
+                              held.get(r["qualification_id"]), tests.get(r["qualification_id"]))
+            for r in requirements]

@@ -41,6 +41,7 @@ from payments.review import api as review_api
 from payments.wage import api as wage_api
 from payments.wage import holds, settle
 from qualification import api as qualification_api
+from qualification import views as qualification_views
 from qualification.api import WORKED_FOR
 from qualification.gold import schedule_key
 from shell import health, pages
@@ -131,6 +132,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     pages.install(app)
     web.install(app)
     app.register_blueprint(workers_views.blp)
+    app.register_blueprint(qualification_views.blp)
     console.install(app)
     app.register_blueprint(health.blp)
     app.register_blueprint(aggregation_api.pages)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from base.identity import Role
+from qualification.service import create_type
 from shell import pages
-from tests.factories import account, auth, project
+from tests.factories import SENTIMENT, account, auth, project
 
 # Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
 # listed in `html_urls`.
@@ -32,9 +33,22 @@ def html_urls(client, session, clock) -> dict[str, list[str]]:
     signed_in = client.post("/signup", data={"csrf_token": csrf, "username": "pages-worker",
                                              "password": "correct horse battery"})
     assert signed_in.status_code == 302
-    # /work signed in, then the form pages (they send a signed-in worker on to /work: logged out first).
+    qtype = create_type(session, owner=owner, now=clock(), data={
+        "name": "Screener", "description": "", "label_schema": SENTIMENT, "passing_score": 50,
+        "questions": [{"data": {"text": "good"}, "answer": "pos"}], "test_duration_seconds": 600,
+        "retry_delay_seconds": 60, "max_attempts": None, "auto_grant": True})
+    session.commit()
+    tests = f"/work/qualifications/{qtype.id}"
+    fresh = re.search(r'name="csrf_token" value="([^"]+)"', client.get(tests).get_data(as_text=True)).group(1)
+    attempt = client.post(tests, data={"csrf_token": fresh}).headers["Location"]
+    # The worker's pages signed in, then the form pages (they send a signed-in worker on to /work: logged out
+    # first, by /logout-first, so /work goes last among the signed-in ones).
     return {"/": ["/", "/no-such-page"], "/docs": ["/docs"],
-            "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work": ["/work", "/logout-first"],
+            "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work/earnings": ["/work/earnings"],
+            "/work/qualifications": ["/work/qualifications"],
+            "/work/qualifications/<int:type_id>": [tests, "/work/qualifications/0"],
+            "/work/qualifications/attempts/<int:attempt_id>": [attempt, "/work/qualifications/attempts/0"],
+            "/work": ["/work", "/logout-first"],
             "/signup": ["/signup"], "/login": ["/login"]}
 
 

@@ -1,4 +1,4 @@
-"""The workers' pages: sign up, log in, log out, and the landing page of a signed-in worker.
+"""The workers' pages: sign up, log in, log out (a signed-in worker lands on the dashboard, console/dashboard.py).
 
 The same schemas, services and rate limits as the API (workers/api.py `sign_up`, `log_in`); a page session is a
 login token in the signed session cookie (edge/web.py)."""
@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from base.errors import DomainError
 from base.identity import Role
 from edge.request import clock, db_session
-from edge.web import NAVIGATION, home_for, is_api_path, page_account, safe_next, sign_in, sign_out, signed_in
+from edge.web import NAVIGATION, home_for, is_api_path, page_account, safe_next, sign_in, sign_out
 from workers import service
 from workers.api import log_in, sign_up
 from workers.models import Account
@@ -21,7 +21,6 @@ from workers.schemas import LoginSchema, RegisterSchema
 from workers.service import MIN_PASSWORD, USERNAME_RULE
 
 blp = Blueprint("worker_pages", __name__)
-HOME = "worker_pages.work"
 
 
 @blp.app_context_processor
@@ -93,7 +92,7 @@ def signup():
         return _refused("workers/signup.html", exc, values)
     sign_in(token)
     flash("Welcome! Your account is ready.")
-    return redirect(url_for(HOME))
+    return redirect(home_for(Role.WORKER))
 
 
 @blp.route("/login", methods=["GET", "POST"])
@@ -126,11 +125,3 @@ def logout():
         service.revoke_plaintext(db_session(), token, now=clock())
     flash("You are logged out.")
     return redirect(url_for("worker_pages.login"))
-
-
-@blp.get("/work")
-@signed_in(Role.WORKER)
-def work():  # the dashboard replaces this
-    """A signed-in worker's landing page."""
-    account = db_session().get_one(Account, page_account().id)
-    return render_template("workers/work.html", account=account)

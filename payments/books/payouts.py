@@ -136,6 +136,13 @@ def lines_of(session: Session, batch_id: int, *, status: PayoutLineStatus | None
     return list(session.scalars(stmt.order_by(PayoutLine.id)))
 
 
+def worker_lines(session: Session, *, worker_id: int, limit: int) -> list[tuple[PayoutLine, PayoutBatch]]:
+    """The worker's payout lines, newest first, each with its payout batch (its status and dates)."""
+    return [(line, batch) for line, batch in session.execute(
+        select(PayoutLine, PayoutBatch).join(PayoutBatch, PayoutBatch.id == PayoutLine.payout_batch_id)
+        .where(PayoutLine.worker_id == worker_id).order_by(PayoutLine.id.desc()).limit(limit))]
+
+
 def summary(session: Session, batch_id: int) -> dict[str, dict[str, int]]:
     """Lines and cents per line status."""
     out: dict[str, dict[str, int]] = {}

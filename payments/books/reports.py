@@ -88,6 +88,19 @@ def worker_earnings(session: Session, *, worker_id: int) -> dict[str, Any]:
     return {"worker_id": worker_id, "data": data}
 
 
+def worker_realized_rate(session: Session, *, worker_id: int) -> list[dict[str, Any]]:
+    """Per currency, over all time: what the worker was paid (rewards and bonuses, net of reversals, as
+    `worker_earnings` counts them), the measured time of their approved work, and the realized hourly rate
+    (paid per hour of that time; None before any approved work was timed)."""
+    totals: dict[str, dict[str, Any]] = {}
+    for r in worker_earnings(session, worker_id=worker_id)["data"]:
+        t = totals.setdefault(r["currency"], {"currency": r["currency"], "rewards": 0, "bonuses": 0,
+                                              "assignments": 0, "duration_ms": 0})
+        for k in ("rewards", "bonuses", "assignments", "duration_ms"):
+            t[k] += r[k]
+    return [_rated(t) for _, t in sorted(totals.items())]
+
+
 def _rated(r: dict[str, Any]) -> dict[str, Any]:
     seconds = Decimal(r["duration_ms"]) / 1000
     rate = hourly_rate(r["rewards"] + r["bonuses"], seconds)

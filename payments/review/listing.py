@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from market.catalogue.models import Assignment, AssignmentStatus, Batch, Project
-from payments.models import AssignmentPay
+from market.catalogue.models import Answer, Assignment, AssignmentStatus, Batch, Project
+from payments.models import AssignmentPay, LedgerTransaction
 
 REVIEWED = (AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
 
@@ -67,3 +67,59 @@ def worker_reviewed(session: Session, *, worker_id: int, after: int | None, limi
                     "top_up": None if row.top_up_cents is None else {"cents": row.top_up_cents,
                                                                       "currency": row.currency}})
     return out
+
+
+SUBMITTED_OR_REVIEWED = (AssignmentStatus.SUBMITTED, *REVIEWED)
+
+
+def _money(cents: int | None, currency: str) -> dict[str, Any] | None:
+    return None if cents is None else {"cents": cents, "currency": currency}
+
+
+def worker_history(session: Session, *, worker_id: int, before: int | None, limit: int) -> list[dict[str, Any]]:
+    """One keyset page, newest first (ids below `before`), of the worker's own submitted and reviewed work: the
+    reward it earns (awaiting review) or was paid, a top-up with the reason the worker is told (its ledger
+    transaction's), a rejection's feedback. Gold flags are never part of it."""
+    stmt = (select(Assignment.id, Assignment.status, Assignment.project_id, Project.title, Assignment.submitted_at,
+                   Assignment.reviewed_at, Assignment.review_feedback, Assignment.rejection_reversed_at,
+                   Assignment.duration_ms, Batch.currency, Batch.reward_cents.label("offered"),
+                   AssignmentPay.reward_cents, AssignmentPay.top_up_cents, LedgerTransaction.reason)
+            .join(Project, Project.id == Assignment.project_id).join(Batch, Batch.id == Assignment.batch_id)
+            .outerjoin(AssignmentPay, AssignmentPay.assignment_id == Assignment.id)
+            .outerjoin(LedgerTransaction, LedgerTransaction.id == AssignmentPay.top_up_transaction_id)
+            .where(Assignment.worker_id == worker_id, Assignment.status.in_(SUBMITTED_OR_REVIEWED))
+            .order_by(Assignment.id.desc()).limit(limit))
+    if before is not None:
+        stmt = stmt.where(Assignment.id < before)
+    out = []
+    for row in session.execute(stmt):
+        out.append({"assignment_id": row.id, "status": row.status.value,
+                    "project": {"id": row.project_id, "title": row.title}, "submitted_at": row.submitted_at,
+                    "reviewed_at": row.reviewed_at, "duration_ms": row.duration_ms,
+                    "feedback": row.review_feedback if row.status == AssignmentStatus.REJECTED else None,
+                    "rejection_reversed_at": row.rejection_reversed_at,
+                    "offered": _money(row.offered, row.currency), "reward": _money(row.reward_cents, row.currency),
+                    "top_up": _money(row.top_up_cents, row.currency) if row.top_up_cents else None,
+                    "top_up_reason": row.reason if row.top_up_cents else None})
+    return out
+
+
+def worker_summary(session: Session, *, worker_id: int, now: dt.datetime) -> dict[str, Any]:
+    """The worker's answers since UTC midnight, and per currency their pending earnings (submitted work awaiting
+    review, at its batch's reward) and approved earnings (rewards and top-ups paid, all time)."""
+    midnight = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    answers_today = session.scalar(select(func.count()).select_from(Answer).where(
+        Answer.worker_id == worker_id, Answer.submitted_at >= midnight)) or 0
+    money: dict[str, dict[str, int]] = {}
+    for currency, cents in session.execute(
+            select(Batch.currency, func.sum(Batch.reward_cents)).join(Assignment, Assignment.batch_id == Batch.id)
+            .where(Assignment.worker_id == worker_id, Assignment.status == AssignmentStatus.SUBMITTED)
+            .group_by(Batch.currency)):
+        money.setdefault(currency, {"pending": 0, "approved": 0})["pending"] = int(cents or 0)
+    for currency, cents in session.execute(
+            select(AssignmentPay.currency,
+                   func.sum(AssignmentPay.reward_cents + func.coalesce(AssignmentPay.top_up_cents, 0)))
+            .where(AssignmentPay.worker_id == worker_id).group_by(AssignmentPay.currency)):
+        money.setdefault(currency, {"pending": 0, "approved": 0})["approved"] = int(cents or 0)
+    return {"answers_today": int(answers_today),
+            "earnings": [{"currency": c, **v} for c, v in sorted(money.items())]}
