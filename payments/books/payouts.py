@@ -324,3 +324,10 @@ def csv_lines(session: Session, batch_id: int) -> Iterator[str]:
 def _decimal(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
+
+def worker_lines(session: Session, *, worker_id: int, limit: int = 200) -> list[tuple[PayoutLine, PayoutBatch]]:
+    """The worker's payout lines with their batches, newest first (at most `limit`)."""
+    return [(line, batch) for line, batch in session.execute(
+        select(PayoutLine, PayoutBatch).join(PayoutBatch, PayoutBatch.id == PayoutLine.payout_batch_id)
+        .where(PayoutLine.worker_id == worker_id).order_by(PayoutLine.id.desc()).limit(limit))]
