@@ -17,7 +17,7 @@ from tests.browser import audit, log_in, with_password
 from tests.console.ops_setup import csrf, gold_project, login_token, ops_session, spammer
 from tests.factories import account, auth
 from workers import flags
-from workers.models import FlagReason, FlagState, WorkerBlock, WorkerFlag, WorkerFlagEvent
+from workers.models import FlagReason, FlagState, WorkerBlock, WorkerFlag, WorkerFlagEvent, WorkerStats
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -154,7 +154,7 @@ def test_severity_reads_the_evidence():
 
 
 def test_the_flag_page_draws_gold_accuracy_as_svg_with_the_data_points(client, session, clock, monkeypatch):
-    proj = gold_project(session, clock)
+    gold_project(session, clock)
     worker, _, flag = spammer(client, session, clock, monkeypatch, right=2, wrong=4)
     ops_session(client, session, clock)
     html = client.get(f"/ops/flags/{flag.id}").get_data(as_text=True)
@@ -337,3 +337,18 @@ def test_ops_block_a_flagged_spammer_from_the_queue_in_a_browser(app, client, se
     # Chromium logs the refused form's 422 as a failed resource; nothing else went wrong (CSP included).
     assert problems == ["console error: Failed to load resource: the server responded with a status of 422 "
                         "(UNPROCESSABLE ENTITY)"]
+
+
+def test_the_projects_median_is_the_other_workers_median_as_the_rules_measure_it(session, clock, flagged):
+    proj, spam = flagged["project"], flagged["worker"]
+    for ms in (3000, 9000, 6000):
+        worker, _ = account(session, Role.WORKER, now=clock())
+        session.add(WorkerStats(worker_id=worker.id, project_id=proj.id, median_ms=ms, updated_at=clock()))
+    session.flush()
+    assert spam_median(session, spam.id, proj.id) == 5000  # the spammer's own record (5 s a task)
+    assert triage.project_median_ms(session, project_id=proj.id, excluding=spam.id) == 6000
+    assert triage.project_median_ms(session, project_id=proj.id) == 5000  # median_low of 3, 5, 6, 9 s
+
+
+def spam_median(session, worker_id, project_id):
+    return session.get(WorkerStats, (worker_id, project_id)).median_ms
