@@ -352,3 +352,24 @@ def test_the_projects_median_is_the_other_workers_median_as_the_rules_measure_it
 
 def spam_median(session, worker_id, project_id):
     return session.get(WorkerStats, (worker_id, project_id)).median_ms
+
+
+def test_the_queue_pages_keep_the_filters(client, session, clock, flagged, monkeypatch):
+    from console import flags as pages
+
+    monkeypatch.setattr(pages, "PER_PAGE", 2)
+    proj = flagged["project"]
+    for n in range(3):
+        worker, _ = account(session, Role.WORKER, now=clock())
+        _raise(session, clock, worker, proj, FlagReason.FAST_ANSWERS,
+               {"metric": "fast_share", "value": 0.9 - n / 10, "threshold": 0.5, "n": 20})
+    ops_session(client, session, clock)
+    first = client.get("/ops", query_string={"reason": "FAST_ANSWERS"}).get_data(as_text=True)
+    assert "3 flags, page 1 of 2" in first and 'rel="prev"' not in first
+    link = re.search(r'href="([^"]+)" rel="next"', first).group(1).replace("&amp;", "&")
+    assert "reason=FAST_ANSWERS" in link and "page=2" in link
+    second = client.get(link).get_data(as_text=True)
+    ids = re.findall(r'data-flag-id="(\d+)"', first) + re.findall(r'data-flag-id="(\d+)"', second)
+    expected = [r.flag.id for r in triage.flag_queue(session, now=clock(), reason=FlagReason.FAST_ANSWERS)[0]]
+    assert [int(i) for i in ids] == expected and len(expected) == 3
+    assert 'rel="prev"' in second and 'rel="next"' not in second
