@@ -12,7 +12,7 @@ from importlib import import_module
 
 from flask import Flask
 
-MODULES: tuple[str, ...] = ("dashboard", "earnings")
+MODULES: tuple[str, ...] = ("dashboard", "earnings", "flags", "ops_workers")
 
 
 def install(app: Flask) -> None:

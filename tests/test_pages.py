@@ -16,7 +16,8 @@ from tests.factories import SENTIMENT, account, auth, project
 
 # Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
 # listed in `html_urls`.
-NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout"}
+NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout",
+            *(f"/ops/flags/<int:flag_id>/{action}" for action in ("block", "unblock", "dismiss"))}
 FRAMED_BY = "'self' https://www.mturk.com https://workersandbox.mturk.com"
 
 
@@ -41,15 +42,30 @@ def html_urls(client, session, clock) -> dict[str, list[str]]:
     tests = f"/work/qualifications/{qtype.id}"
     fresh = re.search(r'name="csrf_token" value="([^"]+)"', client.get(tests).get_data(as_text=True)).group(1)
     attempt = client.post(tests, data={"csrf_token": fresh}).headers["Location"]
+    # The ops console, signed in as ops ("/session:<token>" puts a login token in the session), then out again.
+    from workers import flags
+    from workers.models import Account, FlagReason
+    from workers.service import issue_token
+
+    ops, _ = account(session, Role.OPS, now=clock())
+    _, ops_token = issue_token(session, account=ops, now=clock(), login=True)
+    worker = session.query(Account).filter(Account.username == "pages-worker").one()
+    flag = flags.raise_flag(session, worker_id=worker.id, project_id=proj.id, reason=FlagReason.MANUAL, note="n",
+                            now=clock())
+    session.commit()
     # The worker's pages signed in, then the form pages (they send a signed-in worker on to /work: logged out
-    # first, by /logout-first, so /work goes last among the signed-in ones).
+    # first, by /logout-first, so /work goes last among the signed-in ones); then the ops console, signed in as ops
+    # ("/session:<token>" puts a login token in the session), and out again.
     return {"/": ["/", "/no-such-page"], "/docs": ["/docs"],
             "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work/earnings": ["/work/earnings"],
             "/work/qualifications": ["/work/qualifications"],
             "/work/qualifications/<int:type_id>": [tests, "/work/qualifications/0"],
             "/work/qualifications/attempts/<int:attempt_id>": [attempt, "/work/qualifications/attempts/0"],
             "/work": ["/work", "/logout-first"],
-            "/signup": ["/signup"], "/login": ["/login"]}
+            "/signup": ["/signup"], "/login": ["/login"],
+            "/ops": [f"/session:{ops_token}", "/ops"], "/ops/flags/<int:flag_id>": [f"/ops/flags/{flag.id}",
+                                                                                 "/ops/flags/999999"],
+            "/ops/workers/<int:worker_id>": [f"/ops/workers/{worker.id}", "/ops/workers/999999", "/logout-first"]}
 
 
 class InlineCode(HTMLParser):
@@ -77,6 +93,10 @@ def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, cli
     for url in (u for urls in html_urls.values() for u in urls):
         if url == "/logout-first":
             client.post("/logout", data={"csrf_token": csrf_token})
+            continue
+        if url.startswith("/session:"):
+            with client.session_transaction() as s:
+                s["token"] = url.removeprefix("/session:")
             continue
         resp = client.get(url)
         assert resp.mimetype == "text/html" and resp.status_code in (200, 404), url

@@ -131,3 +131,20 @@ def dismiss(session: Session, *, flag_id: int, actor: Actor, reason: str, now: d
     record(session, flag, "dismissed", actor, reason, now)
     session.flush()
     return flag
+
+
+def worker_blocks(session: Session, *, worker_id: int) -> list[WorkerBlock]:
+    """Every block the worker has had (in force, lifted or expired), newest first."""
+    return list(session.scalars(select(WorkerBlock).where(WorkerBlock.account_id == worker_id)
+                                .order_by(WorkerBlock.id.desc())))
+
+
+def blocks_in_force(session: Session, *, worker_ids: Sequence[int], now: dt.datetime) -> dict[int, list[WorkerBlock]]:
+    """The blocks in force at `now` on these workers, by worker id: one query for the lot."""
+    if not worker_ids:
+        return {}
+    found: dict[int, list[WorkerBlock]] = {}
+    for b in session.scalars(select(WorkerBlock).where(WorkerBlock.account_id.in_(sorted(set(worker_ids))),
+                                                       WorkerBlock.in_force(now)).order_by(WorkerBlock.id)):
+        found.setdefault(b.account_id, []).append(b)
+    return found

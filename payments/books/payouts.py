@@ -136,7 +136,7 @@ def lines_of(session: Session, batch_id: int, *, status: PayoutLineStatus | None
     return list(session.scalars(stmt.order_by(PayoutLine.id)))
 
 
-def worker_lines(session: Session, *, worker_id: int, limit: int) -> list[tuple[PayoutLine, PayoutBatch]]:
+def worker_lines(session: Session, *, worker_id: int, limit: int = 200) -> list[tuple[PayoutLine, PayoutBatch]]:
     """The worker's payout lines, newest first, each with its payout batch (its status and dates)."""
     return [(line, batch) for line, batch in session.execute(
         select(PayoutLine, PayoutBatch).join(PayoutBatch, PayoutBatch.id == PayoutLine.payout_batch_id)
@@ -331,3 +331,4 @@ def csv_lines(session: Session, batch_id: int) -> Iterator[str]:
 def _decimal(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
