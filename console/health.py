@@ -24,7 +24,6 @@ from payments.wage.report import batch_pay
 
 blp = Blueprint("ops_health", __name__, url_prefix="/ops/projects")
 PAGE = 100
-LIVE = (BatchStatus.OPEN, BatchStatus.PAUSED)
 
 
 @blp.after_request
@@ -40,7 +39,6 @@ class BatchFigures:
     progress: Any
     pay: dict[str, Any]
     gold: Any = None
-    gold_warning: str | None = None
 
 
 @dataclass
@@ -61,7 +59,7 @@ class ProjectFigures:
 
 def project_figures(session: Session, projects: list[Project], *, detail: bool) -> list[ProjectFigures]:
     """Progress, pay, rates and warnings of each project (a fixed number of queries plus one pay statement per
-    live batch; `detail` adds every batch's pay and the gold supply)."""
+    batch; `detail` adds the gold supply)."""
     now = clock()
     ids = [p.id for p in projects]
     by_project = health.batches_of(session, ids)
@@ -76,14 +74,17 @@ def project_figures(session: Session, projects: list[Project], *, detail: bool) 
         for b in batches:
             p = progress[b.id]
             status = effective_status(b, now=now, complete=p.complete)
-            pay = batch_pay(session, batch=b) if detail or status in LIVE else {}
+            pay = batch_pay(session, batch=b)
             supply = gold.get(b.id)
-            figures.batches.append(BatchFigures(b, status.value, p, pay, supply,
-                                                supply.warning(b.items_per_hit) if supply else None))
-            if status in LIVE:
-                figures.warnings += [f"Batch {b.id}: {w['message']}" for w in pay.get("warnings", [])]
+            figures.batches.append(BatchFigures(b, status.value, p, pay, supply))
+            # A finished batch's rate still says what its workers earned (and what top-ups cost): warned too.
+            if status != BatchStatus.CANCELLED:
+                figures.warnings += [f"Batch {b.id}: {w['message']}" for w in pay["warnings"]]
+            if supply is not None and (note := supply.warning(b.items_per_hit)):
+                figures.warnings.append(f"Batch {b.id}: {note}")
         if project.id in exhausted:
-            figures.warnings.insert(0, exhausted[project.id].warning.capitalize() + ".")
+            warning = exhausted[project.id].warning
+            figures.warnings.insert(0, warning[0].upper() + warning[1:] + ".")
         figures.warnings += figures.rates.warnings()
         out.append(figures)
     return out
