@@ -10,17 +10,23 @@ from pathlib import Path
 import pytest
 
 from base.identity import Role
+from payments.books.payouts import create_batch
 from shell import pages
+from tests.browser import PASSWORD, with_password
 from tests.factories import account, auth, project
 
 # Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
 # listed in `html_urls`.
-NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout"}
+NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout",
+            "/ops/payouts/<int:batch_id>/export.csv", "/ops/payouts/<int:batch_id>/approve",
+            "/ops/payouts/<int:batch_id>/paid", "/ops/payouts/<int:batch_id>/lines/<int:line_id>/paid",
+            "/ops/payouts/<int:batch_id>/lines/<int:line_id>/failed",
+            "/requester/projects/<int:project_id>/batches/<int:batch_id>/approve"}
 FRAMED_BY = "'self' https://www.mturk.com https://workersandbox.mturk.com"
 
 
 @pytest.fixture
-def html_urls(client, session, clock) -> dict[str, list[str]]:
+def html_urls(app, client, session, clock) -> dict[str, list[str]]:
     """Each HTML route with URLs that exercise it (its error pages too)."""
     owner, token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock())
@@ -32,10 +38,24 @@ def html_urls(client, session, clock) -> dict[str, list[str]]:
     signed_in = client.post("/signup", data={"csrf_token": csrf, "username": "pages-worker",
                                              "password": "correct horse battery"})
     assert signed_in.status_code == 302
-    # /work signed in, then the form pages (they send a signed-in worker on to /work: logged out first).
+    staff = account(session, Role.OPS, now=clock())[0]
+    ops, mine = with_password(app, session, staff), with_password(app, session, owner)
+    payout, _ = create_batch(session, actor_id=staff.id, currency="USD", period_end=clock(), minimum_cents=0,
+                             now=clock())
+    session.commit()
+    # /work signed in, then the form pages (they send a signed-in worker on to /work: logged out first); then the
+    # ops and requester pages, each signed in as its role ("/log-in-as <name>"), and logged out at the end.
     return {"/": ["/", "/no-such-page"], "/docs": ["/docs"],
             "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work": ["/work", "/logout-first"],
-            "/signup": ["/signup"], "/login": ["/login"]}
+            "/signup": ["/signup"], "/login": ["/login"],
+            "/ops/payouts": [f"/log-in-as {ops}", "/ops/payouts"],
+            "/ops/payouts/<int:batch_id>": [f"/ops/payouts/{payout.id}", "/ops/payouts/999999"],
+            "/ops/projects": ["/ops/projects"],
+            "/ops/projects/<int:project_id>": [f"/ops/projects/{proj.id}", "/ops/projects/999999", "/logout-first"],
+            "/requester": [f"/log-in-as {mine}", "/requester"],
+            "/requester/projects/<int:project_id>": [f"/requester/projects/{proj.id}", "/requester/projects/999999"],
+            "/requester/projects/<int:project_id>/quality": [f"/requester/projects/{proj.id}/quality",
+                                                             "/logout-first"]}
 
 
 class InlineCode(HTMLParser):
@@ -63,6 +83,11 @@ def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, cli
     for url in (u for urls in html_urls.values() for u in urls):
         if url == "/logout-first":
             client.post("/logout", data={"csrf_token": csrf_token})
+            continue
+        if url.startswith("/log-in-as "):
+            token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))
+            assert client.post("/login", data={"csrf_token": token.group(1), "username": url.split(" ", 1)[1],
+                                               "password": PASSWORD}).status_code == 302, url
             continue
         resp = client.get(url)
         assert resp.mimetype == "text/html" and resp.status_code in (200, 404), url
