@@ -176,3 +176,17 @@ def test_an_ops_user_approves_a_payout_batch_and_marks_it_paid_in_the_browser(ap
     page.wait_for_selector("text=marked paid")
     assert page.locator("#batch-status").inner_text() == "paid"
     assert problems == []
+
+
+def test_newest_batches_pages_backwards_and_lines_carry_the_workers_names(session, clock, world):
+    made = [payouts.create_batch(session, actor_id=world["ops"].id, currency="USD", period_end=clock(),
+                                 minimum_cents=0, now=clock())[0].id for _ in range(3)]
+    session.commit()
+    newest = [b.id for b in payouts.newest_batches(session, before=None, limit=2)]
+    assert newest == [made[2], made[1]]
+    assert [b.id for b in payouts.newest_batches(session, before=made[1], limit=2)][0] == made[0]
+    rows = payouts.lines_with_workers(session, made[0], limit=2)
+    assert [(line.worker_id, name) for line, name in rows] == [(w.id, w.username) for w in world["workers"][:2]]
+    # A later draft leaves out the money pending in the first; the flagged worker's held line is not pending.
+    [(line, name)] = payouts.lines_with_workers(session, made[2], limit=10)
+    assert (line.worker_id, line.status) == (world["workers"][2].id, PayoutLineStatus.HELD)
