@@ -35,8 +35,8 @@ def _no_store(response: Response) -> Response:
     return response
 
 
-def _fields(schema: Schema, names: tuple[str, ...]) -> dict[str, Any]:
-    """The form's values for a schema's fields, blanks left out so the schema's defaults apply."""
+def _fields(names: tuple[str, ...]) -> dict[str, Any]:
+    """The form's values of these fields, blanks left out so the schema's defaults apply."""
     return {k: v for k in names if (v := request.form.get(k, "").strip()) != ""}
 
 
@@ -74,7 +74,7 @@ def create():
     key = request.form.get("idempotency_key", "")
     if not KEY.fullmatch(key):
         return _list(422, message="The form has lost its key: reload the page and try again.", values=values)
-    raw = _fields(PayoutCreateSchema(), ("currency", "period_end", "minimum_cents", "provider"))
+    raw = _fields(("currency", "period_end", "minimum_cents", "provider"))
     if "period_end" in raw:
         raw["period_end"] = _period_end(raw["period_end"])
     if "minimum_cents" in raw:
