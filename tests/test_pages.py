@@ -10,19 +10,25 @@ from pathlib import Path
 import pytest
 
 from base.identity import Role
+from payments.books.payouts import create_batch
 from qualification.service import create_type
 from shell import pages
+from tests.browser import PASSWORD, with_password
 from tests.factories import SENTIMENT, account, auth, project
 
 # Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
 # listed in `html_urls`.
 NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout",
-            *(f"/ops/flags/<int:flag_id>/{action}" for action in ("block", "unblock", "dismiss"))}
+            *(f"/ops/flags/<int:flag_id>/{action}" for action in ("block", "unblock", "dismiss")),
+            "/ops/payouts/<int:batch_id>/export.csv", "/ops/payouts/<int:batch_id>/approve",
+            "/ops/payouts/<int:batch_id>/paid", "/ops/payouts/<int:batch_id>/lines/<int:line_id>/paid",
+            "/ops/payouts/<int:batch_id>/lines/<int:line_id>/failed",
+            "/requester/projects/<int:project_id>/batches/<int:batch_id>/approve"}
 FRAMED_BY = "'self' https://www.mturk.com https://workersandbox.mturk.com"
 
 
 @pytest.fixture
-def html_urls(client, session, clock) -> dict[str, list[str]]:
+def html_urls(app, client, session, clock) -> dict[str, list[str]]:
     """Each HTML route with URLs that exercise it (its error pages too)."""
     owner, token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock())
@@ -42,20 +48,20 @@ def html_urls(client, session, clock) -> dict[str, list[str]]:
     tests = f"/work/qualifications/{qtype.id}"
     fresh = re.search(r'name="csrf_token" value="([^"]+)"', client.get(tests).get_data(as_text=True)).group(1)
     attempt = client.post(tests, data={"csrf_token": fresh}).headers["Location"]
-    # The ops console, signed in as ops ("/session:<token>" puts a login token in the session), then out again.
     from workers import flags
     from workers.models import Account, FlagReason
-    from workers.service import issue_token
 
-    ops, _ = account(session, Role.OPS, now=clock())
-    _, ops_token = issue_token(session, account=ops, now=clock(), login=True)
+    staff = account(session, Role.OPS, now=clock())[0]
+    ops, mine = with_password(app, session, staff), with_password(app, session, owner)
     worker = session.query(Account).filter(Account.username == "pages-worker").one()
     flag = flags.raise_flag(session, worker_id=worker.id, project_id=proj.id, reason=FlagReason.MANUAL, note="n",
                             now=clock())
+    payout, _ = create_batch(session, actor_id=staff.id, currency="USD", period_end=clock(), minimum_cents=0,
+                             now=clock())
     session.commit()
     # The worker's pages signed in, then the form pages (they send a signed-in worker on to /work: logged out
-    # first, by /logout-first, so /work goes last among the signed-in ones); then the ops console, signed in as ops
-    # ("/session:<token>" puts a login token in the session), and out again.
+    # first, by /logout-first, so /work goes last among the signed-in ones); then the ops and requester pages,
+    # each signed in as its role ("/log-in-as <name>"), and logged out at the end.
     return {"/": ["/", "/no-such-page"], "/docs": ["/docs"],
             "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work/earnings": ["/work/earnings"],
             "/work/qualifications": ["/work/qualifications"],
@@ -63,9 +69,17 @@ def html_urls(client, session, clock) -> dict[str, list[str]]:
             "/work/qualifications/attempts/<int:attempt_id>": [attempt, "/work/qualifications/attempts/0"],
             "/work": ["/work", "/logout-first"],
             "/signup": ["/signup"], "/login": ["/login"],
-            "/ops": [f"/session:{ops_token}", "/ops"], "/ops/flags/<int:flag_id>": [f"/ops/flags/{flag.id}",
-                                                                                 "/ops/flags/999999"],
-            "/ops/workers/<int:worker_id>": [f"/ops/workers/{worker.id}", "/ops/workers/999999", "/logout-first"]}
+            "/ops": [f"/log-in-as {ops}", "/ops"],
+            "/ops/flags/<int:flag_id>": [f"/ops/flags/{flag.id}", "/ops/flags/999999"],
+            "/ops/workers/<int:worker_id>": [f"/ops/workers/{worker.id}", "/ops/workers/999999"],
+            "/ops/payouts": ["/ops/payouts"],
+            "/ops/payouts/<int:batch_id>": [f"/ops/payouts/{payout.id}", "/ops/payouts/999999"],
+            "/ops/projects": ["/ops/projects"],
+            "/ops/projects/<int:project_id>": [f"/ops/projects/{proj.id}", "/ops/projects/999999", "/logout-first"],
+            "/requester": [f"/log-in-as {mine}", "/requester"],
+            "/requester/projects/<int:project_id>": [f"/requester/projects/{proj.id}", "/requester/projects/999999"],
+            "/requester/projects/<int:project_id>/quality": [f"/requester/projects/{proj.id}/quality",
+                                                             "/logout-first"]}
 
 
 class InlineCode(HTMLParser):
@@ -94,9 +108,10 @@ def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, cli
         if url == "/logout-first":
             client.post("/logout", data={"csrf_token": csrf_token})
             continue
-        if url.startswith("/session:"):
-            with client.session_transaction() as s:
-                s["token"] = url.removeprefix("/session:")
+        if url.startswith("/log-in-as "):
+            token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))
+            assert client.post("/login", data={"csrf_token": token.group(1), "username": url.split(" ", 1)[1],
+                                               "password": PASSWORD}).status_code == 302, url
             continue
         resp = client.get(url)
         assert resp.mimetype == "text/html" and resp.status_code in (200, 404), url

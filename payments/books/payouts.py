@@ -129,6 +129,22 @@ def list_batches(session: Session, *, after: int | None, limit: int,
     return keyset_page(session, PayoutBatch, after=after, limit=limit, equal=((PayoutBatch.status, status),))
 
 
+def newest_batches(session: Session, *, before: int | None, limit: int) -> list[PayoutBatch]:
+    """Payout batches newest first (by id): at most `limit` with an id below `before` (the ops console's list)."""
+    stmt = select(PayoutBatch).order_by(PayoutBatch.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(PayoutBatch.id < before)
+    return list(session.scalars(stmt))
+
+
+def lines_with_workers(session: Session, batch_id: int, *, limit: int) -> list[tuple[PayoutLine, str | None]]:
+    """The batch's first `limit` lines (by id), each with its worker's username (or email): what ops read."""
+    return [(line, name) for line, name in session.execute(
+        select(PayoutLine, func.coalesce(Account.username, Account.email))
+        .join(Account, Account.id == PayoutLine.worker_id)
+        .where(PayoutLine.payout_batch_id == batch_id).order_by(PayoutLine.id).limit(limit))]
+
+
 def lines_of(session: Session, batch_id: int, *, status: PayoutLineStatus | None = None) -> list[PayoutLine]:
     stmt = select(PayoutLine).where(PayoutLine.payout_batch_id == batch_id)
     if status is not None:
