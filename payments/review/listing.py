@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from market.catalogue.models import Assignment, AssignmentStatus, Batch, Project
@@ -66,4 +66,21 @@ def worker_reviewed(session: Session, *, worker_id: int, after: int | None, limi
                                                                       "currency": row.currency},
                     "top_up": None if row.top_up_cents is None else {"cents": row.top_up_cents,
                                                                       "currency": row.currency}})
+    return out
+
+
+def worker_earnings_summary(session: Session, *, worker_id: int) -> dict[str, dict[str, int]]:
+    """Per currency, what the worker's work earns: "pending" (submitted, not reviewed yet: the batch's reward per
+    HIT) and "approved" (rewards and fair-wage top-ups paid on approval). Integer cents."""
+    out: dict[str, dict[str, int]] = {}
+    pending = (select(Batch.currency, func.sum(Batch.reward_cents)).join(Assignment, Assignment.batch_id == Batch.id)
+               .where(Assignment.worker_id == worker_id, Assignment.status == AssignmentStatus.SUBMITTED)
+               .group_by(Batch.currency))
+    for currency, cents in session.execute(pending):
+        out.setdefault(currency, {"pending": 0, "approved": 0})["pending"] = int(cents or 0)
+    approved = (select(AssignmentPay.currency,
+                       func.sum(AssignmentPay.reward_cents + func.coalesce(AssignmentPay.top_up_cents, 0)))
+                .where(AssignmentPay.worker_id == worker_id).group_by(AssignmentPay.currency))
+    for currency, cents in session.execute(approved):
+        out.setdefault(currency, {"pending": 0, "approved": 0})["approved"] = int(cents or 0)
     return out
