@@ -12,7 +12,7 @@ from importlib import import_module
 
 from flask import Flask
 
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("work",)
 
 
 def install(app: Flask) -> None:
