@@ -4,30 +4,30 @@ lease countdown, the guidelines banner, and no gold leaking before the worker an
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 from market.catalogue.models import Answer, Assignment, AssignmentStatus
-from market.engine import next_task
 from market.quality.models import GoldDispute
 from tests.browser import audit, log_in
 from tests.console.work_setup import EXPLANATION, GOLD, work_world
 from tests.factories import auth
 
 
-@pytest.fixture
-def turns(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Script which leases are gold (True); an empty script: real work."""
-    script: list[bool] = []
-    monkeypatch.setattr(next_task, "is_gold_turn", lambda *args, **kwargs: script.pop(0) if script else False)
-    return script
-
-
 def open_work(page, live_server: str, login: str) -> None:
     log_in(page, live_server, login)
     page.goto(live_server + "/work/tasks")
+    painted(page)
+
+
+def painted(page) -> None:
+    """Wait for the task to be painted and the page's requests to end: the live server shares the test's database
+    connection, so the test reads the database only while the server is idle."""
     page.locator("#task").wait_for(state="visible")
+    page.wait_for_load_state("networkidle")
 
 
 def shown(page) -> tuple[str, str]:
@@ -35,21 +35,31 @@ def shown(page) -> tuple[str, str]:
     return page.locator("#item-k").inner_text(), page.locator("#item-body").inner_text()
 
 
-def held(session, worker_id: int) -> Assignment:
+def quiet(live_server: str) -> None:
+    """Return once the live server has finished everything it was doing: it serves one request at a time and
+    judges workers after a response is sent (market/quality/evaluation.py, inline in tests), on the test's own
+    database connection; so the test touches the database only after a request of its own came back."""
+    with urllib.request.urlopen(live_server + "/static/base.css") as resp:
+        resp.read()
+
+
+def held(session, worker_id: int, live_server: str) -> Assignment:
+    quiet(live_server)
     session.expire_all()
     return session.scalar(select(Assignment).where(Assignment.worker_id == worker_id,
                                                    Assignment.status == AssignmentStatus.LEASED))
 
 
-def stored(session, worker_id: int) -> list[Answer]:
+def stored(session, worker_id: int, live_server: str) -> list[Answer]:
+    quiet(live_server)
     session.expire_all()
     return list(session.scalars(select(Answer).where(Answer.worker_id == worker_id).order_by(Answer.id)))
 
 
-def wait_for_next_hit(page, previous: int, session, worker_id: int) -> Assignment:
+def wait_for_next_hit(page, previous: int, session, worker_id: int, live_server: str) -> Assignment:
     expect(page.locator("#saving")).to_have_text("Saved.")
     page.locator("#task").wait_for(state="visible")
-    lease = held(session, worker_id)
+    lease = held(session, worker_id, live_server)
     assert lease is not None and lease.id != previous
     return lease
 
@@ -60,7 +70,7 @@ def test_a_worker_labels_a_hit_with_the_keyboard_and_the_next_appears_without_a_
     w = work_world(app, session, clock)
     open_work(page, live_server, w.login)
     page.evaluate("window.__loaded = 'once'")
-    first = held(session, w.worker.id)
+    first = held(session, w.worker.id, live_server)
     assert page.locator("#position").inner_text() == "item 1 of 2"
     assert page.locator("#reward").inner_text() == "$0.12"
     assert page.locator("#hourly-rate").inner_text().startswith("$14.40 per hour (estimated")
@@ -76,12 +86,12 @@ def test_a_worker_labels_a_hit_with_the_keyboard_and_the_next_appears_without_a_
     page.keyboard.press("2")  # Negative, then Enter submits
     assert page.locator("#confirm").inner_text() == "Submit answers (Enter)"
     page.keyboard.press("Enter")
-    second = wait_for_next_hit(page, first.id, session, w.worker.id)
+    second = wait_for_next_hit(page, first.id, session, w.worker.id, live_server)
     assert page.evaluate("window.__loaded") == "once"  # no navigation
     assert shown(page)[0] == "1" and shown(page)[1] not in (text_1, text_2)
     assert page.locator("#answers-today").inner_text() == "2"
     assert page.locator("#pending").inner_text() == "$0.12"
-    answers = stored(session, w.worker.id)
+    answers = stored(session, w.worker.id, live_server)
     assert [a.value for a in answers] == ["pos", "neg"] and {a.assignment_id for a in answers} == {first.id}
     assert all(a.client_meta["source"] == "work-page" and "Chrom" in a.client_meta["user_agent"] for a in answers)
     assert all(a.guideline_version == 1 for a in answers)
@@ -95,7 +105,7 @@ def test_a_submit_that_fails_on_the_network_is_stored_exactly_once(app, session,
     page, problems = page
     w = work_world(app, session, clock)
     open_work(page, live_server, w.login)
-    first = held(session, w.worker.id)
+    first = held(session, w.worker.id, live_server)
     sent = []
 
     def flaky(route) -> None:
@@ -111,10 +121,10 @@ def test_a_submit_that_fails_on_the_network_is_stored_exactly_once(app, session,
     page.keyboard.press("3")
     page.keyboard.press("1")
     page.keyboard.press("Enter")
-    second = wait_for_next_hit(page, first.id, session, w.worker.id)
+    second = wait_for_next_hit(page, first.id, session, w.worker.id, live_server)
     assert len(sent) == 2 and sent[0] == sent[1]  # retried with the very same request
     assert page.evaluate("localStorage.getItem('crowdmarket.work.outbox')") is None
-    answers = stored(session, w.worker.id)
+    answers = stored(session, w.worker.id, live_server)
     assert [(a.assignment_id, a.value) for a in answers] == [(first.id, "neu"), (first.id, "pos")]
     # The worker goes on: the next HIT is theirs, and it is the one lease they hold.
     assert session.scalar(select(func.count()).select_from(Assignment).where(
@@ -122,8 +132,8 @@ def test_a_submit_that_fails_on_the_network_is_stored_exactly_once(app, session,
     page.keyboard.press("1")
     page.keyboard.press("1")
     page.keyboard.press("Enter")
-    wait_for_next_hit(page, second.id, session, w.worker.id)
-    assert len(stored(session, w.worker.id)) == 4
+    wait_for_next_hit(page, second.id, session, w.worker.id, live_server)
+    assert len(stored(session, w.worker.id, live_server)) == 4
     assert [p for p in problems if "ERR_FAILED" not in p] == []
 
 
@@ -131,17 +141,17 @@ def test_a_submit_waiting_in_the_outbox_is_sent_after_a_reload(app, session, clo
     page, problems = page
     w = work_world(app, session, clock)
     open_work(page, live_server, w.login)
-    first = held(session, w.worker.id)
+    first = held(session, w.worker.id, live_server)
     page.route("**/work/tasks/*/submit*", lambda route: route.abort())
     page.keyboard.press("2")
     page.keyboard.press("2")
     page.keyboard.press("Enter")
     expect(page.locator("#saving")).to_have_text("Saving… (retrying)")
-    assert stored(session, w.worker.id) == []
+    assert stored(session, w.worker.id, live_server) == []
     page.unroute("**/work/tasks/*/submit*")
     page.reload()  # the crash: the page is gone, the outbox is not
-    wait_for_next_hit(page, first.id, session, w.worker.id)
-    assert [(a.assignment_id, a.value) for a in stored(session, w.worker.id)] == [(first.id, "neg")] * 2
+    wait_for_next_hit(page, first.id, session, w.worker.id, live_server)
+    assert [(a.assignment_id, a.value) for a in stored(session, w.worker.id, live_server)] == [(first.id, "neg")] * 2
     assert [p for p in problems if "ERR_FAILED" not in p] == []
 
 
@@ -154,8 +164,8 @@ def test_a_missed_gold_item_shows_the_feedback_and_the_worker_contests_it(app, s
     responses = []  # every response of the work page, from its load on
     page.on("response", lambda r: responses.append(r))
     page.goto(live_server + "/work/tasks")
-    page.locator("#task").wait_for(state="visible")
-    gold = held(session, w.worker.id)
+    painted(page)
+    gold = held(session, w.worker.id, live_server)
     assert gold.is_gold
     page.keyboard.press("1")  # Positive: both known answers are Negative
     page.keyboard.press("3")
@@ -181,6 +191,7 @@ def test_a_missed_gold_item_shows_the_feedback_and_the_worker_contests_it(app, s
     missed.first.get_by_label("Why is the correct answer wrong?").fill("It is praise, read it again.")
     missed.first.get_by_role("button", name="Send").click()
     missed.first.get_by_text("Contest filed (open)").wait_for()
+    quiet(live_server)
     session.expire_all()
     [dispute] = session.scalars(select(GoldDispute).where(GoldDispute.worker_id == w.worker.id))
     assert dispute.assignment_id == gold.id and dispute.item_id == w.gold_items[0].id
@@ -198,12 +209,12 @@ def test_a_project_without_gold_feedback_shows_none(app, session, clock, page, l
     page.on("response", lambda r: submits.append(r) if "/submit" in r.url else None)
     turns.append(True)
     open_work(page, live_server, w.login)
-    gold = held(session, w.worker.id)
+    gold = held(session, w.worker.id, live_server)
     assert gold.is_gold
     page.keyboard.press("1")
     page.keyboard.press("1")
     page.keyboard.press("Enter")
-    wait_for_next_hit(page, gold.id, session, w.worker.id)
+    wait_for_next_hit(page, gold.id, session, w.worker.id, live_server)
     assert page.locator("#feedback").is_hidden() and page.locator("article.missed").count() == 0
     [resp] = submits
     body = resp.json()
@@ -225,17 +236,18 @@ def test_with_shortcuts_off_number_keys_do_nothing_and_buttons_work_and_return_g
     page.get_by_role("button", name="Negative").click()
     assert shown(page)[0] == "2"
     page.reload()  # remembered
-    page.locator("#task").wait_for(state="visible")
+    painted(page)
     assert not page.get_by_label("Single-key shortcuts (number keys, R)").is_checked()
-    first = held(session, w.worker.id)
+    first = held(session, w.worker.id, live_server)
     page.get_by_role("button", name="Return without penalty").click()
     page.get_by_role("button", name="Yes, return it").click()
     expect(page.locator("#saving")).to_have_text("Task returned.")
+    quiet(live_server)
     session.expire_all()
     assert session.get(Assignment, first.id).status == AssignmentStatus.RETURNED
-    nxt = held(session, w.worker.id)
+    nxt = held(session, w.worker.id, live_server)
     assert nxt is not None and nxt.hit_id != first.hit_id
-    assert stored(session, w.worker.id) == []
+    assert stored(session, w.worker.id, live_server) == []
     # With shortcuts on again, R then Enter on the confirmation returns by keyboard.
     page.get_by_label("Single-key shortcuts (number keys, R)").check()
     page.locator("#item").focus()
@@ -243,6 +255,7 @@ def test_with_shortcuts_off_number_keys_do_nothing_and_buttons_work_and_return_g
     assert page.get_by_role("button", name="Yes, return it").evaluate("b => b === document.activeElement")
     page.keyboard.press("Enter")
     expect(page.locator("#saving")).to_have_text("Task returned.")
+    quiet(live_server)
     session.expire_all()
     assert session.get(Assignment, nxt.id).status == AssignmentStatus.RETURNED
     assert problems == []
@@ -253,15 +266,15 @@ def test_the_countdown_warns_before_the_lease_lapses_and_says_when_it_did(app, s
     page, problems = page
     w = work_world(app, session, clock)
     open_work(page, live_server, w.login)
-    lease = held(session, w.worker.id)
+    lease = held(session, w.worker.id, live_server)
     clock.advance(seconds=(lease.expires_at - clock()).total_seconds() - 70)
     page.reload()
-    page.locator("#task").wait_for(state="visible")
+    painted(page)
     alert = page.locator("#lease-alert")
     assert alert.is_hidden() and page.locator("#countdown").inner_text().startswith("1:")
     clock.advance(seconds=68)  # 2 s left on the server's clock
     page.reload()
-    page.locator("#task").wait_for(state="visible")
+    painted(page)
     assert alert.get_attribute("role") == "alert"
     assert "seconds left on this task" in alert.inner_text()
     expect(alert).to_contain_text("lapsed", timeout=5000)
@@ -274,19 +287,20 @@ def test_the_guidelines_banner_appears_after_the_requester_publishes_new_instruc
     page, problems = page
     w = work_world(app, session, clock)
     open_work(page, live_server, w.login)
-    first = held(session, w.worker.id)
+    first = held(session, w.worker.id, live_server)
     page.keyboard.press("1")
     page.keyboard.press("1")
     page.keyboard.press("Enter")
-    second = wait_for_next_hit(page, first.id, session, w.worker.id)
+    second = wait_for_next_hit(page, first.id, session, w.worker.id, live_server)
     assert page.locator("#guidelines-changed").is_hidden()  # leased under v1, as the last answered
+    quiet(live_server)
     resp = client.patch(f"/api/v1/projects/{w.project.id}", headers=auth(w.owner_token),
                         json={"instructions": "Pick the sentiment. Sarcasm counts as negative."})
     assert resp.status_code == 200, resp.get_json()
     page.get_by_role("button", name="Return without penalty").click()  # the next lease is under v2
     page.get_by_role("button", name="Yes, return it").click()
     expect(page.locator("#saving")).to_have_text("Task returned.")
-    assert held(session, w.worker.id).id != second.id
+    assert held(session, w.worker.id, live_server).id != second.id
     banner = page.locator("#guidelines-changed")
     banner.wait_for(state="visible")
     assert "Guidelines v2" in banner.inner_text()
@@ -300,7 +314,7 @@ def test_when_there_is_no_task_the_page_says_why_and_links_back(app, session, cl
     page, problems = page
     w = work_world(app, session, clock, real=2)
     open_work(page, live_server, w.login)
-    first = held(session, w.worker.id)
+    first = held(session, w.worker.id, live_server)
     page.keyboard.press("1")
     page.keyboard.press("1")
     page.keyboard.press("Enter")
@@ -308,7 +322,8 @@ def test_when_there_is_no_task_the_page_says_why_and_links_back(app, session, cl
     assert page.get_by_role("heading", level=1).inner_text() == "No task for you right now"
     assert "fully assigned or already done" in page.locator("#empty-reason").inner_text()
     assert page.get_by_role("link", name="Back to the dashboard").get_attribute("href") == "/work"
-    assert len(stored(session, w.worker.id)) == 2 and stored(session, w.worker.id)[0].assignment_id == first.id
+    answers = stored(session, w.worker.id, live_server)
+    assert [a.assignment_id for a in answers] == [first.id, first.id]
     audit(page, "work-empty")
     assert problems == []
 

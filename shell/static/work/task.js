@@ -85,8 +85,9 @@
     if (next.guidelines_changed) $("guidelines").open = true;
     $("reward").textContent = money(t.reward.cents, t.reward.currency);
     $("hourly-rate").textContent = t.hourly_rate
-      ? `${money(t.hourly_rate.cents, t.hourly_rate.currency)} per hour (${t.hourly_rate.basis}: `
-        + `${BASIS[t.hourly_rate.basis] || ""})` : "not known yet";
+      ? `${money(t.hourly_rate.cents, t.hourly_rate.currency)} per hour (${t.hourly_rate.basis})` : "not known yet";
+    $("rate-basis").textContent = t.hourly_rate
+      ? `The hourly rate is ${BASIS[t.hourly_rate.basis] || t.hourly_rate.basis}, before any fair-wage top-up.` : "";
     $("item-n").textContent = String(t.items.length);
     startClock(next.expires_in_ms);
     show("task");
@@ -351,7 +352,6 @@
         open, form, sent);
     });
     $("feedback-items").replaceChildren(...list);
-    $("title").textContent = "Feedback on your last task";
     show("feedback");
     $("feedback").focus();
   }
