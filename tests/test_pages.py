@@ -15,7 +15,11 @@ from tests.factories import account, auth, project
 
 # Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
 # listed in `html_urls`.
-NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout"}
+NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout", "/work/tasks/next",
+            "/work/tasks/<int:assignment_id>/submit", "/work/tasks/<int:assignment_id>/return",
+            "/work/tasks/<int:assignment_id>/disputes"}
+# The work page shows items' images from anywhere on the web by URL (console/work.py); no other page may.
+IMAGES_BY_URL = {"/work/tasks": "'self' data: https:"}
 FRAMED_BY = "'self' https://www.mturk.com https://workersandbox.mturk.com"
 
 
@@ -34,7 +38,8 @@ def html_urls(client, session, clock) -> dict[str, list[str]]:
     assert signed_in.status_code == 302
     # /work signed in, then the form pages (they send a signed-in worker on to /work: logged out first).
     return {"/": ["/", "/no-such-page"], "/docs": ["/docs"],
-            "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work": ["/work", "/logout-first"],
+            "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work/tasks": ["/work/tasks"],
+            "/work": ["/work", "/logout-first"],
             "/signup": ["/signup"], "/login": ["/login"]}
 
 
@@ -73,7 +78,10 @@ def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, cli
         assert policy["form-action"] == "'self'", url
         assert "unsafe" not in resp.headers["Content-Security-Policy"], url
         # Nothing from other hosts.
-        assert all("http" not in value for name, value in policy.items() if name != "frame-ancestors"), url
+        images = IMAGES_BY_URL.get(url)
+        assert policy["img-src"] == (images or "'self' data:"), url
+        assert all("http" not in value for name, value in policy.items()
+                   if name != "frame-ancestors" and (name != "img-src" or not images)), url
         assert resp.headers["X-Content-Type-Options"] == "nosniff", url
         assert resp.headers["Referrer-Policy"] == "same-origin", url
         html = resp.get_data(as_text=True)

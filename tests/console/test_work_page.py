@@ -327,3 +327,56 @@ def test_when_there_is_no_task_the_page_says_why_and_links_back(app, session, cl
     audit(page, "work-empty")
     assert problems == []
 
+
+
+PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5"
+         "ErkJggg==")
+TAGS = {"type": "multi_choice", "min_choices": 1, "max_choices": 2,
+        "categories": [{"key": "cat", "name": "Cat"}, {"key": "dog", "name": "Dog"}, {"key": "car", "name": "Car"}]}
+
+
+def test_multi_choice_labels_toggle_by_key_and_images_show_with_their_alt_text(app, session, clock, page,
+                                                                              live_server):
+    page, problems = page
+    data = [{"image_url": PIXEL, "alt": f"Photo {i} of a street"} for i in range(4)]
+    w = work_world(app, session, clock, data=data, label_schema=TAGS)
+    open_work(page, live_server, w.login)
+    first = held(session, w.worker.id, live_server)
+    image = page.locator("#item-body img")
+    assert image.get_attribute("alt") == "Photo 0 of a street" and image.evaluate("i => i.naturalWidth") == 1
+    audit(page, "work-multi-choice")
+    page.keyboard.press("1")
+    page.keyboard.press("3")
+    page.keyboard.press("2")  # a third label: refused, at most 2
+    assert page.locator("#answer-error").inner_text() == "Choose at most 2 labels."
+    page.keyboard.press("3")  # toggled off again
+    assert page.locator("button.label[aria-pressed='true']").all_inner_texts() == ["1 Cat"]
+    page.keyboard.press("Enter")  # multi-choice waits for Enter on every item
+    assert page.get_by_role("img").get_attribute("alt") == "Photo 1 of a street"
+    page.keyboard.press("Enter")  # nothing chosen: at least one is needed
+    assert page.locator("#answer-error").inner_text() == "Choose at least 1 label."
+    page.keyboard.press("3")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    wait_for_next_hit(page, first.id, session, w.worker.id, live_server)
+    assert [a.value for a in stored(session, w.worker.id, live_server)] == [["cat"], ["dog", "car"]]
+    assert problems == []
+
+
+def test_free_text_answers_are_typed_and_ctrl_enter_confirms(app, session, clock, page, live_server):
+    page, problems = page
+    w = work_world(app, session, clock, label_schema={"type": "text", "max_length": 200})
+    open_work(page, live_server, w.login)
+    first = held(session, w.worker.id, live_server)
+    box = page.get_by_label("Type your answer")
+    assert box.evaluate("b => b === document.activeElement")
+    page.keyboard.type("12 r")  # number keys and R type in the box
+    page.keyboard.press("Enter")  # a new line, not a submit
+    page.keyboard.type("fine")
+    assert box.input_value() == "12 r\nfine" and page.locator("#item-k").inner_text() == "1"
+    page.keyboard.press("Control+Enter")
+    page.get_by_label("Type your answer").fill("second")
+    page.keyboard.press("Control+Enter")
+    wait_for_next_hit(page, first.id, session, w.worker.id, live_server)
+    assert [a.value for a in stored(session, w.worker.id, live_server)] == ["12 r\nfine", "second"]
+    assert problems == []

@@ -32,15 +32,19 @@ class WorkWorld:
     gold_items: list[Item]
 
 
-def work_world(app, session, clock, *, feedback: bool = True, real: int = 8, **settings) -> WorkWorld:
-    """A project of 2-item HITs (one answer per item) with a 2-item gold HIT, and a worker with a password."""
+def work_world(app, session, clock, *, feedback: bool = True, real: int = 8, data: list[dict] | None = None,
+               **settings) -> WorkWorld:
+    """A project of 2-item HITs (one answer per item) with a 2-item gold HIT, and a worker with a password.
+    `data`: the real items' data (else `real` texts)."""
     owner, owner_token = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock(), items_per_hit=2, assignments_per_item=1, reward_cents=12,
                    gold_rate=Decimal("0.10"), gold_feedback=feedback, instructions="Pick the sentiment.",
                    **settings)
-    records = [{"external_id": f"r{i}", "data": {"text": f"Review number {i}: it was fine."}} for i in range(real)]
-    records += [{"external_id": e, "data": {"text": text}, "gold": answer, "explanation": EXPLANATION}
-                for e, text, answer in GOLD]
+    data = data or [{"text": f"Review number {i}: it was fine."} for i in range(real)]
+    records = [{"external_id": f"r{i}", "data": d} for i, d in enumerate(data)]
+    if proj.label_schema["type"] == "single_choice":
+        records += [{"external_id": e, "data": {"text": text}, "gold": answer, "explanation": EXPLANATION}
+                    for e, text, answer in GOLD]
     import_items(session, project=proj, stream=io.BytesIO(jsonl(records)), fmt="jsonl", now=clock())
     publish_batch(session, project_id=proj.id, account=owner, now=clock())
     session.commit()

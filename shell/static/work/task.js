@@ -140,7 +140,11 @@
       box.append(el("label", { for: "answer-text", text: "Type your answer" }), area);
     } else {
       const multi = schema.type === "multi_choice";
-      $("labels-legend").textContent = multi ? "Your answer (choose all that apply)" : "Your answer";
+      let legend = multi ? "Your answer (choose all that apply)" : "Your answer";
+      if (schema.type === "rating" && (schema.min_label || schema.max_label)) {
+        legend = `Your answer (${schema.min}: ${schema.min_label || ""} … ${schema.max}: ${schema.max_label || ""})`;
+      }
+      $("labels-legend").textContent = legend;
       choices(schema).forEach(([value, name, description], i) => {
         const pressed = multi ? (current || []).includes(value) : current === value;
         const b = el("button", { type: "button", class: "label", "aria-pressed": String(pressed) });
@@ -161,8 +165,15 @@
     const schema = st.task.label_schema;
     if (schema.type === "multi_choice") {
       const set = new Set(st.answers[st.k] || []);
-      if (set.has(value)) set.delete(value); else set.add(value);
       const keys = schema.categories.map((c) => c.key);
+      if (set.has(value)) set.delete(value);
+      else if (set.size < (schema.max_choices || keys.length)) set.add(value);
+      else {
+        $("answer-error").textContent = `Choose at most ${schema.max_choices} labels.`;
+        $("answer-error").hidden = false;
+        return;
+      }
+      $("answer-error").hidden = true;
       st.answers[st.k] = keys.filter((key) => set.has(key));
       paintPressed();
       return;
@@ -193,7 +204,9 @@
     if (st.view !== "task" || st.busy) return;
     if (st.lapsed) { getNext(); return; }
     if (!answered(st.k)) {
-      $("answer-error").textContent = "Pick an answer for this item first.";
+      const least = st.task.label_schema.min_choices;
+      $("answer-error").textContent = least
+        ? `Choose at least ${least} label${least === 1 ? "" : "s"}.` : "Pick an answer for this item first.";
       $("answer-error").hidden = false;
       return;
     }
