@@ -89,9 +89,9 @@ def _worker() -> Caller:
 
 def _body(schema: Schema) -> dict[str, Any]:
     data = request.get_json(silent=True)
-    if data is None and request.content_length:
+    if data is None and (request.content_length or request.content_length is None and request.get_data()):
         raise InvalidInput("The body is not JSON.", errors={"json": ["not valid JSON"]})
-    return schema.load(data or {})
+    return schema.load({} if data is None else data)
 
 
 def _progress(worker: Caller) -> dict[str, Any]:

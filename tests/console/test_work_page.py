@@ -26,7 +26,10 @@ def open_work(page, live_server: str, login: str) -> None:
 def painted(page) -> None:
     """Wait for the task to be painted and the page's requests to end: the live server shares the test's database
     connection, so the test reads the database only while the server is idle."""
-    page.locator("#task").wait_for(state="visible")
+    try:
+        page.locator("#task").wait_for(state="visible")
+    except Exception as exc:  # say what the page showed instead
+        raise AssertionError(f"no task painted: {page.locator('#work').inner_text()!r}") from exc
     page.wait_for_load_state("networkidle")
 
 
