@@ -12,7 +12,7 @@ from importlib import import_module
 
 from flask import Flask
 
-MODULES: tuple[str, ...] = ("dashboard", "earnings", "flags", "ops_workers", "payouts", "health", "requester")
+MODULES: tuple[str, ...] = ("dashboard", "work", "earnings", "flags", "ops_workers", "payouts", "health", "requester")
 
 
 def install(app: Flask) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, render_template, url_for
 
 from base.money import Money
+from edge.csp import MTURK_WORKER_SITES, POLICY, content_security_policy  # noqa: F401 - the pages' names
 
 # A pinned copy of ReDoc's standalone bundle (the npm package redoc@2.5.4) with its licences beside it; the
 # version is in the path, so browsers never keep an old copy after an upgrade. One change, checked by
@@ -16,22 +17,6 @@ from base.money import Money
 # fails to load and ReDoc hides it).
 REDOC = "redoc-2.5.4/redoc.standalone.js"
 
-# MTurk shows an ExternalQuestion (our work page, #14) in a frame on its worker sites.
-MTURK_WORKER_SITES = "https://www.mturk.com https://workersandbox.mturk.com"
-# Pages run only our own static scripts and styles: no inline script or style, nothing from other hosts (stricter
-# than `default-src 'self'`: each kind is allowed by name, the rest is 'none'), and framed only by this site and
-# MTurk's worker sites (clickjacking).
-POLICY = {
-    "default-src": "'none'",
-    "script-src": "'self'",
-    "style-src": "'self'",
-    "img-src": "'self' data:",
-    "font-src": "'self'",
-    "connect-src": "'self'",
-    "base-uri": "'none'",
-    "form-action": "'self'",
-    "frame-ancestors": f"'self' {MTURK_WORKER_SITES}",
-}
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
     # Nothing of a URL leaves the site (report links carry their signed token in it); our own form posts keep
@@ -43,12 +28,6 @@ OTHER_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy":
                                                                                  "frame-ancestors 'none'"}
 
 blp = Blueprint("pages", __name__)
-
-
-def content_security_policy(**extra: str) -> str:
-    """The pages' CSP, with directives added or replaced (`worker_src="blob:"`)."""
-    policy = {**POLICY, **{name.replace("_", "-"): value for name, value in extra.items()}}
-    return "; ".join(f"{name} {value}" for name, value in policy.items())
 
 
 CSP = content_security_policy()

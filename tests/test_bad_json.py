@@ -198,8 +198,8 @@ def test_every_operation_answers_a_deeply_nested_body_with_a_4xx(app, client, se
                     resp = client.open(url, method=method, data=body, headers={
                         "Content-Type": "application/json", **(auth(token) if token else {})})
                     assert resp.status_code < 500, resp.get_data(as_text=True)[:300]
-                    if resp.status_code >= 400 and url.startswith("/api/"):
-                        _problem(resp)
+                    if resp.status_code >= 400 and (url.startswith("/api/") or url.startswith("/work/tasks/")):
+                        _problem(resp)  # the API, and the work page's JSON endpoints (console/work.py)
                     elif resp.status_code >= 400:  # a page's form post (workers/views.py): refused for its
                         # missing CSRF token before the body is read, on an HTML error page
                         assert resp.status_code == 400 and resp.mimetype == "text/html", url

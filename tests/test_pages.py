@@ -18,12 +18,16 @@ from tests.factories import SENTIMENT, account, auth, project
 
 # Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
 # listed in `html_urls`.
-NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout",
+NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout", "/work/tasks/next",
+            "/work/tasks/<int:assignment_id>/submit", "/work/tasks/<int:assignment_id>/return",
+            "/work/tasks/<int:assignment_id>/disputes",
             *(f"/ops/flags/<int:flag_id>/{action}" for action in ("block", "unblock", "dismiss")),
             "/ops/payouts/<int:batch_id>/export.csv", "/ops/payouts/<int:batch_id>/approve",
             "/ops/payouts/<int:batch_id>/paid", "/ops/payouts/<int:batch_id>/lines/<int:line_id>/paid",
             "/ops/payouts/<int:batch_id>/lines/<int:line_id>/failed",
             "/requester/projects/<int:project_id>/batches/<int:batch_id>/approve"}
+# The work page shows items' images from anywhere on the web by URL (console/work.py); no other page may.
+IMAGES_BY_URL = {"/work/tasks": "'self' data: https:"}
 FRAMED_BY = "'self' https://www.mturk.com https://workersandbox.mturk.com"
 
 
@@ -64,6 +68,7 @@ def html_urls(app, client, session, clock) -> dict[str, list[str]]:
     # each signed in as its role ("/log-in-as <name>"), and logged out at the end.
     return {"/": ["/", "/no-such-page"], "/docs": ["/docs"],
             "/reports/quality/<token>": [report, report[:-3] + "abc"], "/work/earnings": ["/work/earnings"],
+            "/work/tasks": ["/work/tasks"],
             "/work/qualifications": ["/work/qualifications"],
             "/work/qualifications/<int:type_id>": [tests, "/work/qualifications/0"],
             "/work/qualifications/attempts/<int:attempt_id>": [attempt, "/work/qualifications/attempts/0"],
@@ -122,7 +127,10 @@ def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, cli
         assert policy["form-action"] == "'self'", url
         assert "unsafe" not in resp.headers["Content-Security-Policy"], url
         # Nothing from other hosts.
-        assert all("http" not in value for name, value in policy.items() if name != "frame-ancestors"), url
+        images = IMAGES_BY_URL.get(url)
+        assert policy["img-src"] == (images or "'self' data:"), url
+        assert all("http" not in value for name, value in policy.items()
+                   if name != "frame-ancestors" and (name != "img-src" or not images)), url
         assert resp.headers["X-Content-Type-Options"] == "nosniff", url
         assert resp.headers["Referrer-Policy"] == "same-origin", url
         html = resp.get_data(as_text=True)

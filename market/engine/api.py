@@ -8,7 +8,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from base.errors import InvalidInput
-from base.identity import Role
+from base.identity import Actor, Role
 from base.public_ids import ItemIds
 from edge.auth import current_account, requires
 from edge.blueprint import Blueprint
@@ -33,7 +33,8 @@ def _public_answers(answers: dict[int, Any], ids: ItemIds) -> list[dict[str, Any
     return [{"item_id": ids.public(i), "answer": a} for i, a in answers.items()]
 
 
-def _task(task: Task) -> dict[str, Any]:
+def present_task(task: Task) -> dict[str, Any]:
+    """A task as the worker sees it (TaskSchema's input): the API and the work page (console/work.py) alike."""
     ids = item_ids()
     return {
         "assignment_id": task.id,
@@ -59,9 +60,13 @@ class NextTask(MethodView):
     @problems(404, 409)
     def post(self, args: dict[str, Any]):
         """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
-        task = next_assignment(db_session(), worker=current_account(), now=clock(), project_id=args.get("project_id"),
-                               gold_key=current_app.extensions["crowdmarket.gold_key"])
-        return _task(task)
+        return present_task(lease_next(worker=current_account(), project_id=args.get("project_id")))
+
+
+def lease_next(*, worker: Actor, project_id: int | None) -> Task:
+    """The engine's next task for `worker` (the API and the work page alike), on the app's gold schedule."""
+    return next_assignment(db_session(), worker=worker, now=clock(), project_id=project_id,
+                           gold_key=current_app.extensions["crowdmarket.gold_key"])
 
 
 @blp.route("/assignments/<int:assignment_id>")
@@ -70,7 +75,7 @@ class AssignmentDetail(MethodView):
     @blp.response(200, TaskSchema)
     def get(self, assignment_id: int):
         """One of your assignments."""
-        return _task(load_task(db_session(), worker_id=current_account().id, assignment_id=assignment_id))
+        return present_task(load_task(db_session(), worker_id=current_account().id, assignment_id=assignment_id))
 
 
 @blp.route("/assignments/<int:assignment_id>/submit")
@@ -81,20 +86,26 @@ class Submit(MethodView):
     @problems(409, 410)
     def post(self, data: dict[str, Any], assignment_id: int):
         """Submit one answer per item. Idempotent: the same answers again return the same result."""
-        worker, ids = current_account(), item_ids()
-        # internal(), not item_id(): these ids are only compared with the assignment's, never looked up, and an
-        # impossible one must stay distinct to be named in the error.
-        answers = [{"item_id": ids.internal(a["item_id"]), "answer": a["answer"]} for a in data["answers"]]
-        try:
-            result, replayed = submit(db_session(), worker=worker, assignment_id=assignment_id,
-                                           answers=answers, client_meta=data["client"], now=clock())
-        except InvalidInput as exc:  # errors name items by id: the worker's ids
-            exc.errors = {"answers": {str(ids.public(int(k))): v for k, v in exc.errors["answers"].items()}}
-            raise
-        return {"assignment_id": result.assignment_id, "status": result.status.value,
-                "submitted_at": result.submitted_at, "duration_ms": result.duration_ms,
-                "answers": _public_answers(result.answers, ids),
-                "feedback": [{**f, "item_id": ids.public(f["item_id"])} for f in result.feedback]}
+        return submit_answers(data, worker=current_account(), assignment_id=assignment_id)
+
+
+def submit_answers(data: dict[str, Any], *, worker: Actor, assignment_id: int) -> dict[str, Any]:
+    """Submit a loaded SubmitSchema body for `worker`; the SubmitResultSchema input. The API and the work page
+    (console/work.py) both submit through here, so a page submit is an API submit."""
+    ids = item_ids()
+    # internal(), not item_id(): these ids are only compared with the assignment's, never looked up, and an
+    # impossible one must stay distinct to be named in the error.
+    answers = [{"item_id": ids.internal(a["item_id"]), "answer": a["answer"]} for a in data["answers"]]
+    try:
+        result, replayed = submit(db_session(), worker=worker, assignment_id=assignment_id,
+                                  answers=answers, client_meta=data["client"], now=clock())
+    except InvalidInput as exc:  # errors name items by id: the worker's ids
+        exc.errors = {"answers": {str(ids.public(int(k))): v for k, v in exc.errors["answers"].items()}}
+        raise
+    return {"assignment_id": result.assignment_id, "status": result.status.value,
+            "submitted_at": result.submitted_at, "duration_ms": result.duration_ms,
+            "answers": _public_answers(result.answers, ids),
+            "feedback": [{**f, "item_id": ids.public(f["item_id"])} for f in result.feedback]}
 
 
 @blp.route("/assignments/<int:assignment_id>/return")
@@ -104,7 +115,11 @@ class Return(MethodView):
     @problems(409, 410)
     def post(self, assignment_id: int):
         """Give the task back without penalty; someone else can take it at once (you, once nothing else is left)."""
-        assignment = return_assignment(db_session(), worker=current_account(), assignment_id=assignment_id,
-                                            now=clock())
-        return {"assignment_id": assignment.id, "status": assignment.status.value,
-                "returned_at": assignment.returned_at, "duration_ms": assignment.duration_ms}
+        return give_back(worker=current_account(), assignment_id=assignment_id)
+
+
+def give_back(*, worker: Actor, assignment_id: int) -> dict[str, Any]:
+    """Return `worker`'s assignment; the ReturnResultSchema input (the API and the work page alike)."""
+    assignment = return_assignment(db_session(), worker=worker, assignment_id=assignment_id, now=clock())
+    return {"assignment_id": assignment.id, "status": assignment.status.value,
+            "returned_at": assignment.returned_at, "duration_ms": assignment.duration_ms}

@@ -285,7 +285,8 @@ workers_blp = Blueprint("disputes", __name__, url_prefix="/api/v1", doc_tag="wor
 WORKER = (Role.WORKER,)
 
 
-def _worker_dispute(d: Any) -> dict[str, Any]:
+def present_dispute(d: Any) -> dict[str, Any]:
+    """A dispute as its worker sees it (WorkerDisputeSchema's input), for the API and the work page."""
     return {k: getattr(d, k) for k in ("id", "assignment_id", "note", "created_at", "resolved_at", "resolution")} | {
         "state": d.state.value, "item_id": item_ids().public(d.item_id)}
 
@@ -304,7 +305,7 @@ class Disputes(MethodView):
             raise InvalidInput("No such item.", errors={"item_id": ["is not an item of this assignment"]})
         dispute, created = disputes.open_dispute(db_session(), worker=current_account(), assignment_id=assignment_id,
                                                  item_id=item_id, note=data["note"], now=clock())
-        return _worker_dispute(dispute), 201 if created else 200
+        return present_dispute(dispute), 201 if created else 200
 
 
 @workers_blp.route("/disputes")
@@ -316,7 +317,7 @@ class MyDisputes(MethodView):
         """Your disputes and how they were decided."""
         rows = disputes.list_disputes(db_session(), after=args.get("after"), limit=args["limit"],
                                       worker_id=current_account().id)
-        return page([_worker_dispute(d) for d in rows], args["limit"])
+        return page([present_dispute(d) for d in rows], args["limit"])
 
 
 BLUEPRINTS = (blp, projects_blp, workers_blp)

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from market.catalogue.models import Answer, Assignment, AssignmentStatus, Batch, Project
+from market.catalogue.models import Assignment, AssignmentStatus, Batch, Project
+from market.engine import progress
 from payments.models import AssignmentPay, LedgerTransaction
 
 REVIEWED = (AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
@@ -104,22 +105,27 @@ def worker_history(session: Session, *, worker_id: int, before: int | None, limi
     return out
 
 
+def worker_earnings_summary(session: Session, *, worker_id: int) -> dict[str, dict[str, int]]:
+    """Per currency, what the worker's work earns: "pending" (submitted, not reviewed yet: the batch's reward per
+    HIT) and "approved" (rewards and fair-wage top-ups paid on approval). Integer cents."""
+    out: dict[str, dict[str, int]] = {}
+    pending = (select(Batch.currency, func.sum(Batch.reward_cents)).join(Assignment, Assignment.batch_id == Batch.id)
+               .where(Assignment.worker_id == worker_id, Assignment.status == AssignmentStatus.SUBMITTED)
+               .group_by(Batch.currency))
+    for currency, cents in session.execute(pending):
+        out.setdefault(currency, {"pending": 0, "approved": 0})["pending"] = int(cents or 0)
+    approved = (select(AssignmentPay.currency,
+                       func.sum(AssignmentPay.reward_cents + func.coalesce(AssignmentPay.top_up_cents, 0)))
+                .where(AssignmentPay.worker_id == worker_id).group_by(AssignmentPay.currency))
+    for currency, cents in session.execute(approved):
+        out.setdefault(currency, {"pending": 0, "approved": 0})["approved"] = int(cents or 0)
+    return out
+
+
 def worker_summary(session: Session, *, worker_id: int, now: dt.datetime) -> dict[str, Any]:
-    """The worker's answers since UTC midnight, and per currency their pending earnings (submitted work awaiting
-    review, at its batch's reward) and approved earnings (rewards and top-ups paid, all time)."""
-    midnight = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    answers_today = session.scalar(select(func.count()).select_from(Answer).where(
-        Answer.worker_id == worker_id, Answer.submitted_at >= midnight)) or 0
-    money: dict[str, dict[str, int]] = {}
-    for currency, cents in session.execute(
-            select(Batch.currency, func.sum(Batch.reward_cents)).join(Assignment, Assignment.batch_id == Batch.id)
-            .where(Assignment.worker_id == worker_id, Assignment.status == AssignmentStatus.SUBMITTED)
-            .group_by(Batch.currency)):
-        money.setdefault(currency, {"pending": 0, "approved": 0})["pending"] = int(cents or 0)
-    for currency, cents in session.execute(
-            select(AssignmentPay.currency,
-                   func.sum(AssignmentPay.reward_cents + func.coalesce(AssignmentPay.top_up_cents, 0)))
-            .where(AssignmentPay.worker_id == worker_id).group_by(AssignmentPay.currency)):
-        money.setdefault(currency, {"pending": 0, "approved": 0})["approved"] = int(cents or 0)
-    return {"answers_today": int(answers_today),
-            "earnings": [{"currency": c, **v} for c, v in sorted(money.items())]}
+    """The worker's answers since UTC midnight, and per currency their pending and approved earnings
+    (`worker_earnings_summary`), as the dashboard shows them."""
+    since = progress.utc_midnight(now)
+    return {"answers_today": progress.answers_since(session, worker_id=worker_id, since=since),
+            "earnings": [{"currency": c, **v}
+                         for c, v in sorted(worker_earnings_summary(session, worker_id=worker_id).items())]}

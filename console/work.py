@@ -1,0 +1,173 @@
+"""The crowd worker's work page: one page load, then tasks come and go through small JSON endpoints under
+/work/tasks/ that call the very functions the worker API calls (market/engine/api.py, market/quality/api.py).
+
+They are page endpoints, not API ones: the page session authenticates them (never a bearer token), every POST
+carries the CSRF header (edge/web.py checks it), and errors are problem+json like the API's. Who may act is
+decided in one place, `_worker()`, so a second way in (a signed per-assignment token for MTurk's ExternalQuestion)
+can be added there.
+
+Why the next task comes in the submit's own response rather than being leased ahead: the engine lets a worker hold
+one live lease at a time (a partial unique index on assignment(worker_id) where leased: it is what stops
+hoarding), so the next HIT is leased in the request that ends the current one. The items of a HIT are all in the
+page already, so moving from item to item is client-side; between HITs the page waits one request, which carries
+the next task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, render_template, request
+from flask_wtf.csrf import CSRFError
+from marshmallow import Schema, ValidationError, fields
+
+from base.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from base.identity import Caller, Role
+from edge.csp import content_security_policy
+from edge.problems import problem
+from edge.request import clock, db_session, item_ids
+from edge.web import page_account, signed_in
+from market.engine.api import give_back, lease_next, present_task, submit_answers
+from market.engine.progress import answers_since, last_answered_guideline_version, utc_midnight
+from market.engine.schemas import NextQuerySchema, ReturnResultSchema, SubmitResultSchema, SubmitSchema, TaskSchema
+from market.quality import disputes
+from market.quality.api import present_dispute
+from market.quality.schemas import DisputeCreateSchema, WorkerDisputeSchema
+from payments.review.listing import worker_earnings_summary
+
+blp = Blueprint("work_pages", __name__, url_prefix="/work/tasks")
+
+# Items may show images from anywhere on the web (by URL): this page alone allows them.
+CSP = content_security_policy(img_src="'self' data: https:")
+
+
+class PageSubmitSchema(SubmitSchema):
+    next = fields.Boolean(load_default=False, metadata={"description": "Lease the next task in the same request."})
+
+
+class PageNextSchema(Schema):
+    next = fields.Boolean(load_default=False)
+
+
+@blp.after_request
+def _no_store(response: Response) -> Response:
+    # A worker's tasks and earnings: never kept by a cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _is_json_endpoint() -> bool:
+    return request.method == "POST"
+
+
+@blp.errorhandler(DomainError)
+def _domain(exc: DomainError) -> Any:
+    if not _is_json_endpoint():  # the page itself: an HTML error page, as every page's
+        html = render_template("error.html", status=exc.status, title=exc.title, detail=exc.detail)
+        return Response(html, status=exc.status, mimetype="text/html")
+    return problem(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, **exc.extra)
+
+
+@blp.errorhandler(ValidationError)
+def _invalid(exc: ValidationError) -> Response:
+    return problem(422, "Invalid input", "The request has invalid fields.", errors=exc.messages)
+
+
+@blp.errorhandler(CSRFError)
+def _csrf(exc: CSRFError) -> Response:
+    return problem(400, "CSRF check failed", f"{exc.description} Reload the page and try again.")
+
+
+def _worker() -> Caller:
+    """The worker this request acts for: the page session's account, a worker. The one place that decides it."""
+    account = page_account()
+    if account is None:
+        raise Unauthorized("Log in first: your session ended or was never started.")
+    if account.role != Role.WORKER:
+        raise Forbidden("This endpoint is for worker accounts.")
+    return account
+
+
+def _body(schema: Schema) -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if data is None and (request.content_length or request.content_length is None and request.get_data()):
+        raise InvalidInput("The body is not JSON.", errors={"json": ["not valid JSON"]})
+    return schema.load({} if data is None else data)
+
+
+def _progress(worker: Caller) -> dict[str, Any]:
+    session = db_session()
+    return {"answers_today": answers_since(session, worker_id=worker.id, since=utc_midnight(clock())),
+            "earnings": [{"currency": c, **v} for c, v in sorted(worker_earnings_summary(
+                session, worker_id=worker.id).items())]}
+
+
+def _next(worker: Caller, project_id: int | None, *, refusal_as_data: bool = True) -> dict[str, Any]:
+    """The next task as the page paints it, or why there is none: {"task": ..., "expires_in_ms", ...} or
+    {"task": None, "reason", "detail"} (`refusal_as_data=False`: the engine's refusal is raised, a problem)."""
+    try:
+        task = lease_next(worker=worker, project_id=project_id)
+    except DomainError as exc:
+        if not refusal_as_data:
+            raise
+        # The engine's refusals come before its writes, or keep them (`keep_writes`: lapsed leases ended): either
+        # way what this request stored before stays stored.
+        return {"task": None, "status": exc.status, "reason": exc.extra.get("reason"), "detail": exc.detail,
+                "progress": _progress(worker)}
+    last = last_answered_guideline_version(db_session(), worker_id=worker.id, project_id=task.project_id)
+    # The countdown runs on the browser's clock from this figure, measured on the server's clock (which tests
+    # fake): the two clocks need not agree.
+    expires_in_ms = max(0, int((task.expires_at - clock()).total_seconds() * 1000))
+    return {"task": TaskSchema().dump(present_task(task)), "expires_in_ms": expires_in_ms,
+            "guidelines_changed": last is not None and last < task.guideline_version,
+            "progress": _progress(worker)}
+
+
+@blp.get("")
+@signed_in(Role.WORKER)
+def work_page() -> Response:
+    """The work page: the current or next task, painted by shell/static/work/task.js."""
+    args = NextQuerySchema().load({k: v for k, v in request.args.items() if k == "project_id"})
+    html = render_template("work/task.html", project_id=args.get("project_id"))
+    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": CSP})
+
+
+@blp.post("/next")
+def next_task() -> dict[str, Any]:
+    """Lease the next task (or get the one held): the task, its lease's remaining time, progress."""
+    worker = _worker()
+    args = NextQuerySchema().load({k: v for k, v in request.args.items() if k == "project_id"})
+    return _next(worker, args.get("project_id"), refusal_as_data=False)
+
+
+@blp.post("/<int:assignment_id>/submit")
+def submit(assignment_id: int) -> dict[str, Any]:
+    """Submit the answers (the API's submit: idempotent) and, with "next": true, lease the next task too."""
+    worker = _worker()
+    data = _body(PageSubmitSchema())
+    result = SubmitResultSchema().dump(submit_answers(data, worker=worker, assignment_id=assignment_id))
+    return {"result": result, "next": _next(worker, request.args.get("project_id", type=int))
+            if data["next"] else None}
+
+
+@blp.post("/<int:assignment_id>/return")
+def give_task_back(assignment_id: int) -> dict[str, Any]:
+    """Return the task without penalty (the API's return) and, with "next": true, lease the next one."""
+    worker = _worker()
+    data = _body(PageNextSchema())
+    result = ReturnResultSchema().dump(give_back(worker=worker, assignment_id=assignment_id))
+    return {"result": result, "next": _next(worker, request.args.get("project_id", type=int))
+            if data["next"] else None}
+
+
+@blp.post("/<int:assignment_id>/disputes")
+def contest(assignment_id: int) -> tuple[dict[str, Any], int]:
+    """Contest an answer the feedback showed as wrong (the API's dispute service)."""
+    worker = _worker()
+    data = _body(DisputeCreateSchema())
+    item_id = item_ids().item_id(data["item_id"])
+    if item_id is None:
+        raise InvalidInput("No such item.", errors={"item_id": ["is not an item of this assignment"]})
+    dispute, created = disputes.open_dispute(db_session(), worker=worker, assignment_id=assignment_id,
+                                             item_id=item_id, note=data["note"], now=clock())
+    return WorkerDisputeSchema().dump(present_dispute(dispute)), 201 if created else 200
+
