@@ -12,7 +12,8 @@ from importlib import import_module
 
 from flask import Flask
 
-MODULES: tuple[str, ...] = ("dashboard", "work", "earnings", "flags", "ops_workers", "payouts", "health", "requester")
+MODULES: tuple[str, ...] = ("dashboard", "work", "external", "earnings", "flags", "ops_workers", "payouts", "health",
+                            "requester")
 
 
 def install(app: Flask) -> None:

@@ -3,8 +3,8 @@
 
 They are page endpoints, not API ones: the page session authenticates them (never a bearer token), every POST
 carries the CSRF header (edge/web.py checks it), and errors are problem+json like the API's. Who may act is
-decided in one place, `_worker()`, so a second way in (a signed per-assignment token for MTurk's ExternalQuestion)
-can be added there.
+decided in one place, `_worker()`: the page session, or a signed per-assignment work token for a page inside a
+platform's frame (console/external.py: MTurk's ExternalQuestion), where our session cookie is not sent.
 
 Why the next task comes in the submit's own response rather than being leased ahead: the engine lets a worker hold
 one live lease at a time (a partial unique index on assignment(worker_id) where leased: it is what stops
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from marshmallow import Schema, ValidationError, fields
 
 from base.errors import DomainError, Forbidden, InvalidInput, Unauthorized
@@ -25,19 +26,24 @@ from base.identity import Caller, Role
 from edge.csp import content_security_policy
 from edge.problems import problem
 from edge.request import clock, db_session, item_ids
-from edge.web import page_account, signed_in
+from edge.web import WORK_TOKEN_HEADER, page_account, signed_in
 from market.engine.api import give_back, lease_next, present_task, submit_answers
+from market.engine.next_task import Task
 from market.engine.progress import answers_since, last_answered_guideline_version, utc_midnight
 from market.engine.schemas import NextQuerySchema, ReturnResultSchema, SubmitResultSchema, SubmitSchema, TaskSchema
 from market.quality import disputes
 from market.quality.api import present_dispute
 from market.quality.schemas import DisputeCreateSchema, WorkerDisputeSchema
 from payments.review.listing import worker_earnings_summary
+from workers.models import Account
 
 blp = Blueprint("work_pages", __name__, url_prefix="/work/tasks")
 
+# A work token outlives the longest lease with room to spare; the platform's frame is reloaded for a new one.
+WORK_TOKEN_SECONDS = 6 * 3600
 # Items may show images from anywhere on the web (by URL): this page alone allows them.
-CSP = content_security_policy(img_src="'self' data: https:")
+CSP_DIRECTIVES = {"img_src": "'self' data: https:"}
+CSP = content_security_policy(**CSP_DIRECTIVES)
 
 
 class PageSubmitSchema(SubmitSchema):
@@ -77,14 +83,49 @@ def _csrf(exc: CSRFError) -> Response:
     return problem(400, "CSRF check failed", f"{exc.description} Reload the page and try again.")
 
 
-def _worker() -> Caller:
-    """The worker this request acts for: the page session's account, a worker. The one place that decides it."""
+def _tokens() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="crowdmarket.work-token")
+
+
+def work_token(*, worker_id: int, assignment_id: int) -> str:
+    """A signed token that lets a page act for this worker on this one assignment, without a session: the work
+    page inside a platform's frame (console/external.py), where our session cookie is not sent."""
+    return _tokens().dumps({"w": worker_id, "a": assignment_id})
+
+
+def _token_worker(token: str, assignment_id: int | None) -> Caller:
+    try:
+        claim = _tokens().loads(token, max_age=WORK_TOKEN_SECONDS)
+    except SignatureExpired:
+        raise Unauthorized("This page is too old: reload it from the platform.") from None
+    except BadSignature:
+        raise Unauthorized("The work token is not valid.") from None
+    if assignment_id is None or claim.get("a") != assignment_id:
+        raise Forbidden("This page may act on its own assignment only.")
+    account = db_session().get(Account, claim.get("w"))
+    if account is None or not account.is_active or account.role != Role.WORKER:
+        raise Unauthorized("The account of this work token is not active.")
+    return Caller(account.id, account.role)
+
+
+def _worker(assignment_id: int | None = None) -> Caller:
+    """The worker this request acts for, decided here only: the page session's account, a worker; or, when the
+    request carries a work token (edge.web.WORK_TOKEN_HEADER), that token's worker, for its assignment alone
+    (never the session, so a token page cannot borrow a signed-in session's rights)."""
+    token = request.headers.get(WORK_TOKEN_HEADER)
+    if token is not None:
+        return _token_worker(token, assignment_id)
     account = page_account()
     if account is None:
         raise Unauthorized("Log in first: your session ended or was never started.")
     if account.role != Role.WORKER:
         raise Forbidden("This endpoint is for worker accounts.")
     return account
+
+
+def _by_token() -> bool:
+    # A token page is one platform assignment: it never leases another task (the platform hands out the next).
+    return WORK_TOKEN_HEADER in request.headers
 
 
 def _body(schema: Schema) -> dict[str, Any]:
@@ -113,6 +154,12 @@ def _next(worker: Caller, project_id: int | None, *, refusal_as_data: bool = Tru
         # way what this request stored before stays stored.
         return {"task": None, "status": exc.status, "reason": exc.extra.get("reason"), "detail": exc.detail,
                 "progress": _progress(worker)}
+    return painted(worker, task)
+
+
+def painted(worker: Caller, task: Task) -> dict[str, Any]:
+    """A task as the page paints it: the task, its lease's remaining time, whether the guidelines changed since
+    the worker's last answer in the project, their progress."""
     last = last_answered_guideline_version(db_session(), worker_id=worker.id, project_id=task.project_id)
     # The countdown runs on the browser's clock from this figure, measured on the server's clock (which tests
     # fake): the two clocks need not agree.
@@ -142,27 +189,27 @@ def next_task() -> dict[str, Any]:
 @blp.post("/<int:assignment_id>/submit")
 def submit(assignment_id: int) -> dict[str, Any]:
     """Submit the answers (the API's submit: idempotent) and, with "next": true, lease the next task too."""
-    worker = _worker()
+    worker = _worker(assignment_id)
     data = _body(PageSubmitSchema())
     result = SubmitResultSchema().dump(submit_answers(data, worker=worker, assignment_id=assignment_id))
     return {"result": result, "next": _next(worker, request.args.get("project_id", type=int))
-            if data["next"] else None}
+            if data["next"] and not _by_token() else None}
 
 
 @blp.post("/<int:assignment_id>/return")
 def give_task_back(assignment_id: int) -> dict[str, Any]:
     """Return the task without penalty (the API's return) and, with "next": true, lease the next one."""
-    worker = _worker()
+    worker = _worker(assignment_id)
     data = _body(PageNextSchema())
     result = ReturnResultSchema().dump(give_back(worker=worker, assignment_id=assignment_id))
     return {"result": result, "next": _next(worker, request.args.get("project_id", type=int))
-            if data["next"] else None}
+            if data["next"] and not _by_token() else None}
 
 
 @blp.post("/<int:assignment_id>/disputes")
 def contest(assignment_id: int) -> tuple[dict[str, Any], int]:
     """Contest an answer the feedback showed as wrong (the API's dispute service)."""
-    worker = _worker()
+    worker = _worker(assignment_id)
     data = _body(DisputeCreateSchema())
     item_id = item_ids().item_id(data["item_id"])
     if item_id is None:

@@ -24,6 +24,11 @@ SESSION_TOKEN = "token"
 # Where a page that needs a signed-in account sends a visitor who is not: the workers' log-in page.
 LOGIN_VIEW = "worker_pages.login"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A work page inside another site's frame (MTurk's ExternalQuestion) gets no session cookie there (SameSite=Lax):
+# its script authenticates with a signed per-assignment token in this header instead (console/work.py). A request
+# carrying it never acts with the session, so CSRF (a cookie riding along) does not apply to it; and no other
+# site's page can set a custom header on a request to us without a CORS preflight we never grant.
+WORK_TOKEN_HEADER = "X-Work-Token"
 
 csrf = CSRFProtect()
 
@@ -52,7 +57,8 @@ def install(app: Flask) -> None:
 
     @app.before_request
     def _check_csrf() -> None:
-        if request.method in UNSAFE_METHODS and not is_api_path(request.path):
+        if (request.method in UNSAFE_METHODS and not is_api_path(request.path)
+                and WORK_TOKEN_HEADER not in request.headers):
             csrf.protect()  # raises CSRFError, a 400
 
     @app.errorhandler(CSRFError)

@@ -61,6 +61,13 @@ def preview(session: Session, *, batch_id: int) -> Preview:
                                                  estimated_seconds=batch.estimated_seconds), example)
 
 
+def project_of(session: Session, *, batch_id: int) -> int:
+    project_id = session.scalar(select(Batch.project_id).where(Batch.id == batch_id))
+    if project_id is None:
+        raise NotFound("No such batch.")
+    return project_id
+
+
 @dataclass(frozen=True)
 class Arrived:
     worker: Account

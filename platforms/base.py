@@ -33,6 +33,7 @@ class Completion:
 
 class Platform(Protocol):
     name: str
+    title: str  # as workers know it
     # Origins the page's form may post to (its CSP form-action).
     form_origins: tuple[str, ...]
 

@@ -32,6 +32,7 @@ _ID = re.compile(r"\A[A-Z0-9]{1,255}\Z")
 
 class MTurk:
     name = NAME
+    title = "Mechanical Turk"
     form_origins = SUBMIT_ORIGINS
 
     def arrival(self, args: Mapping[str, str]) -> Arrival:

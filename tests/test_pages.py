@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from base.identity import Role
+from console.external import external_url
+from market.catalogue.batches import publish_batch
 from payments.books.payouts import create_batch
 from qualification.service import create_type
 from shell import pages
 from tests.browser import PASSWORD, with_password
-from tests.factories import SENTIMENT, account, auth, project
+from tests.factories import SENTIMENT, account, auth, items, project
 
 # Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
 # listed in `html_urls`.
@@ -28,7 +30,10 @@ NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout", "
             "/requester/projects/<int:project_id>/batches/<int:batch_id>/approve"}
 # The work page shows items' images from anywhere on the web by URL (console/work.py); no other page may.
 IMAGES_BY_URL = {"/work/tasks": "'self' data: https:"}
-FRAMED_BY = "'self' https://www.mturk.com https://workersandbox.mturk.com"
+# MTurk's task page (console/external.py) shows the work page too, and hands the HIT back with a form posted to
+# MTurk (without our CSRF token: it is not ours to send).
+MTURK = "https://www.mturk.com https://workersandbox.mturk.com"
+FRAMED_BY = f"'self' {MTURK}"
 
 
 @pytest.fixture
@@ -62,7 +67,12 @@ def html_urls(app, client, session, clock) -> dict[str, list[str]]:
                             now=clock())
     payout, _ = create_batch(session, actor_id=staff.id, currency="USD", period_end=clock(), minimum_cents=0,
                              now=clock())
+    items(session, proj, 2, now=clock())
+    batch, _ = publish_batch(session, project_id=proj.id, account=owner, now=clock())
     session.commit()
+    with app.test_request_context():
+        hit = external_url("mturk", batch_id=batch.id)
+    mturk = "&hitId=3HIT1&workerId=A1PAGES&turkSubmitTo=https://www.mturk.com"
     # The worker's pages signed in, then the form pages (they send a signed-in worker on to /work: logged out
     # first, by /logout-first, so /work goes last among the signed-in ones); then the ops and requester pages,
     # each signed in as its role ("/log-in-as <name>"), and logged out at the end.
@@ -74,6 +84,9 @@ def html_urls(app, client, session, clock) -> dict[str, list[str]]:
             "/work/qualifications/attempts/<int:attempt_id>": [attempt, "/work/qualifications/attempts/0"],
             "/work": ["/work", "/logout-first"],
             "/signup": ["/signup"], "/login": ["/login"],
+            "/work/external/<platform_name>": [f"{hit}&assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE",
+                                               f"{hit}&assignmentId=3PAGESASSIGNMENT{mturk}",
+                                               "/work/external/mturk?ref=forged"],
             "/ops": [f"/log-in-as {ops}", "/ops"],
             "/ops/flags/<int:flag_id>": [f"/ops/flags/{flag.id}", "/ops/flags/999999"],
             "/ops/workers/<int:worker_id>": [f"/ops/workers/{worker.id}", "/ops/workers/999999"],
@@ -119,26 +132,28 @@ def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, cli
                                                "password": PASSWORD}).status_code == 302, url
             continue
         resp = client.get(url)
+        external = url.startswith("/work/external/") and resp.status_code == 200
         assert resp.mimetype == "text/html" and resp.status_code in (200, 404), url
         policy = directives(resp.headers["Content-Security-Policy"])
         assert policy["default-src"] == "'none'" and policy["script-src"] == "'self'", url
         # Framed only by this site and MTurk's worker sites (the work page is an ExternalQuestion target).
         assert policy["frame-ancestors"] == FRAMED_BY and policy["base-uri"] == "'none'", url
-        assert policy["form-action"] == "'self'", url
+        assert policy["form-action"] == (f"'self' {MTURK}" if external else "'self'"), url
         assert "unsafe" not in resp.headers["Content-Security-Policy"], url
         # Nothing from other hosts.
-        images = IMAGES_BY_URL.get(url)
+        images = IMAGES_BY_URL.get("/work/tasks" if external else url)
         assert policy["img-src"] == (images or "'self' data:"), url
         assert all("http" not in value for name, value in policy.items()
-                   if name != "frame-ancestors" and (name != "img-src" or not images)), url
+                   if name not in ("frame-ancestors", "form-action") and (name != "img-src" or not images)), url
         assert resp.headers["X-Content-Type-Options"] == "nosniff", url
         assert resp.headers["Referrer-Policy"] == "same-origin", url
         html = resp.get_data(as_text=True)
         parser = InlineCode()
         parser.feed(html)
         assert parser.found == [], url
-        if 'method="post"' in html:  # every form carries its CSRF token
-            assert html.count('method="post"') == html.count('name="csrf_token"'), url
+        if 'method="post"' in html:  # every form carries its CSRF token, but the one that posts to MTurk
+            to_mturk = html.count('method="post" action="https://')
+            assert html.count('method="post"') - to_mturk == html.count('name="csrf_token"'), url
         if match := re.search(r'name="csrf_token" value="([^"]+)"', html):
             csrf_token = match.group(1)
     assert client.get("/work").status_code == 302  # it was visited signed in, then logged out

@@ -7,9 +7,21 @@
   const base = root.dataset.base;
   const query = root.dataset.projectId ? `?project_id=${encodeURIComponent(root.dataset.projectId)}` : "";
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  // Inside a platform's frame (console/external.py) the page acts by a work token for one assignment, and hands
+  // the work back to the platform once our submit stored it.
+  const token = root.dataset.workToken || "";
   // A submit not yet acknowledged by the server: sent again (the same request) until it lands, after a reload too.
-  const OUTBOX = "crowdmarket.work.outbox";
+  const OUTBOX = token ? "crowdmarket.work.outbox.external" : "crowdmarket.work.outbox";
   const SHORTCUTS = "crowdmarket.work.shortcuts";
+  // Inside another site's frame the browser may deny storage to us (third-party storage blocked): the outbox
+  // then lives in this page's memory, which still outlasts any network failure, though not a reload.
+  const store = (() => {
+    try { const s = window.localStorage; s.getItem(OUTBOX); return s; } catch (_) {
+      const m = new Map();
+      return { getItem: (k) => (m.has(k) ? m.get(k) : null), setItem: (k, v) => m.set(k, String(v)),
+               removeItem: (k) => m.delete(k) };
+    }
+  })();
   const SYMBOLS = { USD: "$", GBP: "£", EUR: "€" };
   const BASIS = {
     estimated: "estimated from the requester's time estimate",
@@ -38,7 +50,8 @@
   async function post(path, body, withQuery = true) {
     const resp = await fetch(base + path + (withQuery ? query : ""), {
       method: "POST", credentials: "same-origin", body: JSON.stringify(body || {}),
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf },
+      headers: { "Content-Type": "application/json", Accept: "application/json",
+                 ...(token ? { "X-Work-Token": token } : { "X-CSRFToken": csrf }) },
     });
     let data = null;
     try { data = await resp.json(); } catch (_) { data = null; }
@@ -215,9 +228,10 @@
     const entry = {
       assignment_id: t.assignment_id, items: t.items, label_schema: t.label_schema,
       body: { answers: t.items.map((item, i) => ({ item_id: item.id, answer: st.answers[i] })),
-              client: { source: "work-page", user_agent: navigator.userAgent.slice(0, 500) }, next: true },
+              client: { source: token ? "work-page-external" : "work-page",
+                        user_agent: navigator.userAgent.slice(0, 500) }, next: !token },
     };
-    localStorage.setItem(OUTBOX, JSON.stringify(entry));
+    store.setItem(OUTBOX, JSON.stringify(entry));
     deliver(entry);
   }
 
@@ -243,7 +257,7 @@
       notice(`${r.data.detail || r.data.title} Your answers are kept and sent again when you reload.`);
       return;
     }
-    localStorage.removeItem(OUTBOX);
+    store.removeItem(OUTBOX);
     saving("");
     if (r.status !== 200) {
       notice(`Not saved: ${r.data.detail || r.data.title}`);
@@ -254,6 +268,7 @@
     saving("Saved.");
     const { result, next } = r.data;
     if (result.feedback && result.feedback.length) { showFeedback(entry, result, next); return; }
+    if (token) { complete(); return; }
     paint(next);
   }
 
@@ -369,7 +384,18 @@
     $("feedback").focus();
   }
 
+  // The platform's completion form (MTurk's externalSubmit), rendered by the server: posted once our submit
+  // stored the answers, so the platform never counts work we do not have.
+  function complete() {
+    stopClock();
+    $("title").textContent = "Your answers are saved";
+    show("loading");
+    $("loading").textContent = "Your answers are saved. Sending the HIT back to the platform…";
+    $("complete").submit();
+  }
+
   function continueAfterFeedback() {
+    if (token) { complete(); return; }
     const next = st.pendingNext;
     st.pendingNext = null;
     if (next) paint(next); else getNext();
@@ -377,8 +403,8 @@
 
   // ---- keys ---------------------------------------------------------------------------------------------------
   const shortcutsOn = () => $("shortcuts").checked;
-  $("shortcuts").checked = localStorage.getItem(SHORTCUTS) !== "off";
-  $("shortcuts").addEventListener("change", () => localStorage.setItem(SHORTCUTS, shortcutsOn() ? "on" : "off"));
+  $("shortcuts").checked = store.getItem(SHORTCUTS) !== "off";
+  $("shortcuts").addEventListener("change", () => store.setItem(SHORTCUTS, shortcutsOn() ? "on" : "off"));
 
   document.addEventListener("keydown", (e) => {
     if (e.altKey || e.metaKey || e.defaultPrevented) return;
@@ -400,7 +426,7 @@
     if (/^[1-9]$/.test(e.key)) {
       const b = $("label-choices").querySelectorAll("button.label")[Number(e.key) - 1];
       if (b) { e.preventDefault(); b.click(); }
-    } else if (e.key === "r" || e.key === "R") {
+    } else if ((e.key === "r" || e.key === "R") && !token) {
       e.preventDefault();
       openReturn();
     } else if (e.key === "ArrowLeft" && st.k > 0) {
@@ -417,11 +443,17 @@
   $("feedback-continue").addEventListener("click", continueAfterFeedback);
 
   // ---- start: a submit left in the outbox (the network failed, the page was closed) goes first --------------
-  const pending = localStorage.getItem(OUTBOX);
+  const first = root.dataset.first ? JSON.parse(root.dataset.first) : null;
+  const pending = store.getItem(OUTBOX);
   if (pending) {
     let entry = null;
-    try { entry = JSON.parse(pending); } catch (_) { localStorage.removeItem(OUTBOX); }
-    if (entry) { show("loading"); deliver(entry); return; }
+    try { entry = JSON.parse(pending); } catch (_) { store.removeItem(OUTBOX); }
+    // A token page sends only its own assignment's submit; another one waits for its own page.
+    if (entry && (!first || entry.assignment_id === first.task.assignment_id)) {
+      show("loading"); deliver(entry); return;
+    }
   }
-  getNext();
+  if (first && root.dataset.submitted === "true") complete();  // reloaded after our submit: hand it back again
+  else if (first) paint(first);
+  else getNext();
 })();

@@ -1,0 +1,90 @@
+"""The work page as another platform's task page: MTurk's ExternalQuestion (platforms/mturk.py) opens
+`/work/external/<platform>?ref=...` in a frame on its worker site, adding its own parameters.
+
+`ref` is our signed reference to the batch the platform's HITs were made for (`external_url`), so only URLs we
+generated open anything: no one enumerates projects through the preview. A preview shows the task read-only (the
+batch's terms, guidelines and an example item, never gold) and leases nothing. An accepted assignment is the
+platform worker's arrival (platforms/arrivals.py: their account, made on first sight, and the one task of ours that
+is their platform assignment), then the same work page as everyone's, authenticated by a signed work token in the
+page (our session cookie is not sent inside another site's frame) and limited to that one task. Once our submit
+has stored the answers, the page posts the platform's completion form (MTurk's externalSubmit), the one place
+this page's form may post to besides our own."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request, url_for
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from base.errors import DomainError, NotFound
+from base.identity import Caller, Role
+from console.work import CSP_DIRECTIVES, painted, work_token
+from edge.csp import content_security_policy
+from edge.request import clock, db_session
+from platforms import arrivals
+from platforms.registry import platform
+
+blp = Blueprint("external_pages", __name__, url_prefix="/work/external")
+
+
+def _refs() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="crowdmarket.external-question")
+
+
+def external_url(platform_name: str, *, batch_id: int) -> str:
+    """The URL a platform's HITs for this batch open (MTurk's ExternalQuestion URL, made absolute by the
+    caller with the public base URL); the platform appends its own parameters."""
+    platform(platform_name)
+    return url_for("external_pages.task_page", platform_name=platform_name, ref=_refs().dumps({"batch": batch_id}))
+
+
+def _batch_of(ref: str | None) -> int:
+    try:
+        claim = _refs().loads(ref or "")
+    except BadSignature:
+        raise NotFound("This task page does not exist.") from None
+    return int(claim["batch"])
+
+
+@blp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blp.errorhandler(DomainError)
+def _refused(exc: DomainError) -> Response:
+    # Shown inside the platform's frame: say what happened and what to do there.
+    detail = exc.detail
+    if isinstance(exc.errors, dict) and exc.errors:
+        detail += " " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in exc.errors.items())
+    html = render_template("error.html", status=exc.status, title=exc.title, detail=detail)
+    return Response(html, status=exc.status, mimetype="text/html")
+
+
+@blp.get("/<platform_name>")
+def task_page(platform_name: str) -> Response:
+    """A platform's HIT: the preview, or the arrived worker's task on the work page."""
+    crowd = platform(platform_name)
+    batch_id = _batch_of(request.args.get("ref"))
+    arrival = crowd.arrival(request.args)
+    session = db_session()
+    policy = content_security_policy(**CSP_DIRECTIVES, form_action=" ".join(("'self'", *crowd.form_origins)))
+    if arrival.preview:
+        shown = arrivals.preview(session, batch_id=batch_id)
+        html = render_template("work/external_preview.html", preview=shown, platform_title=crowd.title)
+        return Response(html, mimetype="text/html", headers={"Content-Security-Policy": policy})
+    arrived = arrivals.arrive(session, arrival=arrival, project_id=arrivals.project_of(session, batch_id=batch_id),
+                              now=clock(),
+                              gold_key=current_app.extensions["crowdmarket.gold_key"])
+    worker = Caller(arrived.worker.id, Role.WORKER)
+    done = crowd.completion(arrival, assignment_id=arrived.task.id)
+    first: dict[str, Any] = painted(worker, arrived.task)
+    html = render_template("work/task.html", project_id=None, external={
+        "token": work_token(worker_id=worker.id, assignment_id=arrived.task.id),
+        "first": json.dumps(first, default=str), "action": done.action, "fields": done.fields,
+        "submitted": arrived.task.answers is not None, "platform_title": crowd.title})
+    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": policy})
+
