@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ARTIFACTS = Path(os.environ.get("CROWDMARKET_TEST_ARTIFACTS", Path(__file__).parent / "artifacts"))
 SEVERE = ("serious", "critical")
@@ -56,3 +57,24 @@ def log_in(page: Any, live_server: str, login: str, password: str = PASSWORD) ->
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(lambda url: "/login" not in url)
+
+
+def watched(page: Any, live_server: str) -> list[str]:
+    """What goes wrong on `page`, recorded as it happens: console errors and warnings (CSP violations among
+    them), uncaught script errors, and requests to other hosts (aborted: pages must work offline)."""
+    problems: list[str] = []
+    local = urlsplit(live_server).netloc
+
+    def route(r) -> None:
+        url = urlsplit(r.request.url)
+        if url.scheme in ("data", "blob") or url.netloc == local:
+            r.continue_()
+        else:
+            problems.append(f"request to another host: {r.request.url}")
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    return problems

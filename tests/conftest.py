@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -292,21 +291,9 @@ def page(browser, live_server: str) -> Iterator[tuple[object, list[str]]]:
     """A Chromium page that reaches only the live server, and what went wrong on it: console errors and warnings
     (CSP violations among them), uncaught script errors, and requests to other hosts (aborted: pages must work
     offline)."""
+    from tests.browser import watched
+
     page = browser.new_page()
-    problems: list[str] = []
-    local = urlsplit(live_server).netloc
-
-    def route(r) -> None:
-        url = urlsplit(r.request.url)
-        if url.scheme in ("data", "blob") or url.netloc == local:
-            r.continue_()
-        else:
-            problems.append(f"request to another host: {r.request.url}")
-            r.abort()
-
-    page.route("**/*", route)
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    problems = watched(page, live_server)
     yield page, problems
     page.close()

@@ -32,10 +32,10 @@ from market.quality.models import GoldDispute
 from payments import ledger
 from payments.models import AssignmentPay
 from payments.review.approve import approve
-from tests.browser import audit, log_in, with_password
+from tests.browser import audit, log_in, watched, with_password
 from tests.console.money_support import browser_log_in
 from tests.console.ops_setup import gold_project, spammer, task
-from tests.console.test_work_page import held, painted, quiet, stored
+from tests.console.test_work_page import contest, held, painted, quiet, stored
 from tests.console.work_setup import EXPLANATION, GOLD
 from tests.console.worker_setup import KNOWN, QUESTIONS, qualification_type
 from tests.factories import account, auth, jsonl, project
@@ -51,27 +51,6 @@ def screenshot(page, name: str) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
-
-
-def watched(page, live_server: str) -> list[str]:
-    """What went wrong on a page of a second context: console errors and warnings (CSP violations among them),
-    script errors, requests to other hosts (as the `page` fixture records them)."""
-    problems: list[str] = []
-    local = urlsplit(live_server).netloc
-
-    def route(r) -> None:
-        url = urlsplit(r.request.url)
-        if url.scheme in ("data", "blob") or url.netloc == local:
-            r.continue_()
-        else:
-            problems.append(f"request to another host: {r.request.url}")
-            r.abort()
-
-    page.route("**/*", route)
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    return problems
 
 
 def worker_payable(session, worker_id: int) -> int:
@@ -318,10 +297,7 @@ def test_the_workers_journey_from_sign_up_to_earnings(app, session, clock, brows
     audit(tab, "journey-gold-feedback")
 
     # Contest the first miss.
-    missed.first.get_by_role("button", name="Contest this answer").click()
-    missed.first.get_by_label("Why is the correct answer wrong?").fill("It is praise, read it again.")
-    missed.first.get_by_role("button", name="Send").click()
-    missed.first.get_by_text("Contest filed (open)").wait_for()
+    contest(missed.first, "It is praise, read it again.")
     quiet(live_server)
     session.expire_all()
     [dispute] = session.scalars(select(GoldDispute).where(GoldDispute.worker_id == worker.id))

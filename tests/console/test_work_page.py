@@ -46,6 +46,14 @@ def quiet(live_server: str) -> None:
         resp.read()
 
 
+def contest(missed, note: str) -> None:
+    """Contest a missed gold item from its feedback, and wait until the page says it was filed."""
+    missed.get_by_role("button", name="Contest this answer").click()
+    missed.get_by_label("Why is the correct answer wrong?").fill(note)
+    missed.get_by_role("button", name="Send").click()
+    missed.get_by_text("Contest filed (open)").wait_for()
+
+
 def held(session, worker_id: int, live_server: str) -> Assignment:
     quiet(live_server)
     session.expire_all()
@@ -190,10 +198,7 @@ def test_a_missed_gold_item_shows_the_feedback_and_the_worker_contests_it(app, s
     assert EXPLANATION in missed.first.inner_text() and GOLD[0][1] in missed.first.inner_text()
     assert "Your answer: Positive" in missed.first.inner_text()
     audit(page, "work-feedback")
-    missed.first.get_by_role("button", name="Contest this answer").click()
-    missed.first.get_by_label("Why is the correct answer wrong?").fill("It is praise, read it again.")
-    missed.first.get_by_role("button", name="Send").click()
-    missed.first.get_by_text("Contest filed (open)").wait_for()
+    contest(missed.first, "It is praise, read it again.")
     quiet(live_server)
     session.expire_all()
     [dispute] = session.scalars(select(GoldDispute).where(GoldDispute.worker_id == w.worker.id))
