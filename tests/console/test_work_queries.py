@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import select
 
 from base.identity import Role
@@ -17,14 +18,21 @@ from tests import factories
 from tests.review_setup import world
 
 
-def test_the_last_answered_guideline_version_is_that_of_the_latest_submitted_assignment(session, clock):
+@pytest.fixture
+def three(session, clock):
+    """A published project of three items, and two workers."""
     owner, _ = factories.account(session, Role.REQUESTER, now=clock())
     proj = factories.project(session, owner, now=clock())
     factories.items(session, proj, 3, now=clock())
     publish_batch(session, project_id=proj.id, account=owner, now=clock())
     worker, _ = factories.account(session, Role.WORKER, now=clock())
     other, _ = factories.account(session, Role.WORKER, now=clock())
-    first, second, third = session.scalars(select(Item).where(Item.project_id == proj.id).order_by(Item.id))
+    return proj, worker, other, list(session.scalars(select(Item).where(Item.project_id == proj.id)
+                                                     .order_by(Item.id)))
+
+
+def test_the_last_answered_guideline_version_is_that_of_the_latest_submitted_assignment(session, clock, three):
+    proj, worker, other, (first, second, third) = three
     assert last_answered_guideline_version(session, worker_id=worker.id, project_id=proj.id) is None
     factories.answer(session, first, worker, "pos", now=clock(), guideline_version=1)
     factories.answer(session, second, worker, "pos", now=clock.advance(seconds=5), guideline_version=2)
@@ -37,14 +45,8 @@ def test_the_last_answered_guideline_version_is_that_of_the_latest_submitted_ass
     assert last_answered_guideline_version(session, worker_id=other.id, project_id=proj.id) == 3
 
 
-def test_answers_since_midnight_count_only_the_workers_answers_of_today(session, clock):
-    owner, _ = factories.account(session, Role.REQUESTER, now=clock())
-    proj = factories.project(session, owner, now=clock())
-    factories.items(session, proj, 3, now=clock())
-    publish_batch(session, project_id=proj.id, account=owner, now=clock())
-    worker, _ = factories.account(session, Role.WORKER, now=clock())
-    other, _ = factories.account(session, Role.WORKER, now=clock())
-    first, second, third = session.scalars(select(Item).where(Item.project_id == proj.id).order_by(Item.id))
+def test_answers_since_midnight_count_only_the_workers_answers_of_today(session, clock, three):
+    proj, worker, other, (first, second, third) = three
     midnight = utc_midnight(clock())
     factories.answer(session, first, worker, "pos", now=midnight - dt.timedelta(seconds=1))
     factories.answer(session, second, worker, "pos", now=midnight)
