@@ -145,13 +145,15 @@ def setup(url: str, hit_sizes: list[int], n_items: int, n_workers: int) -> dict[
 class CrowdmarketRun(Gunicorn):
     """`crowdmarket run` (what `make run` starts): gunicorn in the CLI's process, with the CLI's defaults."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, extra: list[str]) -> None:
         self.port = free_port()
         self.log = log
+        command = [CLI, "run", "--host", "127.0.0.1", "--port", str(self.port), *extra]
         with log.open("w") as out:
-            self.proc = subprocess.Popen([CLI, "run", "--host", "127.0.0.1", "--port", str(self.port)], env=env,
-                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready(["-w", "2"])  # the CLI's default --workers
+            self.proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        workers = extra[extra.index("--workers") + 1] if "--workers" in extra else "2"  # the CLI's default
+        self._wait_ready(["-w", workers])
 
 
 # ---- the browser workers ------------------------------------------------------------------------------------
@@ -364,7 +366,7 @@ async def run_mode(browser, mode: str, args: argparse.Namespace, tmp: Path) -> t
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
     log = tmp / f"server_{mode}.log"
     if mode == "run":
-        server: Gunicorn = CrowdmarketRun(env, log)
+        server: Gunicorn = CrowdmarketRun(env, log, args.run_args.split())
     else:
         env.update(CROWDMARKET_ENV="production", CROWDMARKET_SECRET_KEY=secrets.token_urlsafe(48))
         # gunicorn's defaults; only an access log with each request's duration (%(D)s, microseconds) is added.
@@ -402,6 +404,8 @@ async def amain(args: argparse.Namespace) -> int:
     from playwright.async_api import async_playwright
 
     t0 = time.perf_counter()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average at the start: {load} (other jobs on the machine slow everything)")
     results: list[Result] = []
     violations = 0
     async with async_playwright() as pw:
@@ -434,7 +438,8 @@ async def amain(args: argparse.Namespace) -> int:
                      (f"page < {TARGET_PAGE_KB:g} KB", page_kb < TARGET_PAGE_KB),
                      ("no errors", errors == 0), ("no invariant violations", violations == 0)):
         print(f"target {'met' if ok else 'MISSED'}: {name}")
-    print(f"total {time.perf_counter() - t0:.0f}s")
+    print(f"total {time.perf_counter() - t0:.0f}s; load average at the end: "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(f"ui_next_p95_ms={p95:.1f} tasks_per_min={per_min:.0f} page_kb={page_kb:.1f}")
     return 1 if violations or errors else 0
 
@@ -447,6 +452,8 @@ def main() -> int:
     parser.add_argument("--modes", default="run,wsgi", help="comma-separated: run (crowdmarket run), wsgi "
                                                             "(gunicorn wsgi:app)")
     parser.add_argument("--hits", default="1,2", help="comma-separated items per HIT, one project each")
+    parser.add_argument("--run-args", default="", help="experiments: more options for `crowdmarket run` "
+                                                        "(e.g. '--workers 1 --threads 8'); the default is none")
     parser.add_argument("--items", type=int, default=3000, help="real items per project (3 workers each)")
     args = parser.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
