@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python benchmarks/aggregation_runs.py
 	$(BIN)/python benchmarks/ds_prior.py
 	$(BIN)/python benchmarks/payments.py
+	$(BIN)/python benchmarks/worker_ui.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
