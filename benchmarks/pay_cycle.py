@@ -1,7 +1,7 @@
 """Benchmark the money paths on PostgreSQL: bulk approval, the top-up job and a payout batch, each against a bare
 SQL baseline doing the same row writes in the same run; then check the books.
 
-Run: .venv/bin/python benchmarks/payments.py [--assignments 100000] [--workers 10000]
+Run: .venv/bin/python benchmarks/pay_cycle.py [--assignments 100000] [--workers 10000]
 
 Setup (not timed): a fresh migrated database on the PostgreSQL at CROWDMARKET_DATABASE_URL (default
 postgresql://postgres@127.0.0.1:5432/test, used only to create a scratch database), a funded requester, a
