@@ -208,3 +208,30 @@ def test_money_and_time_filters_never_use_floats():
     assert money({"cents": 250, "currency": "GBP"}) == "£2.50" and money(Money(7, "CHF")) == "0.07 CHF"
     assert money(None) == "–"
     assert when(dt.datetime(2026, 12, 1, 17, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))) == "2026-12-01 16:05 UTC"
+
+
+def test_every_page_passes_the_accessibility_audit_in_a_browser(html_urls, page, live_server):
+    """axe-core on every HTML route of the app, their error pages too, signed in as whoever may see them: no
+    serious or critical violation (tests/browser.py)."""
+    from tests.browser import describe, log_in, violations
+
+    page, problems = page
+    log_in(page, live_server, "pages-worker", PASSWORD)
+    found: dict[str, str] = {}
+    for url in (u for urls in html_urls.values() for u in urls):
+        if url == "/logout-first":
+            page.goto(live_server + "/login")  # any page with the header's log-out button
+            if page.get_by_role("button", name="Log out").count():
+                page.get_by_role("button", name="Log out").click()
+                page.wait_for_url("**/login")
+            continue
+        if url.startswith("/log-in-as "):
+            log_in(page, live_server, url.split(" ", 1)[1], PASSWORD)
+            continue
+        page.goto(live_server + url)
+        if page.url.startswith(live_server + "/login?next="):
+            found[url] = "sent to log in: the sweep was not signed in as the page's role"
+        elif bad := violations(page):
+            found[url] = describe(bad)
+    assert not found, "\n".join(f"{url}:\n{text}" for url, text in found.items())
+    assert not [p for p in problems if "request to another host" in p or "page error" in p]
