@@ -25,6 +25,8 @@ from edge.csp import content_security_policy
 from edge.request import clock, db_session
 from platforms import arrivals
 from platforms.registry import platform
+from workers.api import count_sign_up
+from workers.service import identity_account
 
 blp = Blueprint("external_pages", __name__, url_prefix="/work/external")
 
@@ -76,6 +78,10 @@ def task_page(platform_name: str) -> Response:
         shown = arrivals.preview(session, batch_id=batch_id)
         html = render_template("work/external_preview.html", preview=shown, platform_title=crowd.title)
         return Response(html, mimetype="text/html", headers={"Content-Security-Policy": policy})
+    if identity_account(session, platform=arrival.platform, external_id=arrival.worker_ref) is None:
+        # An account made on first sight is a sign-up: without the limit, one client inventing worker ids could
+        # open thousands of accounts, each holding a lease, and starve the batch until the leases lapse.
+        count_sign_up()
     arrived = arrivals.arrive(session, arrival=arrival, project_id=arrivals.project_of(session, batch_id=batch_id),
                               now=clock(),
                               gold_key=current_app.extensions["crowdmarket.gold_key"])

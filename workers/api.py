@@ -79,13 +79,19 @@ def _address() -> str:
     return request.remote_addr or "unknown"
 
 
+def count_sign_up() -> None:
+    """Count one sign-up from the client's address against the sign-up limit (429 past it): the API's and the
+    page's sign-ups, and a platform worker's account made on first sight (console/external.py)."""
+    wait = _limits().signup.acquire(_address(), clock())
+    if wait is not None:
+        raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
+
+
 def sign_up(data: dict[str, Any], *, token_name: str, expires_at: dt.datetime | None = None) -> tuple[Account, str]:
     """Sign a worker up (RegisterSchema's fields) and issue a login token, within the sign-up limit per client
     address: the API's sign-up and the web page's, one copy."""
-    limits, now = _limits(), clock()
-    wait = limits.signup.acquire(_address(), now)
-    if wait is not None:
-        raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
+    count_sign_up()
+    now = clock()
     session = db_session()
     account = service.register_worker(session, username=data["username"], password=data["password"],
                                        display_name=data["display_name"], now=now,

@@ -206,6 +206,12 @@ def link_identity(session: Session, *, account_id: int, platform: str, external_
     return identity
 
 
+def identity_account(session: Session, *, platform: str, external_id: str) -> int | None:
+    """The account id mapped to a platform's worker id, or None."""
+    return session.scalar(select(ExternalIdentity.account_id).where(
+        ExternalIdentity.platform == platform, ExternalIdentity.external_id == external_id))
+
+
 def worker_for_identity(session: Session, *, platform: str, external_id: str, now: dt.datetime) -> Account:
     """The account of an external worker id, created on first sight (e.g. an MTurk worker arriving)."""
     identity = session.scalar(select(ExternalIdentity).where(

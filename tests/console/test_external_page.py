@@ -150,3 +150,22 @@ def test_an_mturk_worker_labels_inside_mturks_frame_and_the_hit_is_handed_back(a
 
     page.goto(live_server + preview)  # the preview itself, audited as a page
     audit(page, "mturk-preview")
+
+
+def test_accounts_made_on_arrival_count_as_sign_ups_so_invented_worker_ids_cannot_hoard_the_batch(
+        app, client, session, world):
+    from edge.ratelimit import SIGNUP_PER_ADDRESS
+
+    limit = SIGNUP_PER_ADDRESS[0]
+    for i in range(limit):
+        resp = client.get(task_url(app, world.batch.id, **accepted(worker=f"A{i}FAKE", assignment=f"3ASG{i}")))
+        assert resp.status_code in (200, 404), resp.get_data(as_text=True)  # 404: the batch has no more work
+    held = session.scalar(select(func.count()).select_from(Assignment))
+    refused = client.get(task_url(app, world.batch.id, **accepted(worker="AONEMORE", assignment="3ASGMORE")))
+    assert refused.status_code == 429 and "Too many sign-ups" in refused.get_data(as_text=True)
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Assignment)) == held  # nothing more leased
+    assert session.scalar(select(Account).where(Account.username == "mturk-AONEMORE")) is None
+    # A worker seen before is no sign-up: their frame reloads as often as it likes.
+    assert client.get(task_url(app, world.batch.id, **accepted(worker="A0FAKE", assignment="3ASG0"))).status_code \
+        in (200, 404)
