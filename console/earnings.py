@@ -6,11 +6,11 @@ books/balances, books/payouts), and only the signed-in worker's own: never gold 
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, render_template
 
 from base.identity import Role
 from edge.request import db_session
-from edge.web import page_account, signed_in
+from edge.web import page_account, query_id, signed_in
 from payments.books.balances import worker_balances
 from payments.books.payouts import worker_lines
 from payments.books.reports import worker_realized_rate
@@ -32,7 +32,7 @@ def _no_store(response: Response) -> Response:
 def earnings():
     """The worker's earnings: work with its pay, top-ups and feedback, realized rate, balances and payouts."""
     session, worker = db_session(), page_account()
-    before = request.args.get("before", type=int)  # not a whole number: ignored, the newest page is shown
+    before = query_id("before")  # not a whole number: ignored, the newest page is shown
     rows = worker_history(session, worker_id=worker.id, before=before, limit=PAGE + 1)
     older = rows[PAGE - 1]["assignment_id"] if len(rows) > PAGE else None
     return render_template("console/earnings.html", rows=rows[:PAGE], older=older, before=before,

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, render_template
 from sqlalchemy.orm import Session
 
 from base.identity import Caller, Role
 from edge.request import clock, db_session
-from edge.web import page_account, signed_in
+from edge.web import page_account, query_id, signed_in
 from market.catalogue import health
 from market.catalogue.batches import batch_progress_many, effective_status
 from market.catalogue.gold import exhausted_gold_pools, gold_supply_many
@@ -99,7 +99,7 @@ def _ops() -> Caller:
 def projects():
     """Every project with its progress; those with warnings first."""
     session = db_session()
-    after = request.args.get("after", type=int)
+    after = query_id("after")
     rows = list_projects(session, account=_ops(), after=after, limit=PAGE)
     figures = project_figures(session, rows, detail=False)
     figures.sort(key=lambda f: (not f.warnings, f.project.id))

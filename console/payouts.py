@@ -15,7 +15,7 @@ from base.identity import Role
 from base.uow import savepoint
 from edge.blueprint import streamed
 from edge.request import clock, db_session
-from edge.web import page_account, signed_in
+from edge.web import page_account, query_id, signed_in
 from payments.books import payouts
 from payments.books.providers import PROVIDERS
 from payments.books.reconcile import reconcile
@@ -50,7 +50,7 @@ def _period_end(value: str | None) -> str | None:
 def _list(status: int = 200, *, errors: dict[str, Any] | None = None, message: str | None = None,
           values: dict[str, str] | None = None) -> tuple[str, int]:
     session = db_session()
-    before = request.args.get("before", type=int)
+    before = query_id("before")
     rows = payouts.newest_batches(session, before=before, limit=PAGE)
     batches = [(b, payouts.summary(session, b.id)) for b in rows]
     return render_template("console/payouts.html", batches=batches, providers=sorted(PROVIDERS),

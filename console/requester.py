@@ -15,7 +15,7 @@ from base.money import Money
 from base.uow import savepoint
 from console.health import project_figures
 from edge.request import clock, db_session
-from edge.web import page_account, signed_in
+from edge.web import page_account, query_id, signed_in
 from market.catalogue import health
 from market.catalogue.projects import get_project, list_projects
 from payments.books.reports import requester_spend
@@ -48,7 +48,7 @@ def _spend_by_project(requester_id: int) -> dict[int, dict[str, int]]:
 def projects():
     """The signed-in requester's own projects, with progress and spend."""
     session, me = db_session(), page_account()
-    rows = list_projects(session, account=me, after=request.args.get("after", type=int), limit=PAGE)
+    rows = list_projects(session, account=me, after=query_id("after"), limit=PAGE)
     return render_template("console/requester_projects.html", projects=project_figures(session, rows, detail=False),
                            spend=_spend_by_project(me.id), next_after=rows[-1].id if len(rows) == PAGE else None)
 

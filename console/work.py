@@ -26,7 +26,7 @@ from base.identity import Caller, Role
 from edge.csp import content_security_policy
 from edge.problems import problem
 from edge.request import clock, db_session, item_ids
-from edge.web import WORK_TOKEN_HEADER, page_account, signed_in
+from edge.web import WORK_TOKEN_HEADER, page_account, query_id, signed_in
 from market.engine.api import give_back, lease_next, present_task, submit_answers
 from market.engine.next_task import Task
 from market.engine.progress import answers_since, last_answered_guideline_version, utc_midnight
@@ -192,7 +192,7 @@ def submit(assignment_id: int) -> dict[str, Any]:
     worker = _worker(assignment_id)
     data = _body(PageSubmitSchema())
     result = SubmitResultSchema().dump(submit_answers(data, worker=worker, assignment_id=assignment_id))
-    return {"result": result, "next": _next(worker, request.args.get("project_id", type=int))
+    return {"result": result, "next": _next(worker, query_id("project_id"))
             if data["next"] and not _by_token() else None}
 
 
@@ -202,7 +202,7 @@ def give_task_back(assignment_id: int) -> dict[str, Any]:
     worker = _worker(assignment_id)
     data = _body(PageNextSchema())
     result = ReturnResultSchema().dump(give_back(worker=worker, assignment_id=assignment_id))
-    return {"result": result, "next": _next(worker, request.args.get("project_id", type=int))
+    return {"result": result, "next": _next(worker, query_id("project_id"))
             if data["next"] and not _by_token() else None}
 
 

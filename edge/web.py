@@ -118,6 +118,16 @@ def signed_in(*roles: Role) -> Callable[[F], F]:
     return decorator
 
 
+MAX_ID = 2**63 - 1  # the largest id any of our databases stores (BIGINT; SQLite's INTEGER)
+
+
+def query_id(name: str) -> int | None:
+    """A positive id from the query string (paging cursors, filters), or None when it is missing or is not one:
+    a page then shows its default rather than refuse, and the database never sees a number it cannot hold."""
+    value = request.args.get(name, type=int)
+    return value if value is not None and 0 < value <= MAX_ID else None
+
+
 def safe_next(target: str | None, default: str) -> str:
     """`target` if it is a path on this site, else `default` (no open redirect through ?next=)."""
     if not target:

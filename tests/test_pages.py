@@ -6,6 +6,7 @@ import hashlib
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -235,3 +236,51 @@ def test_every_page_passes_the_accessibility_audit_in_a_browser(html_urls, page,
             found[url] = describe(bad)
     assert not found, "\n".join(f"{url}:\n{text}" for url, text in found.items())
     assert not [p for p in problems if "request to another host" in p or "page error" in p]
+
+
+JUNK = ["", " ", "-1", "0", "1e309", "NaN", "9" * 40, "x" * 5000, "2026-13-45T99:99", "\x00", "☃", "[]", "{}",
+        "../../etc/passwd", "<script>alert(1)</script>"]
+FIELDS = ["note", "reason", "scope", "expires_at", "reference", "currency", "period_end", "minimum_cents",
+          "idempotency_key", "confirm", "state", "project_id", "worker_id", "before", "after", "limit", "q0", "q1",
+          "answer", "answers", "next", "line_id"]
+
+
+def _posts_for(url: str) -> list[str]:
+    """The form-post routes of a page, by its URL (ids taken from it)."""
+    if m := re.fullmatch(r"/ops/flags/(\d+)", url):
+        return [f"/ops/flags/{m[1]}/{a}" for a in ("block", "unblock", "dismiss")]
+    if m := re.fullmatch(r"/ops/payouts/(\d+)", url):
+        return [f"/ops/payouts/{m[1]}/{a}" for a in ("approve", "paid", "lines/1/paid", "lines/1/failed")]
+    if url == "/ops/payouts":
+        return [url]
+    if m := re.fullmatch(r"/requester/projects/(\d+)", url):
+        return [f"/requester/projects/{m[1]}/batches/{b}/approve" for b in (1, 999999)]
+    if re.fullmatch(r"/work/qualifications/(attempts/)?\d+", url):
+        return [url]
+    return []
+
+
+def test_no_page_or_form_answers_junk_with_a_500(html_urls, client):
+    """Every page with junk in its query string, and every form post with junk in every field (a valid CSRF token,
+    signed in as the form's role): a 4xx or a page, never a server error."""
+    csrf_token = ""
+    for url in (u for urls in html_urls.values() for u in urls):
+        if url == "/logout-first":
+            client.post("/logout", data={"csrf_token": csrf_token})
+            continue
+        if url.startswith("/log-in-as "):
+            token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))
+            client.post("/login", data={"csrf_token": token.group(1), "username": url.split(" ", 1)[1],
+                                        "password": PASSWORD})
+            continue
+        page = client.get(url)
+        if match := re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)):
+            csrf_token = match.group(1)
+        for junk in JUNK:
+            sep = "&" if "?" in url else "?"
+            resp = client.get(url + sep + "&".join(f"{f}={quote(junk)}" for f in FIELDS))
+            assert resp.status_code < 500, (url, junk)
+        for target in _posts_for(url.split("?")[0]):
+            for junk in JUNK:
+                resp = client.post(target, data={"csrf_token": csrf_token, **dict.fromkeys(FIELDS, junk)})
+                assert resp.status_code < 500, (target, junk, resp.get_data(as_text=True)[:300])
