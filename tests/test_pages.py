@@ -119,9 +119,9 @@ def directives(policy: str) -> dict[str, str]:
     return {d.split()[0]: " ".join(d.split()[1:]) for d in (part.strip() for part in policy.split(";")) if d}
 
 
-def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, client, html_urls):
-    routes = {rule.rule for rule in app.url_map.iter_rules() if not rule.rule.startswith("/api/")}
-    assert routes == set(html_urls) | NOT_HTML  # a new page: add it to html_urls
+def visits(client, html_urls: dict[str, list[str]]):
+    """GET each URL of `html_urls` in order, signing in and out at its markers ("/log-in-as <name>",
+    "/logout-first"); yields (url, response, the session's latest CSRF token)."""
     csrf_token = ""
     for url in (u for urls in html_urls.values() for u in urls):
         if url == "/logout-first":
@@ -133,6 +133,15 @@ def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, cli
                                                "password": PASSWORD}).status_code == 302, url
             continue
         resp = client.get(url)
+        if match := re.search(r'name="csrf_token" value="([^"]+)"', resp.get_data(as_text=True)):
+            csrf_token = match.group(1)
+        yield url, resp, csrf_token
+
+
+def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, client, html_urls):
+    routes = {rule.rule for rule in app.url_map.iter_rules() if not rule.rule.startswith("/api/")}
+    assert routes == set(html_urls) | NOT_HTML  # a new page: add it to html_urls
+    for url, resp, _ in visits(client, html_urls):
         external = url.startswith("/work/external/") and resp.status_code == 200
         assert resp.mimetype == "text/html" and resp.status_code in (200, 404), url
         policy = directives(resp.headers["Content-Security-Policy"])
@@ -155,8 +164,6 @@ def test_every_html_route_sends_the_security_headers_and_no_inline_code(app, cli
         if 'method="post"' in html:  # every form carries its CSRF token, but the one that posts to MTurk
             to_mturk = html.count('method="post" action="https://')
             assert html.count('method="post"') - to_mturk == html.count('name="csrf_token"'), url
-        if match := re.search(r'name="csrf_token" value="([^"]+)"', html):
-            csrf_token = match.group(1)
     assert client.get("/work").status_code == 302  # it was visited signed in, then logged out
 
 
@@ -263,19 +270,7 @@ def _posts_for(url: str) -> list[str]:
 def test_no_page_or_form_answers_junk_with_a_500(html_urls, client):
     """Every page with junk in its query string, and every form post with junk in every field (a valid CSRF token,
     signed in as the form's role): a 4xx or a page, never a server error."""
-    csrf_token = ""
-    for url in (u for urls in html_urls.values() for u in urls):
-        if url == "/logout-first":
-            client.post("/logout", data={"csrf_token": csrf_token})
-            continue
-        if url.startswith("/log-in-as "):
-            token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))
-            client.post("/login", data={"csrf_token": token.group(1), "username": url.split(" ", 1)[1],
-                                        "password": PASSWORD})
-            continue
-        page = client.get(url)
-        if match := re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)):
-            csrf_token = match.group(1)
+    for url, _, csrf_token in visits(client, html_urls):
         for junk in JUNK:
             sep = "&" if "?" in url else "?"
             resp = client.get(url + sep + "&".join(f"{f}={quote(junk)}" for f in FIELDS))
