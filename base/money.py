@@ -169,23 +169,8 @@ class FeeModel:
         return max(self.minimum_cents, round_cents(Decimal(cents) * rate))
 
 
-# Amazon Mechanical Turk's published fees: 20% of reward and bonus, another 20% of the reward for HITs with 10 or
-# more assignments, $0.01 at least per assignment and per bonus.
-MTURK = FeeModel("mturk", rate=Decimal("0.20"), large_hit_rate=Decimal("0.20"), large_hit_assignments=10,
-                 minimum_cents=1)
-
-
 def platform_fee(rate: Decimal) -> FeeModel:
     """Our own fee model: one rate (default 0) on rewards and bonuses."""
     if not isinstance(rate, Decimal) or not Decimal(0) <= rate < Decimal(1):
         raise ValueError("the platform fee rate is a Decimal in [0, 1)")
     return FeeModel("platform", rate=rate)
-
-
-def fee_model(name: str, platform_rate: Decimal) -> FeeModel:
-    """The fee model a batch was published under, by its stored name."""
-    if name == MTURK.name:
-        return MTURK
-    if name == "platform":
-        return platform_fee(platform_rate)
-    raise ValueError(f"unknown fee model {name!r}")

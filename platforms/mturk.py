@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 
 from base.errors import InvalidInput
+from base.money import FeeModel
 from platforms.base import Arrival, Completion
 
 NAME = "mturk"
@@ -65,3 +67,9 @@ class MTurk:
 
 def _optional(value: str | None) -> str | None:
     return value if value and _ID.match(value) else None
+
+
+# Amazon Mechanical Turk's published fees: 20% of reward and bonus, another 20% of the reward for HITs with 10 or
+# more assignments, $0.01 at least per assignment and per bonus.
+FEES = FeeModel("mturk", rate=Decimal("0.20"), large_hit_rate=Decimal("0.20"), large_hit_assignments=10,
+                minimum_cents=1)

@@ -9,16 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from base.money import (
-    MTURK,
     Money,
     ceil_cents,
-    fee_model,
     hourly_rate,
     pay_at_rate,
     platform_fee,
     round_cents,
     top_up_cents,
 )
+from platforms.mturk import FEES as MTURK
 
 
 @pytest.mark.parametrize("bad", [1.0, 0.1, Decimal("1"), True, "1", None])
@@ -84,11 +83,9 @@ def test_mturk_bonus_fees_have_no_large_hit_surcharge_and_the_same_minimum():
 
 
 def test_the_platform_fee_defaults_to_nothing_and_rounds_half_up():
-    assert fee_model("platform", Decimal(0)).reward_fee(1000, 20) == 0
+    assert platform_fee(Decimal(0)).reward_fee(1000, 20) == 0
     five = platform_fee(Decimal("0.05"))
     assert [five.reward_fee(c, 1) for c in (10, 30, 49, 50)] == [1, 2, 2, 3]  # 0.5, 1.5, 2.45, 2.5
     assert five.minimum_cents == 0 and five.bonus_fee(15) == 1
     with pytest.raises(ValueError):
         platform_fee(Decimal("1.5"))
-    with pytest.raises(ValueError):
-        fee_model("paypal", Decimal(0))

@@ -188,14 +188,22 @@ class Batch(Base):
     qualification_requirements: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
     item_count: Mapped[int] = mapped_column(Integer)
     hit_count: Mapped[int] = mapped_column(Integer)
-    # Pay terms copied at publish (payments/wage/, base/money.py): the fee model ("platform" at our rate, or
-    # "mturk" for a burst batch), the wage target and floor, the requester's time estimate.
+    # Pay terms copied at publish (payments/wage/, base/money.py): the fee terms as they apply to this batch (our
+    # rate, or the platform's for a burst: base.money.FeeModel's fields), the wage target and floor, the
+    # requester's time estimate.
     estimated_seconds: Mapped[int | None] = mapped_column(Integer)
     target_wage_cents_per_hour: Mapped[int] = mapped_column(Integer, default=1500)
     wage_floor_cents_per_hour: Mapped[int] = mapped_column(Integer, default=800)
     auto_top_up: Mapped[bool] = mapped_column(Boolean, default=True)
     fee_model: Mapped[str] = mapped_column(String(20), default="platform")
     fee_rate: Mapped[Decimal] = mapped_column(Numeric(5, 4), default=Decimal(0))
+    fee_large_hit_rate: Mapped[Decimal] = mapped_column(Numeric(5, 4), default=Decimal(0))
+    fee_large_hit_assignments: Mapped[int] = mapped_column(Integer, default=0)
+    fee_minimum_cents: Mapped[int] = mapped_column(Integer, default=0)
+    # A burst (platforms/burst.py): the batch whose HITs' places it took, and the platform that serves it. Such a
+    # batch is served only to that platform's workers, through its task page.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    platform: Mapped[str | None] = mapped_column(String(32))
     # The measured working time of a HIT (the median of per-HIT medians, once 10 submissions exist), kept fresh by
     # the payments cycle so that a task shows its measured hourly rate without computing it.
     measured_seconds: Mapped[Decimal | None] = mapped_column(Numeric(10, 3))

@@ -100,7 +100,7 @@ def _block_filter(project: Any) -> Any:
 
 
 @cache
-def _checks(postgres: bool, one_project: bool) -> HotStatement:
+def _checks(postgres: bool, one_project: bool, one_batch: bool = False) -> HotStatement:
     """In one read: the worker's live lease (and its project), whether they hold lapsed ones, whether they are
     blocked (from all work, or from the one project asked for), the open batches they may work on, which of
     those have qualification requirements (checked apart, only when there are any), the worker's gold stream in
@@ -118,7 +118,9 @@ def _checks(postgres: bool, one_project: bool) -> HotStatement:
         .correlate(Batch).scalar_subquery())  # to the batch of the enclosing query, however deeply nested
     gold = (select(Project.id).where(Project.id == Batch.project_id, Project.gold_rate > 0, pool.is_not(None))
             .correlate(Batch).exists())
-    batches = select(Batch.id, gated, gold.label("gold")).where(_OPEN, Batch.expires_at > _NOW,
+    # A burst's batch (platforms/burst.py) is served only through its platform's task page, which names it.
+    served = Batch.id == bindparam("batch_id") if one_batch else Batch.platform.is_(None)
+    batches = select(Batch.id, gated, gold.label("gold")).where(_OPEN, Batch.expires_at > _NOW, served,
                                                                 ~_block_filter(Batch.project_id))
     if one_project:
         batches = batches.where(Batch.project_id == project)
@@ -134,7 +136,7 @@ def _checks(postgres: bool, one_project: bool) -> HotStatement:
         Project, Project.id == Batch.project_id).outerjoin(
         GoldStream, (GoldStream.project_id == Batch.project_id) & (GoldStream.worker_id == _W)).where(
         Batch.id.in_(select(sub.c.id).where(sub.c.gold)))
-    shut = exists().where(_OPEN, Batch.expires_at > _NOW, _block_filter(Batch.project_id))
+    shut = exists().where(_OPEN, Batch.expires_at > _NOW, served, _block_filter(Batch.project_id))
     if one_project:
         shut = shut.where(Batch.project_id == project)
     return HotStatement(select(
@@ -188,16 +190,20 @@ _EXPIRE_OWN_LAPSED = _ASSIGNMENT.update().where(
 
 
 def next_assignment(session: Session, *, worker: Actor, now: dt.datetime, gold_key: bytes,
-                    project_id: int | None = None) -> Task:
+                    project_id: int | None = None, batch_id: int | None = None) -> Task:
     """Lease the next HIT to the worker. One task at a time: a worker with a live lease gets that one again; a
     lease of theirs that lapsed ends now (`LeasesLapsed`, per project, so the worker is judged there again) and
     the next task is served. In projects with gold, some tasks are gold HITs, on the schedule that `gold_key`
     draws: required, because a key anyone knows makes the schedule predictable (the app derives its own from its
-    secret key)."""
-    params = {"worker_id": worker.id, "now": now, "project_id": project_id}
+    secret key). `batch_id` serves that one batch (with `project_id`, its project): a burst's, on its platform's
+    task page; without it, a burst's batch is never served."""
+    assert batch_id is None or project_id is not None, "a batch is served within its project"
+    params: dict[str, Any] = {"worker_id": worker.id, "now": now, "project_id": project_id}
+    if batch_id is not None:
+        params["batch_id"] = batch_id
     for _ in range(_CLAIM_TRIES):
         held_id, held_project, has_lapsed, blocked, batch_ids, gated, streams, project_found, shut = _checks(
-            claim.postgres(session), project_id is not None).first(session, params)
+            claim.postgres(session), project_id is not None, batch_id is not None).first(session, params)
         if not project_found:
             raise NotFound(f"Project {project_id} not found.")
         if blocked:

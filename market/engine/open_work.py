@@ -53,7 +53,8 @@ def open_projects(session: Session, *, worker_id: int, now: dt.datetime) -> list
                Batch.measured_seconds, Batch.qualification_requirements, left.label("left"),
                Project.title, Project.description)
         .join(Project, Project.id == Batch.project_id)
-        .where(Batch.status == BatchStatus.OPEN, Batch.expires_at > now, exists().where(_claimable(now)))
+        .where(Batch.status == BatchStatus.OPEN, Batch.expires_at > now, Batch.platform.is_(None),
+               exists().where(_claimable(now)))
         .order_by(Batch.id.desc())).all()
     blocks = session.execute(select(WorkerBlock.project_id).where(
         WorkerBlock.account_id == worker_id, WorkerBlock.in_force(now))).scalars().all()

@@ -22,7 +22,6 @@ import enum
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, select, update
@@ -32,11 +31,11 @@ from base import events
 from base.errors import Conflict, InvalidInput, NotFound
 from base.events import AssignmentsReviewed
 from base.identity import Actor, Role
-from base.money import fee_model
 from market.catalogue.models import Assignment, AssignmentStatus, Batch, Hit, Project
 from payments import ledger
 from payments.ledger import Posting
 from payments.models import AssignmentPay, HoldState, TransactionKind
+from payments.wage.costs import fees_of
 
 MAX_FEEDBACK = 1024
 REVERSAL_WINDOW = dt.timedelta(days=30)
@@ -228,7 +227,7 @@ def pay(session: Session, rows: Sequence[Row[Any]], *, actor_id: int | None, now
     batches = {b.id: (b, owner) for b, owner in session.execute(
         select(Batch, Project.owner_id).join(Project, Project.id == Batch.project_id)
         .where(Batch.id.in_(sorted(by_batch))))}
-    models = {bid: fee_model(b.fee_model, Decimal(b.fee_rate)) for bid, (b, _) in batches.items()}
+    models = {bid: fees_of(b) for bid, (b, _) in batches.items()}
     sizes = _hit_sizes(session, [r.hit_id for bid, rs in by_batch.items() if models[bid].large_hit_assignments
                                  for r in rs])
     # Holds first, all of them in batch id order, before any account is locked (lock order, module docstring).
@@ -238,7 +237,7 @@ def pay(session: Session, rows: Sequence[Row[Any]], *, actor_id: int | None, now
         b, owner = batches[bid]
         refs |= {ledger.escrow(owner, b.currency), ledger.available(owner, b.currency),
                  ledger.fees(b.currency, models[bid].name)}
-        refs |= {ledger.payable(r.worker_id, b.currency) for r in rs}
+        refs |= {payee(b, r.worker_id) for r in rs}
     ids = ledger.account_ids(session, refs)
     postings: list[Posting] = []
     paid: list[tuple[Row[Any], int]] = []  # (row, reward) for every row; postings only for what moves money
@@ -261,7 +260,7 @@ def pay(session: Session, rows: Sequence[Row[Any]], *, actor_id: int | None, now
             rewards[cur] += reward
             fees[cur] += fee
             postings.append(Posting(f"reward:{r.id}", TransactionKind.REWARD, cur,
-                                    ((source, -(reward + fee)), (ids[ledger.payable(r.worker_id, cur)], reward),
+                                    ((source, -(reward + fee)), (ids[payee(b, r.worker_id)], reward),
                                      (fees_account, fee)),
                                     {"requester_id": owner, "worker_id": r.worker_id, "project_id": r.project_id,
                                      "batch_id": bid, "assignment_id": r.id,
@@ -278,6 +277,13 @@ def pay(session: Session, rows: Sequence[Row[Any]], *, actor_id: int | None, now
     if pay_rows:
         session.execute(AssignmentPay.__table__.insert(), pay_rows)
     return dict(rewards), dict(fees)
+
+
+def payee(batch: Batch, worker_id: int) -> ledger.AccountRef:
+    """Who is paid for the batch's work: the worker, or for a burst the platform, which pays its workers."""
+    if batch.platform is not None:
+        return ledger.external(batch.platform, batch.currency)
+    return ledger.payable(worker_id, batch.currency)
 
 
 def _hit_sizes(session: Session, hit_ids: list[int]) -> dict[int, int]:

@@ -18,15 +18,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from base.money import FeeModel, effective_target, fee_model, top_up_cents
-from market.catalogue.models import Batch, Hit, Item, Project
+from base.money import FeeModel, effective_target, top_up_cents
+from market.catalogue.models import Batch, Hit, HitSlot, Item, Project
 
 # The working time the hold's top-up headroom covers, as a multiple of the requester's estimate.
 HEADROOM_FACTOR = Decimal("1.5")
 
 
 def fees_of(batch: Batch) -> FeeModel:
-    return fee_model(batch.fee_model, Decimal(batch.fee_rate))
+    """The fee terms the batch was published under (stored on it: terms change, published batches keep theirs)."""
+    return FeeModel(batch.fee_model, rate=Decimal(batch.fee_rate), large_hit_rate=Decimal(batch.fee_large_hit_rate),
+                    large_hit_assignments=batch.fee_large_hit_assignments, minimum_cents=batch.fee_minimum_cents)
 
 
 def target_of(batch: Batch) -> int:
@@ -85,9 +87,13 @@ def gold_overhead(real: int, rate: Decimal) -> int:
 
 def max_cost(session: Session, batch: Batch, project: Project) -> dict[str, Any]:
     """The batch's maximum cost and how it was reckoned (kept in Hold.detail for the requester's statement)."""
-    groups = dict(session.execute(select(Hit.max_assignments, func.sum(Hit.max_assignments))
-                                  .where(Hit.batch_id == batch.id, Hit.is_gold.is_(False))
-                                  .group_by(Hit.max_assignments)).all())
+    if batch.parent_id is None:
+        groups = dict(session.execute(select(Hit.max_assignments, func.sum(Hit.max_assignments))
+                                      .where(Hit.batch_id == batch.id, Hit.is_gold.is_(False))
+                                      .group_by(Hit.max_assignments)).all())
+    else:  # a burst: the places moved to its queue, under the fee terms the burst resolved for its platform tasks
+        groups = {batch.assignments_per_item: session.scalar(
+            select(func.count()).select_from(HitSlot).where(HitSlot.batch_id == batch.id)) or 0}
     real = sum(int(n) for n in groups.values())
     rate = Decimal(project.gold_rate) if has_gold(session, project) else Decimal(0)
     gold = gold_overhead(real, rate)

@@ -26,6 +26,7 @@ from market.catalogue.models import Assignment, AssignmentStatus, Batch, BatchSt
 from payments import ledger
 from payments.ledger import InsufficientFunds, Posting
 from payments.models import AssignmentPay, HoldState, LedgerTransaction, TransactionKind
+from payments.review.approve import payee
 from payments.wage.costs import fees_of, target_of
 
 MIN_SUBMISSIONS = 10
@@ -144,14 +145,14 @@ def _pay_batch(session: Session, batch: Batch, seconds: Decimal, *, day: str, no
     from_hold = hold is not None and hold.state == HoldState.OPEN
     source = (ledger.escrow if from_hold else ledger.available)(project.owner_id, currency)
     fee_account = ledger.fees(currency, batch.fee_model)
-    ids = ledger.account_ids(session, [source, fee_account, *(ledger.payable(w, currency) for w in workers)])
+    ids = ledger.account_ids(session, [source, fee_account, *(payee(batch, w) for w in workers)])
     postings, total = [], 0
     for worker in workers:
         amount = per * len(by_worker[worker])
         fee = fees.bonus_fee(amount)
         total += amount + fee
         postings.append(Posting(keys[worker], TransactionKind.BONUS, currency,
-                                ((ids[source], -(amount + fee)), (ids[ledger.payable(worker, currency)], amount),
+                                ((ids[source], -(amount + fee)), (ids[payee(batch, worker)], amount),
                                  (ids[fee_account], fee)),
                                 {"requester_id": project.owner_id, "worker_id": worker, "project_id": project.id,
                                  "batch_id": batch.id, "hold_id": hold.id if from_hold else None, "reason": reason,
