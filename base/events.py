@@ -84,6 +84,18 @@ class BatchStatusChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class PlacesMoved:
+    """`places` free HIT places moved from one batch's queue to another's (a burst taking part of a batch, or
+    giving back what its platform did not use): payments moves their share of the holds with them."""
+
+    from_batch_id: int
+    to_batch_id: int
+    places: int
+    key: str  # unique per move: the hold movements' idempotency keys derive from it
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class GoldItemChanged:
     """A gold item's known answer changed or it was retired: answers to it are scored again."""
 

@@ -16,14 +16,14 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
-from itsdangerous import BadSignature, URLSafeSerializer
 
-from base.errors import DomainError, NotFound
+from base.errors import DomainError
 from base.identity import Caller, Role
 from console.work import CSP_DIRECTIVES, painted, work_token
 from edge.csp import content_security_policy
 from edge.request import clock, db_session
 from platforms import arrivals
+from platforms.base import Completion
 from platforms.registry import platform
 from workers.api import count_sign_up
 from workers.service import identity_account
@@ -31,23 +31,12 @@ from workers.service import identity_account
 blp = Blueprint("external_pages", __name__, url_prefix="/work/external")
 
 
-def _refs() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="crowdmarket.external-question")
-
-
-def external_url(platform_name: str, *, batch_id: int) -> str:
-    """The URL a platform's HITs for this batch open (MTurk's ExternalQuestion URL, made absolute by the
-    caller with the public base URL); the platform appends its own parameters."""
+def external_url(platform_name: str, *, batch_id: int, code: str | None = None) -> str:
+    """The path a platform's tasks for this burst's batch open (made absolute with PUBLIC_BASE_URL by the
+    caller); the platform appends its own parameters."""
     platform(platform_name)
-    return url_for("external_pages.task_page", platform_name=platform_name, ref=_refs().dumps({"batch": batch_id}))
-
-
-def _batch_of(ref: str | None) -> int:
-    try:
-        claim = _refs().loads(ref or "")
-    except BadSignature:
-        raise NotFound("This task page does not exist.") from None
-    return int(claim["batch"])
+    return url_for("external_pages.task_page", platform_name=platform_name,
+                   ref=arrivals.page_ref(current_app.config["SECRET_KEY"], batch_id=batch_id, code=code))
 
 
 @blp.after_request
@@ -68,11 +57,12 @@ def _refused(exc: DomainError) -> Response:
 
 @blp.get("/<platform_name>")
 def task_page(platform_name: str) -> Response:
-    """A platform's HIT: the preview, or the arrived worker's task on the work page."""
+    """A platform's task: the preview, or the arrived worker's task on the work page."""
     crowd = platform(platform_name)
-    batch_id = _batch_of(request.args.get("ref"))
+    batch_id, code = arrivals.read_ref(current_app.config["SECRET_KEY"], request.args.get("ref"))
     arrival = crowd.arrival(request.args)
     session = db_session()
+    burst = arrivals.burst_of(session, batch_id=batch_id, platform=crowd.name)
     policy = content_security_policy(**CSP_DIRECTIVES, form_action=" ".join(("'self'", *crowd.form_origins)))
     if arrival.preview:
         shown = arrivals.preview(session, batch_id=batch_id)
@@ -82,15 +72,24 @@ def task_page(platform_name: str) -> Response:
         # An account made on first sight is a sign-up: without the limit, one client inventing worker ids could
         # open thousands of accounts, each holding a lease, and starve the batch until the leases lapse.
         count_sign_up()
-    arrived = arrivals.arrive(session, arrival=arrival, project_id=arrivals.project_of(session, batch_id=batch_id),
-                              now=clock(),
-                              gold_key=current_app.extensions["crowdmarket.gold_key"])
+    many = crowd.tasks_per_assignment == "many"
+    try:
+        arrived = arrivals.arrive(session, arrival=arrival, burst=burst, many=many, now=clock(),
+                                  gold_key=current_app.extensions["crowdmarket.gold_key"])
+    except arrivals.SessionDone as done_all:
+        final = crowd.completion(arrival, assignment_id=0, code=code)
+        html = render_template("work/external_done.html", detail=done_all.detail, action=final.action,
+                               fields=final.fields, method=final.method, platform_title=crowd.title)
+        return Response(html, mimetype="text/html", headers={"Content-Security-Policy": policy})
     worker = Caller(arrived.worker.id, Role.WORKER)
-    done = crowd.completion(arrival, assignment_id=arrived.task.id)
+    if many:  # the next task of the session: this page again
+        done = Completion(url_for("external_pages.task_page", platform_name=platform_name), dict(request.args),
+                          method="get")
+    else:
+        done = crowd.completion(arrival, assignment_id=arrived.task.id, code=code)
     first: dict[str, Any] = painted(worker, arrived.task)
     html = render_template("work/task.html", project_id=None, external={
         "token": work_token(worker_id=worker.id, assignment_id=arrived.task.id),
         "first": json.dumps(first, default=str), "action": done.action, "fields": done.fields,
-        "submitted": arrived.task.answers is not None, "platform_title": crowd.title})
+        "method": done.method, "submitted": arrived.task.answers is not None, "platform_title": crowd.title})
     return Response(html, mimetype="text/html", headers={"Content-Security-Policy": policy})
-

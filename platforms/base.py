@@ -55,8 +55,8 @@ class Platform(Protocol):
         """Read an arrival from the page's query string; raises InvalidInput naming what is missing or wrong."""
         ...
 
-    def completion(self, arrival: Arrival, *, assignment_id: int) -> Completion:
-        """The form that tells the platform the work is done."""
+    def completion(self, arrival: Arrival, *, assignment_id: int, code: str | None = None) -> Completion:
+        """The form that tells the platform the work is done (`code`: the burst's completion code)."""
         ...
 
 

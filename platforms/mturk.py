@@ -57,7 +57,7 @@ class MTurk:
         return Arrival(NAME, preview=False, worker_ref=values["workerId"], assignment_ref=values["assignmentId"],
                        task_ref=values["hitId"], return_to=submit_to)
 
-    def completion(self, arrival: Arrival, *, assignment_id: int) -> Completion:
+    def completion(self, arrival: Arrival, *, assignment_id: int, code: str | None = None) -> Completion:
         assert arrival.return_to and arrival.assignment_ref, "a preview completes nothing"
         # MTurk refuses a submit holding only assignmentId; our assignment id is the second field (the answers
         # stay with us).

@@ -20,6 +20,7 @@ from base.events import (
     AssignmentReturned,
     AssignmentSubmitted,
     BatchPublished,
+    PlacesMoved,
     BatchStatusChanged,
     EventHub,
     GoldItemChanged,
@@ -74,6 +75,7 @@ def subscribe(hub: EventHub) -> None:
         hub.subscribe(kind, evaluation.on_work_done)
     hub.subscribe(GoldItemChanged, scoring.on_gold_item_changed)
     hub.subscribe(BatchPublished, holds.on_batch_published)
+    hub.subscribe(PlacesMoved, holds.on_places_moved)
     hub.subscribe(BatchStatusChanged, settle.on_batch_status_changed)
 
 

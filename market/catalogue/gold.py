@@ -191,3 +191,11 @@ _MAKE_GOLD_SLOTS = make_slots(
     select(Hit.id, null(), bindparam("pool_id", type_=Integer), _N.c.k, literal_column("0"))
     .select_from(Hit).join(_N, true())
     .where(Hit.gold_pool_id == bindparam("pool_id"), Hit.id.between(bindparam("first"), bindparam("last"))))
+
+
+def has_gold(session: Session, project: Project) -> bool:
+    """Whether gold tasks will be served in the project's batches: a gold rate and gold items to serve."""
+    if project.gold_rate <= 0:
+        return False
+    return session.scalar(select(Item.id).where(Item.project_id == project.id, Item.is_gold.is_(True),
+                                                Item.gold_retired_at.is_(None)).limit(1)) is not None

@@ -10,7 +10,6 @@ ceil(real x g / (1 - g)) assignments at gold rate g (a fraction g of all tasks s
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
@@ -19,7 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from base.money import FeeModel, effective_target, top_up_cents
-from market.catalogue.models import Batch, Hit, HitSlot, Item, Project
+from market.catalogue.gold import has_gold
+from market.catalogue.models import Batch, Hit, HitSlot, Project
+from qualification.gold import gold_tasks_needed
 
 # The working time the hold's top-up headroom covers, as a multiple of the requester's estimate.
 HEADROOM_FACTOR = Decimal("1.5")
@@ -70,21 +71,6 @@ def assignment_cost(batch: Batch, assignments_per_hit: int | None = None) -> Ass
                           headroom, fees.bonus_fee(headroom))
 
 
-def has_gold(session: Session, project: Project) -> bool:
-    """Whether gold tasks will be served in the project's batches: a gold rate and gold items to serve."""
-    if project.gold_rate <= 0:
-        return False
-    return session.scalar(select(Item.id).where(Item.project_id == project.id, Item.is_gold.is_(True),
-                                                Item.gold_retired_at.is_(None)).limit(1)) is not None
-
-
-def gold_overhead(real: int, rate: Decimal) -> int:
-    """Gold tasks served alongside `real` real ones at gold rate `rate`: ceil(real x g / (1 - g))."""
-    if rate <= 0 or real == 0:
-        return 0
-    return math.ceil(Decimal(real) * rate / (1 - rate))
-
-
 def max_cost(session: Session, batch: Batch, project: Project) -> dict[str, Any]:
     """The batch's maximum cost and how it was reckoned (kept in Hold.detail for the requester's statement)."""
     if batch.parent_id is None:
@@ -96,7 +82,7 @@ def max_cost(session: Session, batch: Batch, project: Project) -> dict[str, Any]
             select(func.count()).select_from(HitSlot).where(HitSlot.batch_id == batch.id)) or 0}
     real = sum(int(n) for n in groups.values())
     rate = Decimal(project.gold_rate) if has_gold(session, project) else Decimal(0)
-    gold = gold_overhead(real, rate)
+    gold = gold_tasks_needed(real, rate)
     cost = assignment_cost(batch)
     total = sum(int(n) * assignment_cost(batch, per_hit).total for per_hit, n in groups.items()) + gold * cost.total
     return {

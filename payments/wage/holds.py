@@ -7,13 +7,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from base.events import BatchPublished
+from base.events import BatchPublished, PlacesMoved
 from base.money import Money
 from market.catalogue.models import Batch, Project
 from payments import ledger
 from payments.ledger import InsufficientFunds
-from payments.models import Hold
-from payments.wage.costs import max_cost
+from payments.models import Hold, HoldState
+from payments.wage.costs import assignment_cost, max_cost
 
 
 def on_batch_published(session: Session, event: BatchPublished) -> None:
@@ -37,3 +37,18 @@ def on_batch_published(session: Session, event: BatchPublished) -> None:
             f"available money is {Money(short['cents'], short['currency'])} short. Nothing was published.",
             errors={"funds": [f"short by {short['cents']} {short['currency']} cents"]},
             shortfall=short, required={"cents": cents, "currency": batch.currency}) from exc
+
+
+def on_places_moved(session: Session, event: PlacesMoved) -> None:
+    """The moved places' maximum cost leaves the source batch's open hold (what it has left, at most) and joins
+    the target's open hold; a batch without an open hold pays later work from available money, as always."""
+    for batch_id, sign in sorted(((event.from_batch_id, -1), (event.to_batch_id, 1))):  # holds in id order
+        hold = ledger.lock_hold(session, batch_id)
+        batch = session.get(Batch, batch_id)
+        if hold is None or batch is None or hold.state != HoldState.OPEN:
+            continue
+        cents = event.places * assignment_cost(batch).total
+        if sign < 0:
+            ledger.release(session, hold, cents, now=event.at, key=f"hold:{batch_id}:{event.key}:out")
+        elif cents:
+            ledger.extend_hold(session, hold, cents, now=event.at, key=f"hold:{batch_id}:{event.key}:in")

@@ -1,0 +1,380 @@
+"""Talking to the platforms: publish a burst, sync it (a scheduled, idempotent job), cancel it, and say where
+everything stands. No flask here.
+
+Calls to a platform never run inside a database transaction: each step reads what it needs in one unit of work,
+calls the platform, and records the outcome in another, so a slow or failing platform holds no locks. Each call
+is written to the job log (PlatformCall) as it finishes, retries included, so nothing done out there is lost if
+the process dies; every token sent derives from our ids, so the step run again does nothing twice.
+
+The sync, for each burst not yet finished:
+1. lists the platform's submissions and records them;
+2. checks each against our records: the same worker id did our task for that platform assignment, and stored
+   it with us (a submission without work of ours, or by someone else, is rejected there, with the reason);
+3. mirrors our reviews: approved here -> approved there, rejected -> rejected with our feedback (a submission
+   of several of our tasks, a Prolific session, is approved when any is approved, rejected when all are);
+4. sends fair-wage top-ups paid here as the platform's bonus, once per amount (the token is the amount so far);
+5. mirrors blocks of workers who came from the platform;
+6. ends the platform's tasks when the burst has no place left, when its batch is closed, or on cancel, and gives
+   the unused places back to the parent batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from base.db import Database
+from market.catalogue.models import Assignment, AssignmentStatus, Batch, BatchStatus
+from payments.models import AssignmentPay
+from platforms import burst as bursts
+from platforms.base import Crowd, ExternalSubmission, ExternalTask, PlatformError
+from platforms.calls import CallRecord, RecordingLog
+from platforms.models import (
+    BurstStatus,
+    PlatformAssignment,
+    PlatformBatch,
+    PlatformBlock,
+    PlatformCall,
+    PlatformSubmission,
+    PlatformTask,
+)
+from workers.models import ExternalIdentity, WorkerBlock
+
+NO_WORK = "No work was recorded on our task page for this assignment."
+NOT_YOURS = "This assignment's task on our page was done under another worker id."
+# A closed burst is still synced this long, for reviews and top-ups that come after its work is done.
+SYNC_AFTER_CLOSE = dt.timedelta(days=30)
+
+
+@dataclass
+class Outcome:
+    burst_id: int
+    done: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.done[what] = self.done.get(what, 0) + n
+
+
+def call_log(db: Database, *, platform: str, job: str, burst_id: int | None,
+             sleep: Callable[[float], None] = time.sleep) -> RecordingLog:
+    """A call log that writes each finished call to the job log in a transaction of its own."""
+    def write(record: CallRecord) -> None:
+        with db.unit_of_work() as session:
+            session.add(PlatformCall(platform_batch_id=burst_id, platform=platform, job=job,
+                                     operation=record.operation, idempotency_key=record.key, target=record.target,
+                                     attempts=record.attempts, outcome=record.outcome, error=record.error,
+                                     retried_errors=record.errors[:-1] if record.error else record.errors,
+                                     ms=record.ms))
+    return RecordingLog(sink=write, sleep=sleep)
+
+
+def _note_error(db: Database, burst_id: int, error: str) -> None:
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        if burst is not None:
+            burst.last_error = error[:2000]
+
+
+def _tasks(session: Session, burst_id: int, *, live_only: bool = False) -> list[ExternalTask]:
+    stmt = select(PlatformTask).where(PlatformTask.platform_batch_id == burst_id).order_by(PlatformTask.id)
+    if live_only:
+        stmt = stmt.where(PlatformTask.ended_at.is_(None))
+    return [ExternalTask(t.external_id, t.max_assignments, t.reward_cents, group=t.group_id, key=t.token,
+                         expires_at=t.expires_at) for t in session.scalars(stmt)]
+
+
+# --- publish ---------------------------------------------------------------------------------------------------
+
+def publish(db: Database, crowd: Crowd, burst_id: int, *, url: str, keywords: tuple[str, ...], now: dt.datetime,
+            sleep: Callable[[float], None] = time.sleep) -> Outcome:
+    """Make the burst's tasks on the platform (a burst published already is left alone; one that failed is
+    tried again: the platform's tokens make nothing twice)."""
+    out = Outcome(burst_id)
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        if burst is None or burst.status != BurstStatus.PUBLISHING:
+            return out
+        order = bursts.order(session, burst, url=url, keywords=keywords, now=now)
+    log = call_log(db, platform=crowd.name, job="publish", burst_id=burst_id, sleep=sleep)
+    try:
+        tasks = crowd.publish(order, log)
+    except PlatformError as exc:
+        _note_error(db, burst_id, str(exc))
+        out.errors.append(str(exc))
+        return out
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        assert burst is not None
+        bursts.published(session, burst, tasks, now=now)
+    out.count("tasks", len(tasks))
+    return out
+
+
+# --- cancel ----------------------------------------------------------------------------------------------------
+
+def cancel(db: Database, burst_id: int, *, now: dt.datetime) -> PlatformBatch:
+    """Cancel here (the sync ends the platform's tasks and gives the places back); idempotent."""
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        assert burst is not None
+        if burst.status in (BurstStatus.PUBLISHING, BurstStatus.OPEN):
+            burst.status = BurstStatus.CANCELLING
+            batch = session.get(Batch, burst.batch_id)
+            if batch is not None and batch.status == BatchStatus.OPEN:
+                batch.status, batch.status_changed_at = BatchStatus.CANCELLED, now  # no new leases from now on
+        session.flush()
+        session.expunge(burst)
+        return burst
+
+
+# --- sync ------------------------------------------------------------------------------------------------------
+
+def due(session: Session, *, now: dt.datetime) -> list[int]:
+    """Bursts the sync looks at: those not closed, and closed ones for a while (late reviews and top-ups)."""
+    return list(session.scalars(select(PlatformBatch.id).where(
+        (PlatformBatch.closed_at.is_(None) & (PlatformBatch.status != BurstStatus.PUBLISHING))
+        | (PlatformBatch.closed_at > now - SYNC_AFTER_CLOSE)).order_by(PlatformBatch.id)))
+
+
+def sync_all(db: Database, crowds: Mapping[str, Callable[[], Crowd]], *, now: dt.datetime,
+             sleep: Callable[[float], None] = time.sleep) -> list[Outcome]:
+    """One sync of every due burst, and of blocks per platform; a platform that cannot be reached is recorded and
+    the others go on."""
+    with db.unit_of_work() as session:
+        due_bursts = [(b, p) for b, p in session.execute(
+            select(PlatformBatch.id, PlatformBatch.platform).where(PlatformBatch.id.in_(due(session, now=now))))]
+        platforms_used = sorted(set(session.scalars(select(PlatformBatch.platform).distinct())))
+    made: dict[str, Crowd] = {}
+    outcomes = []
+    for name in platforms_used:
+        if name in crowds:
+            made[name] = crowds[name]()
+            outcomes.append(sync_blocks(db, made[name], now=now, sleep=sleep))
+    for burst_id, name in due_bursts:
+        if name in made:
+            outcomes.append(sync(db, made[name], burst_id, now=now, sleep=sleep))
+    return outcomes
+
+
+def sync(db: Database, crowd: Crowd, burst_id: int, *, now: dt.datetime,
+         sleep: Callable[[float], None] = time.sleep) -> Outcome:
+    """One idempotent sync of a burst (module docstring)."""
+    out = Outcome(burst_id)
+    log = call_log(db, platform=crowd.name, job="sync", burst_id=burst_id, sleep=sleep)
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        if burst is None or burst.status == BurstStatus.PUBLISHING:
+            return out
+        tasks = _tasks(session, burst_id)
+    try:
+        listed = crowd.submissions(tasks, log)
+    except PlatformError as exc:
+        _note_error(db, burst_id, str(exc))
+        out.errors.append(str(exc))
+        return out
+    out.count("listed", len(listed))
+    for sub in listed:
+        try:
+            _mirror(db, crowd, log, burst_id, sub, now=now, out=out)
+        except PlatformError as exc:  # recorded in the job log; the next sync tries again
+            out.errors.append(str(exc))
+    _finish(db, crowd, log, burst_id, now=now, out=out)
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        assert burst is not None
+        burst.synced_at = now
+        burst.last_error = "; ".join(out.errors)[:2000] or None
+    return out
+
+
+@dataclass(frozen=True)
+class _Decision:
+    action: str | None  # "approve" | "reject" | None (not yet: our review is pending)
+    feedback: str | None = None
+    problem: str | None = None
+    bonus_cents: int = 0
+
+
+def _decide(session: Session, burst: PlatformBatch, sub: ExternalSubmission) -> _Decision:
+    ours = session.execute(
+        select(PlatformAssignment.external_worker_id, Assignment.status, Assignment.review_feedback,
+               AssignmentPay.top_up_cents, AssignmentPay.top_up_transaction_id)
+        .join(Assignment, Assignment.id == PlatformAssignment.assignment_id)
+        .outerjoin(AssignmentPay, AssignmentPay.assignment_id == Assignment.id)
+        .where(PlatformAssignment.platform == burst.platform, PlatformAssignment.external_id == sub.external_id)
+        .order_by(PlatformAssignment.seq)).all()
+    if not ours:
+        return _Decision("reject", NO_WORK, problem="no work of ours recorded for it")
+    if any(row.external_worker_id != sub.worker_ref for row in ours):
+        return _Decision("reject", NOT_YOURS, problem=f"submitted by {sub.worker_ref}, our task done by "
+                                                      f"{ours[0].external_worker_id}")
+    statuses = [AssignmentStatus(row.status) for row in ours]
+    if any(s in (AssignmentStatus.LEASED, AssignmentStatus.SUBMITTED) for s in statuses):
+        return _Decision(None)
+    topped = sum(row.top_up_cents or 0 for row in ours if row.top_up_transaction_id is not None)
+    if AssignmentStatus.APPROVED in statuses:
+        return _Decision("approve", bonus_cents=topped)
+    if all(s == AssignmentStatus.REJECTED for s in statuses):
+        feedback = next((row.review_feedback for row in ours if row.review_feedback), None)
+        return _Decision("reject", feedback or "Rejected on review.")
+    # Returned or expired on our side only: nothing was stored for it.
+    return _Decision("reject", NO_WORK, problem="our task was returned or let lapse")
+
+
+def _mirror(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, sub: ExternalSubmission, *,
+            now: dt.datetime, out: Outcome) -> None:
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        assert burst is not None
+        row = session.scalar(select(PlatformSubmission).where(PlatformSubmission.platform == burst.platform,
+                                                              PlatformSubmission.external_id == sub.external_id))
+        if row is None:
+            row = PlatformSubmission(platform_batch_id=burst_id, platform=burst.platform,
+                                     external_id=sub.external_id, external_task_id=sub.task_ref,
+                                     external_worker_id=sub.worker_ref, external_status=sub.raw_status,
+                                     seen_at=now)
+            session.add(row)
+            out.count("new")
+        row.external_status = sub.raw_status
+        session.flush()
+        row_id, mirrored, sent = row.id, row.mirrored, row.bonus_cents
+        decision = _decide(session, burst, sub) if sub.status != "other" else _Decision(None)
+        if decision.problem and row.problem != decision.problem:
+            row.problem = decision.problem
+            out.count("problems")
+    if decision.action is None:
+        return
+    if mirrored is None:
+        settled = {"approve": "approved", "reject": "rejected"}[decision.action]
+        if sub.status in ("approved", "rejected") and sub.status != settled:
+            # Decided there before our review reached it (MTurk's auto-approval): cannot be undone; say so.
+            _record(db, row_id, mirrored=sub.status, now=now,
+                    problem=f"{sub.status} on the platform before our review ({settled} here)")
+            out.count("problems")
+            return
+        if decision.action == "approve":
+            crowd.approve(sub, log)
+        else:
+            crowd.reject(sub, log, feedback=decision.feedback or "Rejected on review.")
+        _record(db, row_id, mirrored=settled, now=now)
+        mirrored = settled
+        out.count(settled)
+    if mirrored == "approved" and decision.bonus_cents > sent:
+        # The token names the total so far: a retry of the same bonus is one bonus; a later top-up another.
+        crowd.bonus(log, submission=sub, cents=decision.bonus_cents - sent,
+                    reason="Fair-wage top-up: your measured working time at the requester's target wage.",
+                    key=f"cm-topup-{row_id}-{decision.bonus_cents}")
+        _record(db, row_id, bonus_cents=decision.bonus_cents, now=now)
+        out.count("bonuses")
+
+
+def _record(db: Database, row_id: int, *, now: dt.datetime, mirrored: str | None = None,
+            bonus_cents: int | None = None, problem: str | None = None) -> None:
+    with db.unit_of_work() as session:
+        row = session.get(PlatformSubmission, row_id)
+        assert row is not None
+        if mirrored is not None:
+            row.mirrored, row.mirrored_at = mirrored, now
+        if bonus_cents is not None:
+            row.bonus_cents = bonus_cents
+        if problem is not None:
+            row.problem = problem
+
+
+def _finish(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, *, now: dt.datetime,
+            out: Outcome) -> None:
+    """End the platform's tasks when the burst is done, its batch closed, or it is cancelled; give places back."""
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        batch = session.get(Batch, burst.batch_id) if burst is not None else None
+        assert burst is not None and batch is not None
+        if burst.status == BurstStatus.CLOSED:
+            return
+        ending = (burst.status == BurstStatus.CANCELLING or batch.status != BatchStatus.OPEN
+                  or batch.expires_at <= now or bursts.places_left(session, burst) == 0)
+        if not ending:
+            return
+        live = _tasks(session, burst_id, live_only=True)
+    for task in live:
+        crowd.cancel(task, log)
+        with db.unit_of_work() as session:
+            session.execute(PlatformTask.__table__.update().where(
+                PlatformTask.platform == crowd.name, PlatformTask.external_id == task.external_id)
+                .values(ended_at=now))
+        out.count("ended")
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        assert burst is not None
+        status = BatchStatus.CANCELLED if burst.status == BurstStatus.CANCELLING else BatchStatus.COMPLETE
+        out.count("places_back", bursts.give_back(session, burst, now=now, status=status))
+
+
+def sync_blocks(db: Database, crowd: Crowd, *, now: dt.datetime,
+                sleep: Callable[[float], None] = time.sleep) -> Outcome:
+    """Mirror blocks in force (from all work, or from a project burst to the platform) of workers who came from
+    the platform, once per worker."""
+    out = Outcome(0)
+    with db.unit_of_work() as session:
+        burst_projects = select(PlatformBatch.project_id).where(PlatformBatch.platform == crowd.name)
+        rows = session.execute(
+            select(ExternalIdentity.external_id, func.min(WorkerBlock.id), func.min(WorkerBlock.reason))
+            .join(WorkerBlock, WorkerBlock.account_id == ExternalIdentity.account_id)
+            .where(ExternalIdentity.platform == crowd.name, WorkerBlock.in_force(now),
+                   WorkerBlock.project_id.is_(None) | WorkerBlock.project_id.in_(burst_projects),
+                   ~select(PlatformBlock.id).where(PlatformBlock.platform == crowd.name,
+                                                   PlatformBlock.external_worker_id == ExternalIdentity.external_id)
+                   .exists())
+            .group_by(ExternalIdentity.external_id)).all()
+    if not rows:
+        return out
+    log = call_log(db, platform=crowd.name, job="blocks", burst_id=None, sleep=sleep)
+    for worker_ref, block_id, reason in rows:
+        try:
+            crowd.block(log, worker_ref=worker_ref, reason=(reason or "Blocked for low-quality work.")[:1024])
+        except PlatformError as exc:
+            out.errors.append(str(exc))
+            continue
+        with db.unit_of_work() as session:
+            session.add(PlatformBlock(platform=crowd.name, external_worker_id=worker_ref, block_id=block_id,
+                                      sent_at=now))
+        out.count("blocked")
+    return out
+
+
+# --- status ----------------------------------------------------------------------------------------------------
+
+def status(session: Session) -> list[dict[str, Any]]:
+    """Every burst: what is out there, what is in sync, what is not."""
+    out = []
+    for burst in session.scalars(select(PlatformBatch).order_by(PlatformBatch.id)):
+        subs = session.execute(select(
+            func.count(PlatformSubmission.id), func.count(PlatformSubmission.mirrored),
+            func.count(PlatformSubmission.problem), func.coalesce(func.sum(PlatformSubmission.bonus_cents), 0))
+            .where(PlatformSubmission.platform_batch_id == burst.id)).one()
+        tasks = session.execute(select(func.count(PlatformTask.id), func.count(PlatformTask.ended_at))
+                                .where(PlatformTask.platform_batch_id == burst.id)).one()
+        failed = session.scalar(select(func.count(PlatformCall.id)).where(
+            PlatformCall.platform_batch_id == burst.id, PlatformCall.outcome == "error")) or 0
+        out.append({
+            "id": burst.id, "platform": burst.platform, "batch_id": burst.parent_batch_id,
+            "burst_batch_id": burst.batch_id, "status": burst.status.value, "hits": burst.hits,
+            "places": burst.slots, "tasks": burst.tasks, "places_left": bursts.places_left(session, burst),
+            "platform_tasks": int(tasks[0]), "platform_tasks_ended": int(tasks[1]),
+            "submissions": int(subs[0]), "mirrored": int(subs[1]), "pending": int(subs[0]) - int(subs[1]),
+            "problems": int(subs[2]), "bonus_cents": int(subs[3]), "failed_calls": int(failed),
+            "last_error": burst.last_error, "synced_at": burst.synced_at, "published_at": burst.published_at,
+            "closed_at": burst.closed_at})
+    return out
+
+
+def calls(session: Session, burst_id: int, *, limit: int = 200) -> list[PlatformCall]:
+    """The burst's job log, newest first."""
+    return list(session.scalars(select(PlatformCall).where(PlatformCall.platform_batch_id == burst_id)
+                                .order_by(PlatformCall.id.desc()).limit(limit)))
