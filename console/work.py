@@ -43,7 +43,6 @@ blp = Blueprint("work_pages", __name__, url_prefix="/work/tasks")
 WORK_TOKEN_SECONDS = 6 * 3600
 # Items may show images from anywhere on the web (by URL): this page alone allows them.
 CSP_DIRECTIVES = {"img_src": "'self' data: https:"}
-CSP = content_security_policy(**CSP_DIRECTIVES)
 
 
 class PageSubmitSchema(SubmitSchema):
@@ -175,7 +174,7 @@ def work_page() -> Response:
     """The work page: the current or next task, painted by shell/static/work/task.js."""
     args = NextQuerySchema().load({k: v for k, v in request.args.items() if k == "project_id"})
     html = render_template("work/task.html", project_id=args.get("project_id"))
-    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": CSP})
+    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": content_security_policy(**CSP_DIRECTIVES)})
 
 
 @blp.post("/next")

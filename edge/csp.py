@@ -3,11 +3,9 @@ build a page's own variant of it (`content_security_policy(img_src=...)`); shell
 
 from __future__ import annotations
 
-# MTurk shows an ExternalQuestion (our work page, #14) in a frame on its worker sites.
-MTURK_WORKER_SITES = "https://www.mturk.com https://workersandbox.mturk.com"
 # Pages run only our own static scripts and styles: no inline script or style, nothing from other hosts (stricter
 # than `default-src 'self'`: each kind is allowed by name, the rest is 'none'), and framed only by this site and
-# MTurk's worker sites (clickjacking).
+# the sites of platforms that show our work page in a frame (clickjacking; `allow_framing_by`).
 POLICY = {
     "default-src": "'none'",
     "script-src": "'self'",
@@ -17,11 +15,17 @@ POLICY = {
     "connect-src": "'self'",
     "base-uri": "'none'",
     "form-action": "'self'",
-    "frame-ancestors": f"'self' {MTURK_WORKER_SITES}",
 }
+_FRAMED_BY: list[str] = []
+
+
+def allow_framing_by(origins: tuple[str, ...]) -> None:
+    """The sites, besides ours, that may show our pages in a frame (the shell passes the platforms' at import)."""
+    _FRAMED_BY[:] = origins
 
 
 def content_security_policy(**extra: str) -> str:
     """The pages' CSP, with directives added or replaced (`worker_src="blob:"`)."""
-    policy = {**POLICY, **{name.replace("_", "-"): value for name, value in extra.items()}}
+    policy = {**POLICY, "frame-ancestors": " ".join(("'self'", *_FRAMED_BY)),
+              **{name.replace("_", "-"): value for name, value in extra.items()}}
     return "; ".join(f"{name} {value}" for name, value in policy.items())

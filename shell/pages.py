@@ -9,7 +9,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, render_template, url_for
 
 from base.money import Money
-from edge.csp import MTURK_WORKER_SITES, POLICY, content_security_policy  # noqa: F401 - the pages' names
+from edge.csp import POLICY, allow_framing_by, content_security_policy  # noqa: F401 - the pages' names
+from platforms.registry import FRAME_ORIGINS
+
+allow_framing_by(FRAME_ORIGINS)  # before any page's policy is built
 
 # A pinned copy of ReDoc's standalone bundle (the npm package redoc@2.5.4) with its licences beside it; the
 # version is in the path, so browsers never keep an old copy after an upgrade. One change, checked by
