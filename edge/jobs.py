@@ -7,12 +7,15 @@ session and must be idempotent: RQ may run a job again after a worker dies.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from flask import Flask, current_app
-from rq import Queue, SimpleWorker
+from rq import Queue, Repeat, SimpleWorker
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
 
 QUEUE = "crowdmarket"
 TIMEOUT_SECONDS = 3600
@@ -57,3 +60,31 @@ def work(app: Flask, *, burst: bool = False) -> None:
     # would share pooled connections with its children.
     with app.app_context():
         SimpleWorker([queue], connection=queue.connection).work(burst=burst, with_scheduler=True)
+
+
+# RQ's Repeat counts down; at one run every 5 minutes this lasts longer than any deployment.
+REPEATS = 10**9
+_LIVE = {JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED}
+
+
+def ensure_repeating(app: Flask, *, job_id: Callable[[Queue], str], func: Callable[[], Any], seconds: int,
+                     description: str, at: dt.datetime | None = None) -> Job | None:
+    """Put `func` on RQ's scheduler every `seconds` under one fixed job id per queue (first run at `at`, default
+    now) unless it is scheduled, queued or running already, so at most one is ever scheduled however many workers
+    start; returns its job (None without Redis)."""
+    queue = _queue(app)
+    if queue is None:
+        return None
+    ident = job_id(queue)
+    try:
+        existing = Job.fetch(ident, connection=queue.connection)
+        if existing.get_status(refresh=True) in _LIVE:
+            return existing
+        existing.delete()
+    except NoSuchJobError:
+        pass
+    try:
+        return queue.enqueue_at(at or dt.datetime.now(dt.UTC), func, job_id=ident, unique=True,
+                                repeat=Repeat(times=REPEATS, interval=seconds), description=description)
+    except DuplicateJobError:  # another worker scheduled it meanwhile
+        return Job.fetch(ident, connection=queue.connection)

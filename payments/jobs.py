@@ -18,17 +18,13 @@ import re
 from typing import Any
 
 from flask import Flask, current_app
-from rq import Queue, Repeat
-from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq import Queue
+from rq.job import Job
 
 from edge import jobs
 from payments import cycle
 
 log = logging.getLogger(__name__)
-# RQ's Repeat counts down; at one run every 5 minutes this lasts longer than any deployment.
-REPEATS = 10**9
-_LIVE = {JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED}
 
 
 def job_id(queue: Queue) -> str:
@@ -53,21 +49,5 @@ def run_cycle() -> dict[str, Any]:
 def ensure_scheduled(app: Flask, *, at: dt.datetime | None = None) -> Job | None:
     """Schedule the cycle (first run at `at`, default now) unless it is scheduled, queued or running already;
     returns its job (None without Redis)."""
-    queue = jobs.queue(app)
-    if queue is None:
-        return None
-    ident = job_id(queue)
-    try:
-        existing = Job.fetch(ident, connection=queue.connection)
-        if existing.get_status(refresh=True) in _LIVE:
-            return existing
-        existing.delete()
-    except NoSuchJobError:
-        pass
-    seconds = int(app.config["PAYMENTS_CYCLE_SECONDS"])
-    try:
-        return queue.enqueue_at(at or dt.datetime.now(dt.UTC), run_cycle, job_id=ident, unique=True,
-                                repeat=Repeat(times=REPEATS, interval=seconds),
-                                description="payments cycle")
-    except DuplicateJobError:  # another worker scheduled it meanwhile
-        return Job.fetch(ident, connection=queue.connection)
+    return jobs.ensure_repeating(app, job_id=job_id, func=run_cycle, seconds=int(app.config["PAYMENTS_CYCLE_SECONDS"]),
+                                 description="payments cycle", at=at)

@@ -267,3 +267,15 @@ def places_left(session: Session, burst: PlatformBatch) -> int:
     """Places of the burst not yet answered (free or leased)."""
     return session.scalar(select(func.count(HitSlot.id)).where(HitSlot.batch_id == burst.batch_id,
                                                                HitSlot.state != SlotState.DONE)) or 0
+
+
+def cancel(session: Session, burst: PlatformBatch, *, now: dt.datetime) -> None:
+    """Cancel here: the burst's batch takes no new leases from now on; the sync ends the platform's tasks and
+    gives the unused places back. Idempotent."""
+    if burst.status not in (BurstStatus.PUBLISHING, BurstStatus.OPEN):
+        return
+    burst.status = BurstStatus.CANCELLING
+    batch = session.get(Batch, burst.batch_id, with_for_update=True)
+    if batch is not None and batch.status == BatchStatus.OPEN:
+        batch.status, batch.status_changed_at = BatchStatus.CANCELLED, now
+    session.flush()

@@ -117,23 +117,6 @@ def publish(db: Database, crowd: Crowd, burst_id: int, *, url: str, keywords: tu
     return out
 
 
-# --- cancel ----------------------------------------------------------------------------------------------------
-
-def cancel(db: Database, burst_id: int, *, now: dt.datetime) -> PlatformBatch:
-    """Cancel here (the sync ends the platform's tasks and gives the places back); idempotent."""
-    with db.unit_of_work() as session:
-        burst = session.get(PlatformBatch, burst_id)
-        assert burst is not None
-        if burst.status in (BurstStatus.PUBLISHING, BurstStatus.OPEN):
-            burst.status = BurstStatus.CANCELLING
-            batch = session.get(Batch, burst.batch_id)
-            if batch is not None and batch.status == BatchStatus.OPEN:
-                batch.status, batch.status_changed_at = BatchStatus.CANCELLED, now  # no new leases from now on
-        session.flush()
-        session.expunge(burst)
-        return burst
-
-
 # --- sync ------------------------------------------------------------------------------------------------------
 
 def due(session: Session, *, now: dt.datetime) -> list[int]:
@@ -350,10 +333,13 @@ def sync_blocks(db: Database, crowd: Crowd, *, now: dt.datetime,
 
 # --- status ----------------------------------------------------------------------------------------------------
 
-def status(session: Session) -> list[dict[str, Any]]:
-    """Every burst: what is out there, what is in sync, what is not."""
+def status(session: Session, *, burst_id: int | None = None) -> list[dict[str, Any]]:
+    """Every burst (or one): what is out there, what is in sync, what is not."""
     out = []
-    for burst in session.scalars(select(PlatformBatch).order_by(PlatformBatch.id)):
+    stmt = select(PlatformBatch).order_by(PlatformBatch.id)
+    if burst_id is not None:
+        stmt = stmt.where(PlatformBatch.id == burst_id)
+    for burst in session.scalars(stmt):
         subs = session.execute(select(
             func.count(PlatformSubmission.id), func.count(PlatformSubmission.mirrored),
             func.count(PlatformSubmission.problem), func.coalesce(func.sum(PlatformSubmission.bonus_cents), 0))

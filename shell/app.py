@@ -20,11 +20,11 @@ from base.events import (
     AssignmentReturned,
     AssignmentSubmitted,
     BatchPublished,
-    PlacesMoved,
     BatchStatusChanged,
     EventHub,
     GoldItemChanged,
     LeasesLapsed,
+    PlacesMoved,
 )
 from base.public_ids import ItemIds
 from edge import blueprint, openapi, web
@@ -41,6 +41,7 @@ from payments.books import api as books_api
 from payments.review import api as review_api
 from payments.wage import api as wage_api
 from payments.wage import holds, settle
+from platforms import api as platforms_api
 from qualification import api as qualification_api
 from qualification import views as qualification_views
 from qualification.api import WORKED_FOR
@@ -140,7 +141,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
                 qualification_api.tests_blp, *ops_api.BLUEPRINTS, aggregation_api.blp, wage_api.blp,
-                *books_api.BLUEPRINTS, *review_api.BLUEPRINTS):
+                *books_api.BLUEPRINTS, *review_api.BLUEPRINTS, platforms_api.blp):
         api.register_blueprint(blp)
     register_error_handlers(app)
     evaluation.install(app)

@@ -11,6 +11,7 @@ import functools
 import io
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -279,17 +280,20 @@ def jobs() -> None:
 @click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
 @with_app
 def jobs_work(burst: bool) -> None:
-    """Run queued jobs in this process, and the payments cycle every PAYMENTS_CYCLE_SECONDS (needs
-    CROWDMARKET_REDIS_URL; without Redis jobs run inline, and cron runs `crowdmarket payments cycle`)."""
+    """Run queued jobs in this process, the payments cycle every PAYMENTS_CYCLE_SECONDS and the platforms' sync
+    every PLATFORMS_SYNC_SECONDS (needs CROWDMARKET_REDIS_URL; without Redis jobs run inline, and cron runs
+    `crowdmarket payments cycle` and `crowdmarket platforms sync`)."""
     from flask import current_app
 
     from edge import jobs as queue
-    from payments.jobs import ensure_scheduled
+    from payments import jobs as payment_jobs
+    from platforms import jobs as platform_jobs
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         if app.config.get("REDIS_URL"):
-            ensure_scheduled(app)
+            payment_jobs.ensure_scheduled(app)
+            platform_jobs.ensure_scheduled(app)
         queue.work(app, burst=burst)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
@@ -314,6 +318,127 @@ def payments_cycle() -> None:
     with UnitOfWork(session := db_session()):
         done = cycle.run(session, now=clock())
     click.echo(json.dumps(done, sort_keys=True, default=str))
+
+
+@cli.command("burst")
+@click.argument("batch_id", type=click.IntRange(1, MAX_ID))
+@click.option("--platform", "platform_name", required=True, help="mturk or prolific.")
+@click.option("--hits", type=click.IntRange(1), required=True, help="How many of the batch's HITs to send.")
+@click.option("--split", is_flag=True, help="Keep platform tasks under the large-task fee threshold.")
+@click.option("--email", required=True, help="The requester who owns the batch.")
+@click.option("--key", default=None, help="Idempotency key (default: the batch, platform and size), so running the "
+                                          "same command again publishes nothing twice.")
+@click.option("--yes", is_flag=True, help="Do not ask before holding the cost and publishing.")
+@with_app
+def burst_command(batch_id: int, platform_name: str, hits: int, split: bool, email: str, key: str | None,
+                  yes: bool) -> None:
+    """Burst HITs of a batch to another crowd: print the estimate (with warnings), then hold its cost, publish on
+    the platform and print what was made."""
+    from flask import current_app
+
+    from base.errors import DomainError
+    from base.identity import Caller
+    from base.uow import UnitOfWork
+    from edge.request import clock, db_session
+    from market.catalogue.models import Batch, Project
+    from platforms import burst as bursts
+    from platforms import jobs as platform_jobs
+    from platforms import registry
+    from workers.service import find_account
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        crowd = registry.platform(platform_name)
+        session = db_session()
+        with UnitOfWork(session):
+            owner = find_account(session, email=email)
+            actor = Caller(owner.id, owner.role)
+            batch = session.get(Batch, batch_id)
+            project = session.get(Project, batch.project_id) if batch else None
+            if batch is None or project is None or project.owner_id != owner.id:
+                raise click.ClickException(f"No batch {batch_id} of {email}.")
+            shown = bursts.estimate(session, batch=batch, project=project, platform=platform_name,
+                                    platform_title=crowd.title, fees=registry.fees(platform_name), hits=hits,
+                                    split=split)
+        click.echo(f"{crowd.title}: {shown.hits} HITs, {shown.places} places + {shown.gold_tasks} gold = "
+                   f"{shown.tasks} tasks, {shown.per_platform_task} assignments per {crowd.title} task; fee "
+                   f"{Decimal(shown.fee_rate) * 100:g}% on rewards; held: {shown.total_cents} {shown.currency} cents")
+        for warning in shown.warnings:
+            click.echo(f"warning: {warning}")
+        if not yes and not click.confirm("Hold this and publish?", default=False):
+            raise click.Abort()
+        with UnitOfWork(session := db_session()):
+            made, _ = bursts.create(session, actor=actor, batch_id=batch_id, platform=platform_name,
+                                    platform_title=crowd.title, fees=registry.fees(platform_name), hits=hits,
+                                    split=split, key=key or f"cli-{batch_id}-{platform_name}-{hits}-{int(split)}",
+                                    now=clock())
+            platform_jobs.page_url(app, made)
+            burst_id = made.id
+        with app.app_context():
+            done = platform_jobs.publish_now(burst_id)
+    except DomainError as exc:
+        _fail(exc)
+        return
+    click.echo(f"burst {burst_id}: {done['done'].get('tasks', 0)} {crowd.title} tasks published"
+               + (f"; errors: {'; '.join(done['errors'])}" if done["errors"] else ""))
+    if done["errors"]:
+        raise SystemExit(1)
+
+
+@cli.group()
+def platforms() -> None:
+    """Other crowds: bursts' status and the sync."""
+
+
+@platforms.command("status")
+@click.option("--check", is_flag=True, help="Also ask each configured platform about our account.")
+@with_app
+def platforms_status(check: bool) -> None:
+    """What is out there, what is in sync and what is not, per burst."""
+    from edge.request import db_session
+    from platforms import service
+
+    rows = service.status(db_session())
+    if not rows:
+        click.echo("no bursts")
+    for r in rows:
+        state = "in sync" if not r["pending"] and not r["failed_calls"] and not r["last_error"] else "NOT in sync"
+        click.echo(f"burst {r['id']} {r['platform']} batch {r['batch_id']}: {r['status']}, "
+                   f"{r['platform_tasks']} tasks ({r['platform_tasks_ended']} ended), {r['places_left']} of "
+                   f"{r['places']} places left; submissions {r['submissions']}: {r['mirrored']} mirrored, "
+                   f"{r['pending']} pending, {r['problems']} problems; bonuses {r['bonus_cents']} cents; "
+                   f"{r['failed_calls']} failed calls; {state}"
+                   + (f"; last error: {r['last_error']}" if r["last_error"] else ""))
+    if check:
+        _check_platforms()
+
+
+def _check_platforms() -> None:
+    from flask import current_app
+
+    from platforms import registry, service
+    from platforms.base import PlatformError
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    for name in sorted(registry.PLATFORMS):
+        log = service.call_log(app.extensions["crowdmarket.db"], platform=name, job="status", burst_id=None)
+        try:
+            facts = registry.crowd(name, app.config).status(log)
+        except PlatformError as exc:
+            click.echo(f"{name}: unreachable or not configured: {exc}")
+            continue
+        click.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in sorted(facts.items())))
+
+
+@platforms.command("sync")
+@with_app
+def platforms_sync() -> None:
+    """One sync of every burst and print what it did: for cron when Redis is not configured."""
+    import json
+
+    from platforms import jobs as platform_jobs
+
+    click.echo(json.dumps(platform_jobs.sync_now(), sort_keys=True, default=str))
 
 
 @cli.group("db")

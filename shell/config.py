@@ -19,6 +19,7 @@ from typing import Any
 from werkzeug.security import generate_password_hash
 
 from base.identity import DEFAULT_PASSWORD_HASH
+from platforms.registry import SETTINGS as PLATFORM_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,13 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
     "PLATFORM_FEE_RATE": (Decimal(0), Decimal),
     # How often RQ's scheduler runs the payments cycle (payments/cycle.py: auto-approval, top-ups, holds).
     "PAYMENTS_CYCLE_SECONDS": (300, int),
+    # The public HTTPS origin of this app (https://crowd.example.org): platforms open our work page there.
+    "PUBLIC_BASE_URL": ("", str),
+    # How often RQ's scheduler runs the platforms' sync (platforms/service.py).
+    "PLATFORMS_SYNC_SECONDS": (300, int),
+    # The platforms' own settings (platforms/registry.py SETTINGS) are added below.
 }
+_SETTINGS.update(PLATFORM_SETTINGS)
 EVALUATION_MODES = ("auto", "queue", "thread", "inline")
 
 _PLAIN_ALIASES = {"DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL"}

@@ -1,0 +1,79 @@
+"""The platforms' jobs (edge/jobs.py): publishing a burst once its records are committed, and the sync, put on
+RQ's scheduler every PLATFORMS_SYNC_SECONDS by `crowdmarket jobs work` (without Redis: cron runs `crowdmarket
+platforms sync`). Each opens its own units of work and is idempotent (platforms/service.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from typing import Any
+
+from flask import Flask, current_app, url_for
+from rq import Queue
+from rq.job import Job
+
+from base.errors import InvalidInput
+from edge import jobs
+from platforms import arrivals, registry, service
+from platforms.models import PlatformBatch
+
+log = logging.getLogger(__name__)
+
+
+def _app() -> Flask:
+    return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
+def page_url(app: Flask, burst: PlatformBatch) -> str:
+    """The absolute HTTPS URL of the burst's task page, from PUBLIC_BASE_URL."""
+    base = (app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
+    if not base.startswith("https://"):
+        raise InvalidInput("Set CROWDMARKET_PUBLIC_BASE_URL to this app's public https:// origin: platforms open "
+                           "our work page there.", errors={"PUBLIC_BASE_URL": ["not an https:// URL"]})
+    ref = arrivals.page_ref(app.config["SECRET_KEY"], batch_id=burst.batch_id, code=burst.completion_code)
+    with app.test_request_context():  # also outside a request (the CLI, a job)
+        return base + url_for("external_pages.task_page", platform_name=burst.platform, ref=ref)
+
+
+def publish_now(burst_id: int) -> dict[str, Any]:
+    """The job: publish the burst on its platform (a published one is left alone)."""
+    app = _app()
+    db = app.extensions["crowdmarket.db"]
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        if burst is None:
+            return {"missing": burst_id}
+        url = page_url(app, burst)
+        name = burst.platform
+    keywords = tuple(k.strip() for k in str(app.config.get("MTURK_KEYWORDS", "")).split(",") if k.strip())
+    out = service.publish(db, registry.crowd(name, app.config), burst_id, url=url, keywords=keywords,
+                          now=app.extensions["crowdmarket.clock"](), sleep=_sleep(app))
+    return {"burst": burst_id, "done": out.done, "errors": out.errors}
+
+
+def sync_now() -> dict[str, Any]:
+    """The job: one sync of every due burst (failures are recorded on the bursts and logged)."""
+    app = _app()
+    try:
+        outcomes = service.sync_all(app.extensions["crowdmarket.db"], registry.crowds(app.config),
+                                    now=app.extensions["crowdmarket.clock"](), sleep=_sleep(app))
+    except Exception as exc:  # noqa: BLE001 - logged; the next run (idempotent) does the work
+        log.exception("the platforms sync failed")
+        return {"failed": repr(exc)}
+    return {"bursts": [{"burst": o.burst_id, "done": o.done, "errors": o.errors} for o in outcomes]}
+
+
+def _sleep(app: Flask) -> Any:
+    # Tests pass a sleep that does not wait between retries.
+    return app.extensions.get("crowdmarket.platform_sleep", time.sleep)
+
+
+def job_id(queue: Queue) -> str:
+    return "platforms-sync-" + re.sub(r"[^A-Za-z0-9_-]", "_", queue.name)
+
+
+def ensure_scheduled(app: Flask, *, at: dt.datetime | None = None) -> Job | None:
+    return jobs.ensure_repeating(app, job_id=job_id, func=sync_now, seconds=int(app.config["PLATFORMS_SYNC_SECONDS"]),
+                                 description="platforms sync", at=at)
