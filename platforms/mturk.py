@@ -74,8 +74,9 @@ class MTurk:
     name = NAME
     title = "Mechanical Turk"
     form_origins = SUBMIT_ORIGINS
-    # The work page is shown in MTurk's frame on the same worker sites it posts back to.
-    frame_origins = SUBMIT_ORIGINS
+    # The work page is shown in a frame on MTurk's worker sites: production's is worker.mturk.com (which still
+    # hands out turkSubmitTo=https://www.mturk.com), the sandbox's workersandbox.mturk.com.
+    frame_origins = ("https://worker.mturk.com", *SUBMIT_ORIGINS)
     tasks_per_assignment = "one"
 
     def arrival(self, args: Mapping[str, str]) -> Arrival:
@@ -205,8 +206,10 @@ def external_question(url: str, frame_height: int = 0) -> str:
 
 def dollars(cents: int) -> str:
     """MTurk's amount string ("0.05") for integer cents."""
-    if isinstance(cents, bool) or not isinstance(cents, int) or cents < 0:
-        raise TypeError(f"amounts are non-negative integer cents, not {cents!r}")
+    if isinstance(cents, bool) or not isinstance(cents, int):
+        raise TypeError(f"amounts are integer cents, not {type(cents).__name__}: {cents!r}")
+    if cents < 0:
+        raise ValueError(f"amounts are not negative: {cents}")
     return str(Decimal(cents).scaleb(-2))
 
 
@@ -246,8 +249,7 @@ class MTurkCrowd:
         if self.requirements:
             type_params["QualificationRequirements"] = self.requirements
         # MTurk returns the same HITTypeId for the same properties, so a retried publish reuses it.
-        hit_type = log.call("CreateHITType", self._request("CreateHITType", **type_params),
-                            key=order.key)["HITTypeId"]
+        hit_type = log.call("CreateHITType", self._request("CreateHITType", **type_params))["HITTypeId"]
         question = external_question(order.url)
         found: dict[str, dict[str, Any]] | None = None  # our HITs on MTurk by token, listed once if needed
         tasks = []
@@ -270,6 +272,8 @@ class MTurkCrowd:
         return tasks
 
     def submissions(self, tasks: list[ExternalTask], log: CallLog) -> list[ExternalSubmission]:
+        # The reviewable HITs of a HIT type can include other bursts' HITs (MTurk gives one HITTypeId to the same
+        # properties); their submissions name their own HIT in task_ref.
         hit_ids = dict.fromkeys(task.external_id for task in tasks)
         for group in dict.fromkeys(task.group for task in tasks if task.group):
             for page in self._pages(log, "ListReviewableHITs", target=group, HITTypeId=group, Status="Reviewable"):
@@ -304,12 +308,13 @@ class MTurkCrowd:
     def bonus(self, log: CallLog, *, submission: ExternalSubmission, cents: int, reason: str, key: str) -> None:
         if not reason.strip():
             raise ValueError("MTurk shows the worker a bonus's reason: it is required")
-        if dollars(cents) == "0.00":
+        amount = dollars(cents)
+        if cents == 0:
             raise ValueError("a bonus is at least one cent")
         unique = token(key)
         log.call("SendBonus", self._request(
             "SendBonus", duplicate=True, WorkerId=submission.worker_ref, AssignmentId=submission.external_id,
-            BonusAmount=dollars(cents), Reason=reason, UniqueRequestToken=unique),
+            BonusAmount=amount, Reason=reason, UniqueRequestToken=unique),
             key=unique, target=submission.external_id)
 
     def block(self, log: CallLog, *, worker_ref: str, reason: str) -> None:
@@ -320,8 +325,7 @@ class MTurkCrowd:
 
     def cancel(self, task: ExternalTask, log: CallLog) -> None:
         log.call("UpdateExpirationForHIT", self._request(
-            "UpdateExpirationForHIT", HITId=task.external_id, ExpireAt=EXPIRE_NOW), key=task.key,
-            target=task.external_id)
+            "UpdateExpirationForHIT", HITId=task.external_id, ExpireAt=EXPIRE_NOW), target=task.external_id)
 
     def status(self, log: CallLog) -> dict[str, Any]:
         balance = log.call("GetAccountBalance", self._request("GetAccountBalance"))

@@ -74,7 +74,8 @@ def expect_hit(stub, i: int, size: int, *, key: str = "burst-12") -> None:
 
 
 def test_the_platform_frames_in_mturks_worker_sites_one_task_per_assignment():
-    assert MTurk.frame_origins == ("https://www.mturk.com", "https://workersandbox.mturk.com")
+    assert set(MTurk.frame_origins) == {"https://worker.mturk.com", "https://www.mturk.com",
+                                        "https://workersandbox.mturk.com"}
     assert MTurk.tasks_per_assignment == "one"
 
 
@@ -144,7 +145,7 @@ def test_publish_creates_a_hit_type_and_the_hits(stubbed, log):
     assert tasks == [ExternalTask(f"3HIT{i}", size, 5, group="3TYPE", key=f"burst-12-{i}", expires_at=EXPIRES)
                      for i, size in enumerate([3, 3, 1])]
     assert [(r.operation, r.key, r.attempts, r.outcome) for r in log.records] == [
-        ("CreateHITType", "burst-12", 1, "ok")] + [("CreateHITWithHITType", f"burst-12-{i}", 1, "ok")
+        ("CreateHITType", None, 1, "ok")] + [("CreateHITWithHITType", f"burst-12-{i}", 1, "ok")
                                                    for i in range(3)]
 
 
@@ -196,11 +197,12 @@ def test_throttling_is_retried_and_recorded(stubbed, log):
     assert first.errors == ["ThrottlingException: Rate exceeded"]
 
 
-@pytest.mark.parametrize(("code", "status"), [("ServiceFault", 500), ("ServiceUnavailable", 503),
-                                              ("RequestError", 502), ("RequestError", 429)])
-def test_service_faults_and_5xx_are_retried(stubbed, log, code, status):
+@pytest.mark.parametrize(("code", "message", "status"), [
+    ("ServiceFault", "try later", 500), ("ServiceUnavailable", "try later", 503),
+    ("RequestError", "Rate exceeded", 400), ("RequestError", "try later", 502), ("RequestError", "try later", 429)])
+def test_service_faults_rate_limits_and_5xx_are_retried(stubbed, log, code, message, status):
     crowd, stub = stubbed
-    stub.add_client_error("get_account_balance", code, "try later", http_status_code=status)
+    stub.add_client_error("get_account_balance", code, message, http_status_code=status)
     stub.add_response("get_account_balance", {"AvailableBalance": "10000.00"}, {})
     assert crowd.status(log)["available_balance"] == "10000.00"
     assert log.records[0].attempts == 2
@@ -301,7 +303,7 @@ def test_bonus_is_sent_once_per_key(stubbed, log):
     crowd.bonus(log, submission=SUB, cents=1200, reason="Top-up", key=long_key)
     assert [(r.operation, r.key, r.outcome) for r in log.records] == [
         ("SendBonus", "bonus-1", "ok"), ("SendBonus", "bonus-1", "ok"), ("SendBonus", token(long_key), "ok")]
-    for cents in (0, Decimal("0.37"), 0.37):
+    for cents in (0, -37, Decimal("0.37"), 0.37, True):
         with pytest.raises((TypeError, ValueError)):
             crowd.bonus(log, submission=SUB, cents=cents, reason="Top-up", key="bonus-2")
 

@@ -8,6 +8,7 @@ import pytest
 from platforms.base import BurstOrder, ExternalSubmission, PlatformError
 from platforms.calls import RecordingLog
 from platforms.mturk import external_question, make_crowd
+from tests.platforms.fake_mturk import FakeMTurk
 
 URL = "https://work.example/mturk?batch=7&kind=label"
 
@@ -131,3 +132,14 @@ def test_a_request_error_is_raised_not_retried(crowd, fake_mturk, log):
     assert [(r.operation, r.attempts, r.outcome) for r in log.records][-2:] == [
         ("ApproveAssignment", 1, "error"), ("GetAssignment", 1, "error")]
     assert fake_mturk.assignments[assignment].status == "Accepted"
+
+
+def test_a_connection_error_is_retried_then_raised(crowd, log):
+    with FakeMTurk() as gone:
+        url = gone.url
+    # Nothing listens there any more: every attempt is refused at once.
+    down = make_crowd({"MTURK_ENDPOINT_URL": url})
+    with pytest.raises(PlatformError) as raised:
+        down.status(log)
+    assert (raised.value.code, raised.value.retryable) == ("EndpointConnectionError", True)
+    assert (log.records[-1].attempts, log.records[-1].outcome) == (5, "error")
