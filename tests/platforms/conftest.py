@@ -6,10 +6,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.platforms.fake_mturk import FakeMTurk
 from tests.platforms.fake_prolific import FakeProlific
 
 
 @pytest.fixture
 def fake_prolific() -> Iterator[FakeProlific]:
     with FakeProlific() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_mturk() -> Iterator[FakeMTurk]:
+    with FakeMTurk() as fake:
         yield fake
