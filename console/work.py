@@ -174,7 +174,8 @@ def work_page() -> Response:
     """The work page: the current or next task, painted by shell/static/work/task.js."""
     args = NextQuerySchema().load({k: v for k, v in request.args.items() if k == "project_id"})
     html = render_template("work/task.html", project_id=args.get("project_id"))
-    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": content_security_policy(**CSP_DIRECTIVES)})
+    policy = content_security_policy(**CSP_DIRECTIVES)
+    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": policy})
 
 
 @blp.post("/next")
