@@ -162,6 +162,9 @@ def sync(db: Database, crowd: Crowd, burst_id: int, *, now: dt.datetime,
         _note_error(db, burst_id, str(exc))
         out.errors.append(str(exc))
         return out
+    # MTurk gives identical HIT types one id, so its listing may bring other bursts' HITs: only ours count here.
+    ours = {t.external_id for t in tasks}
+    listed = [sub for sub in listed if sub.task_ref in ours]
     out.count("listed", len(listed))
     for sub in listed:
         try:
