@@ -13,6 +13,8 @@ import pytest
 from base.identity import Role
 from console.external import external_url
 from market.catalogue.batches import publish_batch
+from platforms import burst as bursts
+from platforms import registry
 from payments.books.payouts import create_batch
 from qualification.service import create_type
 from shell import pages
@@ -34,7 +36,8 @@ IMAGES_BY_URL = {"/work/tasks": "'self' data: https:"}
 # MTurk's task page (console/external.py) shows the work page too, and hands the HIT back with a form posted to
 # MTurk (without our CSRF token: it is not ours to send).
 MTURK = "https://www.mturk.com https://workersandbox.mturk.com"
-FRAMED_BY = f"'self' {MTURK}"
+# MTurk's production worker site frames HITs from worker.mturk.com (platforms/mturk.py).
+FRAMED_BY = f"'self' https://worker.mturk.com {MTURK}"
 
 
 @pytest.fixture
@@ -70,9 +73,11 @@ def html_urls(app, client, session, clock) -> dict[str, list[str]]:
                              now=clock())
     items(session, proj, 2, now=clock())
     batch, _ = publish_batch(session, project_id=proj.id, account=owner, now=clock())
+    burst, _ = bursts.create(session, actor=owner, batch_id=batch.id, platform="mturk", platform_title="MTurk",
+                             fees=registry.fees("mturk"), hits=1, split=False, key="pages", now=clock())
     session.commit()
     with app.test_request_context():
-        hit = external_url("mturk", batch_id=batch.id)
+        hit = external_url("mturk", batch_id=burst.batch_id)
     mturk = "&hitId=3HIT1&workerId=A1PAGES&turkSubmitTo=https://www.mturk.com"
     # The worker's pages signed in, then the form pages (they send a signed-in worker on to /work: logged out
     # first, by /logout-first, so /work goes last among the signed-in ones); then the ops and requester pages,

@@ -15,6 +15,7 @@ from console.external import external_url
 from market.catalogue.models import Answer, Assignment, Batch
 from platforms.models import PlatformAssignment
 from tests.browser import audit
+from tests.platforms.support import make_burst
 from tests.console.test_work_page import quiet
 from tests.console.work_setup import EXPLANATION, GOLD, work_world
 from workers.models import Account
@@ -35,7 +36,9 @@ def accepted(worker: str = "A1WORKER", assignment: str = "3ASSIGNMENT1") -> dict
 @pytest.fixture
 def world(app, session, clock):
     w = work_world(app, session, clock)
-    w.batch = session.scalar(select(Batch).where(Batch.project_id == w.project.id))
+    parent = session.scalar(select(Batch).where(Batch.project_id == w.project.id))
+    burst = make_burst(session, owner=session.get(Account, w.project.owner_id), batch_id=parent.id, now=clock())
+    w.batch = session.get(Batch, burst.batch_id)  # the burst's batch: the one platforms' pages serve
     return w
 
 
@@ -65,7 +68,7 @@ def test_a_preview_is_read_only_leases_nothing_and_shows_no_gold(app, client, se
     assert 'disabled' in html and session.scalar(select(func.count()).select_from(Assignment)) == 0
     policy = resp.headers["Content-Security-Policy"]
     assert f"form-action 'self' https://www.mturk.com {SANDBOX}" in policy
-    assert f"frame-ancestors 'self' https://www.mturk.com {SANDBOX}" in policy
+    assert f"frame-ancestors 'self' https://worker.mturk.com https://www.mturk.com {SANDBOX}" in policy
 
 
 def test_an_accepted_assignment_is_one_task_acted_on_by_its_token_only(app, client, session, world):

@@ -16,6 +16,7 @@ from platforms.models import PlatformAssignment
 from platforms.mturk import MTurk
 from platforms.registry import platform
 from tests.factories import account, in_uow, items, project
+from tests.platforms.support import make_burst
 from workers.models import ExternalIdentity
 
 GOLD_KEY = b"k" * 32
@@ -54,20 +55,20 @@ def published(session, clock):
     owner, _ = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock(), items_per_hit=1, assignments_per_item=2, gold_rate=0)
     items(session, proj, 3, now=clock())
-    in_uow(publish_batch, session, project_id=proj.id, account=owner, now=clock())
-    return proj
+    batch, _ = in_uow(publish_batch, session, project_id=proj.id, account=owner, now=clock())
+    return make_burst(session, owner=owner, batch_id=batch.id, now=clock())
 
 
-def arrive(session, clock, proj, **kwargs):
+def arrive(session, clock, burst, **kwargs):
     from platforms.arrivals import arrive as service
 
-    return in_uow(service, session, arrival=MTurk().arrival(mturk_args(**kwargs)), project_id=proj.id,
+    return in_uow(service, session, arrival=MTurk().arrival(mturk_args(**kwargs)), burst=burst, many=False,
                   now=clock(), gold_key=GOLD_KEY)
 
 
 def test_an_arrival_makes_the_worker_and_leases_them_one_task_found_again_on_reload(session, clock, published):
     first = arrive(session, clock, published)
-    assert first.worker.username == "mturk-A1WORKER" and first.task.project_id == published.id
+    assert first.worker.username == "mturk-A1WORKER" and first.task.project_id == published.project_id
     assert session.scalar(select(ExternalIdentity.account_id).where(ExternalIdentity.external_id == "A1WORKER")) \
         == first.worker.id
     again = arrive(session, clock, published)
