@@ -167,7 +167,7 @@ class Bursts(MethodView):
         platform_jobs.page_url(current_app, burst)  # refuse now (422), not in the job, without a public URL
         if created:
             _after_commit(platform_jobs.publish_now, burst.id)
-        return _body(burst), 202 if created else 200
+        return _body(burst), 202 if created else 200, {} if created else {"Idempotent-Replayed": "true"}
 
 
 def _after_commit(func: Any, *args: Any) -> None:

@@ -48,8 +48,13 @@ def publish_now(burst_id: int) -> dict[str, Any]:
         url = page_url(app, burst)
         name = burst.platform
     keywords = tuple(k.strip() for k in str(app.config.get("MTURK_KEYWORDS", "")).split(",") if k.strip())
-    out = service.publish(db, registry.crowd(name, app.config), burst_id, url=url, keywords=keywords,
-                          now=app.extensions["crowdmarket.clock"](), sleep=_sleep(app))
+    try:
+        out = service.publish(db, registry.crowd(name, app.config), burst_id, url=url, keywords=keywords,
+                              now=app.extensions["crowdmarket.clock"](), sleep=_sleep(app))
+    except Exception as exc:  # noqa: BLE001 - shown on the burst; publishing again is safe (tokens)
+        log.exception("publishing burst %s failed", burst_id)
+        service.note_error(db, burst_id, repr(exc))
+        return {"burst": burst_id, "done": {}, "errors": [repr(exc)]}
     return {"burst": burst_id, "done": out.done, "errors": out.errors}
 
 

@@ -41,6 +41,7 @@ import boto3
 from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -350,6 +351,8 @@ class MTurkCrowd:
                 raise error from exc
             except _TRANSIENT as exc:
                 raise PlatformError(type(exc).__name__, str(exc), retryable=True) from exc
+            except BotoCoreError as exc:  # no credentials, a request boto3 refuses to send: not worth a retry
+                raise PlatformError(type(exc).__name__, str(exc)) from exc
 
         return call
 

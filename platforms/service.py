@@ -75,7 +75,7 @@ def call_log(db: Database, *, platform: str, job: str, burst_id: int | None,
     return RecordingLog(sink=write, sleep=sleep)
 
 
-def _note_error(db: Database, burst_id: int, error: str) -> None:
+def note_error(db: Database, burst_id: int, error: str) -> None:
     with db.unit_of_work() as session:
         burst = session.get(PlatformBatch, burst_id)
         if burst is not None:
@@ -106,7 +106,7 @@ def publish(db: Database, crowd: Crowd, burst_id: int, *, url: str, keywords: tu
     try:
         tasks = crowd.publish(order, log)
     except PlatformError as exc:
-        _note_error(db, burst_id, str(exc))
+        note_error(db, burst_id, str(exc))
         out.errors.append(str(exc))
         return out
     with db.unit_of_work() as session:
@@ -159,7 +159,7 @@ def sync(db: Database, crowd: Crowd, burst_id: int, *, now: dt.datetime,
     try:
         listed = crowd.submissions(tasks, log)
     except PlatformError as exc:
-        _note_error(db, burst_id, str(exc))
+        note_error(db, burst_id, str(exc))
         out.errors.append(str(exc))
         return out
     # MTurk gives identical HIT types one id, so its listing may bring other bursts' HITs: only ours count here.

@@ -91,7 +91,12 @@ def make_app(overrides: dict[str, Any] | None = None) -> Flask:
     # returns; tests/market/test_evaluation.py runs the queued way on Redis.
     app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET_KEY, "PASSWORD_HASH": TEST_PASSWORD_HASH,
                       "REDIS_URL": REDIS_URL, "JOB_QUEUE": name, "LIMIT_NAMESPACE": f"limits-{name}",
-                      "EVALUATION": "inline", **(overrides or {})})
+                      "EVALUATION": "inline",
+                      # The platforms: never the internet (a port nothing listens on), unless a test points them
+                      # at its fake endpoint; no waiting between retries.
+                      "PUBLIC_BASE_URL": "https://crowdmarket.test", "MTURK_ENDPOINT_URL": "http://127.0.0.1:9",
+                      "PROLIFIC_API_URL": "http://127.0.0.1:9", **(overrides or {})})
+    app.extensions["crowdmarket.platform_sleep"] = lambda seconds: None
     app.test_client_class = ClosingClient
     return app
 

@@ -163,6 +163,8 @@ def _request(rule: str, method: str) -> dict[str, Any]:
                 "content_type": "application/x-ndjson"}
     if (rule, method) == (f"{PREFIX}/<int:project_id>/batches", "POST"):
         return {"json": {}}
+    if (rule, method) == (f"{PREFIX}/<int:project_id>/batches/<int:batch_id>/bursts", "POST"):
+        return {"json": {"platform": "mturk", "hits": 1}}
     if (rule, method) == (f"{PREFIX}/<int:project_id>/items/<int:item_id>", "PATCH"):
         return {"json": {"gold": "neg"}}  # the world's item is its gold item ("pos")
     if (rule, method) == (f"{PREFIX}/<int:project_id>/aggregations", "POST"):

@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from base.identity import Role
+from market.catalogue.batches import publish_batch
 from tests.factories import account, auth, items, project
 from tests.test_bad_input import _errors_at, _problem, _snapshot
 
@@ -30,6 +31,11 @@ BODIES: dict[str, tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] =
                                 [{"period_end": "2026-01-31T00:00:00Z", "minimum_cents": 100},
                                  {"period_end": "2026-02-28T00:00:00Z"}]),
 }
+# A burst of a batch's HITs to another crowd (platforms/): the batch is published first.
+BODIES[f"{PROJECT}/batches/{{batch_id}}/bursts"] = ({"platform": "mturk", "hits": 1},
+                                                   {"platform": "mturk", "hits": 1, "split": False},
+                                                   [{"platform": "mturk", "hits": 2},
+                                                    {"platform": "prolific", "hits": 1}])
 OPS_ONLY = {"/api/v1/ledger/requesters/{requester_id}/funding", "/api/v1/payouts/batches"}
 
 
@@ -51,7 +57,12 @@ def test_same_key_replays_and_a_different_request_is_409(client, session: Sessio
     items(session, proj, 3, now=clock())
     if path in OPS_ONLY:
         _, token = account(session, Role.OPS, now=clock())
-    url, (first, retry, others) = path.format(project_id=proj.id, requester_id=owner.id), BODIES[path]
+    batch_id = None
+    if "{batch_id}" in path:
+        batch_id = publish_batch(session, project_id=proj.id, account=owner, now=clock())[0].id
+        session.commit()
+    url, (first, retry, others) = path.format(project_id=proj.id, requester_id=owner.id,
+                                              batch_id=batch_id), BODIES[path]
     headers = {**auth(token), "Idempotency-Key": "k-1"}
     created = client.post(url, json=first, headers=headers)
     assert created.status_code in (201, 202), created.get_json()
