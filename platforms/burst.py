@@ -117,13 +117,18 @@ def _estimate(session: Session, batch: Batch, project: Project, platform: str, t
     if fees.large_hit_assignments and redundancy >= fees.large_hit_assignments and not split:
         warnings.append(
             f"{redundancy} assignments per {title} task: at {fees.large_hit_assignments} or more, {title} charges "
-            f"{(fees.rate + fees.large_hit_rate) * 100:g}% instead of {fees.rate * 100:g}% on rewards. Burst with "
+            f"{_percent(fees.rate + fees.large_hit_rate)} instead of {_percent(fees.rate)} on rewards. Burst with "
             f"split to publish tasks of at most {fees.large_hit_assignments - 1} assignments each.")
     cost = assignment_cost(_burst_batch(batch, terms, platform, hits=len(chosen), now=batch.created_at))
     per_task, total = cost.reward_total, (places + gold) * cost.total
     return Estimate(platform, len(chosen), places, gold, places + gold, redundancy, size, split,
                     str(terms.rate + terms.large_hit_rate), str(terms.rate), per_task, total, batch.currency,
                     warnings)
+
+
+def _percent(rate: Decimal) -> str:
+    # Decimal's own "g" keeps the rate's trailing zeros ("40.00%"): normalised, 0.40 reads "40%", 0.428 "42.8%".
+    return f"{(rate * 100).normalize():f}%"
 
 
 def _burst_batch(parent: Batch, terms: FeeModel, platform: str, *, hits: int, now: dt.datetime) -> Batch:
