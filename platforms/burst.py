@@ -42,6 +42,10 @@ from platforms.models import BurstStatus, PlatformBatch, PlatformTask
 from qualification.gold import gold_tasks_needed
 
 MAX_HITS = 10_000
+# The platform approves by itself a day after our own auto-approval would, so our decision (and a rejection's
+# feedback) reaches it first even when the sync runs late; 30 days is MTurk's longest delay.
+REVIEW_MARGIN_SECONDS = 86_400
+MAX_AUTO_APPROVAL_SECONDS = 30 * 86_400
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ def order(session: Session, burst: PlatformBatch, *, url: str, keywords: tuple[s
         description=(project.description or project.title)[:2000], keywords=keywords,
         reward_cents=batch.reward_cents, currency=batch.currency, hits=burst.hits, redundancy=burst.redundancy,
         tasks=burst.tasks, assignment_seconds=batch.assignment_duration_seconds,
-        auto_approval_seconds=batch.auto_approval_delay_seconds,
+        auto_approval_seconds=min(MAX_AUTO_APPROVAL_SECONDS, batch.auto_approval_delay_seconds + REVIEW_MARGIN_SECONDS),
         lifetime_seconds=max(3600, int((batch.expires_at - now).total_seconds())), estimated_seconds=seconds,
         split=burst.split, completion_code=burst.completion_code)
 

@@ -322,7 +322,7 @@ def payments_cycle() -> None:
 
 @cli.command("burst")
 @click.argument("batch_id", type=click.IntRange(1, MAX_ID))
-@click.option("--platform", "platform_name", required=True, help="mturk or prolific.")
+@click.option("--platform", "platform_name", required=True, help="The platform's name (platforms/registry.py).")
 @click.option("--hits", type=click.IntRange(1), required=True, help="How many of the batch's HITs to send.")
 @click.option("--split", is_flag=True, help="Keep platform tasks under the large-task fee threshold.")
 @click.option("--email", required=True, help="The requester who owns the batch.")
@@ -365,6 +365,16 @@ def burst_command(batch_id: int, platform_name: str, hits: int, split: bool, ema
                    f"{Decimal(shown.fee_rate) * 100:g}% on rewards; held: {shown.total_cents} {shown.currency} cents")
         for warning in shown.warnings:
             click.echo(f"warning: {warning}")
+        if shown.warnings and not split and not yes and click.confirm("Split instead?", default=True):
+            split = True
+            with UnitOfWork(session := db_session()):
+                batch, project = session.get(Batch, batch_id), session.get(Project, project.id)
+                shown = bursts.estimate(session, batch=batch, project=project, platform=platform_name,
+                                        platform_title=crowd.title, fees=registry.fees(platform_name), hits=hits,
+                                        split=True)
+            click.echo(f"split: {shown.per_platform_task} assignments per {crowd.title} task; fee "
+                       f"{Decimal(shown.fee_rate) * 100:g}% on rewards; held: {shown.total_cents} "
+                       f"{shown.currency} cents")
         if not yes and not click.confirm("Hold this and publish?", default=False):
             raise click.Abort()
         with UnitOfWork(session := db_session()):
