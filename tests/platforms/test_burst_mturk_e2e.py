@@ -58,15 +58,16 @@ class World:
         return f"/api/v1/projects/{self.project_id}{path}"
 
 
-def _world(client, session, clock, *, items: int) -> World:
-    """A funded requester's published batch: one item per HIT, two answers each."""
+def _world(client, session, clock, *, items: int, gold: int = 0, **settings: Any) -> World:
+    """A funded requester's published batch: one item per HIT, two answers each (and `gold` gold items)."""
     _, token = factories.account(session, Role.REQUESTER, now=clock())
     body = factories.project_payload(reward_cents=REWARD, estimated_seconds=ESTIMATE, assignments_per_item=2,
-                                     items_per_hit=1)
+                                     items_per_hit=1, **settings)
     resp = client.post("/api/v1/projects", json=body, headers=auth(token))
     assert resp.status_code == 201, resp.get_json()
     project_id = resp.get_json()["id"]
     records = [{"external_id": f"i{n}", "data": {"text": f"review {n}"}} for n in range(items)]
+    records += [{"external_id": f"g{n}", "data": {"text": f"known {n}"}, "gold": "pos"} for n in range(gold)]
     resp = client.post(f"/api/v1/projects/{project_id}/items", data=factories.jsonl(records),
                        headers=auth(token) | {"Content-Type": "application/x-ndjson"})
     assert resp.status_code == 201, resp.get_json()
@@ -248,6 +249,8 @@ def test_cancel_ends_the_hits_and_gives_the_unused_places_back(app, client, sess
     assert _free(session, w.batch_id) == 0
     hit = next(iter(mturk.hits))
     _work(app, client, clock, mturk, hit, "A1WORKER")
+    _, local = factories.account(session, Role.WORKER, now=clock())
+    assert client.post("/api/v1/work/next", headers=auth(local)).status_code == 404  # every place is MTurk's
     resp = client.post(f"/api/v1/bursts/{burst['id']}/cancel", headers=auth(w.token))
     assert resp.status_code == 202
     if _queued(app):
@@ -256,6 +259,8 @@ def test_cancel_ends_the_hits_and_gives_the_unused_places_back(app, client, sess
     assert (burst["status"], _ended(burst), burst["submissions"]) == ("closed", 3, 1)
     assert all(h.expired() for h in mturk.hits.values()) and len(mturk.expirations) == 3
     assert _free(session, w.batch_id) == 5  # the five places MTurk did not use are the batch's again
+    task = client.post("/api/v1/work/next", headers=auth(local))
+    assert task.status_code == 200 and session.get(Assignment, task.get_json()["assignment_id"]).batch_id == w.batch_id
     with pytest.raises(ValueError, match="no more workers"):
         mturk.accept(hit, "A2WORKER")
     # Work submitted before the cancel is still reviewed and mirrored.
@@ -320,3 +325,31 @@ def test_mturk_work_never_done_on_our_page_is_rejected_with_feedback(app, client
     assert (status["submissions"], status["mirrored"], status["problems"], status["status"]) == (1, 1, 1, "open")
     _sync(app)
     assert len(_made(mturk, "RejectAssignment")) == 1
+
+
+def test_gold_tasks_are_asked_for_held_and_served_among_the_burst(app, client, session, clock, mturk):
+    w = _world(client, session, clock, items=4, gold=2, gold_rate="0.10")
+    burst = _burst(app, client, w, hits=4).get_json()
+    estimate = burst["estimate"]
+    # 8 real places at a gold rate of 1 in 10: 1 gold task, so MTurk is asked for 9 assignments.
+    assert (estimate["places"], estimate["gold_tasks"], estimate["tasks"]) == (8, 1, 9)
+    assert estimate["total_cents"] == 9 * 30
+    assert sum(h.max_assignments for h in mturk.hits.values()) == 9
+    assert sorted(h.max_assignments for h in mturk.hits.values()) == [1, 2, 2, 2, 2]
+    # Whatever the gold schedule serves an MTurk worker is the burst's real work or gold, never the parent's,
+    # and the page does not say which.
+    burst_batch, parent = burst["burst_batch_id"], w.batch_id
+    served = []
+    for hit in list(mturk.hits)[:4]:
+        assignment = mturk.accept(hit, "A1WORKER")
+        page = _open(client, mturk, hit, "A1WORKER", assignment)
+        text = page.get_data(as_text=True)
+        assert page.status_code == 200 and "gold" not in text.lower(), text
+        first = json.loads(html.unescape(re.search(r'data-first="([^"]+)"', text).group(1)))
+        token = re.search(r'data-work-token="([^"]+)"', text).group(1)
+        body = {"answers": [{"item_id": i["id"], "answer": "pos"} for i in first["task"]["items"]]}
+        ours = first["task"]["assignment_id"]
+        assert app.test_client().post(f"/work/tasks/{ours}/submit", json=body,
+                                      headers={"X-Work-Token": token}).status_code == 200
+        served.append(session.get(Assignment, ours))
+    assert all(a.is_gold or a.batch_id == burst_batch for a in served) and parent not in {a.batch_id for a in served}
