@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Response, after_this_request, current_app
+from flask import Response, after_this_request, current_app, jsonify
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
@@ -158,8 +158,10 @@ class Bursts(MethodView):
         name = data["platform"]
         crowd = registry.platform(name)
         if data["dry_run"]:
-            return bursts.estimate(session, batch=batch, project=project, platform=name, platform_title=crowd.title,
-                                   fees=registry.fees(name), hits=data["hits"], split=data["split"]).as_json(), 200
+            shown = bursts.estimate(session, batch=batch, project=project, platform=name, platform_title=crowd.title,
+                                    fees=registry.fees(name), hits=data["hits"], split=data["split"])
+            # Dumped here: the decorator's BurstSchema would keep only the fields the two schemas share.
+            return jsonify(EstimateSchema().dump(shown.as_json())), 200
         key = idempotency_key() or f"unkeyed-{secrets.token_hex(16)}"  # without a key, each request is a burst
         burst, created = bursts.create(session, actor=current_account(), batch_id=batch.id, platform=name,
                                        platform_title=crowd.title, fees=registry.fees(name), hits=data["hits"],
