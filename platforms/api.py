@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Response, after_this_request, current_app, jsonify
+from flask import Response, after_this_request, current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
@@ -37,7 +37,12 @@ class BurstCreateSchema(Schema):
     split = fields.Boolean(load_default=False, metadata={
         "description": "Keep each platform task under the platform's large-task fee threshold (MTurk: at most 9 "
                        "assignments per HIT)."})
-    dry_run = fields.Boolean(load_default=False, metadata={"description": "Only estimate: nothing is made."})
+
+
+class EstimateQuerySchema(Schema):
+    platform = fields.String(required=True, validate=validate.OneOf(sorted(registry.PLATFORMS)))
+    hits = fields.Integer(required=True, validate=validate.Range(1, bursts.MAX_HITS))
+    split = fields.Boolean(load_default=False)
 
 
 class EstimateSchema(Schema):
@@ -145,8 +150,8 @@ class Bursts(MethodView):
     @blp.arguments(BurstCreateSchema)
     @blp.response(202, BurstSchema, description="Made here and being published on the platform: follow "
                                                 "GET /api/v1/bursts/{id}.")
-    @blp.alt_response(200, schema=EstimateSchema, description="dry_run: the estimate; or a replay of an earlier "
-                                                              "request with the same Idempotency-Key: its burst.")
+    @blp.alt_response(200, schema=BurstSchema, description="Replay of an earlier request with the same "
+                                                           "Idempotency-Key: its burst.")
     @blp.doc(**idempotency_doc("burst"))
     def post(self, data: dict[str, Any], project_id: int, batch_id: int):
         """Burst `hits` HITs of the batch to a platform: their free places move to the platform (never offered
@@ -157,11 +162,6 @@ class Bursts(MethodView):
         batch = get_batch(session, project=project, batch_id=batch_id)
         name = data["platform"]
         crowd = registry.platform(name)
-        if data["dry_run"]:
-            shown = bursts.estimate(session, batch=batch, project=project, platform=name, platform_title=crowd.title,
-                                    fees=registry.fees(name), hits=data["hits"], split=data["split"])
-            # Dumped here: the decorator's BurstSchema would keep only the fields the two schemas share.
-            return jsonify(EstimateSchema().dump(shown.as_json())), 200
         key = idempotency_key() or f"unkeyed-{secrets.token_hex(16)}"  # without a key, each request is a burst
         burst, created = bursts.create(session, actor=current_account(), batch_id=batch.id, platform=name,
                                        platform_title=crowd.title, fees=registry.fees(name), hits=data["hits"],
@@ -170,6 +170,23 @@ class Bursts(MethodView):
         if created:
             _after_commit(platform_jobs.publish_now, burst.id)
         return _body(burst), 202 if created else 200, {} if created else {"Idempotent-Replayed": "true"}
+
+
+@blp.route("/projects/<int:project_id>/batches/<int:batch_id>/bursts/estimate")
+class BurstEstimate(MethodView):
+    @requires(*READ)
+    @blp.arguments(EstimateQuerySchema, location="query")
+    @blp.response(200, EstimateSchema)
+    def get(self, query: dict[str, Any], project_id: int, batch_id: int):
+        """What bursting `hits` HITs to `platform` would send and cost under its fees (nothing is made), with
+        warnings (MTurk: 10+ assignments per HIT raise its fee; `split` keeps HITs under that)."""
+        session = db_session()
+        project = get_project(session, project_id=project_id, account=current_account())
+        batch = get_batch(session, project=project, batch_id=batch_id)
+        name = query["platform"]
+        return bursts.estimate(session, batch=batch, project=project, platform=name,
+                               platform_title=registry.platform(name).title, fees=registry.fees(name),
+                               hits=query["hits"], split=query["split"]).as_json()
 
 
 def _after_commit(func: Any, *args: Any) -> None:

@@ -152,6 +152,8 @@ def _url(rule: str, params: dict[str, int]) -> str:
 
 def _request(rule: str, method: str) -> dict[str, Any]:
     """A valid, minimal request for the endpoint (the owner's write must succeed with it)."""
+    if method == "GET" and rule.endswith("/bursts/estimate"):
+        return {"query_string": {"platform": "mturk", "hits": 1}}
     if method == "GET":
         return {}
     if (rule, method) == (PREFIX, "POST"):

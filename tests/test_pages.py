@@ -13,9 +13,9 @@ import pytest
 from base.identity import Role
 from console.external import external_url
 from market.catalogue.batches import publish_batch
+from payments.books.payouts import create_batch
 from platforms import burst as bursts
 from platforms import registry
-from payments.books.payouts import create_batch
 from qualification.service import create_type
 from shell import pages
 from tests.browser import PASSWORD, with_password

@@ -15,9 +15,9 @@ from console.external import external_url
 from market.catalogue.models import Answer, Assignment, Batch
 from platforms.models import PlatformAssignment
 from tests.browser import audit
-from tests.platforms.support import make_burst
 from tests.console.test_work_page import quiet
 from tests.console.work_setup import EXPLANATION, GOLD, work_world
+from tests.platforms.support import make_burst
 from workers.models import Account
 
 SANDBOX = "https://workersandbox.mturk.com"

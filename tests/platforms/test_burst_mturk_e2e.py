@@ -157,8 +157,7 @@ def _free(session, batch_id: int) -> int:
 
 def test_a_burst_from_estimate_to_bonus_and_close(app, client, session, clock, mturk):
     w = _world(client, session, clock, items=7)
-    dry = client.post(w.url(f"/batches/{w.batch_id}/bursts"), json={"platform": "mturk", "hits": 5, "dry_run": True},
-                      headers=auth(w.token))
+    dry = client.get(w.url(f"/batches/{w.batch_id}/bursts/estimate?platform=mturk&hits=5"), headers=auth(w.token))
     assert dry.status_code == 200 and mturk.requests == []
     estimate = dry.get_json()
     assert (estimate["places"], estimate["tasks"], estimate["per_platform_task"]) == (10, 10, 2)
