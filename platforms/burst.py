@@ -121,7 +121,7 @@ def _estimate(session: Session, batch: Batch, project: Project, platform: str, t
     if fees.large_hit_assignments and redundancy >= fees.large_hit_assignments and not split:
         warnings.append(
             f"{redundancy} assignments per {title} task: at {fees.large_hit_assignments} or more, {title} charges "
-            f"{_percent(fees.rate + fees.large_hit_rate)} instead of {_percent(fees.rate)} on rewards. Burst with "
+            f"{percent(fees.rate + fees.large_hit_rate)} instead of {percent(fees.rate)} on rewards. Burst with "
             f"split to publish tasks of at most {fees.large_hit_assignments - 1} assignments each.")
     cost = assignment_cost(_burst_batch(batch, terms, platform, hits=len(chosen), now=batch.created_at))
     per_task, total = cost.reward_total, (places + gold) * cost.total
@@ -130,7 +130,9 @@ def _estimate(session: Session, batch: Batch, project: Project, platform: str, t
                     warnings)
 
 
-def _percent(rate: Decimal) -> str:
+def percent(rate: Decimal | str) -> str:
+    """A fee rate as people write it."""
+    rate = Decimal(rate)
     # Decimal's own "g" keeps the rate's trailing zeros ("40.00%"): normalised, 0.40 reads "40%", 0.428 "42.8%".
     return f"{(rate * 100).normalize():f}%"
 

@@ -11,7 +11,6 @@ import functools
 import io
 import sys
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -338,6 +337,7 @@ def burst_command(batch_id: int, platform_name: str, hits: int, split: bool, ema
 
     from base.errors import DomainError
     from base.identity import Caller
+    from base.money import Money
     from base.uow import UnitOfWork
     from edge.request import clock, db_session
     from market.catalogue.models import Batch, Project
@@ -362,7 +362,8 @@ def burst_command(batch_id: int, platform_name: str, hits: int, split: bool, ema
                                     split=split)
         click.echo(f"{crowd.title}: {shown.hits} HITs, {shown.places} places + {shown.gold_tasks} gold = "
                    f"{shown.tasks} tasks, {shown.per_platform_task} assignments per {crowd.title} task; fee "
-                   f"{Decimal(shown.fee_rate) * 100:g}% on rewards; held: {shown.total_cents} {shown.currency} cents")
+                   f"{bursts.percent(shown.fee_rate)} on rewards; held in escrow: "
+                   f"{Money(shown.total_cents, shown.currency)}")
         for warning in shown.warnings:
             click.echo(f"warning: {warning}")
         if shown.warnings and not split and not yes and click.confirm("Split instead?", default=True):
@@ -373,8 +374,8 @@ def burst_command(batch_id: int, platform_name: str, hits: int, split: bool, ema
                                         platform_title=crowd.title, fees=registry.fees(platform_name), hits=hits,
                                         split=True)
             click.echo(f"split: {shown.per_platform_task} assignments per {crowd.title} task; fee "
-                       f"{Decimal(shown.fee_rate) * 100:g}% on rewards; held: {shown.total_cents} "
-                       f"{shown.currency} cents")
+                       f"{bursts.percent(shown.fee_rate)} on rewards; held in escrow: "
+                       f"{Money(shown.total_cents, shown.currency)}")
         if not yes and not click.confirm("Hold this and publish?", default=False):
             raise click.Abort()
         with UnitOfWork(session := db_session()):

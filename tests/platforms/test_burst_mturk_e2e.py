@@ -61,8 +61,8 @@ class World:
 def _world(client, session, clock, *, items: int, gold: int = 0, **settings: Any) -> World:
     """A funded requester's published batch: one item per HIT, two answers each (and `gold` gold items)."""
     _, token = factories.account(session, Role.REQUESTER, now=clock())
-    body = factories.project_payload(reward_cents=REWARD, estimated_seconds=ESTIMATE, assignments_per_item=2,
-                                     items_per_hit=1, **settings)
+    body = factories.project_payload(**{"reward_cents": REWARD, "estimated_seconds": ESTIMATE,
+                                        "assignments_per_item": 2, "items_per_hit": 1, **settings})
     resp = client.post("/api/v1/projects", json=body, headers=auth(token))
     assert resp.status_code == 201, resp.get_json()
     project_id = resp.get_json()["id"]

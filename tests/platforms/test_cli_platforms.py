@@ -1,0 +1,69 @@
+"""`crowdmarket burst` and `crowdmarket platforms status|sync` against the fake MTurk endpoint: the estimate
+with its large-HIT warning and the offered split, the hold and the published HITs, the same command again
+publishing nothing twice, and the status saying what is out there and what is in sync."""
+
+from __future__ import annotations
+
+import pytest
+
+from shell.cli import cli
+from tests.platforms.test_burst_mturk_e2e import _world, mturk  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("mturk")
+
+
+@pytest.fixture
+def run(app):
+    runner = app.test_cli_runner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(cli, list(args), obj=lambda: app, input=input)
+
+    return invoke
+
+
+def _email(session, world) -> str:
+    from market.catalogue.models import Project
+    from workers.models import Account
+
+    return session.get(Account, session.get(Project, world.project_id).owner_id).email
+
+
+def test_burst_prints_the_estimate_holds_and_publishes_once(run, client, session, clock, mturk):  # noqa: F811
+    world = _world(client, session, clock, items=3)
+    email = _email(session, world)
+    refused = run("burst", str(world.batch_id), "--platform", "mturk", "--hits", "2", "--email", email,
+                  input="n\n")
+    assert refused.exit_code == 1 and "Hold this and publish?" in refused.output and mturk.hits == {}
+    done = run("burst", str(world.batch_id), "--platform", "mturk", "--hits", "2", "--email", email, "--yes")
+    assert done.exit_code == 0, done.output
+    assert "2 HITs, 4 places + 0 gold = 4 tasks, 2 assignments per Mechanical Turk task; fee 20%" in done.output
+    assert "burst 1: 2 Mechanical Turk tasks published" in done.output and len(mturk.hits) == 2
+    again = run("burst", str(world.batch_id), "--platform", "mturk", "--hits", "2", "--email", email, "--yes")
+    assert again.exit_code == 0 and "burst 1:" in again.output and len(mturk.hits) == 2  # nothing twice
+    status = run("platforms", "status")
+    assert status.exit_code == 0
+    assert "burst 1 mturk batch" in status.output and "open, 2 tasks (0 ended), 4 of 4 places left" in status.output
+    synced = run("platforms", "sync")
+    assert synced.exit_code == 0 and '"bursts"' in synced.output
+    checked = run("platforms", "status", "--check")
+    assert "mturk: available_balance=" in checked.output and "sandbox=" in checked.output
+    assert "prolific: unreachable or not configured" in checked.output  # no token here
+
+
+def test_a_large_hit_warns_and_the_split_is_offered(run, client, session, clock, mturk):  # noqa: F811
+    world = _world(client, session, clock, items=2, assignments_per_item=10)
+    email = _email(session, world)
+    result = run("burst", str(world.batch_id), "--platform", "mturk", "--hits", "2", "--email", email,
+                 input="y\ny\n")
+    assert result.exit_code == 0, result.output
+    assert "warning: 10 assignments per Mechanical Turk task" in result.output and "40%" in result.output
+    assert "split: 9 assignments per Mechanical Turk task; fee 20%" in result.output
+    assert sorted(h.max_assignments for h in mturk.hits.values()) == [2, 9, 9]
+
+
+def test_a_batch_of_someone_else_is_refused(run, client, session, clock):
+    world = _world(client, session, clock, items=1)
+    result = run("burst", str(world.batch_id), "--platform", "mturk", "--hits", "1", "--email", "nobody@x.org",
+                 "--yes")
+    assert result.exit_code != 0 and "nobody@x.org" in result.output
