@@ -198,15 +198,12 @@ def test_a_rejection_carries_its_message_and_category(fake_prolific, study):
     assert row["rejection"] == {"message": FEEDBACK, "category": "OTHER"}
 
 
-def test_a_rejection_message_shorter_than_prolific_accepts_is_recorded_not_sent(fake_prolific, study):
+def test_a_short_rejection_message_is_sent_with_where_it_came_from(fake_prolific, study):
     submission = submission_of(fake_prolific, study)
-    calls = log()
-    with pytest.raises(PlatformError) as refused:
-        crowd(fake_prolific).reject(submission, calls, feedback="Wrong.")
-    assert refused.value.code == "message_too_short"
-    assert [(r.operation, r.attempts, r.outcome) for r in calls.records] == [("reject", 1, "error")]
-    assert not fake_prolific.sent("POST", f"{submission.external_id}/transition/")
-    assert fake_prolific.submissions[submission.external_id]["status"] == "AWAITING REVIEW"
+    crowd(fake_prolific).reject(submission, log(), feedback="Wrong.")
+    row = fake_prolific.submissions[submission.external_id]
+    assert row["status"] == "REJECTED" and row["rejection"]["message"].startswith("Wrong. (This is the requester")
+    assert len(row["rejection"]["message"]) >= 100  # Prolific's minimum
 
 
 def test_a_bonus_is_set_up_then_paid_once_per_key(fake_prolific, study):
