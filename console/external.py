@@ -31,12 +31,12 @@ from workers.service import identity_account
 blp = Blueprint("external_pages", __name__, url_prefix="/work/external")
 
 
-def external_url(platform_name: str, *, batch_id: int, code: str | None = None) -> str:
+def external_url(platform_name: str, *, batch_id: int) -> str:
     """The path a platform's tasks for this burst's batch open (made absolute with PUBLIC_BASE_URL by the
     caller); the platform appends its own parameters."""
     platform(platform_name)
     return url_for("external_pages.task_page", platform_name=platform_name,
-                   ref=arrivals.page_ref(current_app.config["SECRET_KEY"], batch_id=batch_id, code=code))
+                   ref=arrivals.page_ref(current_app.config["SECRET_KEY"], batch_id=batch_id))
 
 
 @blp.after_request
@@ -59,7 +59,7 @@ def _refused(exc: DomainError) -> Response:
 def task_page(platform_name: str) -> Response:
     """A platform's task: the preview, or the arrived worker's task on the work page."""
     crowd = platform(platform_name)
-    batch_id, code = arrivals.read_ref(current_app.config["SECRET_KEY"], request.args.get("ref"))
+    batch_id = arrivals.read_ref(current_app.config["SECRET_KEY"], request.args.get("ref"))
     arrival = crowd.arrival(request.args)
     session = db_session()
     burst = arrivals.burst_of(session, batch_id=batch_id, platform=crowd.name)
@@ -77,7 +77,7 @@ def task_page(platform_name: str) -> Response:
         arrived = arrivals.arrive(session, arrival=arrival, burst=burst, many=many, now=clock(),
                                   gold_key=current_app.extensions["crowdmarket.gold_key"])
     except arrivals.SessionDone as done_all:
-        final = crowd.completion(arrival, assignment_id=0, code=code)
+        final = crowd.completion(arrival, assignment_id=0, code=burst.completion_code)
         html = render_template("work/external_done.html", detail=done_all.detail, action=final.action,
                                fields=final.fields, method=final.method, platform_title=crowd.title)
         return Response(html, mimetype="text/html", headers={"Content-Security-Policy": policy})
@@ -86,7 +86,7 @@ def task_page(platform_name: str) -> Response:
         done = Completion(url_for("external_pages.task_page", platform_name=platform_name), dict(request.args),
                           method="get")
     else:
-        done = crowd.completion(arrival, assignment_id=arrived.task.id, code=code)
+        done = crowd.completion(arrival, assignment_id=arrived.task.id, code=burst.completion_code)
     first: dict[str, Any] = painted(worker, arrived.task)
     html = render_template("work/task.html", project_id=None, external={
         "token": work_token(worker_id=worker.id, assignment_id=arrived.task.id),

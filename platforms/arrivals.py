@@ -166,15 +166,15 @@ def _refs(secret: str) -> URLSafeSerializer:
     return URLSafeSerializer(secret, salt="crowdmarket.external-question")
 
 
-def page_ref(secret: str, *, batch_id: int, code: str | None) -> str:
-    """Our signed reference to a burst's batch in its task page URL (with the completion code for platforms that
-    take one), so only URLs we generated open anything: no one enumerates projects through the page."""
-    return _refs(secret).dumps({"batch": batch_id, "cc": code})
+def page_ref(secret: str, *, batch_id: int) -> str:
+    """Our signed reference to a burst's batch in its task page URL, so only URLs we generated open anything: no
+    one enumerates projects through the page. (Signed, not secret: it holds nothing a worker may not read; a
+    completion code is shown only once a session is done.)"""
+    return _refs(secret).dumps({"batch": batch_id})
 
 
-def read_ref(secret: str, ref: str | None) -> tuple[int, str | None]:
+def read_ref(secret: str, ref: str | None) -> int:
     try:
-        claim = _refs(secret).loads(ref or "")
-        return int(claim["batch"]), claim.get("cc")
+        return int(_refs(secret).loads(ref or "")["batch"])
     except (BadSignature, KeyError, TypeError, ValueError):
         raise NotFound("This task page does not exist.") from None

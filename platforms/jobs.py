@@ -32,7 +32,7 @@ def page_url(app: Flask, burst: PlatformBatch) -> str:
     if not base.startswith("https://"):
         raise InvalidInput("Set CROWDMARKET_PUBLIC_BASE_URL to this app's public https:// origin: platforms open "
                            "our work page there.", errors={"PUBLIC_BASE_URL": ["not an https:// URL"]})
-    ref = arrivals.page_ref(app.config["SECRET_KEY"], batch_id=burst.batch_id, code=burst.completion_code)
+    ref = arrivals.page_ref(app.config["SECRET_KEY"], batch_id=burst.batch_id)
     with app.test_request_context():  # also outside a request (the CLI, a job)
         return base + url_for("external_pages.task_page", platform_name=burst.platform, ref=ref)
 

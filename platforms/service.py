@@ -283,10 +283,16 @@ def _finish(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, *, now
         assert burst is not None and batch is not None
         if burst.status == BurstStatus.CLOSED:
             return
-        ending = (burst.status == BurstStatus.CANCELLING or batch.status != BatchStatus.OPEN
-                  or batch.expires_at <= now or bursts.places_left(session, burst) == 0)
-        if not ending:
-            return
+        parent = session.get(Batch, burst.parent_batch_id)
+        if (burst.status == BurstStatus.CANCELLING or batch.status == BatchStatus.CANCELLED or parent is None
+                or parent.status == BatchStatus.CANCELLED):
+            closing = BatchStatus.CANCELLED
+        elif batch.expires_at <= now or batch.status == BatchStatus.EXPIRED:
+            closing = BatchStatus.EXPIRED
+        elif batch.status == BatchStatus.COMPLETE or bursts.places_left(session, burst) == 0:
+            closing = BatchStatus.COMPLETE
+        else:
+            return  # open (a paused burst batch keeps its platform tasks)
         live = _tasks(session, burst_id, live_only=True)
     for task in live:
         crowd.cancel(task, log)
@@ -298,8 +304,7 @@ def _finish(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, *, now
     with db.unit_of_work() as session:
         burst = session.get(PlatformBatch, burst_id)
         assert burst is not None
-        status = BatchStatus.CANCELLED if burst.status == BurstStatus.CANCELLING else BatchStatus.COMPLETE
-        out.count("places_back", bursts.give_back(session, burst, now=now, status=status))
+        out.count("places_back", bursts.give_back(session, burst, now=now, status=closing))
 
 
 def sync_blocks(db: Database, crowd: Crowd, *, now: dt.datetime,

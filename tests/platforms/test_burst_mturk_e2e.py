@@ -341,3 +341,24 @@ def test_gold_tasks_are_asked_for_held_and_served_among_the_burst(app, client, s
     served = [session.get(Assignment, _work(app, client, clock, mturk, hit, "A1WORKER")[1])
               for hit in list(mturk.hits)[:4]]
     assert all(a.is_gold or a.batch_id == burst_batch for a in served) and parent not in {a.batch_id for a in served}
+
+
+def test_cancelling_the_batch_ends_its_bursts_hits(app, client, session, clock, mturk):
+    w = _world(client, session, clock, items=2)
+    burst = _burst(app, client, w, hits=2).get_json()
+    assert client.post(w.url(f"/batches/{w.batch_id}/cancel"), headers=auth(w.token)).status_code == 200
+    _sync(app)
+    burst = _status(client, w, burst["id"])
+    assert (burst["status"], _ended(burst)) == ("closed", 2) and all(h.expired() for h in mturk.hits.values())
+
+
+def test_the_page_reference_holds_only_the_batch(app, client, session, clock, mturk):
+    """A worker can read the signed reference in the URL: it says which batch, nothing more (no completion code
+    a Prolific participant could paste without doing the work)."""
+    import base64
+
+    w = _world(client, session, clock, items=1)
+    _burst(app, client, w, hits=1)
+    ref = urlsplit(_external_url(mturk, next(iter(mturk.hits)))).query.split("ref=")[1].split("&")[0]
+    payload = ref.split(".")[0]
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).keys() == {"batch"}
