@@ -16,6 +16,7 @@ from edge import jobs
 from edge.auth import current_account, requires
 from edge.blueprint import Blueprint, idempotency_doc, idempotency_key
 from edge.fields import Text
+from edge.openapi import problems
 from edge.request import clock, db_session
 from market.catalogue.batches import get_batch
 from market.catalogue.projects import get_project
@@ -147,6 +148,7 @@ class Bursts(MethodView):
             PlatformBatch.parent_batch_id == batch.id).order_by(PlatformBatch.id))]}
 
     @requires(Role.REQUESTER)
+    @problems(402, 409)
     @blp.arguments(BurstCreateSchema)
     @blp.response(202, BurstSchema, description="Made here and being published on the platform: follow "
                                                 "GET /api/v1/bursts/{id}.")
@@ -175,6 +177,7 @@ class Bursts(MethodView):
 @blp.route("/projects/<int:project_id>/batches/<int:batch_id>/bursts/estimate")
 class BurstEstimate(MethodView):
     @requires(*READ)
+    @problems(409)
     @blp.arguments(EstimateQuerySchema, location="query")
     @blp.response(200, EstimateSchema)
     def get(self, query: dict[str, Any], project_id: int, batch_id: int):
