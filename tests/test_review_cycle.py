@@ -179,17 +179,19 @@ def test_rq_scheduler_runs_the_cycle_and_schedules_the_next_once(app, session, c
     assert queue.scheduled_job_registry.get_job_ids() == [first.id] and len(queue) == 0
 
 
-def test_jobs_work_schedules_the_cycle(app, session, clock):
+def test_jobs_work_schedules_the_cycle_and_the_platforms_sync(app, session, clock):
+    from platforms.jobs import job_id as sync_job_id
+
     if not app.config["REDIS_URL"]:
         pytest.skip("needs Redis (CROWDMARKET_REDIS_URL)")
     factories.account(session, Role.REQUESTER, now=clock())
     result = app.test_cli_runner().invoke(cli, ["jobs", "work", "--burst"], obj=lambda: app)
     assert result.exit_code == 0, result.output
     queue = jobs.queue(app)
-    assert queue.scheduled_job_registry.get_job_ids() == [job_id(queue)]
+    assert sorted(queue.scheduled_job_registry.get_job_ids()) == [job_id(queue), sync_job_id(queue)]
     client = redis.Redis.from_url(app.config["REDIS_URL"])
     try:
-        assert Queue(queue.name, connection=client).scheduled_job_registry.count == 1
+        assert Queue(queue.name, connection=client).scheduled_job_registry.count == 2
     finally:
         client.close()
 

@@ -5,7 +5,9 @@ publishing nothing twice, and the status saying what is out there and what is in
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
+from platforms.models import PlatformBatch
 from shell.cli import cli
 from tests.platforms.test_burst_mturk_e2e import _world, mturk  # noqa: F401 - the fixture
 
@@ -38,12 +40,14 @@ def test_burst_prints_the_estimate_holds_and_publishes_once(run, client, session
     done = run("burst", str(world.batch_id), "--platform", "mturk", "--hits", "2", "--email", email, "--yes")
     assert done.exit_code == 0, done.output
     assert "2 HITs, 4 places + 0 gold = 4 tasks, 2 assignments per Mechanical Turk task; fee 20%" in done.output
-    assert "burst 1: 2 Mechanical Turk tasks published" in done.output and len(mturk.hits) == 2
+    burst_id = session.scalar(select(PlatformBatch.id).where(PlatformBatch.parent_batch_id == world.batch_id))
+    assert f"burst {burst_id}: 2 Mechanical Turk tasks published" in done.output and len(mturk.hits) == 2
     again = run("burst", str(world.batch_id), "--platform", "mturk", "--hits", "2", "--email", email, "--yes")
-    assert again.exit_code == 0 and "burst 1:" in again.output and len(mturk.hits) == 2  # nothing twice
+    assert again.exit_code == 0 and f"burst {burst_id}:" in again.output and len(mturk.hits) == 2  # nothing twice
     status = run("platforms", "status")
     assert status.exit_code == 0
-    assert "burst 1 mturk batch" in status.output and "open, 2 tasks (0 ended), 4 of 4 places left" in status.output
+    assert f"burst {burst_id} mturk batch {world.batch_id}: open, 2 tasks (0 ended), 4 of 4 places left" \
+        in status.output
     synced = run("platforms", "sync")
     assert synced.exit_code == 0 and '"bursts"' in synced.output
     checked = run("platforms", "status", "--check")
