@@ -252,25 +252,36 @@ def published(session: Session, burst: PlatformBatch, tasks: list[ExternalTask],
 
 
 def give_back(session: Session, burst: PlatformBatch, *, now: dt.datetime, status: BatchStatus) -> int:
-    """Close the burst's batch (cancelled, or complete) and move its free places back to the parent with their
-    share of the holds; returns the places given back. A closed burst gives nothing twice."""
+    """Close the burst's batch (cancelled, expired or complete) and move its unused places back to the parent
+    with their share of the holds; returns the places given back. Closing happens once; places whose leases lapse
+    later come back on later syncs (`reclaim`)."""
     if burst.status == BurstStatus.CLOSED:
-        return 0
+        return reclaim(session, burst, now=now)
     batch = session.get(Batch, burst.batch_id, with_for_update=True)
     assert batch is not None
     if batch.status == BatchStatus.OPEN:
         batch.status, batch.status_changed_at = status, now
         session.flush()
-    back = session.execute(update(HitSlot).where(HitSlot.batch_id == batch.id, HitSlot.state == SlotState.FREE)
+    burst.status, burst.closed_at = BurstStatus.CLOSED, now
+    back = reclaim(session, burst, now=now)
+    events.publish(session, BatchStatusChanged(batch_id=batch.id, project_id=batch.project_id,
+                                               status=batch.status.value, at=now))
+    session.flush()
+    return back
+
+
+def reclaim(session: Session, burst: PlatformBatch, *, now: dt.datetime) -> int:
+    """Move a closed burst's unused places to the parent: free ones, and leased ones whose lease lapsed (the
+    parent's claims take those over as they would their own)."""
+    assert burst.status == BurstStatus.CLOSED
+    unused = (HitSlot.state == SlotState.FREE) | ((HitSlot.state == SlotState.LEASED)
+                                                  & (HitSlot.lease_expires_at <= now))
+    back = session.execute(update(HitSlot).where(HitSlot.batch_id == burst.batch_id, unused)
                            .values(batch_id=burst.parent_batch_id)
                            .execution_options(synchronize_session=False)).rowcount
     if back:
-        events.publish(session, PlacesMoved(from_batch_id=batch.id, to_batch_id=burst.parent_batch_id,
-                                            places=back, key=f"burst:{burst.id}:back", at=now))
-    events.publish(session, BatchStatusChanged(batch_id=batch.id, project_id=batch.project_id,
-                                               status=batch.status.value, at=now))
-    burst.status, burst.closed_at = BurstStatus.CLOSED, now
-    session.flush()
+        events.publish(session, PlacesMoved(from_batch_id=burst.batch_id, to_batch_id=burst.parent_batch_id,
+                                            places=back, key=f"burst:{burst.id}:back:{now.isoformat()}", at=now))
     return back
 
 

@@ -282,6 +282,7 @@ def _finish(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, *, now
         batch = session.get(Batch, burst.batch_id) if burst is not None else None
         assert burst is not None and batch is not None
         if burst.status == BurstStatus.CLOSED:
+            out.count("places_back", bursts.reclaim(session, burst, now=now))  # leases lapsed since
             return
         parent = session.get(Batch, burst.parent_batch_id)
         if (burst.status == BurstStatus.CANCELLING or batch.status == BatchStatus.CANCELLED or parent is None

@@ -232,6 +232,15 @@ def test_give_back_closes_the_burst_and_returns_its_free_places_once(session, cl
     assert (parent.held, parent.released, slots(session, batch.id)) == (held, released, 14)
     assert ledger.check_books(session) == []
 
+    # The lease left behind lapses: the next sync's reclaim brings its place back too, with its share.
+    leased = slots(session, batch.id, SlotState.LEASED)
+    clock.advance(seconds=session.get(Batch, burst.batch_id).assignment_duration_seconds + 1)
+    assert in_uow(bursts.reclaim, session, session.get(PlatformBatch, burst.id), now=clock()) == 1
+    assert slots(session, batch.id, SlotState.LEASED) == leased + 1  # lapsed: the parent's claims take it over
+    assert slots(session, burst.batch_id, SlotState.LEASED) == 0
+    assert hold_of(session, batch.id).held == held + 25 and ledger.check_books(session) == []
+    assert in_uow(bursts.reclaim, session, session.get(PlatformBatch, burst.id), now=clock()) == 0
+
 
 # --- the sync, against a recording Crowd ----------------------------------------------------------------------
 
