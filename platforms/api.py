@@ -5,14 +5,13 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Response, after_this_request, current_app
+from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from base.errors import NotFound
 from base.identity import Role
-from edge import jobs
 from edge.auth import current_account, requires
 from edge.blueprint import Blueprint, idempotency_doc, idempotency_key
 from edge.fields import Text
@@ -170,7 +169,7 @@ class Bursts(MethodView):
                                        split=data["split"], key=key, now=clock())
         platform_jobs.page_url(current_app, burst)  # refuse now (422), not in the job, without a public URL
         if created:
-            _after_commit(platform_jobs.publish_now, burst.id)
+            platform_jobs.after_commit(platform_jobs.publish_now, burst.id)
         return _body(burst), 202 if created else 200, {} if created else {"Idempotent-Replayed": "true"}
 
 
@@ -192,19 +191,6 @@ class BurstEstimate(MethodView):
                                hits=query["hits"], split=query["split"]).as_json()
 
 
-def _after_commit(func: Any, *args: Any) -> None:
-    """Run the job once the request's unit of work has committed (the job reads what it wrote)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    @after_this_request
-    def _later(response: Response) -> Response:
-        def run() -> None:
-            with app.app_context():
-                jobs.enqueue(func, *args)
-        response.call_on_close(run)
-        return response
-
-
 @blp.route("/bursts/<int:burst_id>")
 class BurstView(MethodView):
     @requires(*READ)
@@ -223,7 +209,7 @@ class BurstCancel(MethodView):
         to the batch (work already submitted is still reviewed and paid)."""
         burst = _burst(burst_id, write=True)
         bursts.cancel(db_session(), burst, now=clock())
-        _after_commit(platform_jobs.sync_now)
+        platform_jobs.after_commit(platform_jobs.sync_now)
         return _body(burst)
 
 

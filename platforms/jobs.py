@@ -10,12 +10,16 @@ import re
 import time
 from typing import Any
 
-from flask import Flask, current_app, url_for
+from flask import Flask, Response, after_this_request, current_app, g, has_request_context, url_for
 from rq import Queue
 from rq.job import Job
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from base.errors import InvalidInput
+from base.events import AssignmentsReviewed
 from edge import jobs
+from market.catalogue.models import Assignment, Batch
 from platforms import arrivals, registry, service
 from platforms.models import PlatformBatch
 
@@ -82,3 +86,30 @@ def job_id(queue: Queue) -> str:
 def ensure_scheduled(app: Flask, *, at: dt.datetime | None = None) -> Job | None:
     return jobs.ensure_repeating(app, job_id=job_id, func=sync_now, seconds=int(app.config["PLATFORMS_SYNC_SECONDS"]),
                                  description="platforms sync", at=at)
+
+
+def on_assignments_reviewed(session: Session, event: AssignmentsReviewed) -> None:
+    """A review of work done for a platform is mirrored there soon after the request commits, not at the next
+    scheduled sync (reviews outside a request, auto-approval's, wait for the schedule)."""
+    if not has_request_context() or g.get("crowdmarket_platform_sync"):
+        return
+    ids = list(event.assignment_ids)
+    if not ids or session.scalar(select(Assignment.id).join(Batch, Batch.id == Assignment.batch_id).where(
+            Assignment.id.in_(ids[:1000]), Batch.platform.is_not(None)).limit(1)) is None:
+        return
+    g.crowdmarket_platform_sync = True
+    after_commit(sync_now)
+
+
+def after_commit(func: Any, *args: Any) -> None:
+    """Run the job once the request's unit of work has committed (the job reads what it wrote): queued with
+    Redis, else inline once the response is sent."""
+    app = _app()
+
+    @after_this_request
+    def _later(response: Response) -> Response:
+        def run() -> None:
+            with app.app_context():
+                jobs.enqueue(func, *args)
+        response.call_on_close(run)
+        return response

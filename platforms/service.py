@@ -137,9 +137,14 @@ def sync_all(db: Database, crowds: Mapping[str, Callable[[], Crowd]], *, now: dt
     made: dict[str, Crowd] = {}
     outcomes = []
     for name in platforms_used:
-        if name in crowds:
+        if name not in crowds:
+            continue
+        try:
             made[name] = crowds[name]()
-            outcomes.append(sync_blocks(db, made[name], now=now, sleep=sleep))
+        except Exception as exc:  # noqa: BLE001 - a misconfigured platform must not stop the others' sync
+            outcomes.append(Outcome(0, errors=[f"{name}: {exc!r}"]))
+            continue
+        outcomes.append(sync_blocks(db, made[name], now=now, sleep=sleep))
     for burst_id, name in due_bursts:
         if name in made:
             outcomes.append(sync(db, made[name], burst_id, now=now, sleep=sleep))

@@ -18,6 +18,7 @@ from base.clock import utcnow
 from base.db import Database
 from base.events import (
     AssignmentReturned,
+    AssignmentsReviewed,
     AssignmentSubmitted,
     BatchPublished,
     BatchStatusChanged,
@@ -42,6 +43,7 @@ from payments.review import api as review_api
 from payments.wage import api as wage_api
 from payments.wage import holds, settle
 from platforms import api as platforms_api
+from platforms import jobs as platform_jobs
 from qualification import api as qualification_api
 from qualification import views as qualification_views
 from qualification.api import WORKED_FOR
@@ -77,6 +79,7 @@ def subscribe(hub: EventHub) -> None:
     hub.subscribe(GoldItemChanged, scoring.on_gold_item_changed)
     hub.subscribe(BatchPublished, holds.on_batch_published)
     hub.subscribe(PlacesMoved, holds.on_places_moved)
+    hub.subscribe(AssignmentsReviewed, platform_jobs.on_assignments_reviewed)
     hub.subscribe(BatchStatusChanged, settle.on_batch_status_changed)
 
 

@@ -362,3 +362,19 @@ def test_the_page_reference_holds_only_the_batch(app, client, session, clock, mt
     ref = urlsplit(_external_url(mturk, next(iter(mturk.hits)))).query.split("ref=")[1].split("&")[0]
     payload = ref.split(".")[0]
     assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).keys() == {"batch"}
+
+
+def test_a_review_is_mirrored_once_the_request_commits_without_waiting_for_the_schedule(app, client, session, clock,
+                                                                                        mturk):
+    from edge import jobs as queue
+
+    w = _world(client, session, clock, items=1)
+    burst = _burst(app, client, w, hits=1).get_json()
+    hit = next(iter(mturk.hits))
+    _, ours = _work(app, client, clock, mturk, hit, "A1WORKER")
+    _sync(app)  # MTurk lists the submission
+    assert client.post(w.url(f"/assignments/{ours}/approve"), headers=auth(w.token)).status_code == 200
+    if _queued(app):
+        queue.work(app, burst=True)  # the sync the review queued
+    assert [a.status for a in mturk.assignments.values()] == ["Approved"]
+    assert _status(client, w, burst["id"])["mirrored"] == 1
