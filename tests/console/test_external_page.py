@@ -172,3 +172,51 @@ def test_accounts_made_on_arrival_count_as_sign_ups_so_invented_worker_ids_canno
     # A worker seen before is no sign-up: their frame reloads as often as it likes.
     assert client.get(task_url(app, world.batch.id, **accepted(worker="A0FAKE", assignment="3ASG0"))).status_code \
         in (200, 404)
+
+
+def test_a_prolific_participant_works_through_the_session_and_is_sent_back_with_the_code(app, session, clock, page,
+                                                                                         live_server):
+    """Prolific opens the study in a tab: each submit brings the session's next task (the page again), and when
+    none is left the participant is sent to Prolific's completion URL with the burst's code."""
+    from platforms.models import PlatformBatch
+
+    page, problems = page
+    w = work_world(app, session, clock)
+    parent = session.scalar(select(Batch).where(Batch.project_id == w.project.id))
+    burst = make_burst(session, owner=w.owner, batch_id=parent.id, now=clock(), platform="prolific")
+    code = session.get(PlatformBatch, burst.id).completion_code
+    session.commit()
+    returned: list[str] = []
+
+    def prolific(route) -> None:
+        returned.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html",
+                      body='<!doctype html><html lang="en"><title>Prolific</title><p>Thanks</p></html>')
+
+    page.route("https://app.prolific.com/**", prolific)
+    pid, study, session_id = "a" * 24, "b" * 24, "c" * 24
+    with app.test_request_context():
+        url = f"{external_url('prolific', batch_id=burst.batch_id)}&" + urlencode(
+            {"PROLIFIC_PID": pid, "STUDY_ID": study, "SESSION_ID": session_id})
+    page.goto(live_server + url)
+    done = 0
+    while not page.get_by_text("All done").is_visible():
+        page.locator("#task").wait_for(state="visible")
+        page.locator("#item").click()
+        page.keyboard.press("1")
+        page.keyboard.press("2")
+        with page.expect_navigation():  # stored, then the page again: the session's next task
+            page.keyboard.press("Enter")
+        done += 1
+        assert done <= 4, "more tasks than the burst has"
+    assert done == 4  # every HIT of the burst, one after another in one session
+    audit(page, "prolific-done")
+    page.get_by_role("button", name="Return to Prolific").click()
+    page.get_by_text("Thanks").wait_for()
+    assert returned == [f"https://app.prolific.com/submissions/complete?cc={code}"]
+    quiet(live_server)
+    session.expire_all()
+    worker = session.scalar(select(Account).where(Account.username == f"prolific-{pid}"))
+    assert session.scalar(select(func.count()).select_from(PlatformAssignment)
+                          .where(PlatformAssignment.worker_id == worker.id)) == 4
+    assert problems == []
