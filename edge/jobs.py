@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import Flask, current_app
+from flask import Flask, Response, after_this_request, current_app
 from rq import Queue, Repeat, SimpleWorker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -47,6 +47,20 @@ def enqueue(func: Callable[..., Any], *args: Any) -> bool:
         return False
     queue.enqueue(func, *args)
     return True
+
+
+def after_commit(func: Callable[..., Any], *args: Any) -> None:
+    """Queue `func(*args)` once the request's unit of work has committed (the job reads what the request wrote):
+    when the response is closed, queued with Redis, else run inline."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    @after_this_request
+    def _later(response: Response) -> Response:
+        def run() -> None:
+            with app.app_context():
+                enqueue(func, *args)
+        response.call_on_close(run)
+        return response
 
 
 def work(app: Flask, *, burst: bool = False) -> None:

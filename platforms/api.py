@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from base.errors import NotFound
 from base.identity import Role
+from edge import jobs
 from edge.auth import current_account, requires
 from edge.blueprint import Blueprint, idempotency_doc, idempotency_key
 from edge.fields import Text
@@ -169,7 +170,7 @@ class Bursts(MethodView):
                                        split=data["split"], key=key, now=clock())
         platform_jobs.page_url(current_app, burst)  # refuse now (422), not in the job, without a public URL
         if created:
-            platform_jobs.after_commit(platform_jobs.publish_now, burst.id)
+            jobs.after_commit(platform_jobs.publish_now, burst.id)
         return _body(burst), 202 if created else 200, {} if created else {"Idempotent-Replayed": "true"}
 
 
@@ -209,7 +210,7 @@ class BurstCancel(MethodView):
         to the batch (work already submitted is still reviewed and paid)."""
         burst = _burst(burst_id, write=True)
         bursts.cancel(db_session(), burst, now=clock())
-        platform_jobs.after_commit(platform_jobs.sync_now)
+        jobs.after_commit(platform_jobs.sync_now)
         return _body(burst)
 
 

@@ -10,7 +10,7 @@ import re
 import time
 from typing import Any
 
-from flask import Flask, Response, after_this_request, current_app, g, has_request_context, url_for
+from flask import Flask, current_app, g, has_request_context, url_for
 from rq import Queue
 from rq.job import Job
 from sqlalchemy import select
@@ -98,18 +98,4 @@ def on_assignments_reviewed(session: Session, event: AssignmentsReviewed) -> Non
             Assignment.id.in_(ids[:1000]), Batch.platform.is_not(None)).limit(1)) is None:
         return
     g.crowdmarket_platform_sync = True
-    after_commit(sync_now)
-
-
-def after_commit(func: Any, *args: Any) -> None:
-    """Run the job once the request's unit of work has committed (the job reads what it wrote): queued with
-    Redis, else inline once the response is sent."""
-    app = _app()
-
-    @after_this_request
-    def _later(response: Response) -> Response:
-        def run() -> None:
-            with app.app_context():
-                jobs.enqueue(func, *args)
-        response.call_on_close(run)
-        return response
+    jobs.after_commit(sync_now)
