@@ -378,3 +378,15 @@ def test_a_review_is_mirrored_once_the_request_commits_without_waiting_for_the_s
         queue.work(app, burst=True)  # the sync the review queued
     assert [a.status for a in mturk.assignments.values()] == ["Approved"]
     assert _status(client, w, burst["id"])["mirrored"] == 1
+
+
+def test_only_the_bursts_own_hits_open_its_page(app, client, session, clock, mturk):
+    """Our page URL is public inside any HIT that carries it; a forged arrival naming a HIT that is not this
+    burst's (another requester's, or invented) leases nothing."""
+    w = _world(client, session, clock, items=1)
+    _burst(app, client, w, hits=1)
+    url = urlsplit(_external_url(mturk, next(iter(mturk.hits))))
+    forged = {"assignmentId": "3FORGED", "hitId": "3NOTOURS", "workerId": "A1FORGER", "turkSubmitTo": SANDBOX}
+    resp = client.get(f"{url.path}?{url.query}&{urlencode(forged)}")
+    assert resp.status_code == 404
+    assert session.scalar(select(func.count()).select_from(Assignment)) == 0
