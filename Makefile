@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python benchmarks/ds_prior.py
 	$(BIN)/python benchmarks/pay_cycle.py
 	$(BIN)/python benchmarks/worker_ui.py
+	$(BIN)/python benchmarks/platform_sync.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
