@@ -273,12 +273,18 @@ class MTurkCrowd:
         return tasks
 
     def submissions(self, tasks: list[ExternalTask], log: CallLog) -> list[ExternalSubmission]:
-        # The reviewable HITs of a HIT type can include other bursts' HITs (MTurk gives one HITTypeId to the same
-        # properties); their submissions name their own HIT in task_ref.
-        hit_ids = dict.fromkeys(task.external_id for task in tasks)
-        for group in dict.fromkeys(task.group for task in tasks if task.group):
+        """The assignments of the live HITs, and of the expired ones MTurk lists as Reviewable (an expired HIT
+        is Unassignable while an accepted assignment may still be submitted, and has nothing new before)."""
+        now = dt.datetime.now(dt.UTC)
+        live = [t.external_id for t in tasks if t.expires_at is None or _utc(t.expires_at) > now]
+        ended = {t.external_id for t in tasks} - set(live)
+        reviewable: set[str] = set()
+        # One HIT type's reviewable HITs can include other bursts' (MTurk gives one HITTypeId to the same
+        # properties): only the HITs asked about count.
+        for group in dict.fromkeys(t.group for t in tasks if t.group and t.external_id in ended):
             for page in self._pages(log, "ListReviewableHITs", target=group, HITTypeId=group, Status="Reviewable"):
-                hit_ids.update(dict.fromkeys(hit["HITId"] for hit in page["HITs"]))
+                reviewable.update(hit["HITId"] for hit in page["HITs"])
+        hit_ids = [*live, *(t.external_id for t in tasks if t.external_id in ended & reviewable)]
         found = []
         for hit_id in hit_ids:
             for page in self._pages(log, "ListAssignmentsForHIT", target=hit_id, HITId=hit_id,

@@ -62,17 +62,44 @@ class Outcome:
         self.done[what] = self.done.get(what, 0) + n
 
 
+class BufferedLog(RecordingLog):
+    """The job log of one job run. A failed call is written at once, in a transaction of its own, so no error is
+    ever lost; successful calls are written with the next record the job makes (`flush`: a mirrored approval
+    and its ApproveAssignment in one commit), or by `close` at the end."""
+
+    def __init__(self, db: Database, *, platform: str, job: str, burst_id: int | None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(sink=self._keep, sleep=sleep)
+        self._db, self._platform, self._job, self._burst_id = db, platform, job, burst_id
+        self._pending: list[CallRecord] = []
+
+    def _row(self, record: CallRecord) -> PlatformCall:
+        return PlatformCall(platform_batch_id=self._burst_id, platform=self._platform, job=self._job,
+                            operation=record.operation, idempotency_key=record.key, target=record.target,
+                            attempts=record.attempts, outcome=record.outcome, error=record.error,
+                            retried_errors=record.errors[:-1] if record.error else record.errors, ms=record.ms)
+
+    def _keep(self, record: CallRecord) -> None:
+        if record.outcome == "ok":
+            self._pending.append(record)
+            return
+        with self._db.unit_of_work() as session:
+            self.flush(session)
+            session.add(self._row(record))
+
+    def flush(self, session: Session) -> None:
+        session.add_all([self._row(r) for r in self._pending])
+        self._pending.clear()
+
+    def close(self) -> None:
+        if self._pending:
+            with self._db.unit_of_work() as session:
+                self.flush(session)
+
+
 def call_log(db: Database, *, platform: str, job: str, burst_id: int | None,
-             sleep: Callable[[float], None] = time.sleep) -> RecordingLog:
-    """A call log that writes each finished call to the job log in a transaction of its own."""
-    def write(record: CallRecord) -> None:
-        with db.unit_of_work() as session:
-            session.add(PlatformCall(platform_batch_id=burst_id, platform=platform, job=job,
-                                     operation=record.operation, idempotency_key=record.key, target=record.target,
-                                     attempts=record.attempts, outcome=record.outcome, error=record.error,
-                                     retried_errors=record.errors[:-1] if record.error else record.errors,
-                                     ms=record.ms))
-    return RecordingLog(sink=write, sleep=sleep)
+             sleep: Callable[[float], None] = time.sleep) -> BufferedLog:
+    return BufferedLog(db, platform=platform, job=job, burst_id=burst_id, sleep=sleep)
 
 
 def note_error(db: Database, burst_id: int, error: str) -> None:
@@ -106,6 +133,7 @@ def publish(db: Database, crowd: Crowd, burst_id: int, *, url: str, keywords: tu
     try:
         tasks = crowd.publish(order, log)
     except PlatformError as exc:
+        log.close()
         note_error(db, burst_id, str(exc))
         out.errors.append(str(exc))
         return out
@@ -113,6 +141,7 @@ def publish(db: Database, crowd: Crowd, burst_id: int, *, url: str, keywords: tu
         burst = session.get(PlatformBatch, burst_id)
         assert burst is not None
         bursts.published(session, burst, tasks, now=now)
+        log.flush(session)
     out.count("tasks", len(tasks))
     return out
 
@@ -153,7 +182,8 @@ def sync_all(db: Database, crowds: Mapping[str, Callable[[], Crowd]], *, now: dt
 
 def sync(db: Database, crowd: Crowd, burst_id: int, *, now: dt.datetime,
          sleep: Callable[[float], None] = time.sleep) -> Outcome:
-    """One idempotent sync of a burst (module docstring)."""
+    """One idempotent sync of a burst (module docstring). The burst's records are read once; a submission
+    costs writes only when something about it changes, so a sync with nothing to do writes almost nothing."""
     out = Outcome(burst_id)
     log = call_log(db, platform=crowd.name, job="sync", burst_id=burst_id, sleep=sleep)
     with db.unit_of_work() as session:
@@ -161,19 +191,40 @@ def sync(db: Database, crowd: Crowd, burst_id: int, *, now: dt.datetime,
         if burst is None or burst.status == BurstStatus.PUBLISHING:
             return out
         tasks = _tasks(session, burst_id)
+        settled = _settled(session, burst, now=now)
     try:
-        listed = crowd.submissions(tasks, log)
+        listed = crowd.submissions([t for t in tasks if t.external_id not in settled], log)
     except PlatformError as exc:
+        log.close()
         note_error(db, burst_id, str(exc))
         out.errors.append(str(exc))
         return out
     # MTurk gives identical HIT types one id, so its listing may bring other bursts' HITs: only ours count here.
-    ours = {t.external_id for t in tasks}
+    ours = {t.external_id for t in tasks} - settled
     listed = [sub for sub in listed if sub.task_ref in ours]
     out.count("listed", len(listed))
-    for sub in listed:
+    with db.unit_of_work() as session:
+        burst = session.get(PlatformBatch, burst_id)
+        assert burst is not None
+        rows = _seen(session, burst, listed, now=now, out=out)
+        # Settled tasks are not listed again; their approved submissions still get later top-ups.
+        listed += [ExternalSubmission(r.external_id, r.external_task_id, r.external_worker_id, r.mirrored or "other",
+                                      r.external_status)
+                   for r in rows.values() if r.external_task_id in settled and r.mirrored == "approved"]
+        work = _work_of(session, burst)
+        pending = [(sub, rows[sub.external_id].id, rows[sub.external_id].mirrored, rows[sub.external_id].bonus_cents,
+                    _decide(work.get(sub.external_id, []), sub)) for sub in listed]
+        for sub, _, _, _, decision in pending:
+            row = rows[sub.external_id]
+            if decision.problem and row.problem != decision.problem:
+                row.problem = decision.problem
+                out.count("problems")
+    for sub, row_id, mirrored, sent, decision in pending:
+        if decision.action is None or (mirrored is not None and not (mirrored == "approved"
+                                                                      and decision.bonus_cents > sent)):
+            continue
         try:
-            _mirror(db, crowd, log, burst_id, sub, now=now, out=out)
+            _mirror(db, crowd, log, sub, row_id, mirrored, sent, decision, now=now, out=out)
         except PlatformError as exc:  # recorded in the job log; the next sync tries again
             out.errors.append(str(exc))
     _finish(db, crowd, log, burst_id, now=now, out=out)
@@ -182,6 +233,63 @@ def sync(db: Database, crowd: Crowd, burst_id: int, *, now: dt.datetime,
         assert burst is not None
         burst.synced_at = now
         burst.last_error = "; ".join(out.errors)[:2000] or None
+        log.flush(session)
+    return out
+
+
+def _settled(session: Session, burst: PlatformBatch, *, now: dt.datetime) -> set[str]:
+    """The burst's platform tasks with nothing left to learn: ended long enough ago that no assignment taken
+    before can still be submitted (the lease), and every submission on them mirrored."""
+    batch = session.get(Batch, burst.batch_id)
+    assert batch is not None
+    quiet_since = now - dt.timedelta(seconds=batch.assignment_duration_seconds)
+    unmirrored = select(PlatformSubmission.id).where(PlatformSubmission.platform_batch_id == burst.id,
+                                                     PlatformSubmission.external_task_id == PlatformTask.external_id,
+                                                     PlatformSubmission.mirrored.is_(None))
+    return set(session.scalars(select(PlatformTask.external_id).where(
+        PlatformTask.platform_batch_id == burst.id, PlatformTask.ended_at <= quiet_since, ~unmirrored.exists())))
+
+
+def _seen(session: Session, burst: PlatformBatch, listed: list[ExternalSubmission], *, now: dt.datetime,
+          out: Outcome) -> dict[str, PlatformSubmission]:
+    """The burst's submission records, with the newly listed added and changed statuses noted."""
+    rows = {r.external_id: r for r in session.scalars(
+        select(PlatformSubmission).where(PlatformSubmission.platform_batch_id == burst.id))}
+    for sub in listed:
+        row = rows.get(sub.external_id)
+        if row is None:
+            row = rows[sub.external_id] = PlatformSubmission(
+                platform_batch_id=burst.id, platform=burst.platform, external_id=sub.external_id,
+                external_task_id=sub.task_ref, external_worker_id=sub.worker_ref, external_status=sub.raw_status,
+                bonus_cents=0, seen_at=now)
+            session.add(row)
+            out.count("new")
+        elif row.external_status != sub.raw_status:
+            row.external_status = sub.raw_status
+    session.flush()
+    return rows
+
+
+@dataclass(frozen=True)
+class _Ours:
+    external_worker_id: str
+    status: AssignmentStatus
+    feedback: str | None
+    top_up_cents: int  # paid, as a bonus is due
+
+
+def _work_of(session: Session, burst: PlatformBatch) -> dict[str, list[_Ours]]:
+    """Our tasks done for each of the burst's platform assignments, in one read."""
+    out: dict[str, list[_Ours]] = {}
+    for ext, worker, status, feedback, top_up, top_up_txn in session.execute(
+            select(PlatformAssignment.external_id, PlatformAssignment.external_worker_id, Assignment.status,
+                   Assignment.review_feedback, AssignmentPay.top_up_cents, AssignmentPay.top_up_transaction_id)
+            .join(Assignment, Assignment.id == PlatformAssignment.assignment_id)
+            .outerjoin(AssignmentPay, AssignmentPay.assignment_id == Assignment.id)
+            .where(PlatformAssignment.platform_batch_id == burst.id)
+            .order_by(PlatformAssignment.external_id, PlatformAssignment.seq)):
+        out.setdefault(ext, []).append(_Ours(worker, AssignmentStatus(status), feedback,
+                                             (top_up or 0) if top_up_txn is not None else 0))
     return out
 
 
@@ -193,60 +301,33 @@ class _Decision:
     bonus_cents: int = 0
 
 
-def _decide(session: Session, burst: PlatformBatch, sub: ExternalSubmission) -> _Decision:
-    ours = session.execute(
-        select(PlatformAssignment.external_worker_id, Assignment.status, Assignment.review_feedback,
-               AssignmentPay.top_up_cents, AssignmentPay.top_up_transaction_id)
-        .join(Assignment, Assignment.id == PlatformAssignment.assignment_id)
-        .outerjoin(AssignmentPay, AssignmentPay.assignment_id == Assignment.id)
-        .where(PlatformAssignment.platform == burst.platform, PlatformAssignment.external_id == sub.external_id)
-        .order_by(PlatformAssignment.seq)).all()
+def _decide(ours: list[_Ours], sub: ExternalSubmission) -> _Decision:
+    if sub.status == "other":
+        return _Decision(None)
     if not ours:
         return _Decision("reject", NO_WORK, problem="no work of ours recorded for it")
     if any(row.external_worker_id != sub.worker_ref for row in ours):
         return _Decision("reject", NOT_YOURS, problem=f"submitted by {sub.worker_ref}, our task done by "
                                                       f"{ours[0].external_worker_id}")
-    statuses = [AssignmentStatus(row.status) for row in ours]
+    statuses = [row.status for row in ours]
     if any(s in (AssignmentStatus.LEASED, AssignmentStatus.SUBMITTED) for s in statuses):
         return _Decision(None)
-    topped = sum(row.top_up_cents or 0 for row in ours if row.top_up_transaction_id is not None)
     if AssignmentStatus.APPROVED in statuses:
-        return _Decision("approve", bonus_cents=topped)
+        return _Decision("approve", bonus_cents=sum(row.top_up_cents for row in ours))
     if all(s == AssignmentStatus.REJECTED for s in statuses):
-        feedback = next((row.review_feedback for row in ours if row.review_feedback), None)
-        return _Decision("reject", feedback or "Rejected on review.")
+        return _Decision("reject", next((row.feedback for row in ours if row.feedback), None) or "Rejected on review.")
     # Returned or expired on our side only: nothing was stored for it.
     return _Decision("reject", NO_WORK, problem="our task was returned or let lapse")
 
 
-def _mirror(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, sub: ExternalSubmission, *,
-            now: dt.datetime, out: Outcome) -> None:
-    with db.unit_of_work() as session:
-        burst = session.get(PlatformBatch, burst_id)
-        assert burst is not None
-        row = session.scalar(select(PlatformSubmission).where(PlatformSubmission.platform == burst.platform,
-                                                              PlatformSubmission.external_id == sub.external_id))
-        if row is None:
-            row = PlatformSubmission(platform_batch_id=burst_id, platform=burst.platform,
-                                     external_id=sub.external_id, external_task_id=sub.task_ref,
-                                     external_worker_id=sub.worker_ref, external_status=sub.raw_status,
-                                     seen_at=now)
-            session.add(row)
-            out.count("new")
-        row.external_status = sub.raw_status
-        session.flush()
-        row_id, mirrored, sent = row.id, row.mirrored, row.bonus_cents
-        decision = _decide(session, burst, sub) if sub.status != "other" else _Decision(None)
-        if decision.problem and row.problem != decision.problem:
-            row.problem = decision.problem
-            out.count("problems")
-    if decision.action is None:
-        return
+def _mirror(db: Database, crowd: Crowd, log: BufferedLog, sub: ExternalSubmission, row_id: int,
+            mirrored: str | None, sent: int, decision: _Decision, *, now: dt.datetime, out: Outcome) -> None:
+    """Our decision on one submission sent to the platform, and recorded in one commit with the calls made."""
     if mirrored is None:
-        settled = {"approve": "approved", "reject": "rejected"}[decision.action]
+        settled = {"approve": "approved", "reject": "rejected"}[decision.action or ""]
         if sub.status in ("approved", "rejected") and sub.status != settled:
             # Decided there before our review reached it (MTurk's auto-approval): cannot be undone; say so.
-            _record(db, row_id, mirrored=sub.status, now=now,
+            _record(db, log, row_id, mirrored=sub.status, now=now,
                     problem=f"{sub.status} on the platform before our review ({settled} here)")
             out.count("problems")
             return
@@ -254,32 +335,33 @@ def _mirror(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, sub: E
             crowd.approve(sub, log)
         else:
             crowd.reject(sub, log, feedback=decision.feedback or "Rejected on review.")
-        _record(db, row_id, mirrored=settled, now=now)
-        mirrored = settled
+        _record(db, log, row_id, mirrored=settled, now=now)
         out.count(settled)
+        mirrored = settled
     if mirrored == "approved" and decision.bonus_cents > sent:
         # The token names the total so far: a retry of the same bonus is one bonus; a later top-up another.
         crowd.bonus(log, submission=sub, cents=decision.bonus_cents - sent,
                     reason="Fair-wage top-up: your measured working time at the requester's target wage.",
                     key=f"cm-topup-{row_id}-{decision.bonus_cents}")
-        _record(db, row_id, bonus_cents=decision.bonus_cents, now=now)
+        _record(db, log, row_id, bonus_cents=decision.bonus_cents, now=now)
         out.count("bonuses")
 
 
-def _record(db: Database, row_id: int, *, now: dt.datetime, mirrored: str | None = None,
+def _record(db: Database, log: BufferedLog, row_id: int, *, now: dt.datetime, mirrored: str | None = None,
             bonus_cents: int | None = None, problem: str | None = None) -> None:
     with db.unit_of_work() as session:
         row = session.get(PlatformSubmission, row_id)
         assert row is not None
-        if mirrored is not None:
+        if mirrored is not None and row.mirrored is None:
             row.mirrored, row.mirrored_at = mirrored, now
         if bonus_cents is not None:
             row.bonus_cents = bonus_cents
         if problem is not None:
             row.problem = problem
+        log.flush(session)
 
 
-def _finish(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, *, now: dt.datetime,
+def _finish(db: Database, crowd: Crowd, log: BufferedLog, burst_id: int, *, now: dt.datetime,
             out: Outcome) -> None:
     """End the platform's tasks when the burst is done, its batch closed, or it is cancelled; give places back."""
     with db.unit_of_work() as session:
@@ -305,7 +387,8 @@ def _finish(db: Database, crowd: Crowd, log: RecordingLog, burst_id: int, *, now
         with db.unit_of_work() as session:
             session.execute(PlatformTask.__table__.update().where(
                 PlatformTask.platform == crowd.name, PlatformTask.external_id == task.external_id)
-                .values(ended_at=now))
+                .values(ended_at=now, expires_at=now))
+            log.flush(session)
         out.count("ended")
     with db.unit_of_work() as session:
         burst = session.get(PlatformBatch, burst_id)
@@ -341,6 +424,7 @@ def sync_blocks(db: Database, crowd: Crowd, *, now: dt.datetime,
         with db.unit_of_work() as session:
             session.add(PlatformBlock(platform=crowd.name, external_worker_id=worker_ref, block_id=block_id,
                                       sent_at=now))
+            log.flush(session)
         out.count("blocked")
     return out
 

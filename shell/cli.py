@@ -438,6 +438,8 @@ def _check_platforms() -> None:
         except PlatformError as exc:
             click.echo(f"{name}: unreachable or not configured: {exc}")
             continue
+        finally:
+            log.close()
         click.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in sorted(facts.items())))
 
 

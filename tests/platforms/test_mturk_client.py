@@ -218,12 +218,15 @@ def test_a_request_error_is_recorded_once_and_raised(stubbed, log):
         ("CreateWorkerBlock", 1, "error", "A1")]
 
 
-def test_submissions_list_every_page_of_the_tasks_and_the_reviewable_hits(stubbed, log):
+def test_submissions_list_the_live_hits_and_the_expired_ones_mturk_calls_reviewable(stubbed, log):
     crowd, stub = stubbed
-    tasks = [ExternalTask("3HIT0", 3, 5, group="3TYPE"), ExternalTask("3HIT1", 3, 5, group="3TYPE")]
+    later, before = dt.datetime.now(dt.UTC) + dt.timedelta(days=1), dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    tasks = [ExternalTask("3HIT0", 3, 5, group="3TYPE", expires_at=later),
+             ExternalTask("3HIT1", 3, 5, group="3TYPE", expires_at=before),  # expired, reviewable: listed
+             ExternalTask("3HIT2", 3, 5, group="3TYPE", expires_at=before)]  # expired, work pending: not yet
     stub.add_response("list_reviewable_hits", {"HITs": [hit("3HIT1", 3, "burst-12-1")], "NextToken": "r2"},
                       {"HITTypeId": "3TYPE", "Status": "Reviewable", "MaxResults": 100})
-    stub.add_response("list_reviewable_hits", {"HITs": [hit("3HIT9", 1, "burst-12-9")]},
+    stub.add_response("list_reviewable_hits", {"HITs": [hit("3HIT9", 1, "burst-13-9")]},  # another burst's
                       {"HITTypeId": "3TYPE", "Status": "Reviewable", "MaxResults": 100, "NextToken": "r2"})
     statuses = ["Submitted", "Approved", "Rejected"]
     submitted = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)
@@ -239,13 +242,16 @@ def test_submissions_list_every_page_of_the_tasks_and_the_reviewable_hits(stubbe
                       {"HITId": "3HIT0", "AssignmentStatuses": statuses, "MaxResults": 100, "NextToken": "a2"})
     stub.add_response("list_assignments_for_hit", {"Assignments": [assignment("3A3", "3HIT1", "Rejected")]},
                       {"HITId": "3HIT1", "AssignmentStatuses": statuses, "MaxResults": 100})
-    stub.add_response("list_assignments_for_hit", {"Assignments": []},
-                      {"HITId": "3HIT9", "AssignmentStatuses": statuses, "MaxResults": 100})
     found = crowd.submissions(tasks, log)
+    stub.assert_no_pending_responses()  # nothing asked of 3HIT2 or of the other burst's 3HIT9
     assert [(s.external_id, s.task_ref, s.status, s.raw_status) for s in found] == [
         ("3A1", "3HIT0", "submitted", "Submitted"), ("3A2", "3HIT0", "approved", "Approved"),
         ("3A3", "3HIT1", "rejected", "Rejected")]
     assert found[0].submitted_at == submitted and found[0].worker_ref == "A1WORKER"
+    # Only live HITs: no reviewable listing at all.
+    stub.add_response("list_assignments_for_hit", {"Assignments": []},
+                      {"HITId": "3HIT0", "AssignmentStatuses": statuses, "MaxResults": 100})
+    assert crowd.submissions(tasks[:1], log) == []
 
 
 def test_approve_and_an_approval_made_before(stubbed, log):
