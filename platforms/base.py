@@ -118,6 +118,7 @@ class ExternalTask:
     group: str | None = None
     key: str | None = None
     expires_at: dt.datetime | None = None
+    ended: bool = False  # ended by us (cancel, or the burst done): no new workers there
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,8 @@ class MTurkCrowd:
         """The assignments of the live HITs, and of the expired ones MTurk lists as Reviewable (an expired HIT
         is Unassignable while an accepted assignment may still be submitted, and has nothing new before)."""
         now = dt.datetime.now(dt.UTC)
-        live = [t.external_id for t in tasks if t.expires_at is None or _utc(t.expires_at) > now]
+        live = [t.external_id for t in tasks
+                if not t.ended and (t.expires_at is None or _utc(t.expires_at) > now)]
         ended = {t.external_id for t in tasks} - set(live)
         reviewable: set[str] = set()
         # One HIT type's reviewable HITs can include other bursts' (MTurk gives one HITTypeId to the same

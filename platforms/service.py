@@ -114,7 +114,7 @@ def _tasks(session: Session, burst_id: int, *, live_only: bool = False) -> list[
     if live_only:
         stmt = stmt.where(PlatformTask.ended_at.is_(None))
     return [ExternalTask(t.external_id, t.max_assignments, t.reward_cents, group=t.group_id, key=t.token,
-                         expires_at=t.expires_at) for t in session.scalars(stmt)]
+                         expires_at=t.expires_at, ended=t.ended_at is not None) for t in session.scalars(stmt)]
 
 
 # --- publish ---------------------------------------------------------------------------------------------------
@@ -387,7 +387,7 @@ def _finish(db: Database, crowd: Crowd, log: BufferedLog, burst_id: int, *, now:
         with db.unit_of_work() as session:
             session.execute(PlatformTask.__table__.update().where(
                 PlatformTask.platform == crowd.name, PlatformTask.external_id == task.external_id)
-                .values(ended_at=now, expires_at=now))
+                .values(ended_at=now))
             log.flush(session)
         out.count("ended")
     with db.unit_of_work() as session:

@@ -4,7 +4,6 @@ endpoint on 127.0.0.1: a burst's whole life, retried publishes making nothing tw
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 
 import pytest
 
@@ -92,7 +91,7 @@ def test_rejected_work_and_a_reviewable_hit_of_the_group(crowd, fake_mturk, log)
     # Expired, and with all its answers, MTurk lists it as reviewable under its HIT type: that is what says
     # an expired HIT's assignments are worth listing.
     crowd.cancel(task, log)
-    ended = dataclasses.replace(task, expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    ended = dataclasses.replace(task, ended=True)
     assert [s.status for s in crowd.submissions([ended], log)] == ["rejected"]
     assert ("ListReviewableHITs", {"HITTypeId": task.group, "Status": "Reviewable", "MaxResults": 100}) in (
         fake_mturk.requests)
