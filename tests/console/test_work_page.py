@@ -261,7 +261,9 @@ def test_with_shortcuts_off_number_keys_do_nothing_and_buttons_work_and_return_g
     page.locator("#item").focus()
     page.keyboard.press("r")
     assert page.get_by_role("button", name="Yes, return it").evaluate("b => b === document.activeElement")
-    page.keyboard.press("Enter")
+    # "Task returned." is on the page from the first return already: wait for this return's own response.
+    with page.expect_response(lambda r: r.url.endswith(f"/work/tasks/{nxt.id}/return")):
+        page.keyboard.press("Enter")
     expect(page.locator("#saving")).to_have_text("Task returned.")
     quiet(live_server)
     session.expire_all()
