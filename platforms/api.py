@@ -111,6 +111,8 @@ class CallSchema(Schema):
     error = Text(allow_none=True)
     retried_errors = fields.List(Text())
     ms = fields.Integer()
+    calls = fields.Integer(metadata={"description": "Successful listing pages of one run are one row: how many."})
+    last_target = Text(allow_none=True, metadata={"description": "The run's last page's target."})
     at = fields.DateTime()
 
 

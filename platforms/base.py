@@ -76,8 +76,10 @@ class CallLog(Protocol):
     each retry (platforms/calls.py), retries PlatformErrors marked retryable with backoff, and re-raises the last
     error. `fn` must raise PlatformError for every failure of the platform (never its client's own errors)."""
 
-    def call(self, operation: str, fn: Callable[[], T], *, key: str | None = None,
-             target: str | None = None) -> T: ...
+    def call(self, operation: str, fn: Callable[[], T], *, key: str | None = None, target: str | None = None,
+             listing: bool = False) -> T:
+        """`listing`: a read-only page of a list, which the log may keep with the run of pages it belongs to."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class CallRecord:
     error: str | None = None
     errors: list[str] = field(default_factory=list)  # each failed attempt, retried or last
     ms: int = 0
+    listing: bool = False
 
 
 class RecordingLog:
@@ -36,7 +37,8 @@ class RecordingLog:
         self.records: list[CallRecord] = []
         self._sink, self._attempts, self._base, self._max, self._sleep = sink, attempts, base_delay, max_delay, sleep
 
-    def call(self, operation: str, fn: Callable[[], T], *, key: str | None = None, target: str | None = None) -> T:
+    def call(self, operation: str, fn: Callable[[], T], *, key: str | None = None, target: str | None = None,
+             listing: bool = False) -> T:
         started, errors = time.perf_counter(), []
         for attempt in range(1, self._attempts + 1):
             try:
@@ -47,9 +49,9 @@ class RecordingLog:
                     self._sleep(min(self._max, self._base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2))
                     continue
                 self._done(CallRecord(operation, key, target, attempt, "error", str(exc), errors,
-                                      _ms(started)))
+                                      _ms(started), listing))
                 raise
-            self._done(CallRecord(operation, key, target, attempt, "ok", None, errors, _ms(started)))
+            self._done(CallRecord(operation, key, target, attempt, "ok", None, errors, _ms(started), listing))
             return result
         raise AssertionError("unreachable")
 

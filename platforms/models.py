@@ -128,7 +128,10 @@ class PlatformBlock(Base):
 
 
 class PlatformCall(Base):
-    """The job log: one call to a platform, with our idempotency key, its outcome and each retry."""
+    """The job log: one call to a platform, with our idempotency key, its outcome and each retry. A run of
+    successful, unretried listing calls of one operation in one job (a sync reading every HIT's assignments) is
+    one row of `calls` calls, from `target` to `last_target`: a sync every few minutes of a large burst would
+    otherwise write thousands of rows that say nothing each."""
 
     __tablename__ = "platform_call"
 
@@ -145,4 +148,6 @@ class PlatformCall(Base):
     error: Mapped[str | None] = mapped_column(Text)
     retried_errors: Mapped[list[str]] = mapped_column(JSONDoc, default=list)
     ms: Mapped[int] = mapped_column(Integer)
+    calls: Mapped[int] = mapped_column(Integer, default=1)
+    last_target: Mapped[str | None] = mapped_column(String(255))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -368,7 +368,7 @@ class MTurkCrowd:
         next_token = None
         while True:
             paging = {"MaxResults": PAGE, **({"NextToken": next_token} if next_token else {})}
-            page = log.call(operation, self._request(operation, **params, **paging), target=target)
+            page = log.call(operation, self._request(operation, **params, **paging), target=target, listing=True)
             yield page
             next_token = page.get("NextToken")
             if not next_token:

@@ -329,7 +329,7 @@ class ProlificCrowd:
     def _pages(self, operation: str, path: str, log: CallLog) -> Iterator[dict[str, Any]]:
         url: str | None = self._api + path
         while url:
-            page = log.call(operation, lambda url=url: self._request("GET", url), target=url)
+            page = log.call(operation, lambda url=url: self._request("GET", url), target=url, listing=True)
             yield from page.get("results", [])
             url = ((page.get("_links") or {}).get("next") or {}).get("href")
 

@@ -71,25 +71,34 @@ class BufferedLog(RecordingLog):
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(sink=self._keep, sleep=sleep)
         self._db, self._platform, self._job, self._burst_id = db, platform, job, burst_id
-        self._pending: list[CallRecord] = []
+        self._pending: list[PlatformCall] = []
+        self._run: PlatformCall | None = None  # the run of listing pages the next page may join
 
     def _row(self, record: CallRecord) -> PlatformCall:
         return PlatformCall(platform_batch_id=self._burst_id, platform=self._platform, job=self._job,
                             operation=record.operation, idempotency_key=record.key, target=record.target,
                             attempts=record.attempts, outcome=record.outcome, error=record.error,
-                            retried_errors=record.errors[:-1] if record.error else record.errors, ms=record.ms)
+                            retried_errors=record.errors[:-1] if record.error else record.errors, ms=record.ms,
+                            calls=1)
 
     def _keep(self, record: CallRecord) -> None:
         if record.outcome == "ok":
-            self._pending.append(record)
+            run = self._run
+            if record.listing and record.attempts == 1 and run is not None and run.operation == record.operation:
+                run.calls, run.ms, run.last_target = run.calls + 1, run.ms + record.ms, record.target
+                return
+            row = self._row(record)
+            self._pending.append(row)
+            self._run = row if record.listing and record.attempts == 1 else None
             return
+        self._run = None
         with self._db.unit_of_work() as session:
             self.flush(session)
             session.add(self._row(record))
 
     def flush(self, session: Session) -> None:
-        session.add_all([self._row(r) for r in self._pending])
-        self._pending.clear()
+        session.add_all(self._pending)
+        self._pending, self._run = [], None
 
     def close(self) -> None:
         if self._pending:

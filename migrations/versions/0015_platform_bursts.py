@@ -120,6 +120,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("ms", sa.Integer(), nullable=False),
+        sa.Column("calls", sa.Integer(), nullable=False),
+        sa.Column("last_target", sa.String(length=255), nullable=True),
         sa.Column("at", base.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["platform_batch_id"],
