@@ -107,6 +107,9 @@ class BurstOrder:
     estimated_seconds: int  # one task's working time, from measured times (else the requester's estimate)
     split: bool = False  # keep each platform task under the platform's large-task fee threshold
     completion_code: str | None = None  # for platforms that confirm completion with a code
+    # An earlier publish of this order may have made some of its tasks: look for them before making any (MTurk
+    # forgets a UniqueRequestToken after 24 hours, so the token alone does not guard a late retry).
+    retry: bool = False
 
 
 @dataclass(frozen=True)

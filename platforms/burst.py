@@ -219,8 +219,8 @@ def _replay(session: Session, batch_id: int, key: str, request_print: str) -> Pl
     return burst
 
 
-def order(session: Session, burst: PlatformBatch, *, url: str, keywords: tuple[str, ...],
-          now: dt.datetime) -> BurstOrder:
+def order(session: Session, burst: PlatformBatch, *, url: str, keywords: tuple[str, ...], now: dt.datetime,
+          retry: bool = False) -> BurstOrder:
     """What the platform is asked for. The lease is the assignment duration; the platform's task lives until the
     batch expires (an hour at least); one task's time is the measured median, else the requester's estimate."""
     batch = session.get(Batch, burst.batch_id)
@@ -234,7 +234,7 @@ def order(session: Session, burst: PlatformBatch, *, url: str, keywords: tuple[s
         tasks=burst.tasks, assignment_seconds=batch.assignment_duration_seconds,
         auto_approval_seconds=min(MAX_AUTO_APPROVAL_SECONDS, batch.auto_approval_delay_seconds + REVIEW_MARGIN_SECONDS),
         lifetime_seconds=max(3600, int((batch.expires_at - now).total_seconds())), estimated_seconds=seconds,
-        split=burst.split, completion_code=burst.completion_code)
+        split=burst.split, completion_code=burst.completion_code, retry=retry)
 
 
 def published(session: Session, burst: PlatformBatch, tasks: list[ExternalTask], *, now: dt.datetime) -> None:

@@ -252,17 +252,24 @@ class MTurkCrowd:
         # MTurk returns the same HITTypeId for the same properties, so a retried publish reuses it.
         hit_type = log.call("CreateHITType", self._request("CreateHITType", **type_params))["HITTypeId"]
         question = external_question(order.url)
-        found: dict[str, dict[str, Any]] | None = None  # our HITs on MTurk by token, listed once if needed
+        # Our HITs on MTurk by token, listed once: first when this is a retry, else only if MTurk says a token
+        # was processed before.
+        found: dict[str, dict[str, Any]] | None = self._by_annotation(log) if order.retry else None
         tasks = []
         for i, size in enumerate(hit_sizes(order)):
             key = token(f"{order.key}-{i}")
+            if found is not None and key in found:
+                hit = found[key]
+                tasks.append(ExternalTask(hit["HITId"], hit["MaxAssignments"], order.reward_cents,
+                                          group=hit["HITTypeId"], key=key, expires_at=_utc(hit.get("Expiration"))))
+                continue
             created = log.call("CreateHITWithHITType", self._request(
                 "CreateHITWithHITType", duplicate=True, HITTypeId=hit_type, MaxAssignments=size,
                 LifetimeInSeconds=order.lifetime_seconds, Question=question, RequesterAnnotation=key,
                 UniqueRequestToken=key), key=key, target=hit_type)
             if created is None:
                 if found is None:
-                    found = {hit.get("RequesterAnnotation"): hit for hit in self._hits(log)}
+                    found = self._by_annotation(log)
                 if key not in found:
                     raise PlatformError("HITNotFound", f"MTurk has processed token {key} but lists no HIT for it")
                 hit = found[key]
@@ -271,6 +278,9 @@ class MTurkCrowd:
             tasks.append(ExternalTask(hit["HITId"], hit["MaxAssignments"], order.reward_cents,
                                       group=hit["HITTypeId"], key=key, expires_at=_utc(hit.get("Expiration"))))
         return tasks
+
+    def _by_annotation(self, log: CallLog) -> dict[str, dict[str, Any]]:
+        return {hit.get("RequesterAnnotation"): hit for hit in self._hits(log)}
 
     def submissions(self, tasks: list[ExternalTask], log: CallLog) -> list[ExternalSubmission]:
         """The assignments of the live HITs, and of the expired ones MTurk lists as Reviewable (an expired HIT

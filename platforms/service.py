@@ -137,7 +137,9 @@ def publish(db: Database, crowd: Crowd, burst_id: int, *, url: str, keywords: tu
         burst = session.get(PlatformBatch, burst_id)
         if burst is None or burst.status != BurstStatus.PUBLISHING:
             return out
-        order = bursts.order(session, burst, url=url, keywords=keywords, now=now)
+        tried = session.scalar(select(PlatformCall.id).where(PlatformCall.platform_batch_id == burst_id,
+                                                             PlatformCall.job == "publish").limit(1)) is not None
+        order = bursts.order(session, burst, url=url, keywords=keywords, now=now, retry=tried)
     log = call_log(db, platform=crowd.name, job="publish", burst_id=burst_id, sleep=sleep)
     try:
         tasks = crowd.publish(order, log)

@@ -101,8 +101,20 @@ def test_a_retried_publish_makes_no_second_hit(crowd, fake_mturk, log):
     first = crowd.publish(order(), log)
     again = crowd.publish(order(), log)
     assert again == first and len(fake_mturk.hits) == 2
-    assert [op for op, _ in fake_mturk.requests].count("CreateHITWithHITType") == 4
-    assert [op for op, _ in fake_mturk.requests].count("ListHITs") == 1  # listed once for the whole retry
+    # The first token comes back "already processed": ListHITs, read once, finds both HITs, so the second is
+    # not asked for again.
+    assert [op for op, _ in fake_mturk.requests].count("CreateHITWithHITType") == 3
+    assert [op for op, _ in fake_mturk.requests].count("ListHITs") == 1
+
+
+def test_a_late_retry_finds_its_hits_though_mturk_forgot_the_tokens(crowd, fake_mturk, log):
+    first = crowd.publish(order(), log)
+    fake_mturk._tokens.clear()  # MTurk keeps a UniqueRequestToken for 24 hours only
+    again = crowd.publish(order(retry=True), log)
+    assert again == first and len(fake_mturk.hits) == 2  # found by annotation before making any
+    assert [op for op, _ in fake_mturk.requests].count("CreateHITWithHITType") == 2
+    without = crowd.publish(order(), log)  # what the retry flag prevents: the token alone no longer guards
+    assert len(fake_mturk.hits) == 4 and without != first
 
 
 def test_a_hit_is_found_across_pages_of_listhits(crowd, fake_mturk, log):
