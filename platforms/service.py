@@ -33,6 +33,7 @@ from base.db import Database
 from market.catalogue.models import Assignment, AssignmentStatus, Batch, BatchStatus
 from payments.models import AssignmentPay
 from platforms import burst as bursts
+from platforms import charges
 from platforms.base import Crowd, ExternalSubmission, ExternalTask, PlatformError
 from platforms.calls import CallRecord, RecordingLog
 from platforms.models import (
@@ -365,6 +366,10 @@ def _record(db: Database, log: BufferedLog, row_id: int, *, now: dt.datetime, mi
         assert row is not None
         if mirrored is not None and row.mirrored is None:
             row.mirrored, row.mirrored_at = mirrored, now
+            if mirrored == "approved":  # what the platform will charge for it, in the books (charges.py)
+                burst = session.get(PlatformBatch, row.platform_batch_id)
+                assert burst is not None
+                charges.settle_submission(session, burst, row, now=now)
         if bonus_cents is not None:
             row.bonus_cents = bonus_cents
         if problem is not None:

@@ -377,6 +377,42 @@ def test_a_platform_approval_before_our_rejection_is_recorded_and_nothing_is_sen
     assert (seen.mirrored, seen.problem) == ("approved", "approved on the platform before our review (rejected here)")
 
 
+def _external(session, burst):
+    session.expire_all()
+    return ledger.balance(session, ledger.external(burst.platform, "USD"))
+
+
+def test_what_the_platform_charges_for_a_submission_is_what_the_books_say(session, clock, database, owner,
+                                                                           out_there):
+    """Approvals paid one task of ours (10c); the platform charges its task's reward per submission. Here the
+    approval before our rejection is charged in full (10c + 20%); a submission the platform prices at 30c (a
+    session of three) costs 20c more; one it prices at 5c gives 5c back. Each once, the books balanced."""
+    _, burst, crowd = out_there
+    rejected = work_done(session, clock, burst, "A1WORKER", "3ASG1")
+    in_uow(reject, session, actor=owner, now=clock(), feedback="Off-topic answers.", assignment_ids=[rejected.task.id])
+    crowd.listed = [submission("3ASG1", "A1WORKER", "approved", "Approved")]  # MTurk's auto-approval came first
+    before = _external(session, burst)
+    sync(database, crowd, burst, clock)
+    assert _external(session, burst) - before == 10  # MTurk paid the worker: so do our books
+    assert ledger.check_books(session) == []
+
+    from platforms.models import PlatformTask
+
+    for assignment_ref, worker, price, extra in (("3ASG2", "A2WORKER", 30, 20), ("3ASG3", "A3WORKER", 5, -5)):
+        session.execute(PlatformTask.__table__.update().values(reward_cents=price))
+        session.commit()
+        done = work_done(session, clock, burst, worker, assignment_ref)
+        before = _external(session, burst)
+        in_uow(approve, session, actor=owner, now=clock(), assignment_ids=[done.task.id])
+        crowd.listed = [submission(assignment_ref, worker)]
+        sync(database, crowd, burst, clock)
+        sync(database, crowd, burst, clock)
+        assert _external(session, burst) - before == 10 + extra == price  # the reward, then the difference
+        assert ledger.check_books(session) == []
+    fees = ledger.balance(session, ledger.fees("USD", "mturk"))
+    assert fees == 2 + (2 + 4) + (2 - 1)  # 20% of 10 (the first), of 10 and 20, of 10 less 20% of 5
+
+
 def test_a_block_of_a_worker_from_the_platform_is_sent_once(session, clock, database, owner, out_there):
     _, burst, crowd = out_there
     arrived = work_done(session, clock, burst, "A1WORKER", "3ASG1")
