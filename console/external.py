@@ -1,14 +1,15 @@
 """The work page as another platform's task page: MTurk's ExternalQuestion (platforms/mturk.py) opens
-`/work/external/<platform>?ref=...` in a frame on its worker site, adding its own parameters.
+`/work/external/<platform>?ref=...` in a frame on its worker site, adding its own parameters; Prolific opens it in
+a tab.
 
-`ref` is our signed reference to the batch the platform's HITs were made for (`external_url`), so only URLs we
-generated open anything: no one enumerates projects through the preview. A preview shows the task read-only (the
-batch's terms, guidelines and an example item, never gold) and leases nothing. An accepted assignment is the
-platform worker's arrival (platforms/arrivals.py: their account, made on first sight, and the one task of ours that
-is their platform assignment), then the same work page as everyone's, authenticated by a signed work token in the
-page (our session cookie is not sent inside another site's frame) and limited to that one task. Once our submit
-has stored the answers, the page posts the platform's completion form (MTurk's externalSubmit), the one place
-this page's form may post to besides our own."""
+`ref` is our signed reference to the burst's batch the platform's tasks were made for (`platforms.jobs.page_url`),
+so only URLs we generated open anything: no one enumerates projects through the preview. A preview shows the task
+read-only (the batch's terms, guidelines and an example item, never gold) and leases nothing. An accepted
+assignment is the platform worker's arrival (platforms/arrivals.py: their account, made on first sight, and their
+task of ours), then the same work page as everyone's, authenticated by a signed work token in the page (our
+session cookie is not sent inside another site's frame) and limited to that one task. Once our submit has stored
+the answers, the page sends the platform's completion form (MTurk's externalSubmit), or, in a session of several
+tasks, loads itself again for the next; the form may go nowhere else."""
 
 from __future__ import annotations
 
@@ -29,14 +30,6 @@ from workers.api import count_sign_up
 from workers.service import identity_account
 
 blp = Blueprint("external_pages", __name__, url_prefix="/work/external")
-
-
-def external_url(platform_name: str, *, batch_id: int) -> str:
-    """The path a platform's tasks for this burst's batch open (made absolute with PUBLIC_BASE_URL by the
-    caller); the platform appends its own parameters."""
-    platform(platform_name)
-    return url_for("external_pages.task_page", platform_name=platform_name,
-                   ref=arrivals.page_ref(current_app.config["SECRET_KEY"], batch_id=batch_id))
 
 
 @blp.after_request

@@ -30,15 +30,22 @@ def _app() -> Flask:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
+def page_path(app: Flask, *, platform: str, batch_id: int) -> str:
+    """The path of a burst's batch's task page on its platform (console/external.py); the platform appends its
+    own parameters."""
+    registry.platform(platform)
+    ref = arrivals.page_ref(app.config["SECRET_KEY"], batch_id=batch_id)
+    with app.test_request_context():  # also outside a request (the CLI, a job)
+        return url_for("external_pages.task_page", platform_name=platform, ref=ref)
+
+
 def page_url(app: Flask, burst: PlatformBatch) -> str:
     """The absolute HTTPS URL of the burst's task page, from PUBLIC_BASE_URL."""
     base = (app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
     if not base.startswith("https://"):
         raise InvalidInput("Set CROWDMARKET_PUBLIC_BASE_URL to this app's public https:// origin: platforms open "
                            "our work page there.", errors={"PUBLIC_BASE_URL": ["not an https:// URL"]})
-    ref = arrivals.page_ref(app.config["SECRET_KEY"], batch_id=burst.batch_id)
-    with app.test_request_context():  # also outside a request (the CLI, a job)
-        return base + url_for("external_pages.task_page", platform_name=burst.platform, ref=ref)
+    return base + page_path(app, platform=burst.platform, batch_id=burst.batch_id)
 
 
 def publish_now(burst_id: int) -> dict[str, Any]:

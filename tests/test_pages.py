@@ -11,11 +11,11 @@ from urllib.parse import quote
 import pytest
 
 from base.identity import Role
-from console.external import external_url
 from market.catalogue.batches import publish_batch
 from payments.books.payouts import create_batch
 from platforms import burst as bursts
 from platforms import registry
+from platforms.jobs import page_path
 from qualification.service import create_type
 from shell import pages
 from tests.browser import PASSWORD, with_password
@@ -76,8 +76,7 @@ def html_urls(app, client, session, clock) -> dict[str, list[str]]:
     burst, _ = bursts.create(session, actor=owner, batch_id=batch.id, platform="mturk", platform_title="MTurk",
                              fees=registry.fees("mturk"), hits=1, split=False, key="pages", now=clock())
     session.commit()
-    with app.test_request_context():
-        hit = external_url("mturk", batch_id=burst.batch_id)
+    hit = page_path(app, platform="mturk", batch_id=burst.batch_id)
     mturk = "&hitId=3HIT1&workerId=A1PAGES&turkSubmitTo=https://www.mturk.com"
     # The worker's pages signed in, then the form pages (they send a signed-in worker on to /work: logged out
     # first, by /logout-first, so /work goes last among the signed-in ones); then the ops and requester pages,

@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlencode
 import pytest
 from sqlalchemy import func, select
 
-from console.external import external_url
 from market.catalogue.models import Answer, Assignment, Batch
+from platforms.jobs import page_path
 from platforms.models import PlatformAssignment
 from tests.browser import audit
 from tests.console.test_work_page import quiet
@@ -25,8 +25,7 @@ OURS = "https://crowdmarket.test"
 
 
 def task_url(app, batch_id: int, **params: str) -> str:
-    with app.test_request_context():
-        return f"{external_url('mturk', batch_id=batch_id)}&{urlencode(params)}"
+    return f"{page_path(app, platform='mturk', batch_id=batch_id)}&{urlencode(params)}"
 
 
 def accepted(worker: str = "A1WORKER", assignment: str = "3ASSIGNMENT1") -> dict[str, str]:
@@ -195,9 +194,8 @@ def test_a_prolific_participant_works_through_the_session_and_is_sent_back_with_
 
     page.route("https://app.prolific.com/**", prolific)
     pid, study, session_id = "a" * 24, "b" * 24, "c" * 24
-    with app.test_request_context():
-        url = f"{external_url('prolific', batch_id=burst.batch_id)}&" + urlencode(
-            {"PROLIFIC_PID": pid, "STUDY_ID": study, "SESSION_ID": session_id})
+    url = f"{page_path(app, platform='prolific', batch_id=burst.batch_id)}&" + urlencode(
+        {"PROLIFIC_PID": pid, "STUDY_ID": study, "SESSION_ID": session_id})
     page.goto(live_server + url)
     done = 0
     while not page.get_by_text("All done").is_visible():
