@@ -222,18 +222,22 @@ def test_money_and_time_filters_never_use_floats():
     assert when(dt.datetime(2026, 12, 1, 17, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))) == "2026-12-01 16:05 UTC"
 
 
-@pytest.mark.parametrize("part", [0, 1, 2], ids=["workers", "ops", "requesters"])
+@pytest.mark.parametrize("part", ["docs", 0, 1, 2], ids=["docs", "workers", "ops", "requesters"])
 def test_every_page_passes_the_accessibility_audit_in_a_browser(html_urls, page, live_server, part):
     """axe-core on every HTML route of the app, their error pages too, signed in as whoever may see them: no
-    serious or critical violation (tests/browser.py). In parts, one per role's stretch of the walk (each after
-    the first starts at its sign-in), so that test workers share it."""
+    serious or critical violation (tests/browser.py). In parts, so that test workers share the walk: one per
+    role's stretch of it (each after the first starts at its sign-in), and the API reference alone (ReDoc's page
+    is the largest the audit reads)."""
     from tests.browser import describe, log_in, violations
 
     page, problems = page
     walk = [u for urls in html_urls.values() for u in urls]
     starts = [0, *(i for i, u in enumerate(walk) if u.startswith("/log-in-as "))]
     assert len(starts) == 3, "a role's stretch was added to the walk: add a part"
-    walk = walk[starts[part]:starts[part + 1] if part + 1 < len(starts) else None]
+    if part == "docs":
+        walk = ["/docs"]
+    else:
+        walk = [u for u in walk[starts[part]:starts[part + 1] if part + 1 < len(starts) else None] if u != "/docs"]
     if part == 0:
         log_in(page, live_server, "pages-worker", PASSWORD)
     found: dict[str, str] = {}
