@@ -8,6 +8,7 @@ session and must be idempotent: RQ may run a job again after a worker dies.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from flask import Flask, Response, after_this_request, current_app
 from rq import Queue, Repeat, SimpleWorker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 QUEUE = "crowdmarket"
 TIMEOUT_SECONDS = 3600
@@ -30,7 +33,8 @@ def _queue(app: Flask) -> Queue | None:
     if queue is None:
         # Not the app's request client: that one times out after a second, and workers block on the queue longer.
         queue = app.extensions["crowdmarket.jobs"] = Queue(
-            app.config.get("JOB_QUEUE", QUEUE), connection=redis.Redis.from_url(url), default_timeout=TIMEOUT_SECONDS)
+            app.config.get("JOB_QUEUE", QUEUE), connection=redis.Redis.from_url(url, socket_connect_timeout=1),
+            default_timeout=TIMEOUT_SECONDS)
     return queue
 
 
@@ -40,13 +44,17 @@ def queue(app: Flask) -> Queue | None:
 
 
 def enqueue(func: Callable[..., Any], *args: Any) -> bool:
-    """Queue `func(*args)`; True when queued, False when it ran inline (no Redis configured)."""
+    """Queue `func(*args)`; True when queued, False when it ran inline (no Redis configured, or Redis down: jobs
+    are idempotent, so running one here now is as good as later, and a request never fails for want of a queue)."""
     queue = _queue(current_app)
-    if queue is None:
-        func(*args)
-        return False
-    queue.enqueue(func, *args)
-    return True
+    if queue is not None:
+        try:
+            queue.enqueue(func, *args)
+            return True
+        except redis.RedisError as exc:
+            log.warning("job %s run inline: Redis unavailable (%s)", getattr(func, "__name__", func), exc)
+    func(*args)
+    return False
 
 
 def after_commit(func: Callable[..., Any], *args: Any) -> None:

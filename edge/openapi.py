@@ -116,6 +116,7 @@ class Plugin(BasePlugin):
                         operation.get("description"), f"For {' and '.join(r.value for r in roles)} accounts.")))
             if rule.arguments:
                 statuses.add(404)
+            statuses.add(503)  # the database unreachable for a moment: retry after Retry-After (edge/problems.py)
             body = operation.get("requestBody", {}).get("content", {})
             if body:
                 statuses.update(JSON_BODY_PROBLEMS if "application/json" in body else RAW_BODY_PROBLEMS)

@@ -5,13 +5,28 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, render_template, request
+from flask import Flask, Response, current_app, g, render_template, request
 from marshmallow import ValidationError
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from base.errors import PROBLEM_MIMETYPE, DomainError
 
 log = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying when the database is unreachable: a restarted PostgreSQL takes a
+# few seconds to accept connections, and a dead pool is replaced on the next request.
+RETRY_AFTER_SECONDS = 2
+
+
+def transient_database_error(exc: BaseException) -> bool:
+    """An error that says the database is unreachable or busy for now (refused, restarted, shut down, locked, the
+    pool exhausted, a serialization failure), not that the request or our code is wrong: retrying may succeed."""
+    if isinstance(exc, sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return False
 
 
 def problem(status: int, title: str, detail: str | None = None, *, errors: Any = None,
@@ -87,6 +102,18 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         if isinstance(exc, HTTPException):  # pragma: no cover - routed above
             return _http(exc)
+        if transient_database_error(exc):
+            # Nothing was committed (the unit of work rolls back on the way out), so the client may simply retry.
+            log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                        str(getattr(exc, "orig", exc)).strip().splitlines()[0:1])
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            title, detail = "Service unavailable", "The database is unavailable for a moment; retry shortly."
+            if not _wants_problem():
+                g.page_account = None  # the page's header would ask the database who is signed in
+                resp = _html_error(503, title, detail)
+                resp.headers.update(headers)
+                return resp
+            return problem(503, title, detail, headers=headers)
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not _wants_problem():
             return _html_error(500, "Internal server error", InternalServerError.description)
