@@ -10,6 +10,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from base.errors import PROBLEM_MIMETYPE, DomainError
+from edge.telemetry import request_id
 
 log = logging.getLogger(__name__)
 
@@ -90,4 +91,6 @@ def register_error_handlers(app: Flask) -> None:
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not _wants_problem():
             return _html_error(500, "Internal server error", InternalServerError.description)
-        return problem(500, "Internal server error", "An unexpected error occurred; it has been logged.")
+        # The request id lets the user's report be matched with the logged traceback.
+        return problem(500, "Internal server error", "An unexpected error occurred; it has been logged under the "
+                       "request id given.", request_id=request_id())
