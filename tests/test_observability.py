@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from base.identity import Role
+from base.uow import savepoint
 from edge import jobs, telemetry
 from market.catalogue.batches import publish_batch
 from market.catalogue.models import Assignment
@@ -99,11 +100,16 @@ def test_flags_and_ledger_postings_are_counted_by_kind_and_reason(app, client, s
     session.commit()
     fund(session, owner, 700, now=clock())
     session.rollback()  # never posted
+    with pytest.raises(RuntimeError), savepoint(session):  # undone by its savepoint, the rest kept
+        fund(session, owner, 900, now=clock())
+        raise RuntimeError("undo")
+    fund(session, owner, 300, now=clock())
+    session.commit()
     after = scrape(client)
     flagged = ("crowdmarket_flags_raised_total", "MANUAL")
     assert value(after, flagged[0], reason=flagged[1]) - value(before, flagged[0], reason=flagged[1]) == 1
     posted = "crowdmarket_ledger_postings_total"
-    assert value(after, posted, kind="funding") - value(before, posted, kind="funding") == 1
+    assert value(after, posted, kind="funding") - value(before, posted, kind="funding") == 2
 
 
 def test_unknown_paths_and_methods_add_no_series(client):
