@@ -45,8 +45,8 @@ def _wants_problem() -> bool:
     return request.path.startswith("/api/") or request.path in ("/healthz", "/openapi.json")
 
 
-def _html_error(status: int, title: str, detail: str) -> Response:
-    html = render_template("error.html", status=status, title=title, detail=detail)
+def _html_error(status: int, title: str, detail: str, rid: str | None = None) -> Response:
+    html = render_template("error.html", status=status, title=title, detail=detail, request_id=rid)
     return Response(html, status=status, mimetype="text/html")
 
 
@@ -90,7 +90,7 @@ def register_error_handlers(app: Flask) -> None:
             return _http(exc)
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not _wants_problem():
-            return _html_error(500, "Internal server error", InternalServerError.description)
+            return _html_error(500, "Internal server error", InternalServerError.description, request_id())
         # The request id lets the user's report be matched with the logged traceback.
         return problem(500, "Internal server error", "An unexpected error occurred; it has been logged under the "
                        "request id given.", request_id=request_id())

@@ -172,7 +172,7 @@ def test_a_request_logs_one_json_line_with_its_id(app, client, session, clock, c
     assert line["duration_ms"] >= 0 and line["time"].endswith("+00:00") and line["pid"] == os.getpid()
 
 
-def test_a_500_problem_names_its_request_id():
+def test_a_500_problem_or_page_names_its_request_id():
     from tests.conftest import make_app
 
     app = make_app()
@@ -181,9 +181,15 @@ def test_a_500_problem_names_its_request_id():
     def boom():
         raise RuntimeError("boom")
 
+    @app.get("/boom")
+    def boom_page():
+        raise RuntimeError("boom")
+
     resp = app.test_client().get("/api/v1/boom", headers={"X-Request-ID": "report-me-42"})
     assert resp.status_code == 500 and resp.get_json()["request_id"] == "report-me-42"
     assert resp.headers["X-Request-ID"] == "report-me-42"
+    page = app.test_client().get("/boom", headers={"X-Request-ID": "report-me-43"})
+    assert page.status_code == 500 and "<code>report-me-43</code>" in page.get_data(as_text=True)
 
 
 def test_gunicorn_workers_counts_add_up_and_log_json(tmp_path):
