@@ -21,6 +21,7 @@ import os
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -62,11 +63,20 @@ QUEUE_DEPTH = "crowdmarket_job_queue_depth"
 _PENDING = "crowdmarket.metrics.pending"
 
 
+# The labelled children by (route, method, status class): `labels()` costs more than the count itself. Bounded,
+# as the labels are (routes are the app's, methods normalized first).
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
     """Count one answered request and its duration."""
     method = method if method in METHODS else "OTHER"
-    REQUESTS.labels(endpoint, method, f"{status // 100}xx").inc()
-    LATENCY.labels(endpoint, method).observe(seconds)
+    key = (endpoint, method, status // 100)
+    children = _CHILDREN.get(key)
+    if children is None:
+        children = _CHILDREN[key] = (REQUESTS.labels(endpoint, method, f"{key[2]}xx"), LATENCY.labels(endpoint, method))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 # --- domain counters, applied once their unit of work commits ----------------------------------------------------
