@@ -33,6 +33,18 @@ class AssignmentSubmitted:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskLeased:
+    """A worker was leased a task (a new lease, not the one they held already); `gold`: off a gold pool. Only
+    ops' metrics listen (edge/metrics.py): nothing a worker sees may depend on it."""
+
+    assignment_id: int
+    worker_id: int
+    project_id: int
+    gold: bool
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class AssignmentReturned:
     """A worker gave a leased assignment back."""
 
@@ -100,6 +112,24 @@ class GoldItemChanged:
     """A gold item's known answer changed or it was retired: answers to it are scored again."""
 
     item_id: int
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FlagRaised:
+    """A worker was put up for review, by ops or by the system (fast answers, gold accuracy, ...)."""
+
+    flag_id: int
+    worker_id: int
+    reason: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPosted:
+    """Transactions were posted to the ledger in one call: their kinds, one per transaction, in order."""
+
+    kinds: tuple[str, ...]
     at: dt.datetime
 
 

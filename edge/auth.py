@@ -20,7 +20,7 @@ AUTHENTICATE = "crowdmarket.authenticate"
 Authenticate = Callable[..., Caller | None]
 
 
-def _bearer_token() -> str | None:
+def bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -55,7 +55,7 @@ def requires(*roles: Role, autocommit: bool = False) -> Callable[[F], F]:
                 return guarded(*args, **kwargs)
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            token = _bearer_token()
+            token = bearer_token()
             if token is None:
                 raise Unauthorized("Send an API token as 'Authorization: Bearer <token>'.")
             account = current_app.extensions[AUTHENTICATE](db_session(autocommit=autocommit), token, now=clock())

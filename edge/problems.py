@@ -11,6 +11,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from base.errors import PROBLEM_MIMETYPE, DomainError
+from edge.telemetry import request_id
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def _wants_problem() -> bool:
     return request.path.startswith("/api/") or request.path in ("/healthz", "/openapi.json")
 
 
-def _html_error(status: int, title: str, detail: str) -> Response:
-    html = render_template("error.html", status=status, title=title, detail=detail)
+def _html_error(status: int, title: str, detail: str, rid: str | None = None) -> Response:
+    html = render_template("error.html", status=status, title=title, detail=detail, request_id=rid)
     return Response(html, status=status, mimetype="text/html")
 
 
@@ -116,5 +117,7 @@ def register_error_handlers(app: Flask) -> None:
             return problem(503, title, detail, headers=headers)
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not _wants_problem():
-            return _html_error(500, "Internal server error", InternalServerError.description)
-        return problem(500, "Internal server error", "An unexpected error occurred; it has been logged.")
+            return _html_error(500, "Internal server error", InternalServerError.description, request_id())
+        # The request id lets the user's report be matched with the logged traceback.
+        return problem(500, "Internal server error", "An unexpected error occurred; it has been logged under the "
+                       "request id given.", request_id=request_id())

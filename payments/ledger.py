@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from base import events
 from base.clock import utcnow
 from base.db import dialect_insert
 from base.errors import Conflict, DomainError, NotFound
@@ -218,6 +219,7 @@ def post(session: Session, postings: Sequence[Posting], *, now: dt.datetime) -> 
         session.execute(LedgerEntry.__table__.insert(),
                         [{"transaction_id": t, "account_id": a, "amount": m} for t, a, m in entries])
     _apply(session, deltas)
+    events.publish(session, events.LedgerPosted(tuple(TransactionKind(p.kind).value for p in postings), now))
     return ids
 
 

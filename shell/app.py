@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -28,7 +27,7 @@ from base.events import (
     PlacesMoved,
 )
 from base.public_ids import ItemIds
-from edge import blueprint, openapi, web
+from edge import blueprint, metrics, openapi, telemetry, web
 from edge.auth import AUTHENTICATE
 from edge.problems import register_error_handlers
 from edge.ratelimit import LoginLimits
@@ -81,6 +80,7 @@ def subscribe(hub: EventHub) -> None:
     hub.subscribe(PlacesMoved, holds.on_places_moved)
     hub.subscribe(AssignmentsReviewed, platform_jobs.on_assignments_reviewed)
     hub.subscribe(BatchStatusChanged, settle.on_batch_status_changed)
+    metrics.subscribe(hub)
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -98,7 +98,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
-    logging.basicConfig(level=app.config["LOG_LEVEL"])
+    telemetry.configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+    telemetry.install(app)
     app.config.update(
         MAX_CONTENT_LENGTH=app.config["MAX_REQUEST_BYTES"],
         API_TITLE="crowdmarket",
@@ -141,6 +142,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(qualification_views.blp)
     console.install(app)
     app.register_blueprint(health.blp)
+    app.register_blueprint(metrics.blp)
     app.register_blueprint(aggregation_api.pages)
     for blp in (*market_api.BLUEPRINTS, workers_api.blp, work_api.blp, qualification_api.blp,
                 qualification_api.tests_blp, *ops_api.BLUEPRINTS, aggregation_api.blp, wage_api.blp,

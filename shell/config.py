@@ -46,6 +46,10 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
     "MAX_IMPORT_BYTES": (1024 * 1024 * 1024, int),
     "DB_POOL_SIZE": (10, int),
     "LOG_LEVEL": ("INFO", str),
+    # Log lines as JSON objects or plain text (edge/telemetry.py); `crowdmarket run` defaults to json.
+    "LOG_FORMAT": ("text", str),
+    # A bearer token that may scrape /metrics (besides ops tokens and loopback; edge/metrics.py).
+    "METRICS_TOKEN": ("", str),
     "PASSWORD_HASH": (DEFAULT_PASSWORD_HASH, str),
     # Reverse proxies in front of the app whose X-Forwarded-* headers are trusted (werkzeug's ProxyFix).
     "PROXY_HOPS": (0, int),
@@ -67,6 +71,7 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
 }
 _SETTINGS.update(PLATFORM_SETTINGS)
 EVALUATION_MODES = ("auto", "queue", "thread", "inline")
+LOG_FORMATS = ("text", "json")
 
 _PLAIN_ALIASES = {"DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL"}
 
@@ -204,6 +209,10 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("CROWDMARKET_PROXY_HOPS must be 0 or more")
     if config.get("PAYMENTS_CYCLE_SECONDS", 300) < 1:
         raise ConfigError("CROWDMARKET_PAYMENTS_CYCLE_SECONDS must be 1 or more")
+    if config.get("LOG_FORMAT", "text") not in LOG_FORMATS:
+        raise ConfigError(f"CROWDMARKET_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    if config.get("METRICS_TOKEN") and len(config["METRICS_TOKEN"]) < 16:
+        raise ConfigError("CROWDMARKET_METRICS_TOKEN must be 16 characters or more (or unset)")
     if config["EVALUATION"] not in EVALUATION_MODES:
         raise ConfigError(f"CROWDMARKET_EVALUATION must be one of {', '.join(EVALUATION_MODES)}")
     _check_pay(config)

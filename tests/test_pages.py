@@ -23,7 +23,7 @@ from tests.factories import SENTIMENT, account, auth, items, project
 
 # Routes outside /api/ that are not HTML pages, and pages that only take a form post; every other one must be
 # listed in `html_urls`.
-NOT_HTML = {"/openapi.json", "/healthz", "/static/<path:filename>", "/logout", "/work/tasks/next",
+NOT_HTML = {"/openapi.json", "/healthz", "/metrics", "/static/<path:filename>", "/logout", "/work/tasks/next",
             "/work/tasks/<int:assignment_id>/submit", "/work/tasks/<int:assignment_id>/return",
             "/work/tasks/<int:assignment_id>/disputes",
             *(f"/ops/flags/<int:flag_id>/{action}" for action in ("block", "unblock", "dismiss")),

@@ -11,6 +11,7 @@ from sqlalchemy import column, select, table
 from sqlalchemy.orm import Session
 
 from base.errors import Conflict, InvalidInput, NotFound
+from base.events import FlagRaised, publish
 from base.identity import Actor, Role
 from base.paging import keyset_page
 from workers.models import Account, FlagReason, FlagState, WorkerBlock, WorkerFlag, WorkerFlagEvent
@@ -40,6 +41,7 @@ def raise_flag(session: Session, *, worker_id: int, project_id: int | None, reas
     session.flush()
     record(session, flag, "opened", actor, note, now)
     session.flush()
+    publish(session, FlagRaised(flag.id, worker_id, FlagReason(reason).value, now))
     return flag
 
 

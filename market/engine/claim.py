@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
+from base import events
 from base.db import HotStatement, UTCDateTime, dialect_insert
 from base.money import expected_rate
 from market.catalogue.models import (
@@ -243,7 +244,13 @@ def lease(session: Session, p: dict[str, Any], *, gold: bool) -> tuple[Task | No
     """Lease a HIT off the batch's queue (`p["batch_id"]`), or, for a gold task, off the gold pool's
     (`p["pool_id"]`) in place of the batch's real work; no commit. Returns (the task or None, whether the batch had
     real work for the worker)."""
-    p = {"stream_position": None, "pool_id": None, **p}
+    task, open_work = _lease(session, {"stream_position": None, "pool_id": None, **p}, gold=gold)
+    if task is not None:
+        events.publish(session, events.TaskLeased(task.id, task.worker_id, task.project_id, gold, task.leased_at))
+    return task, open_work
+
+
+def _lease(session: Session, p: dict[str, Any], *, gold: bool) -> tuple[Task | None, bool]:
     if postgres(session):
         row = claim_pg(gold).first(session, p)
         if row.id is None:
