@@ -62,7 +62,7 @@ from import_items import CLI, run_cli
 from next_submit import GOLD_EVERY, free_port, percentile, server_env, setup_project, sign_up, sql
 from sqlalchemy import make_url
 
-from base.db import Database, scratch_database
+from base.db import Database
 from payments.ledger import check_books
 from shell.config import normalize_database_url
 from workers.service import TOKEN_PREFIX
@@ -574,6 +574,18 @@ def fault_phase(args: argparse.Namespace, crowd: list[SimWorker], rate: float, r
 # ---- setup and checks ---------------------------------------------------------------------------------
 
 
+@contextmanager
+def scratch(server_url: str, name: str) -> Iterator[str]:
+    """A new database on the server, dropped afterwards; each statement on a fresh connection, since the server
+    restarts in between (base.db.scratch_database keeps one pooled connection, dead by then)."""
+    for statement in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):
+        sql(server_url, statement, autocommit=True)
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', autocommit=True)
+
+
 def requester_token(url: str) -> tuple[str, int, int]:
     """An API token for the benchmark's requester (written to the database); (token, project id, batch id)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -649,7 +661,7 @@ def statuses_line(rec: Recorder) -> str:
 def run(args: argparse.Namespace, tmp: Path, server_url: str, redis_url: str, pg: OwnPostgres | None,
         redis_server: OwnRedis | None) -> int:
     rec = Recorder()
-    with scratch_database(server_url, f"cm_load_{os.getpid()}") as url:
+    with scratch(server_url, f"cm_load_{os.getpid()}") as url:
         env = server_env(url, tmp, args.pool_size, redis_url)
         run_cli(["db", "upgrade"], env, tmp)
         timings = setup_project(url, args.items, GOLD_EVERY, redundancy=3)
