@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python benchmarks/pay_cycle.py
 	$(BIN)/python benchmarks/worker_ui.py
 	$(BIN)/python benchmarks/platform_sync.py
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

@@ -477,7 +477,7 @@ class GeneratedItems:
         return next(self.lines, b"")
 
 
-def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[str, float]:
+def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY, redundancy: int = 5) -> dict[str, float]:
     """Requester, project, n items imported and published through the service layer; returns timings."""
     from base.clock import utcnow
     from base.db import Database
@@ -495,7 +495,7 @@ def setup_project(url: str, n_items: int, gold_every: int = GOLD_EVERY) -> dict[
             owner = create_account(session, role=Role.REQUESTER, email=EMAIL, now=utcnow())
             project = create_project(session, owner=owner, now=utcnow(), data={
                 "title": "next/submit benchmark", "label_schema": LABEL_SCHEMA, "reward_cents": 5,
-                "assignments_per_item": 5, "items_per_hit": 1, "instructions": "Is the review positive?",
+                "assignments_per_item": redundancy, "items_per_hit": 1, "instructions": "Is the review positive?",
                 "estimated_seconds": 20})  # 5c / 20 s = $9.00/h: above the wage floor
             ledger.fund(session, requester_id=owner.id, cents=10**9, currency="USD", key="bench", now=utcnow(),
                         actor_id=None)
