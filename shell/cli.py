@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import io
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -275,6 +276,9 @@ def jobs() -> None:
     """Background jobs (aggregation runs) on RQ, when Redis is configured."""
 
 
+JOB_RETRY_SECONDS = 2
+
+
 @jobs.command("work")
 @click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
 @with_app
@@ -282,6 +286,7 @@ def jobs_work(burst: bool) -> None:
     """Run queued jobs in this process, the payments cycle every PAYMENTS_CYCLE_SECONDS and the platforms' sync
     every PLATFORMS_SYNC_SECONDS (needs CROWDMARKET_REDIS_URL; without Redis jobs run inline, and cron runs
     `crowdmarket payments cycle` and `crowdmarket platforms sync`)."""
+    import redis
     from flask import current_app
 
     from edge import jobs as queue
@@ -289,13 +294,22 @@ def jobs_work(burst: bool) -> None:
     from platforms import jobs as platform_jobs
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
-        if app.config.get("REDIS_URL"):
-            payment_jobs.ensure_scheduled(app)
-            platform_jobs.ensure_scheduled(app)
-        queue.work(app, burst=burst)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
+    while True:
+        try:
+            if app.config.get("REDIS_URL"):
+                payment_jobs.ensure_scheduled(app)
+                platform_jobs.ensure_scheduled(app)
+            queue.work(app, burst=burst)
+            return
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Redis restarting must not take the job worker down with it (it would stay down, and queued jobs
+            # with it): wait and start again; jobs are idempotent, so one cut off mid-run may run again.
+            if burst:
+                raise click.ClickException(f"Redis unavailable: {exc}") from None
+            click.echo(f"Redis unavailable ({exc}); the job worker starts again in {JOB_RETRY_SECONDS} s", err=True)
+            time.sleep(JOB_RETRY_SECONDS)
 
 
 @cli.group()

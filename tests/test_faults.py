@@ -4,13 +4,26 @@ Redis (jobs then run inline). The same faults under load, on two instances, are 
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
+import redis
+from rq import Queue
+from rq.job import JobStatus
 from sqlalchemy import select, text
 
 from base.db import Base, Database
 from base.identity import Role
+from edge.jobs import QUEUE
 from edge.web import SESSION_TOKEN
 from market.catalogue.models import Item
+from payments.jobs import run_cycle
 from tests.conftest import DATABASE_URL, make_app
 from tests.factories import account, auth, jsonl, project_payload
 
@@ -121,3 +134,63 @@ def test_a_restarted_postgresql_costs_at_most_one_retryable_answer(empty_databas
             assert session.scalars(select(Item.external_id).where(Item.external_id == "late")).all() == ["late"]
     finally:
         database.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_server(port: int) -> subprocess.Popen:
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return server
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise AssertionError("redis-server did not start")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary to stop and start")
+def test_the_job_worker_outlives_a_redis_restart_and_runs_the_jobs_queued_after(tmp_path):
+    """A Redis of the test's own, stopped under `crowdmarket jobs work` and started again: the worker waits it
+    out and runs a job queued afterwards."""
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {**os.environ, "CROWDMARKET_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+           "CROWDMARKET_INSTANCE_PATH": str(tmp_path), "CROWDMARKET_REDIS_URL": url, "CROWDMARKET_LOG_FORMAT": "text"}
+    binary = Path(sys.executable).with_name("crowdmarket")
+    subprocess.run([binary, "db", "upgrade"], env=env, check=True, capture_output=True)
+    store = _redis_server(port)
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen([binary, "jobs", "work"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(2)  # the worker registered and waits on the queue
+        store.terminate()
+        store.wait(timeout=10)
+        for _ in range(100):
+            if "Redis unavailable" in log.read_text():
+                break
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the worker never noticed:\n{log.read_text()}")
+        store = _redis_server(port)
+        job = Queue(QUEUE, connection=redis.Redis.from_url(url)).enqueue(run_cycle)
+        for _ in range(200):
+            if job.get_status(refresh=True) == JobStatus.FINISHED:
+                break
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the job never ran ({job.get_status()}):\n{log.read_text()}")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        store.terminate()
+        store.wait(timeout=10)
