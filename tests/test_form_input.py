@@ -62,7 +62,8 @@ def form_posts(client, html_urls: dict[str, list[str]]) -> Iterator[tuple[str, s
 def _is_error_page(resp) -> bool:
     text = resp.get_data(as_text=True)
     return (resp.mimetype == "text/html" and "Traceback" not in text
-            and (f"<h1>{resp.status_code} · " in text or 'method="post"' in text))
+            and (f"<h1>{resp.status_code} · " in text  # the error template
+                 or 'class="error"' in text or 'role="alert"' in text))  # the form again, with its errors
 
 
 def _is_problem(resp) -> bool:
@@ -132,15 +133,19 @@ def test_malformed_form_bodies_are_refused_plainly_and_write_nothing(client, con
     assert refused > 0.8 * sum(statuses.values())
 
 
-def _refused_everywhere(client, connection, html_urls, posts, status: int) -> list[str]:  # noqa: F811
-    """Send each form post `posts(target, token)` gives; each must be refused with `status` and write nothing."""
+def _refused_everywhere(client, connection, html_urls, posts, status: int,  # noqa: F811
+                        titles: tuple[str, str]) -> list[str]:
+    """Send each form post `posts(target, token)` gives; each must be refused with `status` and a title (the
+    page's, the work endpoints' problem's), and write nothing."""
     found, sent = [], 0
     for target, token in form_posts(client, html_urls):
         before = _snapshot(connection)
+        title = titles[1] if WORK_JSON.fullmatch(target) else titles[0]
         for name, kwargs in posts(target, token):
             resp = client.post(target, **kwargs)
             sent += 1
-            if problem := _check(resp, target) or (resp.status_code != status and f"{resp.status_code}"):
+            if problem := _check(resp, target) or (resp.status_code != status and f"{resp.status_code}") or (
+                    title not in resp.get_data(as_text=True) and f"no {title!r} in the answer"):
                 found.append(f"{target} {name}: {problem}")
         if _snapshot(connection) != before:
             found.append(f"{target}: wrote")
@@ -160,7 +165,8 @@ def _too_large(target: str, token: str) -> list[tuple[str, dict[str, Any]]]:
 
 def test_bodies_over_the_limit_get_a_413_page_and_write_nothing(app, client, connection, html_urls):  # noqa: F811
     assert app.config["MAX_CONTENT_LENGTH"] == 1024 * 1024
-    found = _refused_everywhere(client, connection, html_urls, _too_large, 413)
+    found = _refused_everywhere(client, connection, html_urls, _too_large, 413,
+                                ("413 · Request Entity Too Large", '"title":"Request entity too large"'))
     assert not found, "\n".join(found)
 
 
@@ -178,5 +184,6 @@ def _without_csrf(target: str, token: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_posts_without_a_valid_csrf_token_get_a_400_and_write_nothing(client, connection, html_urls):  # noqa: F811
-    found = _refused_everywhere(client, connection, html_urls, _without_csrf, 400)
+    found = _refused_everywhere(client, connection, html_urls, _without_csrf, 400,
+                                ("400 · Form refused", '"title":"CSRF check failed"'))
     assert not found, "\n".join(found)
