@@ -20,6 +20,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from marshmallow import Schema, ValidationError, fields
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from base.errors import DomainError, Forbidden, InvalidInput, Unauthorized
 from base.identity import Caller, Role
@@ -75,6 +76,20 @@ def _domain(exc: DomainError) -> Any:
 @blp.errorhandler(ValidationError)
 def _invalid(exc: ValidationError) -> Response:
     return problem(422, "Invalid input", "The request has invalid fields.", errors=exc.messages)
+
+
+@blp.errorhandler(HTTPException)
+def _http(exc: HTTPException) -> Response:
+    # The page's script reads a problem from its endpoints whatever went wrong, a body over the limit (refused
+    # while the CSRF check reads the form, before any view) included; the page itself gets the error page.
+    code = exc.code or 500
+    if not _is_json_endpoint():
+        html = render_template("error.html", status=code, title=exc.name, detail=exc.description or "")
+        return Response(html, status=code, mimetype="text/html")
+    if isinstance(exc, RequestEntityTooLarge) and request.max_content_length:
+        return problem(413, "Request entity too large",
+                       f"The request body is larger than the limit of {request.max_content_length} bytes.")
+    return problem(code, exc.name, exc.description)
 
 
 @blp.errorhandler(CSRFError)

@@ -1,8 +1,9 @@
 """schemathesis against the app in process: every operation, with generated valid and invalid requests, answers
 no 5xx, and every response (errors included) has a status, content type and body the OpenAPI spec documents.
 
-The requests carry a token of the role the operation is for, and path ids both of real rows (a world built
-through the API) and generated ones. The example budget is small and the seed fixed, so the run is the same
+Each operation is sent with a requester's, a worker's and an ops token and with none (a part per role); a role
+it is not for must be refused with a documented problem. The requests carry path ids both of real rows (a world
+built through the API) and generated ones. The example budget is small and the seed fixed, so the run is the same
 every time and takes seconds, not minutes.
 """
 
@@ -114,49 +115,91 @@ def _failures(exc: BaseException) -> list[str]:
             for f in getattr(exc, "exceptions", [exc])]
 
 
-def _fuzz(operation: Any, token: str, mode: schemathesis.GenerationMode, path_parameters: dict[str, int],
-          found: dict[tuple[str, str], str]) -> int:
-    """Send the operation's generated requests; record each failure once (with an example); the count sent."""
+def _fuzz(operation: Any, token: str | None, mode: schemathesis.GenerationMode, path_parameters: dict[str, int],
+          found: dict[tuple[str, str], str], *, examples: int = EXAMPLES,
+          expected: frozenset[int] | None = None) -> int:
+    """Send the operation's generated requests (with `token`, or none); record each failure once (with an
+    example), and a status outside `expected` as one too; the count sent."""
     sent = 0
 
     @given(case=operation.as_strategy(mode, path_parameters=path_parameters or None))
-    @SETTINGS
+    @settings(SETTINGS, max_examples=examples)
     def call(case: schemathesis.Case) -> None:
         nonlocal sent
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+        headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+        case.headers = {**headers, "Authorization": f"Bearer {token}"} if token else headers
         response = case.call()
         sent += 1
+        failures = []
+        if expected is not None and response.status_code not in expected:
+            failures.append(f"status {response.status_code}, expected one of {sorted(expected)}")
         try:
             case.validate_response(response, checks=CHECKS)
         except BaseException as exc:  # noqa: BLE001 - schemathesis raises a group of failures
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            for failure in _failures(exc):
-                found.setdefault((operation.label, failure), f"{response.status_code}: {response.text[:300]}\n"
-                                                             f"    {case.as_curl_command()[:500]}")
+            failures += _failures(exc)
+        for failure in failures:
+            found.setdefault((operation.label, failure), f"{response.status_code}: {response.text[:300]}\n"
+                                                         f"    {case.as_curl_command()[:500]}")
 
     call()
     return sent
 
 
-def test_every_operation_keeps_to_the_spec(app, client, session, clock, world):
+# The parts: each operation with each role's token, and with none. The role an operation is first for gets the
+# full budget (valid and invalid requests, real and generated ids), its other roles (ops reads what requesters
+# do) one valid and one invalid request, and so do a wrong role and no token, which must be refused (403 or 401:
+# the role is checked before anything else is looked at), or 404 where the path names no route.
+PARTS = [(Role.REQUESTER, slice(0, None, 2)), (Role.REQUESTER, slice(1, None, 2)), (Role.WORKER, slice(None)),
+         (Role.OPS, slice(None)), (None, slice(None))]
+REFUSED = {Role.REQUESTER: frozenset({403, 404}), Role.WORKER: frozenset({403, 404}),
+           Role.OPS: frozenset({403, 404}), None: frozenset({401, 404})}
+ALSO_EXAMPLES = DENIED_EXAMPLES = 1
+
+
+def _is_public(spec: dict[str, Any], path: str, method: str) -> bool:
+    return spec["paths"][path][method.lower()].get("security") == []
+
+
+def _fuzz_as(app: Any, spec: dict[str, Any], operation: Any, role: Role | None, token: str | None,
+             ids: dict[str, int], found: dict[tuple[str, str], str]) -> int:
+    """One operation in one role's part, with the budget and the statuses that role is owed; the count sent."""
+    positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
+    roles = _roles(app, operation.path, operation.method)
+    names = [p.name for p in operation.path_parameters]
+    fixed = {n: ids[n] for n in names if n in ids}
+    public = _is_public(spec, operation.path, operation.method)
+    if role == roles[0] or public and role is not None:
+        sent = _fuzz(operation, token, positive, fixed, found) + _fuzz(operation, token, negative, fixed, found)
+        if names:  # generated ids: mostly rows that do not exist
+            sent += _fuzz(operation, token, positive, {}, found)
+        return sent
+    if role in roles:
+        return sum(_fuzz(operation, token, mode, fixed, found, examples=ALSO_EXAMPLES) for mode in (positive, negative))
+    expected = None if public else REFUSED[role]
+    return sum(_fuzz(operation, token, mode, fixed, found, examples=DENIED_EXAMPLES, expected=expected)
+               for mode in (positive, negative))
+
+
+@pytest.mark.parametrize(("role", "share"), PARTS, ids=["requester-1", "requester-2", "worker", "ops", "anonymous"])
+def test_every_operation_keeps_to_the_spec(app, client, session, clock, world, role, share):
+    """Every operation with this role's token (or none). In parts, one per role (the requester's, the largest, in
+    two halves of the operations), so test workers share them."""
     spec = client.get("/openapi.json").get_json()
     schema = schemathesis.openapi.from_dict(_strict(spec))
     schema.app = app
     found: dict[tuple[str, str], str] = {}
-    sent = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        # A fresh token per operation: one that revokes tokens revokes only its own.
-        _, token = issue_token(session, account=world.accounts[_roles(app, operation.path, operation.method)[0]],
-                               now=clock())
-        session.commit()
-        names = [p.name for p in operation.path_parameters]
-        fixed = {n: world.ids[n] for n in names if n in world.ids}
-        sent += _fuzz(operation, token, schemathesis.GenerationMode.POSITIVE, fixed, found)
-        sent += _fuzz(operation, token, schemathesis.GenerationMode.NEGATIVE, fixed, found)
-        if names:  # generated ids: mostly rows that do not exist
-            sent += _fuzz(operation, token, schemathesis.GenerationMode.POSITIVE, {}, found)
+    sent = operations = 0
+    for operation in [r.ok() for r in schema.get_all_operations()][share]:
+        operations += 1
+        token = None
+        if role is not None:
+            # A fresh token per operation: one that revokes tokens revokes only its own.
+            _, token = issue_token(session, account=world.accounts[role], now=clock())
+            session.commit()
+        sent += _fuzz_as(app, spec, operation, role, token, world.ids, found)
+    print(f"{operations} operations, {sent} requests as {role.value if role else 'anonymous'}")
     report = "\n".join(f"{label}: {failure}\n    {example}" for (label, failure), example in sorted(found.items()))
     assert not found, f"{len(found)} problems in {sent} requests:\n{report}"
-    assert sent > 500
+    assert operations > (90 if share.step is None else 45) and sent >= 2 * operations
