@@ -19,6 +19,7 @@ import click
 
 from aggregation.cli import aggregate_command
 from base.validation import MAX_ID
+from shell.simulate_cli import simulate_command
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -77,6 +78,7 @@ def cli() -> None:
 
 
 cli.add_command(aggregate_command)
+cli.add_command(simulate_command)
 
 
 @cli.group()

@@ -123,7 +123,7 @@ def test_help_lists_our_commands_only():
     listed = result.output.split("Commands:", 1)[1].splitlines()
     commands = [line.split()[0] for line in listed if line.startswith("  ") and not line.startswith("   ")]
     assert commands == ["aggregate", "burst", "db", "items", "jobs", "ledger", "payments", "payouts", "platforms",
-                        "run", "tokens", "users", "work"]
+                        "run", "simulate", "tokens", "users", "work"]
     for generic in ("--app", "--env-file", "--debug", "shell", "routes", "--version"):
         assert generic not in result.output
 
