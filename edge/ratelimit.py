@@ -20,12 +20,12 @@ log = logging.getLogger(__name__)
 
 # (events, window seconds). Failed logins: per (address, username), someone mistyping or guessing one account
 # from one place; per username, looser, so locking a chosen worker out takes five addresses and not ten requests;
-# per address, trying many accounts from one place. Sign-ups: per address, every attempt (a 409 tells that a
-# username exists, and accounts are what the per-account limits count).
+# per address, trying many accounts from one place. (Sign-ups and next-task: edge/limits.py, with flask-limiter; this
+# limiter stays for failed logins, whose rule takes three counts all-or-nothing and gives a success back, which the
+# `limits` library has no operation for.)
 LOGIN_PER_PAIR = (10, 15 * 60)
 LOGIN_PER_USER = (50, 15 * 60)
 LOGIN_PER_ADDRESS = (100, 15 * 60)
-SIGNUP_PER_ADDRESS = (20, 60 * 60)
 
 # Give back one event, but never create the key: a DECR on a key that expired meanwhile would leave -1 for ever.
 _RELEASE = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end return 0"
@@ -103,14 +103,14 @@ def acquire_all(checks: Sequence[tuple[Limiter, str]], now: dt.datetime) -> int 
 
 
 class LoginLimits:
-    """The limits on failed logins and on sign-ups, for one app."""
+    """The limits on failed logins, for one app."""
 
     def __init__(self, client: redis.Redis | None, *, namespace: str = "crowdmarket") -> None:
         def make(name: str, rule: tuple[int, int]) -> Limiter:
             return Limiter(name, limit=rule[0], window=rule[1], client=client, namespace=namespace)
 
         self.pair, self.user = make("login-pair", LOGIN_PER_PAIR), make("login-user", LOGIN_PER_USER)
-        self.address, self.signup = make("login-address", LOGIN_PER_ADDRESS), make("signup", SIGNUP_PER_ADDRESS)
+        self.address = make("login-address", LOGIN_PER_ADDRESS)
 
     def login_checks(self, username_key: str, address: str) -> list[tuple[Limiter, str]]:
         # An address holds no '|', so the pair key cannot be forged from another pair's parts.

@@ -27,7 +27,7 @@ from base.events import (
     PlacesMoved,
 )
 from base.public_ids import ItemIds
-from edge import blueprint, metrics, openapi, telemetry, web
+from edge import blueprint, limits, metrics, openapi, telemetry, web
 from edge.auth import AUTHENTICATE
 from edge.problems import register_error_handlers
 from edge.ratelimit import LoginLimits
@@ -48,7 +48,7 @@ from qualification import views as qualification_views
 from qualification.api import WORKED_FOR
 from qualification.gold import schedule_key
 from shell import health, pages
-from shell.config import check_config, load_config, resolve_secret_key
+from shell.config import ConfigError, check_config, load_config, resolve_secret_key
 from workers import api as workers_api
 from workers import views as workers_views
 from workers.service import authenticate
@@ -131,6 +131,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Tests give each app a namespace of its own (LIMIT_NAMESPACE), so counts never leak from one test to another.
     app.extensions["crowdmarket.login_limits"] = LoginLimits(
         app.extensions["crowdmarket.redis"], namespace=app.config.get("LIMIT_NAMESPACE", "crowdmarket"))
+
+    try:
+        limits.parse_rule(app.config.get("RATELIMIT_NEXT"))
+    except ValueError as exc:
+        raise ConfigError(f"CROWDMARKET_RATELIMIT_NEXT: {exc}") from exc
+    limits.install(app)
 
     api = openapi.Api(app, spec_kwargs={"extra_plugins": [openapi.Plugin(app)]})
     openapi.install(api)

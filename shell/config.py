@@ -67,6 +67,9 @@ _SETTINGS: dict[str, tuple[Any, type]] = {
     "PUBLIC_BASE_URL": ("", str),
     # How often RQ's scheduler runs the platforms' sync (platforms/service.py).
     "PLATFORMS_SYNC_SECONDS": (300, int),
+    # Next-task requests per worker account (edge/limits.py; "120/minute" in the `limits` notation; "" or 0: none).
+    # A worker taking a task every 0.5 s stays under it; a script hammering next does not.
+    "RATELIMIT_NEXT": ("120/minute", str),
     # The platforms' own settings (platforms/registry.py SETTINGS) are added below.
 }
 _SETTINGS.update(PLATFORM_SETTINGS)

@@ -92,6 +92,8 @@ def make_app(overrides: dict[str, Any] | None = None) -> Flask:
     app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET_KEY, "PASSWORD_HASH": TEST_PASSWORD_HASH,
                       "REDIS_URL": REDIS_URL, "JOB_QUEUE": name, "LIMIT_NAMESPACE": f"limits-{name}",
                       "EVALUATION": "inline",
+                      # Tests take hundreds of tasks a (fake) minute per worker; tests/test_rate_limits.py sets it.
+                      "RATELIMIT_NEXT": "",
                       # The platforms: never the internet (a port nothing listens on), unless a test points them
                       # at its fake endpoint; no waiting between retries.
                       "PUBLIC_BASE_URL": "https://crowdmarket.test", "MTURK_ENDPOINT_URL": "http://127.0.0.1:9",

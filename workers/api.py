@@ -10,6 +10,7 @@ from flask.views import MethodView
 
 from base.errors import NotFound, TooManyRequests
 from base.identity import Role
+from edge import limits
 from edge.auth import current_account, requires
 from edge.blueprint import Blueprint
 from edge.openapi import problems
@@ -82,9 +83,7 @@ def _address() -> str:
 def count_sign_up() -> None:
     """Count one sign-up from the client's address against the sign-up limit (429 past it): the API's and the
     page's sign-ups, and a platform worker's account made on first sight (console/external.py)."""
-    wait = _limits().signup.acquire(_address(), clock())
-    if wait is not None:
-        raise TooManyRequests("Too many sign-ups from your address; try again later.", retry_after=wait)
+    limits.sign_up(_address())
 
 
 def sign_up(data: dict[str, Any], *, token_name: str, expires_at: dt.datetime | None = None) -> tuple[Account, str]:

@@ -10,6 +10,7 @@ from flask.views import MethodView
 from base.errors import InvalidInput
 from base.identity import Actor, Role
 from base.public_ids import ItemIds
+from edge import limits
 from edge.auth import current_account, requires
 from edge.blueprint import Blueprint
 from edge.openapi import problems
@@ -57,14 +58,17 @@ class NextTask(MethodView):
     @requires(*WORKER, autocommit=True)
     @blp.arguments(NextQuerySchema, location="query")
     @blp.response(200, TaskSchema)
-    @problems(404, 409)
+    @problems(404, 409, 429)
     def post(self, args: dict[str, Any]):
-        """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry."""
+        """Lease the next task: a HIT's items, guidelines, label schema, reward and lease expiry. Limited per worker
+        account (CROWDMARKET_RATELIMIT_NEXT, 120 a minute by default: 429 with Retry-After past it)."""
         return present_task(lease_next(worker=current_account(), project_id=args.get("project_id")))
 
 
 def lease_next(*, worker: Actor, project_id: int | None) -> Task:
-    """The engine's next task for `worker` (the API and the work page alike), on the app's gold schedule."""
+    """The engine's next task for `worker` (the API and the work page alike), on the app's gold schedule, within
+    the next-task limit per account (CROWDMARKET_RATELIMIT_NEXT)."""
+    limits.next_task(worker.id)
     return next_assignment(db_session(), worker=worker, now=clock(), project_id=project_id,
                            gold_key=current_app.extensions["crowdmarket.gold_key"])
 

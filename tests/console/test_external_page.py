@@ -156,7 +156,7 @@ def test_an_mturk_worker_labels_inside_mturks_frame_and_the_hit_is_handed_back(a
 
 def test_accounts_made_on_arrival_count_as_sign_ups_so_invented_worker_ids_cannot_hoard_the_batch(
         app, client, session, world):
-    from edge.ratelimit import SIGNUP_PER_ADDRESS
+    from edge.limits import SIGNUP_PER_ADDRESS
 
     limit = SIGNUP_PER_ADDRESS[0]
     for i in range(limit):

@@ -15,7 +15,8 @@ from werkzeug.security import generate_password_hash
 
 from base.db import Database, make_engine
 from base.identity import Role
-from edge.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_PAIR, LOGIN_PER_USER, SIGNUP_PER_ADDRESS, Limiter
+from edge.limits import SIGNUP_PER_ADDRESS
+from edge.ratelimit import LOGIN_PER_ADDRESS, LOGIN_PER_PAIR, LOGIN_PER_USER, Limiter
 from tests.conftest import REDIS_URL, TEST_PASSWORD_HASH, clear_redis, make_app
 from workers.models import Account, ApiToken
 from workers.service import create_account
@@ -136,7 +137,7 @@ def test_sign_ups_are_limited_per_address(http, session):
     refused = http.post("/api/v1/workers", json={"username": "one-too-many", "password": PASSWORD},
                         environ_base={"REMOTE_ADDR": "10.5.0.1"})
     assert refused.status_code == 429 and refused.mimetype == "application/problem+json"
-    assert int(refused.headers["Retry-After"]) == SIGNUP_PER_ADDRESS[1]
+    assert SIGNUP_PER_ADDRESS[1] - 5 <= int(refused.headers["Retry-After"]) <= SIGNUP_PER_ADDRESS[1]
     assert session.query(Account).filter(Account.username == "one-too-many").count() == 0
     sign_up(http, address="10.5.0.2")
 

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from base.identity import Role
-from edge.ratelimit import LOGIN_PER_PAIR, SIGNUP_PER_ADDRESS
+from edge.limits import SIGNUP_PER_ADDRESS
+from edge.ratelimit import LOGIN_PER_PAIR
 from tests.browser import audit
 from tests.factories import account, auth
 from workers.models import Account, ApiToken
