@@ -5,7 +5,7 @@ Redis (jobs then run inline). The same faults under load, on two instances, are 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, event, func, select, text
 
 from base.db import Base, Database
 from base.identity import Role
@@ -119,5 +119,104 @@ def test_a_restarted_postgresql_costs_at_most_one_retryable_answer(empty_databas
             assert resp.status_code < 500, resp.get_data(as_text=True)
         with database.session() as session:
             assert session.scalars(select(Item.external_id).where(Item.external_id == "late")).all() == ["late"]
+    finally:
+        database.dispose()
+
+
+def _market(database: Database, clock) -> tuple[object, dict[str, str], str]:
+    """An app on `database` (a fresh one, schema made) with a requester's project holding six items."""
+    Base.metadata.create_all(database.engine)
+    app = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None})
+    http = app.test_client()
+    with database.session() as session:
+        _, token = account(session, Role.REQUESTER, now=clock())
+        session.commit()
+    req = auth(token)
+    proj = http.post("/api/v1/projects", headers=req, json=project_payload(assignments_per_item=1)).get_json()
+    p = f"/api/v1/projects/{proj['id']}"
+    records = [{"external_id": f"r{i}", "data": {"text": f"item {i}"}} for i in range(6)]
+    assert http.post(f"{p}/items", headers=req, data=jsonl(records),
+                     content_type="application/x-ndjson").status_code == 201
+    return http, req, p
+
+
+def _counts(database: Database) -> dict[str, int]:
+    with database.engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in Base.metadata.sorted_tables}
+
+
+def test_a_locked_database_is_a_retryable_problem(empty_database_url, clock):
+    """Another process holds the database (SQLite: an exclusive lock on the file; PostgreSQL: an exclusive lock
+    on the project table) past the app's lock wait: 'database is locked' / lock_not_available is a 503 to retry,
+    and once the lock is gone the same request succeeds."""
+    database = Database.from_url(empty_database_url)
+    try:
+        http, req, p = _market(database, clock)
+
+        # The app's own wait for a lock, shortened from 30 s so the test does not sit through it.
+        @event.listens_for(database.engine, "connect")
+        def _short_wait(dbapi_conn, _record):
+            if DATABASE_URL:
+                dbapi_conn.execute("SET lock_timeout = 200")
+                dbapi_conn.commit()
+            else:
+                dbapi_conn.execute("PRAGMA busy_timeout=200")
+
+        database.engine.dispose()
+        if DATABASE_URL:
+            holder = Database.from_url(empty_database_url).engine
+            lock = "LOCK TABLE project IN ACCESS EXCLUSIVE MODE"
+        else:
+            holder = create_engine(empty_database_url, isolation_level="AUTOCOMMIT")
+            lock = "BEGIN EXCLUSIVE"
+        with holder.connect() as conn:
+            if DATABASE_URL:
+                conn.begin()
+            conn.exec_driver_sql(lock)
+            resp = http.post("/api/v1/projects", headers=req, json=project_payload())
+            _assert_retryable(resp, "application/problem+json")
+            conn.rollback()  # the lock released (SQLite: pysqlite's rollback ends the BEGIN EXCLUSIVE too)
+        holder.dispose()
+        assert http.post("/api/v1/projects", headers=req, json=project_payload()).status_code == 201
+    finally:
+        database.dispose()
+
+
+def test_a_transaction_cut_midway_writes_nothing(empty_database_url, clock):
+    """Publishing a batch (several writes in one transaction) loses its database after its first write
+    (PostgreSQL: the backend terminated, as a restart does; SQLite: the file turned read-only): a 503 to retry,
+    no row changed anywhere, and the retry publishes the batch."""
+    database = Database.from_url(empty_database_url)
+    try:
+        http, req, p = _market(database, clock)
+        before = _counts(database)
+        writes = []
+
+        def _cut(conn, cursor, statement, *_args):
+            if not statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+                return
+            writes.append(statement)
+            if len(writes) != 2:
+                return
+            if DATABASE_URL:
+                pid = cursor.connection.info.backend_pid
+                with Database.from_url(DATABASE_URL).engine.connect() as admin:
+                    assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                    admin.commit()
+            else:
+                cursor.connection.execute("PRAGMA query_only=1")
+
+        for engine in database.engines():
+            event.listen(engine, "before_cursor_execute", _cut)
+        resp = http.post(f"{p}/batches", headers=req, json={})
+        _assert_retryable(resp, "application/problem+json")
+        assert len(writes) >= 2  # the cut came after a write, not before the first
+        for engine in database.engines():
+            event.remove(engine, "before_cursor_execute", _cut)
+            engine.dispose()  # SQLite: the read-only connection goes with its pool
+        assert _counts(database) == before
+        assert http.post(f"{p}/batches", headers=req, json={}).status_code == 201
+        assert _counts(database) != before
     finally:
         database.dispose()
