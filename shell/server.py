@@ -43,6 +43,10 @@ def settings(*, host: str, port: int, workers: int, threads: int, reload: bool) 
     """gunicorn's settings for `crowdmarket run`."""
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
             "reload": reload, "preload_app": not reload, "accesslog": "-", "errorlog": "-", "post_fork": _post_fork,
+            # A worker whose heartbeat stops for `timeout` s (gthread beats on while a request runs, so only a hung
+            # process) is killed and replaced, as one killed outright is; its in-flight clients see a dropped
+            # connection and retry (writes are idempotent). On SIGTERM, requests get `graceful_timeout` s to end.
+            "timeout": 30, "graceful_timeout": 30,
             # gunicorn's control socket sits at one path per user: two servers on a machine would take each other's.
             "control_socket_disable": True}
 

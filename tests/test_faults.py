@@ -4,6 +4,15 @@ Redis (jobs then run inline). The same faults under load, on two instances, are 
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
 from sqlalchemy import create_engine, event, func, select, text
 
@@ -52,6 +61,13 @@ def test_an_unreachable_database_is_a_retryable_page(tmp_path, clock, path):
     _assert_retryable(http.get(path), "text/html")
 
 
+def test_healthz_with_the_database_down_is_a_503_to_retry(tmp_path, clock):
+    app = make_app({"DATABASE": _unreachable(tmp_path), "CLOCK": clock, "REDIS_URL": None})
+    resp = app.test_client().get("/healthz")
+    assert (resp.status_code, resp.get_json()["status"]) == (503, "down")
+    assert int(resp.headers["Retry-After"]) >= 1
+
+
 def test_every_operation_documents_the_retryable_503(client):
     spec = client.get("/openapi.json").get_json()
     operations = [op for item in spec["paths"].values() for op in item.values() if isinstance(op, dict)]
@@ -76,6 +92,9 @@ def test_without_redis_the_api_serves_and_queued_jobs_run_inline(database, sessi
     answers = [{"item_id": i["id"], "answer": "pos"} for i in task["items"]]
     resp = http.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=wrk, json={"answers": answers})
     assert resp.status_code == 200, resp.get_data(as_text=True)
+    # A client that lost the first answer (a worker killed mid-response) sends it again: the same result.
+    again = http.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=wrk, json={"answers": answers})
+    assert (again.status_code, again.get_json()) == (200, resp.get_json())
     run = http.post(f"{p}/aggregations", headers=req, json={"method": "mv"})
     assert run.status_code == 202
     assert http.get(f"{p}/aggregations/{run.get_json()['id']}", headers=req).get_json()["status"] == "succeeded"
@@ -220,3 +239,51 @@ def test_a_transaction_cut_midway_writes_nothing(empty_database_url, clock):
         assert _counts(database) != before
     finally:
         database.dispose()
+
+
+def test_a_killed_server_worker_is_replaced_and_the_next_requests_succeed(tmp_path):
+    """`crowdmarket run`'s one worker killed outright (SIGKILL, as the OOM killer does): gunicorn's master starts
+    another, and requests, held on the master's listening socket meanwhile, are answered."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CROWDMARKET_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+           "CROWDMARKET_INSTANCE_PATH": str(tmp_path)}
+    env.pop("CROWDMARKET_REDIS_URL", None)
+    binary = Path(sys.executable).with_name("crowdmarket")
+    log = tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}/healthz"  # needs no schema: no migration to wait for
+
+    def worker_pid() -> int:
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(children) == 1, log.read_text()
+        return int(children[0])
+
+    with log.open("w") as out:
+        server = subprocess.Popen([binary, "run", "--port", str(port), "--workers", "1"], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"no answer from crowdmarket run:\n{log.read_text()}")
+        first = worker_pid()
+        os.kill(first, signal.SIGKILL)
+        started = time.monotonic()
+        # The very next request waits in the listen backlog for the new worker: no retry needed.
+        assert urllib.request.urlopen(url, timeout=10).status == 200
+        assert time.monotonic() - started < 5
+        assert worker_pid() != first
+        assert all(urllib.request.urlopen(url, timeout=5).status == 200 for _ in range(3))
+    finally:
+        # Killed, not stopped: a graceful stop is test_cli's, and takes seconds here for nothing.
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+        for pid in [server.pid, *map(int, children.read_text().split())] if server.poll() is None else []:
+            os.kill(pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    assert log.read_text().count("Booting worker") == 2
