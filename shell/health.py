@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
+from edge.problems import RETRY_AFTER_SECONDS
 from edge.request import db_session, redis_client
 
 blp = Blueprint("health", __name__)
 
 
 @blp.get("/healthz")
-def healthz() -> tuple[Response, int]:
+def healthz() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     """200 when the database answers (status "degraded" if Redis does not); 503 when the database is down."""
     body: dict[str, str] = {}
     try:
@@ -30,6 +31,7 @@ def healthz() -> tuple[Response, int]:
             body["redis"] = f"error: {type(exc).__name__}"
     if body["database"] != "ok":
         body["status"] = "down"
-        return jsonify(body), 503
+        # The load balancer's cue, as the API's 503s are (edge/problems.py): retry shortly.
+        return jsonify(body), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     body["status"] = "degraded" if body["redis"].startswith("error") else "ok"
     return jsonify(body), 200

@@ -76,6 +76,10 @@ def settings(*, host: str, port: int, workers: int, threads: int, reload: bool,
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
             "reload": reload, "preload_app": not reload, "accesslog": None, "errorlog": "-", "post_fork": _post_fork,
             "child_exit": _child_exit, **({"logger_class": JsonLogger} if log_format == "json" else {}),
+            # A worker whose heartbeat stops for `timeout` s (gthread beats on while a request runs, so only a hung
+            # process) is killed and replaced, as one killed outright is; its in-flight clients see a dropped
+            # connection and retry (writes are idempotent). On SIGTERM, requests get `graceful_timeout` s to end.
+            "timeout": 30, "graceful_timeout": 30,
             # gunicorn's control socket sits at one path per user: two servers on a machine would take each other's.
             "control_socket_disable": True}
 

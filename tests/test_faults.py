@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 from rq import Queue
 from rq.job import JobStatus
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, event, func, select, text
 
 from base.db import Base, Database
 from base.identity import Role
@@ -65,6 +67,13 @@ def test_an_unreachable_database_is_a_retryable_page(tmp_path, clock, path):
     _assert_retryable(http.get(path), "text/html")
 
 
+def test_healthz_with_the_database_down_is_a_503_to_retry(tmp_path, clock):
+    app = make_app({"DATABASE": _unreachable(tmp_path), "CLOCK": clock, "REDIS_URL": None})
+    resp = app.test_client().get("/healthz")
+    assert (resp.status_code, resp.get_json()["status"]) == (503, "down")
+    assert int(resp.headers["Retry-After"]) >= 1
+
+
 def test_every_operation_documents_the_retryable_503(client):
     spec = client.get("/openapi.json").get_json()
     operations = [op for item in spec["paths"].values() for op in item.values() if isinstance(op, dict)]
@@ -89,6 +98,9 @@ def test_without_redis_the_api_serves_and_queued_jobs_run_inline(database, sessi
     answers = [{"item_id": i["id"], "answer": "pos"} for i in task["items"]]
     resp = http.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=wrk, json={"answers": answers})
     assert resp.status_code == 200, resp.get_data(as_text=True)
+    # A client that lost the first answer (a worker killed mid-response) sends it again: the same result.
+    again = http.post(f"/api/v1/assignments/{task['assignment_id']}/submit", headers=wrk, json={"answers": answers})
+    assert (again.status_code, again.get_json()) == (200, resp.get_json())
     run = http.post(f"{p}/aggregations", headers=req, json={"method": "mv"})
     assert run.status_code == 202
     assert http.get(f"{p}/aggregations/{run.get_json()['id']}", headers=req).get_json()["status"] == "succeeded"
@@ -194,3 +206,150 @@ def test_the_job_worker_outlives_a_redis_restart_and_runs_the_jobs_queued_after(
         worker.wait(timeout=30)
         store.terminate()
         store.wait(timeout=10)
+
+
+def _market(database: Database, clock) -> tuple[object, dict[str, str], str]:
+    """An app on `database` (a fresh one, schema made) with a requester's project holding six items."""
+    Base.metadata.create_all(database.engine)
+    app = make_app({"DATABASE": database, "CLOCK": clock, "REDIS_URL": None})
+    http = app.test_client()
+    with database.session() as session:
+        _, token = account(session, Role.REQUESTER, now=clock())
+        session.commit()
+    req = auth(token)
+    proj = http.post("/api/v1/projects", headers=req, json=project_payload(assignments_per_item=1)).get_json()
+    p = f"/api/v1/projects/{proj['id']}"
+    records = [{"external_id": f"r{i}", "data": {"text": f"item {i}"}} for i in range(6)]
+    assert http.post(f"{p}/items", headers=req, data=jsonl(records),
+                     content_type="application/x-ndjson").status_code == 201
+    return http, req, p
+
+
+def _counts(database: Database) -> dict[str, int]:
+    with database.engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in Base.metadata.sorted_tables}
+
+
+def test_a_locked_database_is_a_retryable_problem(empty_database_url, clock):
+    """Another process holds the database (SQLite: an exclusive lock on the file; PostgreSQL: an exclusive lock
+    on the project table) past the app's lock wait: 'database is locked' / lock_not_available is a 503 to retry,
+    and once the lock is gone the same request succeeds."""
+    database = Database.from_url(empty_database_url)
+    try:
+        http, req, p = _market(database, clock)
+
+        # The app's own wait for a lock, shortened from 30 s so the test does not sit through it.
+        @event.listens_for(database.engine, "connect")
+        def _short_wait(dbapi_conn, _record):
+            if DATABASE_URL:
+                dbapi_conn.execute("SET lock_timeout = 200")
+                dbapi_conn.commit()
+            else:
+                dbapi_conn.execute("PRAGMA busy_timeout=200")
+
+        database.engine.dispose()
+        if DATABASE_URL:
+            holder = Database.from_url(empty_database_url).engine
+            lock = "LOCK TABLE project IN ACCESS EXCLUSIVE MODE"
+        else:
+            holder = create_engine(empty_database_url, isolation_level="AUTOCOMMIT")
+            lock = "BEGIN EXCLUSIVE"
+        with holder.connect() as conn:
+            if DATABASE_URL:
+                conn.begin()
+            conn.exec_driver_sql(lock)
+            resp = http.post("/api/v1/projects", headers=req, json=project_payload())
+            _assert_retryable(resp, "application/problem+json")
+            conn.rollback()  # the lock released (SQLite: pysqlite's rollback ends the BEGIN EXCLUSIVE too)
+        holder.dispose()
+        assert http.post("/api/v1/projects", headers=req, json=project_payload()).status_code == 201
+    finally:
+        database.dispose()
+
+
+def test_a_transaction_cut_midway_writes_nothing(empty_database_url, clock):
+    """Publishing a batch (several writes in one transaction) loses its database after its first write
+    (PostgreSQL: the backend terminated, as a restart does; SQLite: the file turned read-only): a 503 to retry,
+    no row changed anywhere, and the retry publishes the batch."""
+    database = Database.from_url(empty_database_url)
+    try:
+        http, req, p = _market(database, clock)
+        before = _counts(database)
+        writes = []
+
+        def _cut(conn, cursor, statement, *_args):
+            if not statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+                return
+            writes.append(statement)
+            if len(writes) != 2:
+                return
+            if DATABASE_URL:
+                pid = cursor.connection.info.backend_pid
+                with Database.from_url(DATABASE_URL).engine.connect() as admin:
+                    assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                    admin.commit()
+            else:
+                cursor.connection.execute("PRAGMA query_only=1")
+
+        for engine in database.engines():
+            event.listen(engine, "before_cursor_execute", _cut)
+        resp = http.post(f"{p}/batches", headers=req, json={})
+        _assert_retryable(resp, "application/problem+json")
+        assert len(writes) >= 2  # the cut came after a write, not before the first
+        for engine in database.engines():
+            event.remove(engine, "before_cursor_execute", _cut)
+            engine.dispose()  # SQLite: the read-only connection goes with its pool
+        assert _counts(database) == before
+        assert http.post(f"{p}/batches", headers=req, json={}).status_code == 201
+        assert _counts(database) != before
+    finally:
+        database.dispose()
+
+
+def test_a_killed_server_worker_is_replaced_and_the_next_requests_succeed(tmp_path):
+    """`crowdmarket run`'s one worker killed outright (SIGKILL, as the OOM killer does): gunicorn's master starts
+    another, and requests, held on the master's listening socket meanwhile, are answered."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CROWDMARKET_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+           "CROWDMARKET_INSTANCE_PATH": str(tmp_path)}
+    env.pop("CROWDMARKET_REDIS_URL", None)
+    binary = Path(sys.executable).with_name("crowdmarket")
+    log = tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}/healthz"  # needs no schema: no migration to wait for
+
+    def worker_pid() -> int:
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(children) == 1, log.read_text()
+        return int(children[0])
+
+    with log.open("w") as out:
+        server = subprocess.Popen([binary, "run", "--port", str(port), "--workers", "1"], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"no answer from crowdmarket run:\n{log.read_text()}")
+        first = worker_pid()
+        os.kill(first, signal.SIGKILL)
+        started = time.monotonic()
+        # The very next request waits in the listen backlog for the new worker: no retry needed.
+        assert urllib.request.urlopen(url, timeout=10).status == 200
+        assert time.monotonic() - started < 5
+        assert worker_pid() != first
+        assert all(urllib.request.urlopen(url, timeout=5).status == 200 for _ in range(3))
+    finally:
+        # Killed, not stopped: a graceful stop is test_cli's, and takes seconds here for nothing.
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+        for pid in [server.pid, *map(int, children.read_text().split())] if server.poll() is None else []:
+            os.kill(pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    assert log.read_text().count("Booting worker") == 2
