@@ -90,7 +90,10 @@ API = {
 PAGES = {
     **{path: {"GET": ("P", "")} for path in ("/", "/docs", "/healthz", "/openapi.json", "/login", "/signup",
                                              "/static/<path:filename>", "/reports/quality/<token>",
-                                             "/work/external/<platform_name>")},
+                                             "/work/external/<platform_name>",
+                                             # loopback (a test client), an ops or the metrics token:
+                                             # tests/test_observability.py checks the rest
+                                             "/metrics")},
     "/login": {"GET": ("P", ""), "POST": ("P", "")}, "/signup": {"GET": ("P", ""), "POST": ("P", "")},
     "/logout": {"POST": ("P", "")},
     **{path: {"GET": ("O", "")} for path in ("/ops", "/ops/flags/<int:flag_id>", "/ops/payouts",
