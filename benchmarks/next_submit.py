@@ -614,7 +614,7 @@ def server_env(url: str, tmp: Path, pool_size: int, redis_url: str = "") -> dict
     env = cli_env(url, tmp)
     env.update(CROWDMARKET_LOG_LEVEL="WARNING", CROWDMARKET_DB_POOL_SIZE=str(pool_size), CROWDMARKET_PROXY_HOPS="1",
                # The load is 64 scripts taking tasks with no think time: the per-account next limit is not under test.
-               CROWDMARKET_RATELIMIT_NEXT="",
+               CROWDMARKET_RATELIMIT_NEXT="off",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
     env.pop("CROWDMARKET_REDIS_URL", None)
     if redis_url:

@@ -75,6 +75,16 @@ def test_the_limit_can_be_turned_off(app, client, session, clock, work, off):
     assert all(client.post(NEXT, headers=auth(token)).status_code == 200 for _ in range(5))
 
 
+@pytest.mark.parametrize(("value", "limited"), [("off", False), ("0", False), ("", True), ("5/minute", True)])
+def test_the_environment_turns_it_off_by_name_not_by_an_empty_value(tmp_path, value, limited):
+    """As every setting, an empty variable means the default (120/minute): `off` or `0` turns the limit off."""
+    from edge.limits import parse_rule
+    from shell.config import load_config
+
+    config = load_config(str(tmp_path), {"CROWDMARKET_RATELIMIT_NEXT": value})
+    assert (parse_rule(config["RATELIMIT_NEXT"]) is not None) == limited
+
+
 def test_the_default_lets_a_fast_honest_worker_through(app):
     """A next every 0.5 s for a minute (120) passes the default; the 121st within the minute does not."""
     from shell.config import _SETTINGS
