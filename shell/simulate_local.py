@@ -93,7 +93,10 @@ def _app(url: str, clock: SimClock, seed: int) -> Any:
                        "SECRET_KEY": hashlib.sha256(f"simulate:{seed}".encode()).hexdigest(),
                        "PASSWORD_HASH": "scrypt:256:8:1",
                        # TESTING: an error inside the app stops the run with its traceback, not a quiet 500.
-                       "EVALUATION": "thread", "TESTING": True})
+                       "EVALUATION": "thread", "TESTING": True,
+                       # The crowd works on a simulated clock, many tasks per real second: the next-task limit
+                       # (real time) would throttle it, and a log line per request would drown the report.
+                       "RATELIMIT_NEXT": "off", "LOG_LEVEL": "WARNING"})
 
 
 def _accounts(app: Any, clock: SimClock) -> dict[str, str]:
