@@ -310,9 +310,7 @@ def test_a_transaction_cut_midway_writes_nothing(empty_database_url, clock):
 def test_a_killed_server_worker_is_replaced_and_the_next_requests_succeed(tmp_path):
     """`crowdmarket run`'s one worker killed outright (SIGKILL, as the OOM killer does): gunicorn's master starts
     another, and requests, held on the master's listening socket meanwhile, are answered."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     env = {**os.environ, "CROWDMARKET_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
            "CROWDMARKET_INSTANCE_PATH": str(tmp_path)}
     env.pop("CROWDMARKET_REDIS_URL", None)
