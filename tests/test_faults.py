@@ -168,30 +168,28 @@ def _redis_server(port: int) -> subprocess.Popen:
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary to stop and start")
-def test_the_job_worker_outlives_a_redis_restart_and_runs_the_jobs_queued_after(tmp_path):
-    """A Redis of the test's own, stopped under `crowdmarket jobs work` and started again: the worker waits it
-    out and runs a job queued afterwards."""
+def test_the_job_worker_waits_out_a_redis_outage_and_runs_the_jobs_queued_after(tmp_path):
+    """`crowdmarket jobs work` started while its Redis (the test's own) is down, as after a Redis restart: it says
+    so and waits instead of exiting, and once Redis is up it runs a job queued there. (An outage while it waits on
+    the queue RQ retries itself; one elsewhere in its loop raised out of it: benchmarks/load.py met both.)"""
     port = _free_port()
     url = f"redis://127.0.0.1:{port}/0"
     env = {**os.environ, "CROWDMARKET_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
            "CROWDMARKET_INSTANCE_PATH": str(tmp_path), "CROWDMARKET_REDIS_URL": url, "CROWDMARKET_LOG_FORMAT": "text"}
     binary = Path(sys.executable).with_name("crowdmarket")
     subprocess.run([binary, "db", "upgrade"], env=env, check=True, capture_output=True)
-    store = _redis_server(port)
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen([binary, "jobs", "work"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    store = None
     try:
-        time.sleep(2)  # the worker registered and waits on the queue
-        store.terminate()
-        store.wait(timeout=10)
-        for _ in range(100):
+        for _ in range(300):
             if "Redis unavailable" in log.read_text():
                 break
             assert worker.poll() is None, log.read_text()
             time.sleep(0.1)
         else:
-            raise AssertionError(f"the worker never noticed:\n{log.read_text()}")
+            raise AssertionError(f"the worker never said Redis is down:\n{log.read_text()}")
         store = _redis_server(port)
         job = Queue(QUEUE, connection=redis.Redis.from_url(url)).enqueue(run_cycle)
         for _ in range(200):
@@ -204,8 +202,9 @@ def test_the_job_worker_outlives_a_redis_restart_and_runs_the_jobs_queued_after(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-        store.terminate()
-        store.wait(timeout=10)
+        if store is not None:
+            store.terminate()
+            store.wait(timeout=10)
 
 
 def _market(database: Database, clock) -> tuple[object, dict[str, str], str]:
