@@ -53,8 +53,10 @@ def gold_world(app, session, clock):
     already in, and a second worker who takes every task."""
     owner, _ = account(session, Role.REQUESTER, now=clock())
     proj = project(session, owner, now=clock(), label_schema={"type": "text", "max_length": 200},
-                   assignments_per_item=3)
-    records = [{"external_id": f"t{i}", "data": {"text": f"plain {i}"}} for i in range(6)]
+                   assignments_per_item=3, gold_rate=0.1)
+    # Enough real tasks that a 10% gold stream serves gold whatever the worker's schedule draws (6 were not:
+    # some schedules start with more than 6 real tasks).
+    records = [{"external_id": f"t{i}", "data": {"text": f"plain {i}"}} for i in range(40)]
     records += [{"external_id": f"g{i}", "data": {"text": f"looks plain {i}"}, "gold": f"{GOLD_ANSWER} {i}",
                  "explanation": GOLD_EXPLANATION} for i in range(3)]
     import io
